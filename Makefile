@@ -1,0 +1,85 @@
+# sluice: a mail transfer agent. `make run` starts it; `make test` tests it.
+#
+# Sources are found by folder: every src/<part>/*.c except the programs'
+# folders (src/sluiced, src/cli) goes into build/libsluice.a; each program
+# links that. tests/unit/<part>/test_*.c are cmocka programs, one per file.
+
+BUILD    ?= build
+SAN      ?=
+CC       ?= cc
+PKGS     := libevent libevent_pthreads libevent_openssl inih sqlite3 jansson libcares openssl
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow \
+            -D_GNU_SOURCE -pthread -MMD -MP -Isrc $(SAN) \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDFLAGS  += -pthread $(SAN)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+
+PROG_DIRS := src/sluiced src/cli
+LIB_SRCS  := $(filter-out $(addsuffix /%,$(PROG_DIRS)),$(wildcard src/*/*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+SLUICED_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/sluiced/*.c))
+CLI_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cli/*.c))
+UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+
+.PHONY: all deps run test test-unit test-system test-asan test-fuzz bench clean
+
+all: $(BUILD)/sluiced $(BUILD)/sluice
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libsluice.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/sluiced: $(SLUICED_OBJS) $(BUILD)/libsluice.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/sluice: $(CLI_OBJS) $(BUILD)/libsluice.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS) -lcmocka
+
+# The default configuration: nothing to write, sluiced embeds it.
+run: deps all
+	@mkdir -p var
+	exec $(BUILD)/sluiced
+
+test: deps
+	$(MAKE) test-unit
+	$(MAKE) test-system
+	$(MAKE) test-asan
+	$(MAKE) test-fuzz
+
+test-unit: $(UNIT_BINS)
+	@scripts/run-unit.sh $(UNIT_BINS)
+
+test-system: all
+	SLUICE_BUILD=$(BUILD) python3 -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
+
+# Unit and system tests again under AddressSanitizer and UBSan.
+test-asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all test-unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  SLUICE_BUILD=build-asan python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/system $(PYTEST_ARGS)
+
+# Replay the fuzz corpora through the fuzz targets (built as plain programs).
+test-fuzz:
+	@scripts/fuzz.sh replay
+
+bench: deps all
+	bench/accept
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJS:.o=.d) $(SLUICED_OBJS:.o=.d) $(CLI_OBJS:.o=.d)

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Install the Debian packages that building and testing sluice need, if any
+# is missing. Runs apt-get as root on Debian 12; prints nothing when all is here.
+set -e
+PKGS="build-essential pkg-config libevent-dev libinih-dev libsqlite3-dev
+libjansson-dev libc-ares-dev libssl-dev libcmocka-dev clang
+python3 python3-pytest swaks curl postfix dnsmasq-base strace sqlite3
+iproute2 procps psmisc"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+# Postfix is only a benchmark peer and the source of smtp-source/smtp-sink:
+# install it unconfigured so it never starts delivering on its own.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spool.h: the durable store of messages, run on its own thread.
+ *
+ * Every write (insert, recipient update, delete) is queued to the spool
+ * thread, which gathers all requests pending at the start of its turn into
+ * one transaction and one sync (group commit), then hands each request's
+ * outcome back to the event loop thread through the callback given.
+ *
+ * Invariants
+ *  1. A spool_done_fn fires with SPOOL_OK only after the transaction that
+ *     holds the request has committed and its sync has returned.
+ *  2. A failed transaction leaves no part of any request in it.
+ *  3. Callbacks run on the event loop thread that owns the event_base given
+ *     to spool_open(), never on the spool thread.
+ *
+ * Threads: every function here is called from the event loop thread only.
+ */
+#ifndef SL_SPOOL_H
+#define SL_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evbuffer;
+struct spool;
+
+enum spool_status {
+	SPOOL_OK = 0,
+	SPOOL_ERR_NOSPACE,	/* the disk is full (ENOSPC, SQLITE_FULL) */
+	SPOOL_ERR_IO,		/* any other storage failure */
+	SPOOL_ERR_NOTFOUND,	/* no such message */
+};
+
+/* RFC 3461 NOTIFY bits; none set means the parameter was not given. */
+enum {
+	SPOOL_NOTIFY_NEVER = 1,
+	SPOOL_NOTIFY_SUCCESS = 2,
+	SPOOL_NOTIFY_FAILURE = 4,
+	SPOOL_NOTIFY_DELAY = 8,
+};
+
+/* RFC 3461 RET */
+enum { SPOOL_RET_NONE = 0, SPOOL_RET_FULL = 1, SPOOL_RET_HDRS = 2 };
+
+/* Message flags */
+enum {
+	SPOOL_F_8BITMIME = 1,	/* BODY=8BITMIME */
+	SPOOL_F_SMTPUTF8 = 2,	/* SMTPUTF8 given at MAIL */
+	SPOOL_F_BINARYMIME = 4,	/* BODY=BINARYMIME (BDAT only) */
+	SPOOL_F_BOUNCE = 8,	/* a DSN we generated: never bounce it */
+};
+
+enum spool_rcpt_state {
+	SPOOL_RCPT_QUEUED = 0,	/* waiting for its first or next attempt */
+	SPOOL_RCPT_DEFERRED,	/* failed temporarily, see next_retry */
+	SPOOL_RCPT_HELD,	/* held by the operator */
+	SPOOL_RCPT_DELIVERED,	/* final */
+	SPOOL_RCPT_FAILED,	/* final; the bounce (if any) is queued */
+};
+
+struct spool_rcpt {
+	uint32_t rid;		/* 0..n-1 in RCPT order */
+	char *addr;		/* mailbox without <>; owned */
+	char *orcpt;		/* ORCPT as given ("rfc822;a@b"), or NULL; owned */
+	uint8_t notify;		/* SPOOL_NOTIFY_* bits */
+	uint8_t state;		/* enum spool_rcpt_state */
+	uint32_t attempts;
+	int64_t next_retry;	/* unix seconds; 0 = now */
+	char *last_reply;	/* last remote reply or reason, or NULL; owned */
+};
+
+struct spool_msg {
+	uint64_t mid;		/* from spool_mid_next() */
+	int64_t arrival;	/* unix seconds */
+	char *sender;		/* reverse path without <>, "" for <>; owned */
+	char *envid;		/* ENVID or NULL; owned */
+	uint8_t ret;		/* SPOOL_RET_* */
+	uint8_t flags;		/* SPOOL_F_* */
+	char *client_addr;	/* "192.0.2.1"; owned */
+	char *helo;		/* as given by the client; owned */
+	uint64_t size;		/* bytes of body as stored */
+	size_t nrcpt;
+	struct spool_rcpt *rcpts; /* owned array of nrcpt */
+	struct evbuffer *body;	/* whole message as stored (Received: first);
+				   owned; NULL in envelopes read back */
+};
+
+/* Called on the event loop thread with the outcome of one request. */
+typedef void spool_done_fn(void *arg, enum spool_status status);
+/* Called once per message found at recovery; takes msg (body is NULL). */
+typedef void spool_recover_fn(void *arg, struct spool_msg *msg);
+
+/*
+ * Open (creating if needed) the spool in dir and start its thread.
+ * Returns NULL with a message in err on failure.
+ */
+struct spool *spool_open(const char *dir, struct event_base *base,
+    char *err, size_t errlen);
+/* Finish every queued request (callbacks still fire), stop the thread, close. */
+void spool_close(struct spool *sp);
+
+/* A new MID: unique, sortable by arrival, never reused across restarts. */
+uint64_t spool_mid_next(struct spool *sp);
+/* Format a MID as 16 upper-case hex digits into buf (>= 17 bytes). */
+char *spool_mid_fmt(uint64_t mid, char *buf);
+/* Parse a MID as printed; returns 0 on error. */
+uint64_t spool_mid_parse(const char *s);
+
+/* Store msg durably; takes msg (freed by the spool). */
+void spool_insert(struct spool *sp, struct spool_msg *msg, spool_done_fn *cb,
+    void *arg);
+/* Store the state, attempts, next_retry and last_reply of n recipients of mid. */
+void spool_update_rcpts(struct spool *sp, uint64_t mid,
+    const struct spool_rcpt *rcpts, size_t n, spool_done_fn *cb, void *arg);
+/* Remove a message and everything of it. */
+void spool_delete(struct spool *sp, uint64_t mid, spool_done_fn *cb,
+    void *arg);
+
+/*
+ * Read every stored envelope, in MID order, calling fn for each; returns the
+ * count, or -1 on error. Call before any write is queued.
+ */
+long spool_recover(struct spool *sp, spool_recover_fn *fn, void *arg);
+/* Read a message's body into a new evbuffer (free with evbuffer_free), or NULL. */
+struct evbuffer *spool_body_load(struct spool *sp, uint64_t mid);
+
+void spool_msg_free(struct spool_msg *msg);
+
+/* Counters for logs and metrics; read on the event loop thread. */
+struct spool_stats {
+	uint64_t commits;	/* transactions committed */
+	uint64_t requests;	/* requests committed */
+	uint64_t failures;	/* transactions that failed */
+	uint64_t checkpoints;
+	uint64_t max_batch;
+	double commit_ms_sum;	/* time in BEGIN..COMMIT, milliseconds */
+};
+void spool_stats_get(struct spool *sp, struct spool_stats *out);
+
+/*
+ * Test hook: make the next `count` transactions fail as if the disk returned
+ * err (SPOOL_ERR_NOSPACE or SPOOL_ERR_IO). Used by unit tests.
+ */
+void spool_fault_inject(struct spool *sp, int count, enum spool_status err);
+
+#endif

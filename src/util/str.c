@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * str.c: small string helpers, UTF-8 validation, and the parsers of the
+ * duration and size notations used by the configuration and the flags.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+size_t
+sl_strlcpy(char *dst, const char *src, size_t size)
+{
+	size_t len = strlen(src);
+
+	if (size > 0) {
+		size_t n = len < size - 1 ? len : size - 1;
+		memcpy(dst, src, n);
+		dst[n] = '\0';
+	}
+	return len;
+}
+
+static int
+lower(int c)
+{
+	return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+int
+sl_strncaseeq(const char *a, const char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+			return 0;
+		if (a[i] == '\0')
+			return 1;
+	}
+	return 1;
+}
+
+int
+sl_strcaseeq(const char *a, const char *b)
+{
+	size_t la = strlen(a);
+
+	return la == strlen(b) && sl_strncaseeq(a, b, la);
+}
+
+char *
+sl_strtrim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' ||
+	    e[-1] == '\n'))
+		e--;
+	*e = '\0';
+	return s;
+}
+
+int
+sl_utf8_valid(const char *str, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned c = s[i];
+		size_t len;
+		uint32_t cp, min;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xE0) == 0xC0) {
+			len = 2, cp = c & 0x1F, min = 0x80;
+		} else if ((c & 0xF0) == 0xE0) {
+			len = 3, cp = c & 0x0F, min = 0x800;
+		} else if ((c & 0xF8) == 0xF0) {
+			len = 4, cp = c & 0x07, min = 0x10000;
+		} else {
+			return 0;
+		}
+		if (i + len > n)
+			return 0;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return 0;
+		i += len;
+	}
+	return 1;
+}
+
+/* A number followed by at most one suffix letter from the table. */
+static int64_t
+parse_scaled(const char *s, const char *suffixes, const int64_t *mult)
+{
+	char *end;
+	long long v;
+	int64_t m = 1;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (*end != '\0') {
+		const char *p = strchr(suffixes, *end);
+		if (p == NULL || end[1] != '\0')
+			return -1;
+		m = mult[p - suffixes];
+	}
+	if (v > INT64_MAX / m)
+		return -1;
+	return (int64_t)v * m;
+}
+
+int64_t
+sl_parse_duration(const char *s)
+{
+	static const int64_t mult[] = { 1, 60, 3600, 86400 };
+
+	return parse_scaled(s, "smhd", mult);
+}
+
+int64_t
+sl_parse_size(const char *s)
+{
+	static const int64_t mult[] = { 1024, 1024, 1048576, 1048576,
+		1073741824, 1073741824 };
+
+	return parse_scaled(s, "KkMmGg", mult);
+}
