@@ -98,7 +98,12 @@ typedef void spool_recover_fn(void *arg, struct spool_msg *msg);
  */
 struct spool *spool_open(const char *dir, struct event_base *base,
     char *err, size_t errlen);
-/* Finish every queued request (callbacks still fire), stop the thread, close. */
+/*
+ * Finish every queued request, stop the thread, checkpoint and close.
+ * The callbacks of requests still queued fire inside this call, on the
+ * calling (event loop) thread, so the loop need not run again; a request
+ * queued from such a callback fails with SPOOL_ERR_IO.
+ */
 void spool_close(struct spool *sp);
 
 /* A new MID: unique, sortable by arrival, never reused across restarts. */
@@ -138,6 +143,13 @@ struct spool_stats {
 	double commit_ms_sum;	/* time in BEGIN..COMMIT, milliseconds */
 };
 void spool_stats_get(struct spool *sp, struct spool_stats *out);
+
+/*
+ * A short human-readable reason for the last failure seen on the event loop
+ * thread (a failed request, spool_recover, spool_body_load), for the caller
+ * to log; "" if none yet. Valid until the next call into the spool.
+ */
+const char *spool_last_error(struct spool *sp);
 
 /*
  * Test hook: make the next `count` transactions fail as if the disk returned
