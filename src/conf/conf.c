@@ -1,0 +1,678 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conf.c: read the INI file with inih, check each value against its row of
+ * settings.def, derive the parsed forms (addresses, networks, domains).
+ *
+ * inih does not tell a handler its line, so the file is read through our own
+ * reader (conf_reader) that counts lines; it also catches an unknown section
+ * header even when the section has no keys.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "conf/conf.h"
+#include "util/util.h"
+
+enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL };
+
+struct conf_row {
+	const char *section;
+	const char *key;
+	enum conf_type type;
+	const char *def;
+	int64_t min, max;
+	size_t off;
+	int reloadable;
+};
+
+static const struct conf_row conf_rows[] = {
+#define SETTING(sec, k, type, def, mn, mx, field, reload) \
+	{ #sec, #k, T_##type, def, mn, mx, offsetof(struct sl_conf, field), reload },
+#include "conf/settings.def"
+#undef SETTING
+};
+
+/* Sections whose keys are free-form (domain names). */
+static const char *const conf_free_sections[] = { "routes" };
+
+struct conf_parse {
+	struct sl_conf *c;
+	const char *file;
+	FILE *fp;
+	int line;
+	char *err;
+	size_t errlen;
+	int failed;
+	const char *last_key;	/* for LIST continuation lines */
+};
+
+static int
+conf_fail(struct conf_parse *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+conf_fail(struct conf_parse *p, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (p->failed)
+		return 0;
+	p->failed = 1;
+	n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line);
+	if (n < 0 || (size_t)n >= p->errlen)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(p->err + n, p->errlen - n, fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+static int
+conf_section_known(const char *name)
+{
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_rows); i++)
+		if (strcmp(conf_rows[i].section, name) == 0)
+			return 1;
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++)
+		if (strcmp(conf_free_sections[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+static const struct conf_row *
+conf_row_find(const char *section, const char *key)
+{
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_rows); i++)
+		if (strcmp(conf_rows[i].section, section) == 0 &&
+		    strcmp(conf_rows[i].key, key) == 0)
+			return &conf_rows[i];
+	return NULL;
+}
+
+static int
+conf_parse_bool(const char *v)
+{
+	static const char *yes[] = { "yes", "true", "on", "1" };
+	static const char *no[] = { "no", "false", "off", "0" };
+
+	for (size_t i = 0; i < SL_ARRAY_LEN(yes); i++) {
+		if (sl_strcaseeq(v, yes[i]))
+			return 1;
+		if (sl_strcaseeq(v, no[i]))
+			return 0;
+	}
+	return -1;
+}
+
+/* Set one row from its text; returns 0, or -1 with a message in msg. */
+static int
+conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
+    int append, char *msg, size_t msglen)
+{
+	char *base = (char *)c + r->off;
+	int64_t n;
+	char *end;
+
+	switch (r->type) {
+	case T_STR:
+		free(*(char **)base);
+		*(char **)base = xstrdup(v);
+		return 0;
+	case T_LIST: {
+		char *old = *(char **)base;
+		if (append && old != NULL && *old != '\0' && *v != '\0')
+			*(char **)base = xasprintf("%s, %s", old, v);
+		else
+			*(char **)base = xstrdup(v);
+		free(old);
+		return 0;
+	}
+	case T_INT:
+		errno = 0;
+		n = strtoll(v, &end, 10);
+		if (*v == '\0' || *end != '\0' || errno != 0) {
+			snprintf(msg, msglen, "'%s' is not a whole number", v);
+			return -1;
+		}
+		break;
+	case T_SIZE:
+		if ((n = sl_parse_size(v)) < 0) {
+			snprintf(msg, msglen,
+			    "'%s' is not a size (a number with K, M or G)", v);
+			return -1;
+		}
+		break;
+	case T_DURATION:
+		if ((n = sl_parse_duration(v)) < 0) {
+			snprintf(msg, msglen,
+			    "'%s' is not a duration (a number with s, m, h or d)",
+			    v);
+			return -1;
+		}
+		break;
+	case T_BOOL:
+		if ((n = conf_parse_bool(v)) < 0) {
+			snprintf(msg, msglen, "'%s' is not yes or no", v);
+			return -1;
+		}
+		break;
+	default:
+		SL_PANIC("bad setting type %d", r->type);
+	}
+	if (r->type != T_BOOL && n < r->min) {
+		snprintf(msg, msglen, "%s is below the minimum %lld", v,
+		    (long long)r->min);
+		return -1;
+	}
+	if (r->type != T_BOOL && r->max > 0 && n > r->max) {
+		snprintf(msg, msglen, "%s is above the maximum %lld", v,
+		    (long long)r->max);
+		return -1;
+	}
+	*(int64_t *)base = n;
+	return 0;
+}
+
+/* The checks and derived forms of one row that need more than its type. */
+static int conf_derive(struct sl_conf *c, const struct conf_row *r,
+    char *msg, size_t msglen);
+
+static int
+conf_handler(void *user, const char *section, const char *key,
+    const char *value)
+{
+	struct conf_parse *p = user;
+	const struct conf_row *r;
+	char msg[512];
+	int append;
+
+	if (p->failed)
+		return 0;
+	if (!conf_section_known(section))
+		return conf_fail(p, "unknown section [%s]", section);
+	if (strcmp(section, "routes") == 0) {
+		struct sl_conf *c = p->c;
+		c->routes = xrealloc(c->routes,
+		    (c->nroutes + 1) * sizeof(*c->routes));
+		c->routes[c->nroutes].key = xstrdup(key);
+		c->routes[c->nroutes].value = xstrdup(value);
+		c->routes[c->nroutes].line = p->line;
+		c->nroutes++;
+		return 1;
+	}
+	if ((r = conf_row_find(section, key)) == NULL)
+		return conf_fail(p, "[%s] unknown key '%s'", section, key);
+	/* inih calls again with the same key for an indented continuation line */
+	append = p->last_key == r->key;
+	p->last_key = r->key;
+	if (conf_set(p->c, r, value, append, msg, sizeof(msg)) != 0 ||
+	    conf_derive(p->c, r, msg, sizeof(msg)) != 0)
+		return conf_fail(p, "[%s] %s: %s", section, key, msg);
+	return 1;
+}
+
+/* fgets for inih that counts lines and checks section headers as it goes. */
+static char *
+conf_reader(char *str, int num, void *stream)
+{
+	struct conf_parse *p = stream;
+	char *s, *e;
+
+	if (fgets(str, num, p->fp) == NULL)
+		return NULL;
+	p->line++;
+	s = str;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s == '[' && !p->failed && (e = strchr(s, ']')) != NULL) {
+		char name[128];
+		size_t n = (size_t)(e - s - 1);
+		if (n < sizeof(name)) {
+			memcpy(name, s + 1, n);
+			name[n] = '\0';
+			if (!conf_section_known(sl_strtrim(name)))
+				conf_fail(p, "unknown section [%s]", name);
+		}
+		p->last_key = NULL;
+	}
+	return str;
+}
+
+/* Split a LIST value into trimmed, non-empty items; returns the count. */
+static size_t
+conf_split(const char *v, char ***out)
+{
+	char *copy = xstrdup(v), *save = NULL, *tok;
+	char **items = NULL;
+	size_t n = 0;
+
+	for (tok = strtok_r(copy, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		tok = sl_strtrim(tok);
+		if (*tok == '\0')
+			continue;
+		items = xrealloc(items, (n + 1) * sizeof(*items));
+		items[n++] = xstrdup(tok);
+	}
+	free(copy);
+	*out = items;
+	return n;
+}
+
+static void
+conf_strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int
+conf_net_parse(const char *s, struct conf_net *out)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	char *slash, *end;
+	long bits;
+
+	if (sl_strlcpy(buf, s, sizeof(buf)) >= sizeof(buf))
+		return -1;
+	memset(out, 0, sizeof(*out));
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = '\0';
+	if (inet_pton(AF_INET, buf, out->addr) == 1) {
+		out->family = AF_INET;
+		out->bits = 32;
+	} else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+		out->family = AF_INET6;
+		out->bits = 128;
+	} else {
+		return -1;
+	}
+	if (slash != NULL) {
+		errno = 0;
+		bits = strtol(slash, &end, 10);
+		if (*slash == '\0' || *end != '\0' || errno != 0 || bits < 0 ||
+		    bits > out->bits)
+			return -1;
+		out->bits = (int)bits;
+	}
+	return 0;
+}
+
+static int
+conf_prefix_eq(const uint8_t *a, const uint8_t *b, int bits)
+{
+	int bytes = bits / 8, rest = bits % 8;
+
+	if (memcmp(a, b, bytes) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	return ((a[bytes] ^ b[bytes]) & (0xFF << (8 - rest))) == 0;
+}
+
+int
+conf_net_match(const struct conf_net *nets, size_t n, const struct sockaddr *sa)
+{
+	const uint8_t *a6 = NULL;
+	uint8_t v4[4];
+	int v6 = 0;
+
+	if (sa->sa_family == AF_INET) {
+		memcpy(v4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		a6 = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		/* an IPv4-mapped address matches the IPv4 networks */
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a6))
+			memcpy(v4, a6 + 12, 4);
+		else
+			v6 = 1;
+	} else {
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_net *net = &nets[i];
+		if (net->family == AF_INET && !v6 &&
+		    conf_prefix_eq(net->addr, v4, net->bits))
+			return 1;
+		if (net->family == AF_INET6 && v6 &&
+		    conf_prefix_eq(net->addr, a6, net->bits))
+			return 1;
+	}
+	return 0;
+}
+
+int
+conf_addr_parse(const char *s, struct conf_addr *out)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon, *port;
+	char *end;
+	long p;
+	size_t hlen;
+
+	memset(out, 0, sizeof(*out));
+	if (*s == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb == NULL || rb[1] != ':')
+			return -1;
+		hlen = (size_t)(rb - s - 1);
+		if (hlen >= sizeof(host))
+			return -1;
+		memcpy(host, s + 1, hlen);
+		host[hlen] = '\0';
+		port = rb + 2;
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			return -1;
+		hlen = (size_t)(colon - s);
+		if (hlen >= sizeof(host))
+			return -1;
+		memcpy(host, s, hlen);
+		host[hlen] = '\0';
+		port = colon + 1;
+	}
+	errno = 0;
+	p = strtol(port, &end, 10);
+	if (*port == '\0' || *end != '\0' || errno != 0 || p < 0 || p > 65535)
+		return -1;
+	if (host[0] == '\0' || strcmp(host, "*") == 0) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = in6addr_any;
+		sin6->sin6_port = htons((uint16_t)p);
+		out->len = sizeof(*sin6);
+	} else if (strchr(host, ':') != NULL) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return -1;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)p);
+		out->len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return -1;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)p);
+		out->len = sizeof(*sin);
+	}
+	out->text = xstrdup(s);
+	return 0;
+}
+
+int
+conf_domain_in(char *const *list, size_t n, const char *domain)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sl_strcaseeq(list[i], domain))
+			return 1;
+	return 0;
+}
+
+static int
+conf_domain_valid(const char *d)
+{
+	if (*d == '\0' || strlen(d) > 255)
+		return 0;
+	for (const char *p = d; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' &&
+		    *p != '_' && !((unsigned char)*p & 0x80))
+			return 0;
+	return 1;
+}
+
+static int
+conf_derive_domains(const char *v, char ***list, size_t *n, char *msg,
+    size_t msglen)
+{
+	char **items;
+	size_t k = conf_split(v, &items);
+
+	for (size_t i = 0; i < k; i++) {
+		if (!conf_domain_valid(items[i])) {
+			snprintf(msg, msglen, "'%s' is not a domain", items[i]);
+			conf_strv_free(items, k);
+			return -1;
+		}
+		for (char *p = items[i]; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+	}
+	conf_strv_free(*list, *n);
+	*list = items;
+	*n = k;
+	return 0;
+}
+
+static void
+conf_listen_free(struct sl_conf *c)
+{
+	for (size_t i = 0; i < c->nlisten; i++)
+		free(c->listen[i].text);
+	free(c->listen);
+	c->listen = NULL;
+	c->nlisten = 0;
+}
+
+static int
+conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
+    size_t msglen)
+{
+	char *v = *(char **)((char *)c + r->off);
+	char **items;
+	size_t n;
+
+	if (r->off == offsetof(struct sl_conf, server_listen)) {
+		n = conf_split(v, &items);
+		if (n == 0) {
+			snprintf(msg, msglen, "at least one address is needed");
+			conf_strv_free(items, n);
+			return -1;
+		}
+		conf_listen_free(c);
+		c->listen = xcalloc(n, sizeof(*c->listen));
+		for (size_t i = 0; i < n; i++, c->nlisten++) {
+			if (conf_addr_parse(items[i], &c->listen[i]) != 0) {
+				snprintf(msg, msglen, "'%s' is not an address "
+				    "and port (127.0.0.1:25, [::1]:25, *:25)",
+				    items[i]);
+				conf_strv_free(items, n);
+				return -1;
+			}
+		}
+		conf_strv_free(items, n);
+	} else if (r->off == offsetof(struct sl_conf, server_trusted_networks)) {
+		n = conf_split(v, &items);
+		free(c->trusted);
+		c->trusted = xcalloc(n, sizeof(*c->trusted));
+		c->ntrusted = n;
+		for (size_t i = 0; i < n; i++) {
+			if (conf_net_parse(items[i], &c->trusted[i]) != 0) {
+				snprintf(msg, msglen, "'%s' is not a network "
+				    "(10.0.0.0/8, ::1/128)", items[i]);
+				conf_strv_free(items, n);
+				return -1;
+			}
+		}
+		conf_strv_free(items, n);
+	} else if (r->off == offsetof(struct sl_conf, server_local_domains)) {
+		return conf_derive_domains(v, &c->local_domains,
+		    &c->nlocal_domains, msg, msglen);
+	} else if (r->off == offsetof(struct sl_conf, server_relay_domains)) {
+		return conf_derive_domains(v, &c->relay_domains,
+		    &c->nrelay_domains, msg, msglen);
+	} else if (r->off == offsetof(struct sl_conf, log_format)) {
+		if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
+			snprintf(msg, msglen, "'%s' is not text or json", v);
+			return -1;
+		}
+		c->log_json = strcmp(v, "json") == 0;
+	} else if (r->off == offsetof(struct sl_conf, log_level)) {
+		static const char *levels[] = { "debug", "info", "warning",
+			"error" };
+		for (size_t i = 0; i < SL_ARRAY_LEN(levels); i++)
+			if (strcmp(v, levels[i]) == 0)
+				return 0;
+		snprintf(msg, msglen, "'%s' is not debug, info, warning or error",
+		    v);
+		return -1;
+	} else if (r->off == offsetof(struct sl_conf, spool_dir) ||
+	    r->off == offsetof(struct sl_conf, control_socket)) {
+		if (*v == '\0') {
+			snprintf(msg, msglen, "a path is needed");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+conf_defaults(struct sl_conf *c, char *err, size_t errlen)
+{
+	char msg[256], host[256];
+
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_rows); i++) {
+		const struct conf_row *r = &conf_rows[i];
+		if (conf_set(c, r, r->def, 0, msg, sizeof(msg)) != 0 ||
+		    conf_derive(c, r, msg, sizeof(msg)) != 0) {
+			snprintf(err, errlen, "built-in default [%s] %s: %s",
+			    r->section, r->key, msg);
+			return -1;
+		}
+	}
+	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+		sl_strlcpy(host, "localhost", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	free(c->server_hostname);
+	c->server_hostname = xstrdup(host);
+	return 0;
+}
+
+struct sl_conf *
+conf_load(const char *path, char *err, size_t errlen)
+{
+	struct sl_conf *c = xcalloc(1, sizeof(*c));
+	struct conf_parse p = { .c = c, .file = path, .err = err,
+		.errlen = errlen };
+	int rc;
+
+	if (conf_defaults(c, err, errlen) != 0)
+		return conf_free(c);
+	if (path == NULL)
+		return c;
+	c->path = xstrdup(path);
+	if ((p.fp = fopen(path, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return conf_free(c);
+	}
+	rc = ini_parse_stream(conf_reader, &p, conf_handler, &p);
+	fclose(p.fp);
+	if (p.failed)
+		return conf_free(c);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s:%d: syntax error (expected "
+		    "[section] or key = value)", path, rc);
+		return conf_free(c);
+	}
+	if (c->server_hostname[0] == '\0') {
+		snprintf(err, errlen, "%s: [server] hostname: must not be empty",
+		    path);
+		return conf_free(c);
+	}
+	return c;
+}
+
+struct sl_conf *
+conf_free(struct sl_conf *c)
+{
+	if (c == NULL)
+		return NULL;
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_rows); i++)
+		if (conf_rows[i].type == T_STR || conf_rows[i].type == T_LIST)
+			free(*(char **)((char *)c + conf_rows[i].off));
+	conf_listen_free(c);
+	free(c->trusted);
+	conf_strv_free(c->local_domains, c->nlocal_domains);
+	conf_strv_free(c->relay_domains, c->nrelay_domains);
+	for (size_t i = 0; i < c->nroutes; i++) {
+		free(c->routes[i].key);
+		free(c->routes[i].value);
+	}
+	free(c->routes);
+	free(c->path);
+	free(c);
+	return NULL;
+}
+
+/* A size or duration in the largest unit that divides it. */
+static void
+conf_fmt_scaled(int64_t v, const char *units, const int64_t *mult, size_t n,
+    char *buf, size_t len)
+{
+	for (size_t i = n; i-- > 0;) {
+		if (v != 0 && v % mult[i] == 0) {
+			snprintf(buf, len, "%lld%c", (long long)(v / mult[i]),
+			    units[i]);
+			return;
+		}
+	}
+	snprintf(buf, len, "%lld", (long long)v);
+}
+
+void
+conf_print(const struct sl_conf *c, FILE *f)
+{
+	static const int64_t smult[] = { 1024, 1048576, 1073741824 };
+	static const int64_t dmult[] = { 1, 60, 3600, 86400 };
+	const char *section = "";
+	char buf[64];
+
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_rows); i++) {
+		const struct conf_row *r = &conf_rows[i];
+		const char *base = (const char *)c + r->off;
+		int64_t v = *(const int64_t *)base;
+
+		if (strcmp(section, r->section) != 0) {
+			fprintf(f, "%s[%s]\n", i ? "\n" : "", r->section);
+			section = r->section;
+		}
+		switch (r->type) {
+		case T_STR:
+		case T_LIST:
+			fprintf(f, "%s = %s\n", r->key, *(char *const *)base);
+			break;
+		case T_INT:
+			fprintf(f, "%s = %lld\n", r->key, (long long)v);
+			break;
+		case T_SIZE:
+			conf_fmt_scaled(v, "KMG", smult, 3, buf, sizeof(buf));
+			fprintf(f, "%s = %s\n", r->key, buf);
+			break;
+		case T_DURATION:
+			if (v == 0)
+				snprintf(buf, sizeof(buf), "0s");
+			else
+				conf_fmt_scaled(v, "smhd", dmult, 4, buf,
+				    sizeof(buf));
+			fprintf(f, "%s = %s\n", r->key, buf);
+			break;
+		case T_BOOL:
+			fprintf(f, "%s = %s\n", r->key, v ? "yes" : "no");
+			break;
+		}
+	}
+	if (c->nroutes > 0) {
+		fprintf(f, "\n[routes]\n");
+		for (size_t i = 0; i < c->nroutes; i++)
+			fprintf(f, "%s = %s\n", c->routes[i].key,
+			    c->routes[i].value);
+	}
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conf.h: the configuration, one INI file (inih) read into struct sl_conf.
+ *
+ * Every setting is one row of settings.def; every row has a default, so no
+ * file at all is a valid configuration. Errors name the file and the line:
+ * "sluice.ini:14: [server] max_recipients: 0 is below the minimum 1".
+ * Code receives `const struct sl_conf *`; nothing reads a global.
+ */
+#ifndef SL_CONF_H
+#define SL_CONF_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+/* A network in CIDR notation. */
+struct conf_net {
+	int family;		/* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+	int bits;
+};
+
+/* A listening address "host:port" or "[v6]:port". */
+struct conf_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char *text;		/* as written */
+};
+
+/* An entry of a free-form section such as [routes]: key = value. */
+struct conf_kv {
+	char *key;
+	char *value;
+	int line;
+};
+
+struct sl_conf {
+#define SETTING_STR(f) char *f;
+#define SETTING_LIST(f) char *f;
+#define SETTING_INT(f) int64_t f;
+#define SETTING_SIZE(f) int64_t f;
+#define SETTING_DURATION(f) int64_t f;
+#define SETTING_BOOL(f) int64_t f;
+#define SETTING(sec, key, type, def, min, max, field, reload) SETTING_##type(field)
+#include "conf/settings.def"
+#undef SETTING
+#undef SETTING_STR
+#undef SETTING_LIST
+#undef SETTING_INT
+#undef SETTING_SIZE
+#undef SETTING_DURATION
+#undef SETTING_BOOL
+
+	/* Derived from the rows above when the file is loaded. */
+	char *path;			/* the file read, or NULL for defaults */
+	struct conf_addr *listen;
+	size_t nlisten;
+	struct conf_net *trusted;
+	size_t ntrusted;
+	char **local_domains;		/* lower-case */
+	size_t nlocal_domains;
+	char **relay_domains;		/* lower-case */
+	size_t nrelay_domains;
+	int log_json;
+	/* [routes]: domain = hosts, in file order (delivery reads them). */
+	struct conf_kv *routes;
+	size_t nroutes;
+};
+
+/*
+ * Load the defaults, then path (NULL for none) over them. Returns a new
+ * configuration, or NULL with "file:line: message" in err.
+ * Free with conf_free().
+ */
+struct sl_conf *conf_load(const char *path, char *err, size_t errlen);
+struct sl_conf *conf_free(struct sl_conf *c);
+/* Print every setting's effective value in INI form. */
+void conf_print(const struct sl_conf *c, FILE *f);
+
+/* 1 if the address (sockaddr) is inside one of the networks. */
+int conf_net_match(const struct conf_net *nets, size_t n,
+    const struct sockaddr *sa);
+/* Parse "10.0.0.0/8" or "::1/128" (no /bits: a host). 0 or -1. */
+int conf_net_parse(const char *s, struct conf_net *out);
+/* Parse "127.0.0.1:25", "[::1]:25", "*:25" or ":25"; 0 or -1. */
+int conf_addr_parse(const char *s, struct conf_addr *out);
+/* 1 if domain (any case) is in the lower-case list. */
+int conf_domain_in(char *const *list, size_t n, const char *domain);
+
+#endif

@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * listener.c: the listening sockets, connection limits (in total and per
+ * client address), the list of open sessions, and graceful shutdown.
+ *
+ * Per-address counts live in a small chained hash table keyed by the
+ * address bytes; an entry exists only while that address has a session, so
+ * its size follows the number of distinct clients connected.
+ * As Postfix does for mynetworks, trusted clients are exempt from the
+ * per-address limit (the total limit still holds).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log/log.h"
+#include "smtpd/smtpd_int.h"
+#include "util/util.h"
+
+#define IPTAB_SIZE 4096
+
+static size_t
+iptab_key(const struct sockaddr *sa, uint8_t addr[16], int *family)
+{
+	memset(addr, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		*family = AF_INET;
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		*family = AF_INET6;
+	} else {
+		*family = sa->sa_family;
+	}
+	uint32_t h = 2166136261u;	/* FNV-1a */
+	for (int i = 0; i < 16; i++)
+		h = (h ^ addr[i]) * 16777619u;
+	return h % IPTAB_SIZE;
+}
+
+static struct smtpd_iptab_entry *
+iptab_get(struct smtpd_server *srv, const struct sockaddr *sa, int create)
+{
+	struct smtpd_iptab_entry *e;
+	uint8_t addr[16];
+	int family;
+	size_t b = iptab_key(sa, addr, &family);
+
+	for (e = srv->iptab[b]; e != NULL; e = e->next)
+		if (e->family == family && memcmp(e->addr, addr, 16) == 0)
+			return e;
+	if (!create)
+		return NULL;
+	e = xcalloc(1, sizeof(*e));
+	memcpy(e->addr, addr, 16);
+	e->family = family;
+	e->next = srv->iptab[b];
+	srv->iptab[b] = e;
+	return e;
+}
+
+static void
+iptab_release(struct smtpd_server *srv, struct smtpd_session *s)
+{
+	struct smtpd_iptab_entry **pp, *e = s->ipent;
+	uint8_t addr[16];
+	int family;
+
+	if (e == NULL || --e->count > 0)
+		return;
+	for (pp = &srv->iptab[iptab_key((struct sockaddr *)&s->peer, addr,
+	    &family)]; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == e) {
+			*pp = e->next;
+			free(e);
+			return;
+		}
+	}
+}
+
+struct smtpd_server *
+smtpd_server_new(struct event_base *base, const struct sl_conf *conf,
+    const struct smtpd_ops *ops)
+{
+	struct smtpd_server *srv = xcalloc(1, sizeof(*srv));
+
+	srv->base = base;
+	srv->conf = conf;
+	srv->ops = *ops;
+	TAILQ_INIT(&srv->sessions);
+	srv->iptab = xcalloc(IPTAB_SIZE, sizeof(*srv->iptab));
+	return srv;
+}
+
+/* Turn a client away before any session exists: one line, then close. */
+static void
+smtpd_refuse(int fd, const char *reply)
+{
+	/* a fresh socket's send buffer takes one line without blocking */
+	ssize_t n = write(fd, reply, strlen(reply));
+	(void)n;
+	close(fd);
+}
+
+static void
+smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct smtpd_server *srv = arg;
+	const struct sl_conf *c = srv->conf;
+	struct smtpd_iptab_entry *e = NULL;
+	struct smtpd_session *s;
+	char reply[300];
+	int trusted;
+
+	srv->stats.connections++;
+	if (srv->stats.sessions >= (uint64_t)c->server_max_connections) {
+		srv->stats.refused++;
+		snprintf(reply, sizeof(reply), "421 4.7.0 %s Error: too many "
+		    "connections, try again later\r\n", c->server_hostname);
+		log_ev(LOG_INFO, NULL, "connection refused", "reason",
+		    "max_connections", NULL);
+		smtpd_refuse(fd, reply);
+		return;
+	}
+	trusted = conf_net_match(c->trusted, c->ntrusted, sa);
+	e = iptab_get(srv, sa, 0);
+	if (!trusted && c->server_max_connections_per_ip > 0 && e != NULL &&
+	    e->count >= (uint64_t)c->server_max_connections_per_ip) {
+		srv->stats.refused++;
+		snprintf(reply, sizeof(reply), "421 4.7.0 %s Error: too many "
+		    "connections from your address\r\n", c->server_hostname);
+		log_ev(LOG_INFO, NULL, "connection refused", "reason",
+		    "max_connections_per_ip", NULL);
+		smtpd_refuse(fd, reply);
+		return;
+	}
+	evutil_make_socket_nonblocking(fd);
+	if ((s = smtpd_session_new(srv, fd, sa, (socklen_t)salen)) == NULL)
+		return;
+	e = iptab_get(srv, sa, 1);
+	e->count++;
+	s->ipent = e;
+	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
+	if (++srv->stats.sessions > srv->stats.peak_sessions)
+		srv->stats.peak_sessions = srv->stats.sessions;
+	smtpd_session_start(s);
+}
+
+static void
+smtpd_accept_error(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	/* EMFILE and friends: back off a moment instead of spinning */
+	log_warnx("accept: %s", evutil_socket_error_to_string(err));
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		evconnlistener_disable(l);
+		struct timeval tv = { 0, 100000 };
+		event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT,
+		    (void (*)(evutil_socket_t, short, void *))
+		    (void (*)(void))evconnlistener_enable, l, &tv);
+	}
+}
+
+int
+smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
+{
+	const struct sl_conf *c = srv->conf;
+
+	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
+	for (size_t i = 0; i < c->nlisten; i++) {
+		struct evconnlistener *l;
+		l = evconnlistener_new_bind(srv->base, smtpd_accept, srv,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		    LEV_OPT_CLOSE_ON_EXEC, 1024,
+		    (const struct sockaddr *)&c->listen[i].ss, (int)c->listen[i].len);
+		if (l == NULL) {
+			snprintf(err, errlen, "listen on %s: %s",
+			    c->listen[i].text, strerror(errno));
+			return -1;
+		}
+		evconnlistener_set_error_cb(l, smtpd_accept_error);
+		srv->listeners[srv->nlisteners++] = l;
+		log_ev(LOG_INFO, NULL, "listening", "address", c->listen[i].text,
+		    NULL);
+	}
+	return 0;
+}
+
+int
+smtpd_server_port(const struct smtpd_server *srv)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (srv->nlisteners == 0 || getsockname(evconnlistener_get_fd(
+	    srv->listeners[0]), (struct sockaddr *)&ss, &len) != 0)
+		return -1;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+void
+smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
+{
+	srv->conf = conf;
+}
+
+static void
+smtpd_stop_check(struct smtpd_server *srv)
+{
+	if (srv->stopping && TAILQ_EMPTY(&srv->sessions) && srv->stop_done) {
+		void (*done)(void *) = srv->stop_done;
+		srv->stop_done = NULL;
+		done(srv->stop_arg);
+	}
+}
+
+void
+smtpd_server_session_gone(struct smtpd_server *srv, struct smtpd_session *s)
+{
+	TAILQ_REMOVE(&srv->sessions, s, entry);
+	srv->stats.sessions--;
+	iptab_release(srv, s);
+	smtpd_stop_check(srv);
+}
+
+void
+smtpd_server_stop(struct smtpd_server *srv, void (*done)(void *), void *arg)
+{
+	struct smtpd_session *s, *next;
+
+	srv->stopping = 1;
+	srv->stop_done = done;
+	srv->stop_arg = arg;
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		evconnlistener_free(srv->listeners[i]);
+	srv->nlisteners = 0;
+	/* sessions in the middle of a message finish it (session.c) */
+	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		if (smtpd_session_idle(s))
+			smtpd_session_close(s, "421 4.3.2 Service shutting down",
+			    "shutdown");
+	}
+	smtpd_stop_check(srv);
+}
+
+void
+smtpd_server_abort(struct smtpd_server *srv)
+{
+	struct smtpd_session *s, *next;
+
+	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		if (s->state == SMTPD_ST_STORE)
+			continue;	/* the store's answer frees it */
+		smtpd_session_free(s, "shutdown deadline");
+	}
+}
+
+void
+smtpd_server_free(struct smtpd_server *srv)
+{
+	if (srv == NULL)
+		return;
+	smtpd_server_abort(srv);
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		evconnlistener_free(srv->listeners[i]);
+	free(srv->listeners);
+	for (size_t i = 0; i < IPTAB_SIZE; i++) {
+		struct smtpd_iptab_entry *e, *n;
+		for (e = srv->iptab[i]; e; e = n) {
+			n = e->next;
+			free(e);
+		}
+	}
+	free(srv->iptab);
+	free(srv);
+}
+
+void
+smtpd_server_stats(const struct smtpd_server *srv, struct smtpd_stats *out)
+{
+	*out = srv->stats;
+}

@@ -1,0 +1,880 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * session.c: one ESMTP session (RFC 5321) on a bufferevent.
+ *
+ * Reads commands, answers them in order (PIPELINING, RFC 2920: replies to a
+ * batch go out together when the read callback returns), feeds DATA and
+ * BDAT bytes to the transaction, and hands the finished message to
+ * ops->store. While the store is in progress the session reads nothing more;
+ * smtpd_session_stored() sends the reply and goes on with what is buffered.
+ *
+ * States and the functions that move them:
+ *   GREET -(HELO/EHLO: smtpd_cmd_helo)-> IDLE -(MAIL)-> MAIL -(RCPT)-> RCPT
+ *   RCPT -(DATA)-> DATA -(end of data: smtpd_data_end)-> STORE
+ *   MAIL|RCPT -(BDAT)-> BDAT -(chunk read: smtpd_bdat_end)-> RCPT, or
+ *                              STORE when the chunk was LAST
+ *   STORE -(smtpd_session_stored)-> IDLE
+ *   any -(QUIT, timeout, too many errors, shutdown)-> CLOSING -> freed
+ *   RSET, HELO/EHLO and a rejected message drop the transaction -> IDLE.
+ *
+ * Invariants
+ *  1. The 250 that ends DATA or BDAT LAST is sent only from
+ *     smtpd_session_stored() with SPOOL_OK: after the store said durable.
+ *  2. A session in STORE is never freed by the network side: its free is
+ *     deferred until the store answers (the answer needs the session).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "log/log.h"
+#include "smtpd/smtpd_int.h"
+#include "util/util.h"
+
+static void smtpd_session_read(struct bufferevent *bev, void *arg);
+static void smtpd_session_event(struct bufferevent *bev, short what, void *arg);
+static void smtpd_session_write(struct bufferevent *bev, void *arg);
+static void smtpd_tx_reset(struct smtpd_tx *tx);
+static void smtpd_bdat_end(struct smtpd_session *s);
+
+#define SMTPD_IDS(s) \
+	(&(struct log_ids){ (s)->icid, 0, (s)->tx.mid, -1 })
+
+void
+smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	va_list ap;
+
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/*
+ * A reply that refuses the client's command: counted against max_errors,
+ * logged with the reply, and the session closed when over the limit.
+ */
+static void
+smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt, ...)
+{
+	char reply[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reply, sizeof(reply), fmt, ap);
+	va_end(ap);
+	smtpd_reply(s, "%s", reply);
+	s->srv->stats.rejected++;
+	log_ev(LOG_INFO, SMTPD_IDS(s), "rejected", "cmd", cmd, "reply", reply,
+	    NULL);
+	if (++s->errors >= s->srv->conf->server_max_errors)
+		smtpd_session_close(s, "421 4.7.0 Too many errors, closing",
+		    "too many errors");
+}
+
+struct smtpd_session *
+smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	struct smtpd_session *s = xcalloc(1, sizeof(*s));
+	char host[INET6_ADDRSTRLEN];
+	int port = 0;
+
+	s->srv = srv;
+	s->icid = ++srv->next_icid;
+	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+	host[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		port = ntohs(sin->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const void *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		port = ntohs(sin6->sin6_port);
+		/* show an IPv4-mapped client as IPv4 */
+		if (strncmp(host, "::ffff:", 7) == 0 && strchr(host + 7, '.'))
+			memmove(host, host + 7, strlen(host + 7) + 1);
+	} else {
+		sl_strlcpy(host, "unix", sizeof(host));
+	}
+	sl_strlcpy(s->peer_text, host, sizeof(s->peer_text));
+	s->trusted = conf_net_match(srv->conf->trusted, srv->conf->ntrusted, sa);
+	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->bev == NULL) {
+		close(fd);
+		free(s);
+		return NULL;
+	}
+	bufferevent_setcb(s->bev, smtpd_session_read, smtpd_session_write,
+	    smtpd_session_event, s);
+	bufferevent_set_timeouts(s->bev,
+	    &(struct timeval){ srv->conf->server_command_timeout, 0 }, NULL);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	{
+		char portbuf[16];
+		snprintf(portbuf, sizeof(portbuf), "%d", port);
+		log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
+		    "New SMTP connection", "address", s->peer_text, "port",
+		    portbuf, "trusted", s->trusted ? "yes" : "no", NULL);
+	}
+	return s;
+}
+
+/* Say hello, unless a check refuses the client. */
+static void
+smtpd_session_greet(struct smtpd_session *s)
+{
+	struct smtpd_server *srv = s->srv;
+	char reply[512];
+	enum smtpd_check rc = SMTPD_CHECK_OK;
+
+	if (srv->ops.check)
+		rc = srv->ops.check(srv->ops.arg, s, SMTPD_STAGE_CONNECT,
+		    s->peer_text, reply, sizeof(reply));
+	if (rc == SMTPD_CHECK_CLOSE) {
+		smtpd_session_close(s, reply, "refused at connect");
+		return;
+	}
+	if (rc == SMTPD_CHECK_REPLY) {
+		smtpd_reply(s, "%s", reply);	/* e.g. 554: only QUIT works */
+		return;
+	}
+	smtpd_reply(s, "220 %s ESMTP %s", srv->conf->server_hostname,
+	    srv->ops.product ? srv->ops.product : "sluice");
+}
+
+void
+smtpd_session_start(struct smtpd_session *s)
+{
+	smtpd_session_greet(s);
+}
+
+void
+smtpd_session_free(struct smtpd_session *s, const char *why)
+{
+	struct smtpd_server *srv = s->srv;
+
+	if (s->state == SMTPD_ST_STORE) {
+		/* invariant 2: the store's answer will free it */
+		s->close_after = 1;
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
+	    "connection closed", "reason", why, NULL);
+	if (srv->ops.closed)
+		srv->ops.closed(srv->ops.arg, s);
+	smtpd_tx_reset(&s->tx);
+	bufferevent_free(s->bev);
+	free(s->helo);
+	smtpd_server_session_gone(srv, s);
+	free(s);
+}
+
+static void
+smtpd_session_write(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->state == SMTPD_ST_CLOSING)
+		smtpd_session_free(s, "closed");
+}
+
+void
+smtpd_session_close(struct smtpd_session *s, const char *reply,
+    const char *why)
+{
+	if (reply != NULL)
+		smtpd_reply(s, "%s", reply);
+	log_ev(LOG_INFO, SMTPD_IDS(s), "closing", "reason", why, NULL);
+	smtpd_tx_reset(&s->tx);
+	s->state = SMTPD_ST_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	/* a write timeout bounds a client that never reads its last reply */
+	bufferevent_set_timeouts(s->bev, NULL, &(struct timeval){ 10, 0 });
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
+	    !s->in_read)
+		smtpd_session_free(s, why);
+}
+
+int
+smtpd_session_idle(const struct smtpd_session *s)
+{
+	return s->state == SMTPD_ST_GREET || s->state == SMTPD_ST_IDLE ||
+	    s->state == SMTPD_ST_MAIL || s->state == SMTPD_ST_RCPT;
+}
+
+static void
+smtpd_session_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->state == SMTPD_ST_CLOSING) {
+			smtpd_session_free(s, "write timeout");
+			return;
+		}
+		char reply[300];
+		snprintf(reply, sizeof(reply),
+		    "421 4.4.2 %s Error: timeout exceeded",
+		    s->srv->conf->server_hostname);
+		bufferevent_enable(bev, EV_WRITE);
+		smtpd_session_close(s, reply, "timeout");
+		return;
+	}
+	if (what & BEV_EVENT_EOF)
+		smtpd_session_free(s, s->state == SMTPD_ST_CLOSING ?
+		    "closed" : "client disconnected");
+	else if (what & BEV_EVENT_ERROR)
+		smtpd_session_free(s, evutil_socket_error_to_string(
+		    EVUTIL_SOCKET_ERROR()));
+}
+
+/* ---- the transaction ---- */
+
+static void
+smtpd_tx_reset(struct smtpd_tx *tx)
+{
+	free(tx->sender);
+	free(tx->envid);
+	for (size_t i = 0; i < tx->nrcpt; i++) {
+		free(tx->rcpts[i].addr);
+		free(tx->rcpts[i].orcpt);
+	}
+	free(tx->rcpts);
+	if (tx->body)
+		evbuffer_free(tx->body);
+	memset(tx, 0, sizeof(*tx));
+}
+
+/* Drop the transaction and go back to IDLE (RSET, HELO, a rejection). */
+static void
+smtpd_session_reset(struct smtpd_session *s)
+{
+	smtpd_tx_reset(&s->tx);
+	if (s->state != SMTPD_ST_GREET)
+		s->state = SMTPD_ST_IDLE;
+}
+
+/* Ask ops->check; 1 if a reply was sent and the command must stop. */
+static int
+smtpd_check(struct smtpd_session *s, enum smtpd_stage stage, const char *param,
+    const char *cmd)
+{
+	struct smtpd_server *srv = s->srv;
+	char reply[512];
+	enum smtpd_check rc;
+
+	if (srv->ops.check == NULL)
+		return 0;
+	rc = srv->ops.check(srv->ops.arg, s, stage, param, reply, sizeof(reply));
+	if (rc == SMTPD_CHECK_OK)
+		return 0;
+	if (rc == SMTPD_CHECK_CLOSE) {
+		smtpd_session_close(s, reply, "closed by policy");
+		return 1;
+	}
+	smtpd_reject(s, cmd, "%s", reply);
+	return 1;
+}
+
+static const char *
+smtpd_perr_reply(enum smtpd_perr e)
+{
+	switch (e) {
+	case SMTPD_P_BADADDR:
+		return "501 5.1.3 Bad recipient address syntax";
+	case SMTPD_P_BADSENDER:
+		return "501 5.1.7 Bad sender address syntax";
+	case SMTPD_P_UNKPARAM:
+		return "555 5.5.4 Unsupported parameter";
+	case SMTPD_P_BADPARAM:
+		return "501 5.5.4 Invalid parameter value";
+	case SMTPD_P_NEEDUTF8:
+		return "553 5.6.7 Non-ASCII address requires SMTPUTF8";
+	case SMTPD_P_SYNTAX:
+	default:
+		return "501 5.5.4 Syntax error in parameters";
+	}
+}
+
+/* ---- commands ---- */
+
+static void
+smtpd_cmd_helo(struct smtpd_session *s, char *arg, int esmtp)
+{
+	const struct sl_conf *c = s->srv->conf;
+	const char *verb = esmtp ? "EHLO" : "HELO";
+
+	if (*arg == '\0' || !smtpd_helo_valid(arg)) {
+		smtpd_reject(s, verb, "501 5.5.4 Syntax: %s hostname", verb);
+		return;
+	}
+	if (smtpd_check(s, SMTPD_STAGE_HELO, arg, verb))
+		return;
+	free(s->helo);
+	s->helo = xstrdup(arg);
+	s->esmtp = esmtp;
+	smtpd_tx_reset(&s->tx);
+	s->state = SMTPD_ST_IDLE;
+	if (!esmtp) {
+		smtpd_reply(s, "250 %s", c->server_hostname);
+		return;
+	}
+	smtpd_reply(s, "250-%s\r\n250-PIPELINING\r\n250-SIZE %lld\r\n"
+	    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"
+	    "250-DSN\r\n250 CHUNKING", c->server_hostname,
+	    (long long)c->server_max_message_size);
+}
+
+static void
+smtpd_cmd_mail(struct smtpd_session *s, char *arg)
+{
+	const struct sl_conf *c = s->srv->conf;
+	struct smtpd_mail_args m;
+	enum smtpd_perr e;
+	char sizebuf[24];
+
+	if (s->state == SMTPD_ST_GREET) {
+		smtpd_reject(s, "MAIL", "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->state != SMTPD_ST_IDLE) {
+		smtpd_reject(s, "MAIL", "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if ((e = smtpd_parse_mail(arg, &m)) != SMTPD_P_OK) {
+		smtpd_reject(s, "MAIL", "%s", smtpd_perr_reply(e));
+		return;
+	}
+	if (!s->esmtp && (m.size || m.body || m.smtputf8 || m.ret || m.envid)) {
+		smtpd_reject(s, "MAIL", "555 5.5.4 ESMTP parameters need EHLO");
+		return;
+	}
+	if (m.body == SMTPD_BODY_BINARYMIME) {
+		smtpd_reject(s, "MAIL", "555 5.5.4 BINARYMIME is not offered");
+		return;
+	}
+	if (m.size > (uint64_t)c->server_max_message_size) {
+		smtpd_reject(s, "MAIL", "552 5.3.4 Message size exceeds fixed "
+		    "maximum message size");
+		return;
+	}
+	if (smtpd_check(s, SMTPD_STAGE_MAIL, m.addr, "MAIL"))
+		return;
+	s->tx.mid = s->srv->ops.mid_next(s->srv->ops.arg);
+	s->tx.sender = xstrdup(m.addr);
+	s->tx.envid = m.envid ? xstrdup(m.envid) : NULL;
+	s->tx.mail = m;
+	s->tx.mail.addr = NULL;
+	s->tx.mail.envid = NULL;
+	s->tx.start_ms = sl_mono_ms();
+	s->state = SMTPD_ST_MAIL;
+	s->srv->stats.transactions++;
+	snprintf(sizebuf, sizeof(sizebuf), "%llu", (unsigned long long)m.size);
+	log_ev(LOG_INFO, SMTPD_IDS(s), "From", "sender", s->tx.sender,
+	    "size", sizebuf, NULL);
+	smtpd_reply(s, "250 2.1.0 Ok");
+}
+
+/* Relay policy: trusted clients anywhere, others only to our domains. */
+static int
+smtpd_relay_ok(struct smtpd_session *s, const char *addr)
+{
+	const struct sl_conf *c = s->srv->conf;
+	const char *dom;
+
+	if (s->trusted)
+		return 1;
+	if ((dom = smtpd_addr_domain(addr)) == NULL)
+		return 1;	/* <Postmaster>: always ours (RFC 5321 4.5.1) */
+	return conf_domain_in(c->local_domains, c->nlocal_domains, dom) ||
+	    conf_domain_in(c->relay_domains, c->nrelay_domains, dom);
+}
+
+static void
+smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
+{
+	struct smtpd_tx *tx = &s->tx;
+	struct smtpd_rcpt_args r;
+	struct spool_rcpt *sr;
+	enum smtpd_perr e;
+
+	if (s->state != SMTPD_ST_MAIL && s->state != SMTPD_ST_RCPT) {
+		smtpd_reject(s, "RCPT", "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if ((e = smtpd_parse_rcpt(arg, tx->mail.smtputf8, &r)) != SMTPD_P_OK) {
+		smtpd_reject(s, "RCPT", "%s", smtpd_perr_reply(e));
+		return;
+	}
+	if (tx->nrcpt >= (size_t)s->srv->conf->server_max_recipients) {
+		smtpd_reject(s, "RCPT", "452 4.5.3 Too many recipients");
+		return;
+	}
+	if (!smtpd_relay_ok(s, r.addr)) {
+		smtpd_reject(s, "RCPT", "554 5.7.1 <%s>: Relay access denied",
+		    r.addr);
+		return;
+	}
+	if (smtpd_check(s, SMTPD_STAGE_RCPT, r.addr, "RCPT"))
+		return;
+	if (tx->nrcpt == tx->cap) {
+		tx->cap = tx->cap ? tx->cap * 2 : 4;
+		tx->rcpts = xrealloc(tx->rcpts, tx->cap * sizeof(*tx->rcpts));
+	}
+	sr = &tx->rcpts[tx->nrcpt];
+	memset(sr, 0, sizeof(*sr));
+	sr->rid = (uint32_t)tx->nrcpt;
+	sr->addr = xstrdup(r.addr);
+	sr->orcpt = r.orcpt ? xstrdup(r.orcpt) : NULL;
+	sr->notify = (uint8_t)r.notify;
+	sr->state = SPOOL_RCPT_QUEUED;
+	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, tx->mid,
+	    (int64_t)tx->nrcpt }, "To", "rcpt", sr->addr, NULL);
+	tx->nrcpt++;
+	s->state = SMTPD_ST_RCPT;
+	smtpd_reply(s, "250 2.1.5 Ok");
+}
+
+/* Open the body: our Received: header first, then the client's bytes. */
+static void
+smtpd_body_start(struct smtpd_session *s)
+{
+	s->tx.body = evbuffer_new();
+	smtpd_received_add(s, &s->tx);
+	s->tx.header_len = evbuffer_get_length(s->tx.body);
+}
+
+static void
+smtpd_cmd_data(struct smtpd_session *s, char *arg)
+{
+	if (*arg != '\0') {
+		smtpd_reject(s, "DATA", "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->state != SMTPD_ST_RCPT || s->tx.bdat_seen) {
+		smtpd_reject(s, "DATA", s->state == SMTPD_ST_MAIL ?
+		    "503 5.5.1 Error: need RCPT command" :
+		    s->tx.bdat_seen ? "503 5.5.1 Error: DATA after BDAT" :
+		    "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (smtpd_check(s, SMTPD_STAGE_DATA, NULL, "DATA"))
+		return;
+	smtpd_body_start(s);
+	smtpd_data_init(&s->tx.data, (uint64_t)s->srv->conf->server_max_message_size);
+	s->state = SMTPD_ST_DATA;
+	bufferevent_set_timeouts(s->bev,
+	    &(struct timeval){ s->srv->conf->server_data_timeout, 0 }, NULL);
+	smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void
+smtpd_cmd_bdat(struct smtpd_session *s, char *arg)
+{
+	struct smtpd_tx *tx = &s->tx;
+	uint64_t size;
+	int last;
+
+	if (smtpd_parse_bdat(arg, &size, &last) != SMTPD_P_OK) {
+		/* without a size we cannot skip the chunk: close (RFC 3030 2) */
+		smtpd_session_close(s, "501 5.5.4 Syntax: BDAT size [LAST]",
+		    "bad BDAT syntax");
+		return;
+	}
+	/* RFC 3030: the chunk follows whatever the reply; read it all */
+	tx->bdat_left = size;
+	tx->bdat_last = last;
+	tx->bdat_fail = 0;
+	if (s->state != SMTPD_ST_RCPT) {
+		tx->bdat_fail = s->state == SMTPD_ST_MAIL ? 5031 : 5030;
+	} else if (!tx->bdat_seen) {
+		if (smtpd_check(s, SMTPD_STAGE_DATA, NULL, "BDAT")) {
+			/* the reply is out; still swallow the chunk */
+			tx->bdat_fail = -1;
+		} else {
+			tx->bdat_seen = 1;
+			smtpd_body_start(s);
+		}
+	}
+	if (tx->bdat_fail == 0 && evbuffer_get_length(tx->body) -
+	    tx->header_len + size >
+	    (uint64_t)s->srv->conf->server_max_message_size)
+		tx->bdat_fail = 552;
+	s->state = SMTPD_ST_BDAT;
+	bufferevent_set_timeouts(s->bev,
+	    &(struct timeval){ s->srv->conf->server_data_timeout, 0 }, NULL);
+	if (size == 0)
+		smtpd_bdat_end(s);
+}
+
+static void
+smtpd_cmd_rset(struct smtpd_session *s, char *arg)
+{
+	smtpd_session_reset(s);
+	smtpd_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+smtpd_cmd_simple(struct smtpd_session *s, enum smtpd_cmd cmd, char *arg)
+{
+	switch (cmd) {
+	case SMTPD_CMD_NOOP:
+		smtpd_reply(s, "250 2.0.0 Ok");
+		break;
+	case SMTPD_CMD_VRFY:
+		if (*arg == '\0')
+			smtpd_reject(s, "VRFY", "501 5.5.4 Syntax: VRFY address");
+		else
+			smtpd_reply(s, "252 2.5.2 Cannot VRFY user, but will "
+			    "accept message and attempt delivery");
+		break;
+	case SMTPD_CMD_EXPN:
+		smtpd_reject(s, "EXPN", "502 5.5.1 EXPN not available");
+		break;
+	case SMTPD_CMD_HELP:
+		smtpd_reply(s, "214-2.0.0 Commands: HELO EHLO MAIL RCPT DATA "
+		    "BDAT\r\n214-2.0.0 RSET NOOP QUIT VRFY HELP\r\n"
+		    "214 2.0.0 See RFC 5321");
+		break;
+	case SMTPD_CMD_STARTTLS:
+	case SMTPD_CMD_AUTH:
+		smtpd_reject(s, "-", "502 5.5.1 Command not implemented");
+		break;
+	default:
+		smtpd_reject(s, "-", "500 5.5.2 Error: command not recognized");
+		break;
+	}
+}
+
+/* One command line, without its line end. */
+static void
+smtpd_session_command(struct smtpd_session *s, char *line, size_t len)
+{
+	enum smtpd_cmd cmd;
+	char *arg;
+
+	if (memchr(line, '\0', len) != NULL || !sl_utf8_valid(line, len)) {
+		smtpd_reject(s, "-", "501 5.5.2 Invalid command line: "
+		    "not valid UTF-8");
+		return;
+	}
+	cmd = smtpd_parse_verb(line, &arg);
+	switch (cmd) {
+	case SMTPD_CMD_HELO:
+		smtpd_cmd_helo(s, arg, 0);
+		break;
+	case SMTPD_CMD_EHLO:
+		smtpd_cmd_helo(s, arg, 1);
+		break;
+	case SMTPD_CMD_MAIL:
+		smtpd_cmd_mail(s, arg);
+		break;
+	case SMTPD_CMD_RCPT:
+		smtpd_cmd_rcpt(s, arg);
+		break;
+	case SMTPD_CMD_DATA:
+		smtpd_cmd_data(s, arg);
+		break;
+	case SMTPD_CMD_BDAT:
+		smtpd_cmd_bdat(s, arg);
+		break;
+	case SMTPD_CMD_RSET:
+		smtpd_cmd_rset(s, arg);
+		break;
+	case SMTPD_CMD_QUIT:
+		smtpd_session_close(s, "221 2.0.0 Bye", "quit");
+		break;
+	default:
+		smtpd_cmd_simple(s, cmd, arg);
+		break;
+	}
+}
+
+/* ---- the end of a message ---- */
+
+/* Build the spool message from the transaction and hand it to the store. */
+static void
+smtpd_store(struct smtpd_session *s)
+{
+	struct smtpd_server *srv = s->srv;
+	struct smtpd_tx *tx = &s->tx;
+	struct spool_msg *msg;
+
+	if (smtpd_check(s, SMTPD_STAGE_EOM, NULL, "DATA")) {
+		smtpd_session_reset(s);
+		return;
+	}
+	msg = xcalloc(1, sizeof(*msg));
+	msg->mid = tx->mid;
+	msg->arrival = sl_now_us() / 1000000;
+	msg->sender = tx->sender;
+	msg->envid = tx->envid;
+	msg->ret = (uint8_t)tx->mail.ret;
+	msg->flags = (tx->mail.body == SMTPD_BODY_8BITMIME ? SPOOL_F_8BITMIME : 0) |
+	    (tx->mail.smtputf8 ? SPOOL_F_SMTPUTF8 : 0);
+	msg->client_addr = xstrdup(s->peer_text);
+	msg->helo = xstrdup(s->helo ? s->helo : "");
+	msg->body = tx->body;
+	msg->size = evbuffer_get_length(tx->body);
+	msg->nrcpt = tx->nrcpt;
+	msg->rcpts = tx->rcpts;
+	tx->sender = NULL;
+	tx->envid = NULL;
+	tx->body = NULL;
+	tx->rcpts = NULL;
+	tx->nrcpt = tx->cap = 0;
+	s->state = SMTPD_ST_STORE;
+	bufferevent_disable(s->bev, EV_READ);
+	srv->stats.recipients += msg->nrcpt;
+	srv->stats.bytes += msg->size;
+	/* the store may answer at once; smtpd_session_stored handles both */
+	srv->ops.store(srv->ops.arg, s, msg);
+}
+
+void
+smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
+{
+	struct smtpd_tx *tx = &s->tx;
+	char mid[17];
+
+	SL_ALWAYS(s->state == SMTPD_ST_STORE);
+	spool_mid_fmt(tx->mid, mid);
+	s->state = SMTPD_ST_IDLE;
+	if (status == SPOOL_OK) {
+		s->srv->stats.messages++;
+		log_ev(LOG_INFO, SMTPD_IDS(s), "queued for delivery", NULL);
+		if (!s->close_after)
+			smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
+	} else {
+		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
+		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
+		    NULL);
+		if (!s->close_after)
+			smtpd_reply(s, "451 4.3.0 Error: queue file write "
+			    "error, try again later");
+	}
+	smtpd_tx_reset(tx);
+	if (s->close_after) {
+		smtpd_session_free(s, "client disconnected");
+		return;
+	}
+	if (s->srv->stopping) {
+		smtpd_session_close(s, "421 4.3.2 Service shutting down",
+		    "shutdown");
+		return;
+	}
+	bufferevent_set_timeouts(s->bev,
+	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
+	bufferevent_enable(s->bev, EV_READ);
+	/* go on with pipelined input already buffered (unless we are in it) */
+	if (!s->in_read && evbuffer_get_length(bufferevent_get_input(s->bev)))
+		smtpd_session_read(s->bev, s);
+}
+
+/* The end of DATA: reject what broke the rules, store the rest. */
+static void
+smtpd_data_end(struct smtpd_session *s)
+{
+	struct smtpd_data *d = &s->tx.data;
+
+	bufferevent_set_timeouts(s->bev,
+	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
+	if (d->err & (SMTPD_DATA_BARE_LF | SMTPD_DATA_BARE_CR)) {
+		s->state = SMTPD_ST_RCPT;
+		smtpd_reject(s, "DATA", "550 5.5.2 Message rejected: bare <CR> "
+		    "or <LF> in message data (RFC 5321 2.3.8)");
+		smtpd_session_reset(s);
+		return;
+	}
+	if (d->err & SMTPD_DATA_TOO_BIG) {
+		s->state = SMTPD_ST_RCPT;
+		smtpd_reject(s, "DATA", "552 5.3.4 Message size exceeds fixed "
+		    "maximum message size");
+		smtpd_session_reset(s);
+		return;
+	}
+	smtpd_store(s);
+}
+
+/* A BDAT chunk was read in full: answer it. */
+static void
+smtpd_bdat_end(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = &s->tx;
+	int fail = tx->bdat_fail;
+
+	bufferevent_set_timeouts(s->bev,
+	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
+	if (fail != 0) {
+		s->state = tx->nrcpt ? SMTPD_ST_RCPT : tx->sender ?
+		    SMTPD_ST_MAIL : (s->helo ? SMTPD_ST_IDLE : SMTPD_ST_GREET);
+		if (fail == 552) {
+			smtpd_reject(s, "BDAT", "552 5.3.4 Message size exceeds "
+			    "fixed maximum message size");
+			smtpd_session_reset(s);
+		} else if (fail == 5031) {
+			smtpd_reject(s, "BDAT", "503 5.5.1 Error: need RCPT command");
+		} else if (fail == 5030) {
+			smtpd_reject(s, "BDAT", "503 5.5.1 Error: need MAIL command");
+		}
+		/* fail == -1: the check's reply was sent already */
+		return;
+	}
+	if (tx->bdat_last) {
+		smtpd_store(s);
+		return;
+	}
+	s->state = SMTPD_ST_RCPT;
+	smtpd_reply(s, "250 2.0.0 %llu octets received",
+	    (unsigned long long)(evbuffer_get_length(tx->body) - tx->header_len));
+}
+
+/* ---- reading ---- */
+
+static void
+smtpd_data_emit(void *ctx, const char *p, size_t n)
+{
+	evbuffer_add(ctx, p, n);
+}
+
+/* Feed buffered input to the DATA machine; 1 when the data ended. */
+static int
+smtpd_read_data(struct smtpd_session *s, struct evbuffer *in)
+{
+	struct evbuffer_iovec v[8];
+	int n = evbuffer_peek(in, -1, NULL, v, 8);
+	size_t total = 0;
+
+	for (int i = 0; i < n && i < 8 && !s->tx.data.done; i++)
+		total += smtpd_data_feed(&s->tx.data, v[i].iov_base,
+		    v[i].iov_len, smtpd_data_emit, s->tx.body);
+	evbuffer_drain(in, total);
+	if (!s->tx.data.done)
+		return 0;
+	smtpd_data_end(s);
+	return 1;
+}
+
+/* Move the bytes of the current BDAT chunk; 1 when the chunk is complete. */
+static int
+smtpd_read_bdat(struct smtpd_session *s, struct evbuffer *in)
+{
+	struct smtpd_tx *tx = &s->tx;
+	size_t avail = evbuffer_get_length(in);
+	size_t take = avail < tx->bdat_left ? avail : (size_t)tx->bdat_left;
+
+	if (tx->bdat_fail == 0)
+		evbuffer_remove_buffer(in, tx->body, take);
+	else
+		evbuffer_drain(in, take);
+	tx->bdat_left -= take;
+	if (tx->bdat_left > 0)
+		return 0;
+	smtpd_bdat_end(s);
+	return 1;
+}
+
+/*
+ * Take one command line from in; 1 if one was handled, 0 if more input is
+ * needed. An over-long line gets one 500 and is dropped up to its LF.
+ */
+static int
+smtpd_read_command(struct smtpd_session *s, struct evbuffer *in)
+{
+	size_t max = (size_t)s->srv->conf->server_max_line_length;
+	struct evbuffer_ptr eol;
+	char stackbuf[1024], *line;
+	size_t len;
+
+	eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+	if (eol.pos < 0) {
+		len = evbuffer_get_length(in);
+		if (len > max) {
+			/* keep nothing of a line we will refuse anyway */
+			evbuffer_drain(in, len);
+			if (!s->discard_line)
+				smtpd_reject(s, "-", "500 5.5.2 Error: line too long");
+			s->discard_line = 1;
+		}
+		return 0;
+	}
+	len = (size_t)eol.pos;
+	if (s->discard_line || len > max) {
+		evbuffer_drain(in, len + 1);
+		if (!s->discard_line)
+			smtpd_reject(s, "-", "500 5.5.2 Error: line too long");
+		s->discard_line = 0;
+		return 1;
+	}
+	line = len < sizeof(stackbuf) ? stackbuf : xmalloc(len + 1);
+	evbuffer_remove(in, line, len + 1);
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	line[len] = '\0';
+	smtpd_session_command(s, line, len);
+	if (line != stackbuf)
+		free(line);
+	return 1;
+}
+
+static void
+smtpd_session_read(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	int progress = 1;
+
+	s->in_read = 1;
+	while (progress && evbuffer_get_length(in) > 0) {
+		switch (s->state) {
+		case SMTPD_ST_DATA:
+			progress = smtpd_read_data(s, in);
+			break;
+		case SMTPD_ST_BDAT:
+			progress = smtpd_read_bdat(s, in);
+			break;
+		case SMTPD_ST_STORE:
+		case SMTPD_ST_CLOSING:
+			progress = 0;
+			break;
+		default:
+			progress = smtpd_read_command(s, in);
+			break;
+		}
+	}
+	s->in_read = 0;
+	if (s->state == SMTPD_ST_CLOSING &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		smtpd_session_free(s, "closed");
+}
+
+uint64_t
+smtpd_session_icid(const struct smtpd_session *s)
+{
+	return s->icid;
+}
+
+const struct sockaddr *
+smtpd_session_peer(const struct smtpd_session *s)
+{
+	return (const struct sockaddr *)&s->peer;
+}
+
+const char *
+smtpd_session_peer_text(const struct smtpd_session *s)
+{
+	return s->peer_text;
+}

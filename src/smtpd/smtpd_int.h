@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtpd_int.h: what the files of src/smtpd share and nothing else sees.
+ */
+#ifndef SL_SMTPD_INT_H
+#define SL_SMTPD_INT_H
+
+#include <sys/queue.h>
+
+#include <event2/bufferevent.h>
+#include <event2/buffer.h>
+#include <event2/listener.h>
+
+#include "conf/conf.h"
+#include "smtpd/data.h"
+#include "smtpd/parse.h"
+#include "smtpd/smtpd.h"
+
+enum smtpd_state {
+	SMTPD_ST_GREET = 0,	/* before HELO/EHLO */
+	SMTPD_ST_IDLE,		/* after HELO/EHLO, no transaction */
+	SMTPD_ST_MAIL,		/* after MAIL */
+	SMTPD_ST_RCPT,		/* after a RCPT was accepted */
+	SMTPD_ST_DATA,		/* reading DATA */
+	SMTPD_ST_BDAT,		/* reading a BDAT chunk */
+	SMTPD_ST_STORE,		/* waiting for ops->store to answer */
+	SMTPD_ST_CLOSING,	/* flushing the last reply, then free */
+};
+
+/* One MAIL transaction; RSET or the end of the data drops it. */
+struct smtpd_tx {
+	uint64_t mid;
+	char *sender;
+	struct smtpd_mail_args mail;	/* strings inside point to none */
+	char *envid;
+	struct spool_rcpt *rcpts;
+	size_t nrcpt, cap;
+	struct evbuffer *body;		/* Received: + data as stored */
+	size_t header_len;		/* bytes of our Received: header */
+	struct smtpd_data data;		/* the DATA machine */
+	uint64_t bdat_left;		/* bytes of the current chunk to read */
+	int bdat_last;
+	int bdat_seen;			/* a BDAT was given: DATA is refused */
+	int bdat_fail;			/* reply for this chunk: 0 ok or code */
+	int64_t start_ms;
+};
+
+struct smtpd_session {
+	TAILQ_ENTRY(smtpd_session) entry;
+	struct smtpd_server *srv;
+	struct bufferevent *bev;
+	uint64_t icid;
+	struct sockaddr_storage peer;
+	char peer_text[64];
+	char *helo;
+	int esmtp;
+	int state;
+	int errors;
+	int in_read;		/* inside smtpd_session_read: no recursion */
+	int discard_line;	/* dropping the rest of an over-long line */
+	int close_after;	/* close once the pending reply is written */
+	int trusted;
+	struct smtpd_tx tx;
+	struct smtpd_iptab_entry *ipent;
+};
+
+TAILQ_HEAD(smtpd_session_list, smtpd_session);
+
+struct smtpd_iptab_entry {
+	struct smtpd_iptab_entry *next;
+	uint8_t addr[16];
+	int family;
+	uint32_t count;
+};
+
+struct smtpd_server {
+	struct event_base *base;
+	const struct sl_conf *conf;
+	struct smtpd_ops ops;
+	struct evconnlistener **listeners;
+	size_t nlisteners;
+	struct smtpd_session_list sessions;
+	uint64_t next_icid;
+	struct smtpd_iptab_entry **iptab;
+	size_t iptab_size;
+	struct smtpd_stats stats;
+	int stopping;
+	void (*stop_done)(void *);
+	void *stop_arg;
+	struct event *stop_ev;
+};
+
+/* session.c */
+struct smtpd_session *smtpd_session_new(struct smtpd_server *srv, int fd,
+    const struct sockaddr *sa, socklen_t salen);
+/* Greet (or refuse) the new client. */
+void smtpd_session_start(struct smtpd_session *s);
+void smtpd_session_free(struct smtpd_session *s, const char *why);
+/* Send a reply line (without CRLF). */
+void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Reply and close once written. */
+void smtpd_session_close(struct smtpd_session *s, const char *reply,
+    const char *why);
+/* 1 if the session can be closed at shutdown right now. */
+int smtpd_session_idle(const struct smtpd_session *s);
+
+/* listener.c */
+void smtpd_server_session_gone(struct smtpd_server *srv,
+    struct smtpd_session *s);
+
+/* received.c: prepend the Received: header of tx to tx->body. */
+void smtpd_received_add(struct smtpd_session *s, struct smtpd_tx *tx);
+
+#endif
