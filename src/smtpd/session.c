@@ -28,6 +28,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -44,16 +45,46 @@ static void smtpd_bdat_end(struct smtpd_session *s);
 #define SMTPD_IDS(s) \
 	(&(struct log_ids){ (s)->icid, 0, (s)->tx.mid, -1 })
 
+/* ops.reply_delay_ms passed: let the held replies go. */
+static void
+smtpd_reply_release(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	bufferevent_enable(s->bev, EV_WRITE);
+}
+
 void
 smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 {
+	struct smtpd_server *srv = s->srv;
 	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer_ptr pos;
+	size_t before = evbuffer_get_length(out);
+	char code[3];
 	va_list ap;
 
 	va_start(ap, fmt);
 	evbuffer_add_vprintf(out, fmt, ap);
 	va_end(ap);
 	evbuffer_add(out, "\r\n", 2);
+	if (srv->ops.replied != NULL &&
+	    evbuffer_ptr_set(out, &pos, before, EVBUFFER_PTR_SET) == 0 &&
+	    evbuffer_copyout_from(out, &pos, code, 3) == 3)
+		srv->ops.replied(srv->ops.arg, s, (code[0] - '0') * 100 +
+		    (code[1] - '0') * 10 + (code[2] - '0'));
+	/* a test sink's slow server: the first reply of a batch starts it */
+	if (srv->ops.reply_delay_ms > 0) {
+		unsigned ms = srv->ops.reply_delay_ms;
+		if (s->delay_ev == NULL)
+			s->delay_ev = evtimer_new(srv->base, smtpd_reply_release,
+			    s);
+		if (!evtimer_pending(s->delay_ev, NULL)) {
+			struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+			bufferevent_disable(s->bev, EV_WRITE);
+			evtimer_add(s->delay_ev, &tv);
+		}
+	}
 }
 
 /*
@@ -146,6 +177,10 @@ smtpd_session_greet(struct smtpd_session *s)
 		smtpd_session_close(s, reply, "refused at connect");
 		return;
 	}
+	if (rc == SMTPD_CHECK_DROP) {
+		smtpd_session_close(s, NULL, "dropped at connect by policy");
+		return;
+	}
 	if (rc == SMTPD_CHECK_REPLY) {
 		smtpd_reply(s, "%s", reply);	/* e.g. 554: only QUIT works */
 		return;
@@ -176,6 +211,8 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	if (srv->ops.closed)
 		srv->ops.closed(srv->ops.arg, s);
 	smtpd_tx_reset(&s->tx);
+	if (s->delay_ev != NULL)
+		event_free(s->delay_ev);
 	bufferevent_free(s->bev);
 	free(s->helo);
 	smtpd_server_session_gone(srv, s);
@@ -283,6 +320,15 @@ smtpd_check(struct smtpd_session *s, enum smtpd_stage stage, const char *param,
 		return 0;
 	if (rc == SMTPD_CHECK_CLOSE) {
 		smtpd_session_close(s, reply, "closed by policy");
+		return 1;
+	}
+	if (rc == SMTPD_CHECK_DROP) {
+		/* at DATA: 354 goes out, the first data bytes drop it */
+		if (stage == SMTPD_STAGE_DATA) {
+			s->tx.drop_in_data = 1;
+			return 0;
+		}
+		smtpd_session_close(s, NULL, "dropped by policy");
 		return 1;
 	}
 	smtpd_reject(s, cmd, "%s", reply);
@@ -453,7 +499,8 @@ static void
 smtpd_body_start(struct smtpd_session *s)
 {
 	s->tx.body = evbuffer_new();
-	smtpd_received_add(s, &s->tx);
+	if (!s->srv->ops.no_received)
+		smtpd_received_add(s, &s->tx);
 	s->tx.header_len = evbuffer_get_length(s->tx.body);
 }
 
@@ -614,7 +661,8 @@ smtpd_store(struct smtpd_session *s)
 	struct spool_msg *msg;
 
 	if (smtpd_check(s, SMTPD_STAGE_EOM, NULL, "DATA")) {
-		smtpd_session_reset(s);
+		if (s->state != SMTPD_ST_CLOSING)
+			smtpd_session_reset(s);
 		return;
 	}
 	msg = xcalloc(1, sizeof(*msg));
@@ -755,8 +803,14 @@ static int
 smtpd_read_data(struct smtpd_session *s, struct evbuffer *in)
 {
 	struct evbuffer_iovec v[8];
-	int n = evbuffer_peek(in, -1, NULL, v, 8);
+	int n;
 	size_t total = 0;
+
+	if (s->tx.drop_in_data) {
+		smtpd_session_close(s, NULL, "dropped in DATA by policy");
+		return 1;
+	}
+	n = evbuffer_peek(in, -1, NULL, v, 8);
 
 	for (int i = 0; i < n && i < 8 && !s->tx.data.done; i++)
 		total += smtpd_data_feed(&s->tx.data, v[i].iov_base,
@@ -776,6 +830,10 @@ smtpd_read_bdat(struct smtpd_session *s, struct evbuffer *in)
 	size_t avail = evbuffer_get_length(in);
 	size_t take = avail < tx->bdat_left ? avail : (size_t)tx->bdat_left;
 
+	if (tx->drop_in_data && tx->bdat_left > 0) {
+		smtpd_session_close(s, NULL, "dropped in BDAT by policy");
+		return 1;
+	}
 	if (tx->bdat_fail == 0)
 		evbuffer_remove_buffer(in, tx->body, take);
 	else

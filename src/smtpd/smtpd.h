@@ -36,8 +36,17 @@ enum smtpd_stage {
 /*
  * What a check may do: nothing (SMTPD_CHECK_OK), reply with the reply given
  * and go on, or reply and drop the connection (the reply should be 421).
+ * SMTPD_CHECK_DROP closes without any reply (reply is ignored), to test how
+ * clients cope with a lost connection; at SMTPD_STAGE_DATA it lets DATA
+ * (354) or the first BDAT go on and drops the connection as soon as message
+ * bytes arrive, i.e. in the middle of the data.
  */
-enum smtpd_check { SMTPD_CHECK_OK = 0, SMTPD_CHECK_REPLY, SMTPD_CHECK_CLOSE };
+enum smtpd_check {
+	SMTPD_CHECK_OK = 0,
+	SMTPD_CHECK_REPLY,
+	SMTPD_CHECK_CLOSE,
+	SMTPD_CHECK_DROP,
+};
 
 struct smtpd_ops {
 	/*
@@ -59,6 +68,15 @@ struct smtpd_ops {
 	const char *product;
 	/* A MID for a new transaction (sluiced: spool_mid_next). */
 	uint64_t (*mid_next)(void *arg);
+	/* Optional: a reply with this code was queued (for statistics). */
+	void (*replied)(void *arg, struct smtpd_session *s, int code);
+	/*
+	 * Test sinks: store the data exactly as received, without our
+	 * Received: header (no_received), and hold each batch of replies
+	 * this long before it is written (reply_delay_ms; 0: none).
+	 */
+	int no_received;
+	unsigned reply_delay_ms;
 };
 
 /* Counters, read by status and metrics. */

@@ -42,6 +42,7 @@ struct smtpd_tx {
 	int bdat_last;
 	int bdat_seen;			/* a BDAT was given: DATA is refused */
 	int bdat_fail;			/* reply for this chunk: 0 ok or code */
+	int drop_in_data;		/* a check said DROP at DATA */
 	int64_t start_ms;
 };
 
@@ -62,6 +63,7 @@ struct smtpd_session {
 	int trusted;
 	struct smtpd_tx tx;
 	struct smtpd_iptab_entry *ipent;
+	struct event *delay_ev;	/* ops.reply_delay_ms: holds the output */
 };
 
 TAILQ_HEAD(smtpd_session_list, smtpd_session);
