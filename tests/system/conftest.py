@@ -1,0 +1,57 @@
+"""
+conftest.py: fixtures of the system tests.
+
+  sluiced          a started sluiced with the default test settings
+  make_sluiced     a factory: make_sluiced(conf={...}, args=[...], wrapper=[...],
+                   start=True) for tests that need other settings
+
+Every daemon is stopped at teardown with SIGTERM; it must exit 0 and its
+stderr must hold no sanitizer report (ASan, UBSan, LSan: SLUICE_BUILD=
+build-asan). Ports are chosen free at run time, files live in tmp_path.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from sluicetest import SLUICED, Daemon  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: long tests; the ASan run skips them")
+
+
+def pytest_sessionstart(session):
+    if not SLUICED.exists():
+        pytest.exit(f"{SLUICED} not found: run make all (or set SLUICE_BUILD)",
+                    returncode=2)
+
+
+@pytest.fixture
+def make_sluiced(tmp_path):
+    daemons = []
+
+    def make(conf=None, args=(), wrapper=(), start=True, name=None, env=None):
+        root = tmp_path / (name or f"d{len(daemons)}")
+        d = Daemon(root, conf=conf, args=args, wrapper=wrapper, env=env)
+        daemons.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    errors = []
+    for d in daemons:
+        try:
+            d.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def sluiced(make_sluiced):
+    return make_sluiced()

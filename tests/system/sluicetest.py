@@ -1,0 +1,394 @@
+"""
+sluicetest.py: helpers of the system tests. A real sluiced on 127.0.0.1 and
+a free port (Daemon), a raw SMTP client (Raw), and readers of the SQLite
+spool. conftest.py makes fixtures of them; tests import what they need.
+"""
+import hashlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / os.environ.get("SLUICE_BUILD", "build")
+SLUICED = BUILD / "sluiced"
+
+# What a sanitizer prints when it finds something (ASan, UBSan, LSan).
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
+                   "LeakSanitizer")
+
+MID_RE = re.compile(rb"queued as ([0-9A-F]{16})")
+
+
+def free_port():
+    """A port free right now on 127.0.0.1 (bind 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
+    """Poll pred() until it returns a true value; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_listening(port):
+    """True if something listens on 127.0.0.1:port (from /proc, no connect:
+    a probe connection would count against the connection limits)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[1] == want and parts[3] == "0A":
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def split_received(body):
+    """(Received header, rest) of a stored body: the header sluice adds is
+    the first field, with its continuation lines."""
+    assert body.startswith(b"Received: "), body[:80]
+    pos = 0
+    while True:
+        end = body.index(b"\r\n", pos) + 2
+        pos = end
+        if body[pos:pos + 1] not in (b" ", b"\t"):
+            return body[:pos], body[pos:]
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def mid_of(reply):
+    """The MID (int) in a '250 2.0.0 Ok: queued as XXXXXXXXXXXXXXXX' reply."""
+    if isinstance(reply, str):
+        reply = reply.encode()
+    m = MID_RE.search(reply)
+    assert m, f"no MID in reply {reply!r}"
+    return int(m.group(1), 16)
+
+
+class Spool:
+    """Read-only view of <spool dir>/spool.db (safe while sluiced runs)."""
+
+    def __init__(self, spool_dir):
+        self.path = Path(spool_dir) / "spool.db"
+
+    def _db(self):
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _all(self, sql, args=()):
+        db = self._db()
+        try:
+            return [dict(r) for r in db.execute(sql, args)]
+        finally:
+            db.close()
+
+    def mids(self):
+        return [r["mid"] for r in self._all("SELECT mid FROM envelopes ORDER BY mid")]
+
+    def count(self):
+        return self._all("SELECT count(*) AS n FROM envelopes")[0]["n"]
+
+    def envelope(self, mid):
+        rows = self._all("SELECT * FROM envelopes WHERE mid = ?", (mid,))
+        return rows[0] if rows else None
+
+    def recipients(self, mid):
+        return self._all("SELECT * FROM recipients WHERE mid = ? ORDER BY rid",
+                         (mid,))
+
+    def body(self, mid):
+        rows = self._all("SELECT data FROM bodies WHERE mid = ?", (mid,))
+        return bytes(rows[0]["data"]) if rows else None
+
+    def message(self, mid):
+        """The stored body without the Received: header sluice added."""
+        b = self.body(mid)
+        return None if b is None else split_received(b)[1]
+
+    def bodies(self):
+        """{mid: stored body} of every message."""
+        return {r["mid"]: bytes(r["data"])
+                for r in self._all("SELECT mid, data FROM bodies")}
+
+    def bodies_containing(self, needle):
+        return [m for m, b in self.bodies().items() if needle in b]
+
+
+class Daemon:
+    """One sluiced process on a temp dir: start, stop, restart, kill -9."""
+
+    def __init__(self, root, conf=None, args=(), wrapper=(), env=None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.spool_dir = self.root / "spool"
+        self.conf_path = self.root / "sluiced.ini"
+        self.args = list(args)
+        self.wrapper = list(wrapper)
+        self.env = env
+        self.port = None
+        self.proc = None
+        self.runs = 0
+        self.stderr_path = None
+        self.conf = {
+            "server": {"hostname": "mx.sluice.test"},
+            "spool": {"dir": str(self.spool_dir)},
+            "log": {},
+        }
+        for section, kv in (conf or {}).items():
+            self.conf.setdefault(section, {}).update(kv)
+        self.spool = Spool(self.spool_dir)
+
+    # -- the configuration --
+
+    def write_conf(self):
+        self.conf["server"]["listen"] = f"127.0.0.1:{self.port}"
+        lines = []
+        for section, kv in self.conf.items():
+            lines.append(f"[{section}]")
+            for k, v in kv.items():
+                lines.append(f"{k} = {v}")
+            lines.append("")
+        self.conf_path.write_text("\n".join(lines))
+
+    @property
+    def log(self):
+        """The log: [log] file if set, else the daemon's stderr."""
+        f = self.conf.get("log", {}).get("file", "-")
+        return Path(f) if f != "-" else self.stderr_path
+
+    def log_text(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=10.0, start=0):
+        """Wait until the log (from offset start) matches regex pattern."""
+        rx = re.compile(pattern)
+        return wait_until(lambda: rx.search(self.log_text()[start:]),
+                          timeout=timeout, what=f"log line /{pattern}/")
+
+    # -- the process --
+
+    def start(self, port=None, tries=3):
+        """Start sluiced and wait until it listens. A port taken between our
+        probe and its bind (a parallel test) is retried with a new one."""
+        for attempt in range(tries):
+            self.port = port or self.port or free_port()
+            self.write_conf()
+            self.runs += 1
+            self.stderr_path = self.root / f"stderr.{self.runs}.log"
+            with open(self.stderr_path, "wb") as err:
+                self.proc = subprocess.Popen(
+                    self.wrapper + [str(SLUICED), "-c", str(self.conf_path)]
+                    + self.args, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=err, env=self.env,
+                    cwd=self.root)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if port_listening(self.port):
+                    return self
+                time.sleep(0.01)
+            else:
+                self.kill9()
+                raise AssertionError("sluiced did not listen within 20s")
+            text = self.stderr_path.read_text(errors="replace")
+            self.proc = None
+            if "Address already in use" in text and port is None:
+                self.port = None
+                continue
+            raise AssertionError(f"sluiced exited at start: {text}")
+        raise AssertionError("no free port after retries")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        """The daemon's pid (under a wrapper such as strace: its child)."""
+        if not self.wrapper:
+            return self.proc.pid
+
+        def child():
+            try:
+                kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}"
+                            "/children").read_text().split()
+            except OSError:
+                return None
+            return int(kids[0]) if kids else None
+        return wait_until(child, timeout=10, what="wrapped daemon pid")
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def stderr_text(self):
+        return self.stderr_path.read_text(errors="replace")
+
+    def check_sanitizers(self):
+        text = self.stderr_text()
+        bad = [l for l in text.splitlines()
+               if any(m in l for m in SANITIZER_MARKS)]
+        assert not bad, "sanitizer report in sluiced stderr:\n" + text[-8000:]
+
+    def stop(self, timeout=30):
+        """SIGTERM; the daemon must exit 0 with a clean stderr."""
+        if self.proc is None:
+            return
+        proc = self.proc
+        if proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            self.proc = None
+            raise AssertionError(f"sluiced did not exit {timeout}s after "
+                                 f"SIGTERM:\n{self.stderr_text()[-4000:]}")
+        self.proc = None
+        self.check_sanitizers()
+        assert rc == 0, f"sluiced exited {rc}:\n{self.stderr_text()[-4000:]}"
+
+    def wait_exit(self, timeout=30):
+        """Wait for an exit the test caused; return the exit code."""
+        rc = self.proc.wait(timeout=timeout)
+        self.proc = None
+        self.check_sanitizers()
+        return rc
+
+    def kill9(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    # -- clients --
+
+    def connect(self, timeout=15):
+        return Raw(self.port, timeout=timeout)
+
+
+class Raw:
+    """A raw SMTP client: send bytes, read replies (multi-line aware)."""
+
+    def __init__(self, port, timeout=15, greet=True):
+        self.sock = socket.create_connection(("127.0.0.1", port),
+                                             timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.greeting = self.reply() if greet else None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def cmd(self, line):
+        """Send one command line; return its reply."""
+        self.send(line + "\r\n" if isinstance(line, str) else line + b"\r\n")
+        return self.reply()
+
+    def _line(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                if self.buf:
+                    raise AssertionError(f"EOF in a reply line: {self.buf!r}")
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    def reply(self):
+        """One reply: its lines joined by \\n; None at EOF."""
+        lines = []
+        while True:
+            line = self._line()
+            if line is None:
+                if lines:
+                    raise AssertionError(f"EOF inside reply {lines}")
+                return None
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return "\n".join(lines)
+
+    def expect(self, prefix):
+        r = self.reply()
+        assert r is not None, f"connection closed, expected {prefix!r}"
+        last = r.split("\n")[-1]
+        assert last.startswith(prefix), f"expected {prefix!r}, got {r!r}"
+        return r
+
+    def expect_closed(self, timeout=15):
+        """The server closes: EOF (or a reset) with nothing more to read."""
+        self.sock.settimeout(timeout)
+        try:
+            r = self.reply()
+        except ConnectionResetError:
+            r = None
+        assert r is None, f"expected the connection closed, got {r!r}"
+
+    def ehlo(self, name="client.sluice.test"):
+        self.send(f"EHLO {name}\r\n")
+        return self.expect("250")
+
+    def send_message(self, sender, rcpts, msg):
+        """MAIL, RCPT..., DATA, dot-stuffed msg (CRLF lines); the final reply."""
+        self.expect_ok(f"MAIL FROM:<{sender}>")
+        for r in rcpts:
+            self.expect_ok(f"RCPT TO:<{r}>")
+        self.send("DATA\r\n")
+        self.expect("354")
+        self.send(dot_stuff(msg) + b".\r\n")
+        return self.reply()
+
+    def expect_ok(self, line):
+        self.send(line + "\r\n")
+        return self.expect("250")
+
+
+def dot_stuff(msg):
+    """msg (CRLF lines, ends with CRLF) as sent after DATA."""
+    assert msg.endswith(b"\r\n")
+    out = re.sub(rb"(?m)^\.", b"..", msg)
+    return out
