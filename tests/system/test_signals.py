@@ -1,0 +1,150 @@
+"""
+Signals: SIGTERM drains (open transactions may finish, idle sessions get 421,
+no new connections, exit 0); SIGHUP reopens the log file.
+"""
+import signal
+import socket
+import time
+
+from sluicetest import Raw, mid_of, wait_until
+
+MSG = (b"Subject: in flight at SIGTERM\r\n\r\n"
+       + b"".join(b"line %04d of the body\r\n" % i for i in range(200)))
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def open_data(d):
+    c = Raw(d.port)
+    c.ehlo()
+    c.expect_ok("MAIL FROM:<alice@client.sluice.test>")
+    c.expect_ok("RCPT TO:<bob@local.test>")
+    c.send("DATA\r\n")
+    c.expect("354")
+    return c
+
+
+def test_sigterm_lets_open_transaction_finish(make_sluiced):
+    d = make_sluiced(conf={"server": {"shutdown_timeout": "20s"}})
+    busy = open_data(d)
+    half = len(MSG) // 2
+    busy.send(MSG[:half])
+    idle = Raw(d.port)
+    idle.ehlo()
+    mail = Raw(d.port)          # in a transaction but not in DATA: idle too
+    mail.ehlo()
+    mail.expect_ok("MAIL FROM:<x@client.sluice.test>")
+    d.signal(signal.SIGTERM)
+    d.wait_log(r"SIGTERM: shutting down")
+    idle.expect("421 4.3.2")
+    idle.expect_closed()
+    mail.expect("421 4.3.2")
+    mail.expect_closed()
+    wait_until(lambda: refused(d.port), timeout=10,
+               what="new connections refused")
+    assert d.running()
+    time.sleep(0.3)             # the client is slow; the daemon waits
+    assert d.running()
+    busy.send(MSG[half:] + b".\r\n")
+    r = busy.expect("250 2.0.0 Ok: queued as")
+    busy.expect("421 4.3.2")
+    busy.expect_closed()
+    busy.close()
+    assert d.wait_exit(timeout=20) == 0
+    assert d.spool.message(mid_of(r)) == MSG
+    assert "sluiced stopped" in d.log_text()
+
+
+def test_sigterm_deadline(make_sluiced):
+    """A transaction that does not finish within shutdown_timeout is cut;
+    the daemon still exits 0 and stores nothing of it."""
+    d = make_sluiced(conf={"server": {"shutdown_timeout": "1s"}})
+    c = open_data(d)
+    c.send(b"Subject: NEVER-FINISHED\r\n\r\npart")
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(timeout=20) == 0
+    assert time.monotonic() - t0 < 10
+    c.expect_closed()
+    c.close()
+    assert d.spool.count() == 0
+    assert "shutdown deadline reached" in d.log_text()
+
+
+def test_second_sigterm_stops_now(make_sluiced):
+    d = make_sluiced(conf={"server": {"shutdown_timeout": "60s"}})
+    c = open_data(d)
+    c.send(b"Subject: x\r\n\r\npart")
+    d.signal(signal.SIGTERM)
+    d.wait_log(r"SIGTERM: shutting down")
+    d.signal(signal.SIGINT)
+    assert d.wait_exit(timeout=20) == 0
+    c.close()
+    assert "second signal: stopping now" in d.log_text()
+
+
+def test_sigterm_idle_exits_at_once(sluiced):
+    with Raw(sluiced.port) as c:
+        c.ehlo()
+        t0 = time.monotonic()
+        sluiced.signal(signal.SIGTERM)
+        c.expect("421 4.3.2")
+        c.expect_closed()
+    assert sluiced.wait_exit(timeout=20) == 0
+    assert time.monotonic() - t0 < 5
+
+
+def test_restart_keeps_spool(sluiced):
+    with Raw(sluiced.port) as c:
+        c.ehlo()
+        r = c.send_message("a@client.sluice.test", ["b@local.test"], MSG)
+    sluiced.restart()
+    assert "spool recovered" in sluiced.log_text()
+    assert "messages=1" in sluiced.log_text()
+    assert sluiced.spool.message(mid_of(r)) == MSG
+    with Raw(sluiced.port) as c:
+        c.ehlo()
+        r2 = c.send_message("a@client.sluice.test", ["b@local.test"], MSG)
+    assert mid_of(r2) > mid_of(r), "MIDs must grow across restarts"
+
+
+def test_sighup_reopens_log(make_sluiced, tmp_path):
+    logf = tmp_path / "sluiced.log"
+    d = make_sluiced(conf={"log": {"file": str(logf)}})
+    with Raw(d.port) as c:
+        c.ehlo()
+        c.cmd("QUIT")
+    d.wait_log(r"ICID 1 connection closed")
+    rotated = tmp_path / "sluiced.log.1"
+    logf.rename(rotated)
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: logf.exists() and
+               "SIGHUP: log file reopened" in logf.read_text(),
+               what="the new log file")
+    with Raw(d.port) as c:
+        c.ehlo()
+        c.cmd("QUIT")
+    d.wait_log(r"ICID 2 connection closed")
+    old = rotated.read_text()
+    assert "ICID 1 New SMTP connection" in old
+    assert "ICID 2" not in old
+    new = logf.read_text()
+    assert "ICID 1" not in new
+    d.stop()
+    assert "sluiced stopped" in logf.read_text()
+    assert "sluiced stopped" not in rotated.read_text()
+
+
+def test_sighup_with_stderr_log(sluiced):
+    """SIGHUP with the log on stderr: nothing to reopen, the daemon lives."""
+    sluiced.signal(signal.SIGHUP)
+    sluiced.wait_log(r"SIGHUP")
+    with Raw(sluiced.port) as c:
+        c.ehlo()
+    assert sluiced.running()
