@@ -1,0 +1,619 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * destq.c: destinations and their delivery connections.
+ *
+ * A destination is a recipient domain, or the value of a [routes] entry
+ * when a route sends domains to a fixed next hop (so all those domains share
+ * one queue). It owns the ready list of jobs, its resolved next hops (MX or
+ * route), and its connections. Connection limits and throttle state live in
+ * a site shared by every destination whose next hops are the same hosts.
+ *
+ * sched_dest_run() is the one place that decides to send: it feeds idle
+ * connections, then opens new ones while the backlog exceeds the
+ * connections on their way and the site's and the total limits allow.
+ * Whatever stops it is logged once per change of reason.
+ *
+ * Connection life (smtpc events):
+ *   new -(READY)-> idle -(send)-> busy -(done, READY)-> idle ... -> quit
+ *   -(CLOSED)-> freed;  new -(FAILED)-> freed, destination deferred or
+ *   throttled.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "log/log.h"
+#include "sched/sched_int.h"
+#include "util/util.h"
+
+static void sched_conn_next(struct sched_conn *c);
+
+static uint32_t
+sched_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+/* The route for a domain: an exact [routes] key, else "*", else NULL. */
+static const char *
+sched_route_of(struct sched *s, const char *domain)
+{
+	const struct sl_conf *c = s->conf;
+	const char *star = NULL;
+
+	for (size_t i = 0; i < c->nroutes; i++) {
+		if (sl_strcaseeq(c->routes[i].key, domain))
+			return c->routes[i].value;
+		if (strcmp(c->routes[i].key, "*") == 0)
+			star = c->routes[i].value;
+	}
+	return star;
+}
+
+struct sched_dest *
+sched_dest_get(struct sched *s, const char *domain)
+{
+	const char *route = sched_route_of(s, domain);
+	const char *key = route ? route : domain;
+	size_t b = sched_hash(key) % s->dtab_size;
+	struct sched_dest *d;
+
+	for (d = s->dtab[b]; d != NULL; d = d->hnext)
+		if (strcmp(d->name, key) == 0)
+			return d;
+	d = xcalloc(1, sizeof(*d));
+	d->name = xstrdup(key);
+	d->route = route ? xstrdup(route) : NULL;
+	TAILQ_INIT(&d->ready);
+	TAILQ_INIT(&d->conns);
+	d->hnext = s->dtab[b];
+	s->dtab[b] = d;
+	s->ndest++;
+	return d;
+}
+
+static struct sched_site *
+sched_site_get(struct sched *s, const char *key)
+{
+	size_t b = sched_hash(key) % s->dtab_size;
+	struct sched_site *site;
+
+	for (site = s->stab[b]; site != NULL; site = site->hnext)
+		if (strcmp(site->key, key) == 0)
+			return site;
+	site = xcalloc(1, sizeof(*site));
+	site->key = xstrdup(key);
+	site->limit = (int)s->conf->delivery_destination_concurrency;
+	site->hnext = s->stab[b];
+	s->stab[b] = site;
+	return site;
+}
+
+/* Log why a due job waits, once per change of reason. */
+static void
+sched_dest_blocked(struct sched_dest *d, const char *why)
+{
+	if (d->blocked == why)
+		return;
+	d->blocked = why;
+	if (why != NULL) {
+		char n[24];
+		snprintf(n, sizeof(n), "%llu", (unsigned long long)d->nready);
+		log_ev(LOG_INFO, NULL, "delivery waiting", "destination",
+		    d->name, "reason", why, "ready_jobs", n, NULL);
+	}
+}
+
+static void
+sched_dest_wake_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched_dest *d = arg;
+
+	sched_dest_run(d->wake_s, d);
+}
+
+static void
+sched_dest_wake_at(struct sched *s, struct sched_dest *d, int64_t at_ms)
+{
+	int64_t now = sched_now_ms(), wait = at_ms > now ? at_ms - now : 0;
+	struct timeval tv = { wait / 1000, (wait % 1000) * 1000 };
+
+	if (d->wake == NULL) {
+		d->wake = evtimer_new(s->base, sched_dest_wake_fire, d);
+		d->wake_s = s;
+	}
+	evtimer_add(d->wake, &tv);
+}
+
+/* ---- next hops ---- */
+
+/* Every ready job of d gets the same outcome (a DNS or connect failure). */
+static void
+sched_dest_all(struct sched *s, struct sched_dest *d, int perm, int code,
+    const char *reply, const char *remote)
+{
+	struct sched_job *j;
+
+	while ((j = TAILQ_FIRST(&d->ready)) != NULL) {
+		if (perm)
+			sched_job_fail_all(s, j, reply);
+		else
+			sched_job_defer_all(s, j, code, reply, remote);
+	}
+}
+
+/* The site key: the next hops' names, so equal MX sets share limits. */
+static char *
+sched_site_key(const struct dns_result *r)
+{
+	char *key = xstrdup("");
+
+	for (size_t i = 0; i < r->nhost; i++) {
+		char *k = xasprintf("%s%s%s", key, i ? "," : "", r->hosts[i].name);
+		free(key);
+		key = k;
+	}
+	return key;
+}
+
+static void
+sched_dest_resolved(void *arg, struct dns_result *r)
+{
+	struct sched_dest *d = arg;
+	struct sched *s = d->wake_s;
+	char reply[600];
+	char *key;
+
+	d->query = NULL;
+	switch (r->status) {
+	case DNS_OK:
+		dns_result_free(d->hops);
+		d->hops = r;
+		d->hops_expire = sched_now_ms() + (int64_t)(r->ttl ? r->ttl :
+		    300) * 1000;
+		key = d->route ? xstrdup(d->route) : sched_site_key(r);
+		d->site = sched_site_get(s, key);
+		free(key);
+		sched_dest_run(s, d);
+		return;
+	case DNS_NXDOMAIN:
+		snprintf(reply, sizeof(reply), "550 5.1.2 Host or domain name "
+		    "not found: %s", r->error ? r->error : d->name);
+		sched_dest_all(s, d, 1, 550, reply, NULL);
+		break;
+	case DNS_NULLMX:
+		snprintf(reply, sizeof(reply), "556 5.1.10 Domain %s accepts "
+		    "no mail (null MX)", d->name);
+		sched_dest_all(s, d, 1, 556, reply, NULL);
+		break;
+	case DNS_NOHOST:
+		snprintf(reply, sizeof(reply), "550 5.4.4 Unable to route: %s",
+		    r->error ? r->error : "no address for the mail hosts");
+		sched_dest_all(s, d, 1, 550, reply, NULL);
+		break;
+	case DNS_TEMP:
+	default:
+		/* hold the whole destination: retry DNS when its jobs are due */
+		snprintf(reply, sizeof(reply), "451 4.4.3 DNS lookup failed: %s",
+		    r->error ? r->error : d->name);
+		log_ev(LOG_INFO, NULL, "destination held", "destination",
+		    d->name, "reason", reply, NULL);
+		d->paused_until = sched_now_ms() +
+		    s->conf->delivery_retry_initial * 1000;
+		sched_dest_all(s, d, 0, 451, reply, NULL);
+		break;
+	}
+	dns_result_free(r);
+}
+
+/* Start resolving d's next hops: a static route or the domain's MX. */
+static void
+sched_dest_resolve(struct sched *s, struct sched_dest *d)
+{
+	int port = (int)s->conf->delivery_smtp_port;
+	char host[300];
+
+	d->wake_s = s;
+	if (d->route != NULL) {
+		/* "[host]:port": that host, no MX; "host[:port]": its MX */
+		const char *r = d->route, *colon;
+		int bracket = *r == '[';
+		const char *end = bracket ? strchr(r, ']') : NULL;
+		size_t n;
+
+		if (bracket && end != NULL) {
+			n = (size_t)(end - r - 1);
+			colon = end[1] == ':' ? end + 1 : NULL;
+			r++;
+		} else {
+			colon = strrchr(r, ':');
+			n = colon ? (size_t)(colon - r) : strlen(r);
+		}
+		if (n >= sizeof(host))
+			n = sizeof(host) - 1;
+		memcpy(host, r, n);
+		host[n] = '\0';
+		if (colon != NULL)
+			port = atoi(colon + 1);
+		d->query = bracket ? dns_host_lookup(s->dns, host, port,
+		    sched_dest_resolved, d) : dns_mx_lookup(s->dns, host, port,
+		    sched_dest_resolved, d);
+		return;
+	}
+	d->query = dns_mx_lookup(s->dns, d->name, port, sched_dest_resolved, d);
+}
+
+/* ---- connections ---- */
+
+static const struct smtpc_cb sched_conn_cb;
+
+/* The addresses to try, in MX order; equal preferences rotated per
+ * connection so that equal MX hosts share the load. */
+static size_t
+sched_conn_addrs(struct sched *s, struct sched_dest *d, struct smtpc_addr *out,
+    size_t max)
+{
+	const struct dns_result *r = d->hops;
+	size_t n = 0, i = 0;
+
+	while (i < r->nhost && n < max) {
+		size_t g = i;
+		while (g < r->nhost && r->hosts[g].pref == r->hosts[i].pref)
+			g++;
+		size_t span = g - i, rot = (size_t)(s->next_dcid % span);
+		for (size_t k = 0; k < span && n < max; k++) {
+			const struct dns_host *h = &r->hosts[i + (k + rot) % span];
+			for (size_t a = 0; a < h->naddr && n < max; a++) {
+				out[n].ss = h->addrs[a];
+				sl_strlcpy(out[n].host, h->name, sizeof(out[n].host));
+				n++;
+			}
+		}
+		i = g;
+	}
+	return n;
+}
+
+static void
+sched_conn_open(struct sched *s, struct sched_dest *d)
+{
+	struct smtpc_params p = {
+		.helo = s->conf->server_hostname,
+		.connect_timeout = (int)s->conf->delivery_connect_timeout,
+		.command_timeout = (int)s->conf->delivery_command_timeout,
+		.data_timeout = (int)s->conf->delivery_data_timeout,
+	};
+	struct smtpc_addr addrs[32];
+	struct sched_conn *c = xcalloc(1, sizeof(*c));
+	struct smtpc_cb cb = sched_conn_cb;
+	size_t n = sched_conn_addrs(s, d, addrs, SL_ARRAY_LEN(addrs));
+
+	c->s = s;
+	c->dest = d;
+	c->dcid = ++s->next_dcid;
+	c->started = sched_now_ms();
+	c->connecting = 1;
+	cb.arg = c;
+	TAILQ_INSERT_TAIL(&d->conns, c, entry);
+	d->nconn++;
+	d->nconnecting++;
+	d->site->nconn++;
+	s->nconn++;
+	c->c = smtpc_new(s->base, c->dcid, &p, addrs, n, &cb);
+}
+
+static void
+sched_conn_free(struct sched_conn *c)
+{
+	struct sched *s = c->s;
+	struct sched_dest *d = c->dest;
+
+	TAILQ_REMOVE(&d->conns, c, entry);
+	d->nconn--;
+	if (c->connecting)
+		d->nconnecting--;
+	d->site->nconn--;
+	s->nconn--;
+	if (c->idle_ev)
+		event_free(c->idle_ev);
+	if (c->body)
+		evbuffer_free(c->body);
+	free(c->rcpts);
+	free(c);
+}
+
+static void
+sched_conn_idle_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched_conn *c = arg;
+
+	if (c->job == NULL && c->ready) {
+		c->ready = 0;
+		smtpc_quit(c->c);
+	}
+}
+
+/* Hand job to the idle connection c. */
+static void
+sched_conn_send(struct sched_conn *c, struct sched_job *job)
+{
+	struct sched *s = c->s;
+	struct sched_msg *m = job->msg;
+
+	TAILQ_REMOVE(&c->dest->ready, job, entry);
+	c->dest->nready--;
+	job->state = SCHED_JOB_ACTIVE;
+	c->job = job;
+	if (c->idle_ev)
+		evtimer_del(c->idle_ev);
+	c->body = spool_body_load(s->spool, m->mid);
+	if (c->body == NULL) {
+		/* nothing to send: retry later rather than lose it */
+		c->job = NULL;
+		sched_job_defer_all(s, job, 451, "451 4.3.0 message body "
+		    "could not be read from the spool", NULL);
+		return;
+	}
+	c->rcpts = xrealloc(c->rcpts, job->nrcpt * sizeof(*c->rcpts));
+	memset(c->rcpts, 0, job->nrcpt * sizeof(*c->rcpts));
+	for (uint32_t i = 0; i < job->nrcpt; i++) {
+		const struct sched_rcpt *r = &m->rcpts[job->ridx[i]];
+		c->rcpts[i].rid = r->rid;
+		c->rcpts[i].addr = r->addr;
+		c->rcpts[i].orcpt = r->orcpt;
+		c->rcpts[i].notify = r->notify;
+	}
+	memset(&c->m, 0, sizeof(c->m));
+	c->m.mid = m->mid;
+	c->m.sender = m->sender;
+	c->m.flags = m->flags;
+	c->m.ret = m->ret;
+	c->m.envid = m->envid;
+	c->m.body = c->body;
+	c->m.nrcpt = job->nrcpt;
+	c->m.rcpts = c->rcpts;
+	c->m.owner = c;
+	smtpc_send(c->c, &c->m);
+}
+
+/* An idle connection: the next job of its destination, or rest, or go. */
+static void
+sched_conn_next(struct sched_conn *c)
+{
+	struct sched *s = c->s;
+	struct sched_dest *d = c->dest;
+	struct timeval tv = { s->conf->delivery_idle_timeout, 0 };
+
+	if (c->nmsgs >= s->conf->delivery_messages_per_connection ||
+	    sched_now_ms() - c->started >=
+	    s->conf->delivery_connection_max_age * 1000 ||
+	    (d->site && d->site->paused_until > sched_now_ms())) {
+		c->ready = 0;
+		smtpc_quit(c->c);
+		return;
+	}
+	if (d->nready > 0) {
+		sched_conn_send(c, TAILQ_FIRST(&d->ready));
+		return;
+	}
+	if (c->idle_ev == NULL)
+		c->idle_ev = evtimer_new(s->base, sched_conn_idle_fire, c);
+	evtimer_add(c->idle_ev, &tv);
+}
+
+/* 421 or "too many connections": fewer connections, and a pause. */
+static void
+sched_site_throttle(struct sched *s, struct sched_dest *d, const char *reply)
+{
+	struct sched_site *site = d->site;
+	int limit = site->nconn > 1 ? site->nconn - 1 : 1;
+
+	if (limit > site->limit / 2 && site->limit > 1)
+		limit = site->limit / 2;
+	site->limit = limit < 1 ? 1 : limit;
+	site->paused_until = sched_now_ms() + s->conf->delivery_throttle_pause *
+	    1000;
+	{
+		char lim[16];
+		snprintf(lim, sizeof(lim), "%d", site->limit);
+		log_ev(LOG_INFO, NULL, "destination throttled", "destination",
+		    d->name, "limit", lim, "reply", reply, NULL);
+	}
+}
+
+static void
+sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
+{
+	struct sched_conn *c = arg;
+	struct sched *s = c->s;
+	struct sched_job *job = c->job;
+	int throttled = 0, delivered = 0;
+
+	c->job = NULL;
+	c->ready = 0;		/* busy until smtpc says READY again */
+	c->nmsgs++;
+	if (c->body)
+		c->body = (evbuffer_free(c->body), NULL);
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		if (m->rcpts[i].code == 421)
+			throttled = 1;
+		if (m->rcpts[i].code >= 200 && m->rcpts[i].code < 300)
+			delivered = 1;
+	}
+	if (throttled)
+		sched_site_throttle(s, c->dest, m->rcpts[0].reply);
+	else if (delivered && c->dest->site->limit <
+	    s->conf->delivery_destination_concurrency)
+		c->dest->site->limit++;	/* recover, one step at a time */
+	if (job != NULL)
+		sched_job_outcome(s, job, m->rcpts, m->nrcpt,
+		    smtpc_peer_host(sc));
+}
+
+static void
+sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
+    const char *reason)
+{
+	struct sched_conn *c = arg;
+	struct sched *s = c->s;
+	struct sched_dest *d = c->dest;
+
+	switch (ev) {
+	case SMTPC_READY:
+		if (c->connecting) {
+			c->connecting = 0;
+			d->nconnecting--;
+		}
+		c->ready = 1;
+		sched_conn_next(c);
+		return;
+	case SMTPC_FAILED: {
+		char reply[600];
+		if (code == 421 || (code >= 400 && code < 500)) {
+			snprintf(reply, sizeof(reply), "%s", reason);
+			sched_site_throttle(s, d, reply);
+		} else {
+			snprintf(reply, sizeof(reply), "451 4.4.1 %s", reason);
+			d->paused_until = sched_now_ms() +
+			    s->conf->delivery_retry_initial * 1000;
+			log_ev(LOG_INFO, NULL, "destination deferred",
+			    "destination", d->name, "reason", reason, NULL);
+			/* every ready job of d: all its hosts are down */
+			sched_dest_all(s, d, 0, 451, reply, NULL);
+		}
+		sched_conn_free(c);
+		break;
+	}
+	case SMTPC_CLOSED:
+		sched_conn_free(c);
+		break;
+	}
+	sched_dest_run(s, d);
+	sched_run_starved(s);
+}
+
+static const struct smtpc_cb sched_conn_cb = {
+	.done = sched_conn_done,
+	.event = sched_conn_event,
+};
+
+/* ---- dispatch ---- */
+
+void
+sched_dest_run(struct sched *s, struct sched_dest *d)
+{
+	int64_t now = sched_now_ms();
+	struct sched_conn *c;
+
+	d->wake_s = s;
+	if (d->nready == 0 || s->stopping) {
+		sched_dest_blocked(d, NULL);
+		return;
+	}
+	if (d->paused_until > now) {
+		sched_dest_blocked(d, "destination held after a failure");
+		sched_dest_wake_at(s, d, d->paused_until);
+		return;
+	}
+	if (d->hops == NULL || d->hops_expire <= now) {
+		if (d->query == NULL)
+			sched_dest_resolve(s, d);
+		if (d->hops == NULL || d->query != NULL) {
+			if (d->hops == NULL)
+				return;
+		}
+	}
+	if (d->site->paused_until > now) {
+		sched_dest_blocked(d, "throttled by the receiver");
+		sched_dest_wake_at(s, d, d->site->paused_until);
+		return;
+	}
+	TAILQ_FOREACH(c, &d->conns, entry) {
+		if (d->nready == 0)
+			break;
+		if (c->ready && c->job == NULL)
+			sched_conn_send(c, TAILQ_FIRST(&d->ready));
+	}
+	while (d->nready > (uint64_t)d->nconnecting) {
+		if (d->site->nconn >= d->site->limit) {
+			sched_dest_blocked(d, "destination concurrency limit");
+			return;
+		}
+		if (s->nconn >= s->conf->delivery_total_concurrency) {
+			sched_dest_blocked(d, "total concurrency limit");
+			if (!d->in_starved) {
+				TAILQ_INSERT_TAIL(&s->starved, d, starved);
+				d->in_starved = 1;
+			}
+			return;
+		}
+		sched_conn_open(s, d);
+	}
+	sched_dest_blocked(d, NULL);
+}
+
+void
+sched_run_starved(struct sched *s)
+{
+	struct sched_dest *d;
+
+	while (s->nconn < s->conf->delivery_total_concurrency &&
+	    (d = TAILQ_FIRST(&s->starved)) != NULL) {
+		TAILQ_REMOVE(&s->starved, d, starved);
+		d->in_starved = 0;
+		sched_dest_run(s, d);
+	}
+}
+
+void
+sched_stop(struct sched *s)
+{
+	s->stopping = 1;
+	for (size_t b = 0; b < s->dtab_size; b++) {
+		for (struct sched_dest *d = s->dtab[b]; d != NULL; d = d->hnext) {
+			struct sched_conn *c;
+			while ((c = TAILQ_FIRST(&d->conns)) != NULL) {
+				smtpc_free(c->c);
+				sched_conn_free(c);
+			}
+		}
+	}
+}
+
+void
+sched_dest_free_all(struct sched *s)
+{
+	for (size_t b = 0; b < s->dtab_size; b++) {
+		struct sched_dest *d, *dn;
+		struct sched_site *site, *sn;
+		for (d = s->dtab[b]; d != NULL; d = dn) {
+			struct sched_conn *c;
+			dn = d->hnext;
+			while ((c = TAILQ_FIRST(&d->conns)) != NULL) {
+				smtpc_free(c->c);
+				sched_conn_free(c);
+			}
+			if (d->query)
+				dns_query_cancel(d->query);
+			dns_result_free(d->hops);
+			if (d->wake)
+				event_free(d->wake);
+			free(d->name);
+			free(d->route);
+			free(d);
+		}
+		s->dtab[b] = NULL;
+		for (site = s->stab[b]; site != NULL; site = sn) {
+			sn = site->hnext;
+			free(site->key);
+			free(site);
+		}
+		s->stab[b] = NULL;
+	}
+}

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sched_int.h: the scheduler's own structures, shared by sched.c (messages,
+ * outcomes, timers) and destq.c (destinations, connections, dispatch).
+ *
+ * Memory per queued recipient: one struct sched_rcpt (its address and last
+ * reply as strings) and a share of a job; bodies stay in the spool.
+ */
+#ifndef SL_SCHED_INT_H
+#define SL_SCHED_INT_H
+
+#include <sys/queue.h>
+
+#include "conf/conf.h"
+#include "dns/dns.h"
+#include "sched/sched.h"
+#include "smtpc/smtpc.h"
+#include "spool/spool.h"
+#include "util/heap.h"
+
+struct sched_job;
+struct sched_dest;
+
+struct sched_rcpt {
+	char *addr;
+	char *orcpt;
+	char *last_reply;
+	char *remote;		/* the host that gave last_reply */
+	uint32_t rid;
+	uint32_t attempts;
+	int64_t next_retry;
+	uint8_t state;		/* enum spool_rcpt_state */
+	uint8_t notify;
+	uint8_t dsn_due;	/* final, and its DSN is not queued yet */
+	struct sched_job *job;
+};
+
+struct sched_msg {
+	TAILQ_ENTRY(sched_msg) age;	/* the expiry queue, by arrival */
+	struct sched *s;
+	uint64_t mid;
+	int64_t arrival;
+	char *sender;
+	char *envid;
+	uint8_t ret, flags;
+	uint64_t size;
+	uint32_t nrcpt, npending;	/* recipients, those not final */
+	struct sched_rcpt *rcpts;
+	struct sched_job *jobs;		/* jobs of this message (job->next) */
+	int inflight;			/* spool requests not yet answered */
+	int expired;
+	int deleting;
+	int queued;			/* 1: in s->age, 2: in s->expired */
+};
+
+enum sched_job_state {
+	SCHED_JOB_READY,	/* in its destination's ready list */
+	SCHED_JOB_DEFERRED,	/* in the retry heap */
+	SCHED_JOB_ACTIVE,	/* on a connection */
+	SCHED_JOB_WAIT,		/* waiting for its destination (DNS, pause) */
+};
+
+/* The recipients of one message at one destination: one transaction. */
+struct sched_job {
+	struct sl_heap_item timer;	/* key: next retry, unix seconds */
+	TAILQ_ENTRY(sched_job) entry;	/* the destination's ready list */
+	struct sched_job *next;		/* the message's jobs */
+	struct sched_msg *msg;
+	struct sched_dest *dest;
+	int state;
+	uint32_t nrcpt;
+	uint32_t *ridx;			/* indices into msg->rcpts */
+};
+
+TAILQ_HEAD(sched_job_list, sched_job);
+
+/* Connection limits and throttle state, shared by destinations whose
+ * next hops are the same hosts (limits protect the receiver). */
+struct sched_site {
+	struct sched_site *hnext;
+	char *key;
+	int nconn;
+	int limit;		/* current: lowered on 421, raised on success */
+	int64_t paused_until;	/* unix ms */
+	int refs;
+};
+
+struct sched_conn;
+TAILQ_HEAD(sched_conn_list, sched_conn);
+
+struct sched_dest {
+	struct sched_dest *hnext;	/* hash chain */
+	TAILQ_ENTRY(sched_dest) starved;	/* waiting for total capacity */
+	int in_starved;
+	char *name;			/* domain, or route value */
+	char *route;			/* static route hosts, or NULL: MX */
+	struct sched_job_list ready;
+	uint64_t nready;		/* jobs in ready */
+	uint64_t njobs;			/* all jobs of this destination */
+	struct sched_conn_list conns;
+	int nconn, nconnecting;
+	struct sched_site *site;
+	struct dns_result *hops;
+	int64_t hops_expire;		/* unix ms */
+	struct dns_query *query;
+	int64_t paused_until;		/* unix ms: DNS failure or all down */
+	struct event *wake;
+	struct sched *wake_s;		/* the scheduler, for callbacks */
+	const char *blocked;		/* last reason logged for not sending */
+};
+
+struct sched_conn {
+	TAILQ_ENTRY(sched_conn) entry;
+	struct sched *s;
+	struct sched_dest *dest;
+	struct smtpc *c;
+	uint64_t dcid;
+	int nmsgs;
+	int64_t started;		/* unix ms */
+	int connecting;			/* not greeted yet */
+	int ready;			/* greeted and not quitting */
+	struct sched_job *job;		/* in flight */
+	struct smtpc_msg m;
+	struct smtpc_rcpt *rcpts;
+	struct evbuffer *body;
+	struct event *idle_ev;
+};
+
+struct sched {
+	struct event_base *base;
+	const struct sl_conf *conf;
+	struct spool *spool;
+	struct dns *dns;
+	struct sched_dest **dtab;
+	size_t dtab_size, ndest;
+	struct sched_site **stab;
+	TAILQ_HEAD(, sched_msg) age;	/* every queued message, by arrival */
+	TAILQ_HEAD(, sched_msg) expired; /* expired, finishing */
+	TAILQ_HEAD(, sched_dest) starved;
+	struct sl_heap retry;		/* deferred jobs */
+	struct event *retry_ev;
+	int64_t retry_at;		/* when retry_ev fires, unix s; 0 none */
+	struct event *expire_ev;
+	uint64_t next_dcid;
+	int nconn;			/* all delivery connections */
+	int stopping;
+	struct sched_stats stats;
+};
+
+/* sched.c */
+void sched_job_outcome(struct sched *s, struct sched_job *job,
+    struct smtpc_rcpt *rcpts, size_t n, const char *remote);
+void sched_job_defer_all(struct sched *s, struct sched_job *job, int code,
+    const char *reply, const char *remote);
+void sched_job_fail_all(struct sched *s, struct sched_job *job,
+    const char *reply);
+void sched_job_ready(struct sched *s, struct sched_job *job);
+int64_t sched_now_ms(void);
+
+/* destq.c */
+struct sched_dest *sched_dest_get(struct sched *s, const char *domain);
+void sched_dest_run(struct sched *s, struct sched_dest *d);
+void sched_dest_free_all(struct sched *s);
+void sched_run_starved(struct sched *s);
+
+#endif
