@@ -14,5 +14,7 @@ struct cli_cmd {
 };
 
 int cmd_version(int argc, char **argv);
+int cmd_sink(int argc, char **argv);
+int cmd_blast(int argc, char **argv);
 
 #endif

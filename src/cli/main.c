@@ -10,6 +10,8 @@
 
 static const struct cli_cmd cli_cmds[] = {
 	{ "version", cmd_version, "print the version" },
+	{ "sink", cmd_sink, "a fake SMTP server for tests (never relays)" },
+	{ "blast", cmd_blast, "an SMTP load generator" },
 };
 
 static void

@@ -59,20 +59,25 @@ smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 {
 	struct smtpd_server *srv = s->srv;
 	struct evbuffer *out = bufferevent_get_output(s->bev);
-	struct evbuffer_ptr pos;
-	size_t before = evbuffer_get_length(out);
-	char code[3];
+	char line[1024];
 	va_list ap;
+	int n;
 
+	/* formatted here first so ops.replied can see the code */
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	if (n >= 0 && (size_t)n < sizeof(line)) {
+		evbuffer_add(out, line, (size_t)n);
+	} else {
+		va_start(ap, fmt);
+		evbuffer_add_vprintf(out, fmt, ap);
+		va_end(ap);
+	}
 	evbuffer_add(out, "\r\n", 2);
-	if (srv->ops.replied != NULL &&
-	    evbuffer_ptr_set(out, &pos, before, EVBUFFER_PTR_SET) == 0 &&
-	    evbuffer_copyout_from(out, &pos, code, 3) == 3)
-		srv->ops.replied(srv->ops.arg, s, (code[0] - '0') * 100 +
-		    (code[1] - '0') * 10 + (code[2] - '0'));
+	if (srv->ops.replied != NULL && n >= 3)
+		srv->ops.replied(srv->ops.arg, s, (line[0] - '0') * 100 +
+		    (line[1] - '0') * 10 + (line[2] - '0'));
 	/* a test sink's slow server: the first reply of a batch starts it */
 	if (srv->ops.reply_delay_ms > 0) {
 		unsigned ms = srv->ops.reply_delay_ms;
