@@ -62,6 +62,7 @@ test: deps
 
 test-unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
+	@scripts/check-docs.sh
 
 test-system: all
 	SLUICE_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
