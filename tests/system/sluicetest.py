@@ -84,6 +84,33 @@ def mid_of(reply):
     return int(m.group(1), 16)
 
 
+_sections = None
+
+
+def daemon_sections():
+    """The config sections this sluiced knows (from --print-config)."""
+    global _sections
+    if _sections is None:
+        out = subprocess.run([str(SLUICED), "--print-config"], cwd="/",
+                             capture_output=True, timeout=20).stdout.decode()
+        _sections = set(re.findall(r"(?m)^\[(\w+)\]$", out))
+    return _sections
+
+
+_blackhole = None
+
+
+def dns_blackhole_port():
+    """A UDP port on 127.0.0.1 that takes DNS queries and never answers.
+    Tests are hermetic (no host DNS), and queued mail stays in the spool
+    (delivery waits for DNS) so the tests can read it there."""
+    global _blackhole
+    if _blackhole is None:
+        _blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        _blackhole.bind(("127.0.0.1", 0))
+    return _blackhole.getsockname()[1]
+
+
 class Spool:
     """Read-only view of <spool dir>/spool.db (safe while sluiced runs)."""
 
@@ -154,8 +181,12 @@ class Daemon:
             "spool": {"dir": str(self.spool_dir)},
             "log": {},
         }
+        if "dns" in daemon_sections():
+            self.conf["dns"] = {"servers": f"127.0.0.1:{dns_blackhole_port()}",
+                                "timeout": "300s"}
         for section, kv in (conf or {}).items():
             self.conf.setdefault(section, {}).update(kv)
+        self.spool_dir = Path(self.conf["spool"]["dir"])
         self.spool = Spool(self.spool_dir)
 
     # -- the configuration --
