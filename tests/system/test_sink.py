@@ -486,16 +486,18 @@ def test_too_many_errors_closes(make_sink):
     f = sock.makefile("rb")
     read_reply(f)
     codes = []
-    for _ in range(12):
-        try:
+    try:
+        for _ in range(150):
             sock.sendall(b"BOGUS\r\n")
-        except OSError:
-            break
-        code, _ = read_reply(f)
-        if code is None:
-            break
-        codes.append(code)
-    assert codes[-1] == 421 and set(codes[:-1]) == {500}
+            code, _ = read_reply(f)
+            if code is None:
+                break
+            codes.append(code)
+            if code == 421:
+                break
+    except OSError:
+        pass
+    assert 421 in codes and set(codes) == {500, 421}
     sock.close()
     c = smtp(s)
     assert c.noop()[0] == 250
