@@ -191,12 +191,13 @@ enh_valid(const char *s, int code)
  * known. Fills a new string into *reply.
  */
 static char *
-reply_build(int code, const struct words *w, int i, const char *deftext)
+reply_build(int code, const struct words *w, int i, int subject,
+    const char *deftext)
 {
 	char enh[16];
 	const char *text = deftext;
 
-	snprintf(enh, sizeof(enh), "%d.0.0", code / 100);
+	snprintf(enh, sizeof(enh), "%d.%d.0", code / 100, subject);
 	if (i < w->n && enh_valid(w->w[i], code)) {
 		sl_strlcpy(enh, w->w[i], sizeof(enh));
 		i++;
@@ -251,7 +252,7 @@ rule_match(struct sink_rules *r, int stage, const struct words *w, char *err,
 	m->stage = stage;
 	m->pattern = xstrdup(w->w[1]);
 	m->code = code;
-	m->reply = reply_build(code, w, 3, code < 500 ?
+	m->reply = reply_build(code, w, 3, 0, code < 500 ?
 	    "Deferred by sink rule" : "Rejected by sink rule");
 	return 0;
 }
@@ -305,7 +306,8 @@ rule_rate(struct sink_rules *r, const struct words *w, char *err,
 	rt->stage = stage;
 	rt->p = p;
 	rt->code = code;
-	rt->reply = reply_build(code, w, 5, text);
+	/* X.3.0: "other or undefined mail system status" (RFC 3463) */
+	rt->reply = reply_build(code, w, 5, 3, text);
 	return 0;
 }
 
@@ -371,7 +373,7 @@ rule_limit(struct sink_rules *r, const struct words *w, char *err,
 	l->per_ip = per_ip;
 	l->code = code;
 	if (i < w->n)
-		l->reply = reply_build(code, w, i + 1, "Rate limit exceeded, "
+		l->reply = reply_build(code, w, i + 1, 7, "Rate limit exceeded, "
 		    "try again later");
 	else
 		l->reply = xstrdup("421 4.7.0 Rate limit exceeded, try again "

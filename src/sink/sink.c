@@ -247,6 +247,8 @@ sink_conf(const struct sink_opts *o, char *err, size_t errlen)
 	conf_net_parse("::/0", &c->trusted[1]);
 	c->server_max_connections_per_ip = 0;
 	c->server_max_connections = 1000000;
+	/* injected refusals count as errors too: leave room for many */
+	c->server_max_errors = 100;
 	if (o->max_size > 0)
 		c->server_max_message_size = o->max_size;
 	if (o->hostname != NULL) {
