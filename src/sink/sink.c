@@ -248,7 +248,7 @@ sink_conf(const struct sink_opts *o, char *err, size_t errlen)
 	c->server_max_connections_per_ip = 0;
 	c->server_max_connections = 1000000;
 	/* injected refusals count as errors too: leave room for many */
-	c->server_max_errors = 100;
+	c->server_max_errors = 1000;
 	if (o->max_size > 0)
 		c->server_max_message_size = o->max_size;
 	if (o->hostname != NULL) {

@@ -485,7 +485,7 @@ def test_too_many_errors_closes(make_sink):
     read_reply(f)
     codes = []
     try:
-        for _ in range(150):
+        for _ in range(1100):
             sock.sendall(b"BOGUS\r\n")
             code, _ = read_reply(f)
             if code is None:
