@@ -10,7 +10,7 @@ import time
 import pytest
 
 from chat import Chat, all_chats
-from sluicetest import Raw, dot_stuff, mid_of, split_received
+from sluicetest import Raw, dot_stuff, mid_of, split_received, wait_until
 
 
 @pytest.mark.parametrize("path", all_chats(), ids=lambda p: p.stem)
@@ -223,3 +223,69 @@ def test_client_disconnect_mid_data(sluiced):
     assert sluiced.spool.count() == 1
     hdr, rest = split_received(sluiced.spool.body(mid_of(r)))
     assert rest == b"Subject: after\r\n\r\n"
+
+
+def test_disconnect_right_after_dot(sluiced):
+    """The client sends the final dot and closes without waiting: the
+    message is complete, so it is stored, and the server copes."""
+    msg = b"Subject: hit and run\r\n\r\nbye\r\n"
+    for i in range(5):
+        c = Raw(sluiced.port)
+        c.send(b"EHLO client.sluice.test\r\nMAIL FROM:<a@client.sluice.test>\r\n"
+               b"RCPT TO:<b@local.test>\r\nDATA\r\n")
+        c.expect("250")
+        c.expect("250")
+        c.expect("250")
+        c.expect("354")
+        c.send(msg + b".\r\nQUIT\r\n")
+        c.close()
+    wait_until(lambda: sluiced.spool.count() == 5, timeout=15,
+         what="5 messages stored")
+    for mid in sluiced.spool.mids():
+        assert sluiced.spool.message(mid) == msg
+    with Raw(sluiced.port) as c:
+        c.ehlo()
+
+
+def test_many_transactions_in_one_write(sluiced):
+    """100 whole transactions in one write: 100 messages, replies in order."""
+    n = 100
+    batch = b"EHLO client.sluice.test\r\n"
+    msgs = []
+    for i in range(n):
+        msg = b"Subject: batch %d\r\n\r\n" % i + b"body %d\r\n" % i * (i % 7)
+        msgs.append(msg)
+        batch += (b"MAIL FROM:<a%d@client.sluice.test>\r\n" % i
+                  + b"RCPT TO:<b%d@local.test>\r\n" % i
+                  + b"DATA\r\n" + dot_stuff(msg) + b".\r\n")
+    batch += b"QUIT\r\n"
+    with Raw(sluiced.port, timeout=60) as c:
+        c.send(batch)
+        c.expect("250")
+        mids = []
+        for i in range(n):
+            c.expect("250 2.1.0")
+            c.expect("250 2.1.5")
+            c.expect("354")
+            mids.append(mid_of(c.expect("250 2.0.0 Ok: queued as")))
+        c.expect("221")
+        c.expect_closed()
+    assert mids == sorted(mids) and len(set(mids)) == n
+    for i, mid in enumerate(mids):
+        assert sluiced.spool.message(mid) == msgs[i]
+        assert sluiced.spool.recipients(mid)[0]["addr"] == f"b{i}@local.test"
+
+
+def test_client_that_reads_late(sluiced):
+    """5000 pipelined NOOPs before reading any reply: all answered, in
+    order, and the session still works."""
+    n = 5000
+    with Raw(sluiced.port, timeout=60) as c:
+        c.ehlo()
+        c.send(b"NOOP\r\n" * n + b"VRFY x\r\n")
+        for _ in range(n):
+            c.expect("250 2.0.0")
+        c.expect("252")
+        r = c.send_message("a@client.sluice.test", ["b@local.test"],
+                           b"Subject: late\r\n\r\n")
+        assert r.startswith("250 2.0.0 Ok: queued as")
