@@ -45,7 +45,7 @@ static json_t *
 blast_codes_json(const uint64_t *codes, size_t n)
 {
 	json_t *o = json_object();
-	char k[8];
+	char k[24];
 
 	for (size_t i = 0; i < n; i++) {
 		if (codes[i] == 0)

@@ -42,7 +42,7 @@ char *
 sink_stats_json(const struct sink_stats *st)
 {
 	json_t *o = json_object(), *r = json_object();
-	char code[8], *s;
+	char code[24], *s;
 
 #define SET(field) json_object_set_new(o, #field, \
 	json_integer((json_int_t)st->field))
