@@ -55,8 +55,8 @@ struct smtpd_rcpt_args {
 
 /*
  * Parse the argument of MAIL ("FROM:<a@b> SIZE=10 BODY=8BITMIME") in place.
- * utf8_ok: whether a non-ASCII address is allowed without SMTPUTF8 (never,
- * per RFC 6531; pass 0). Returns SMTPD_P_OK or the error.
+ * A non-ASCII address needs SMTPUTF8 among the parameters (RFC 6531).
+ * Returns SMTPD_P_OK or the error.
  */
 enum smtpd_perr smtpd_parse_mail(char *arg, struct smtpd_mail_args *out);
 /* Parse the argument of RCPT ("TO:<a@b> NOTIFY=FAILURE ORCPT=rfc822;a@b"). */
