@@ -436,7 +436,8 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	bi.envid = m->envid;
 	bi.sender = m->sender;
 	bi.arrival = m->arrival;
-	bi.ret_full = m->ret == SPOOL_RET_FULL;
+	/* RFC 3461 4.3: RET=FULL is for failure reports only */
+	bi.ret_full = action == BOUNCE_FAILED && m->ret == SPOOL_RET_FULL;
 	bi.smtputf8 = (m->flags & SPOOL_F_SMTPUTF8) != 0;
 	bi.original = orig;
 	bi.max_original = (size_t)s->conf->delivery_bounce_max_original;

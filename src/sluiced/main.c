@@ -21,7 +21,9 @@
 #include <event2/thread.h>
 
 #include "conf/conf.h"
+#include "dns/dns.h"
 #include "log/log.h"
+#include "sched/sched.h"
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
 #include "util/util.h"
@@ -32,6 +34,8 @@ struct sluiced {
 	struct event_base *base;
 	struct sl_conf *conf;
 	struct spool *spool;
+	struct dns *dns;
+	struct sched *sched;
 	struct smtpd_server *smtpd;
 	struct event *sig_term, *sig_int, *sig_hup, *flush_ev, *deadline_ev;
 	uint64_t recovered;
@@ -51,19 +55,39 @@ usage(FILE *f)
 	    "  -V, --version        print the version and exit\n");
 }
 
-/* ops->store: the spool answers on the loop thread when durable. */
+/* One message on its way into the spool. */
+struct sluiced_pending {
+	struct sluiced *d;
+	struct smtpd_session *session;
+	struct sched_msg *msg;
+};
+
+/* ops->store's answer: the spool says durable (or not) on the loop thread;
+ * the 250 goes out and the scheduler takes the message, or neither. */
 static void
 sluiced_stored(void *arg, enum spool_status status)
 {
-	smtpd_session_stored(arg, status);
+	struct sluiced_pending *p = arg;
+
+	if (status == SPOOL_OK)
+		sched_msg_commit(p->d->sched, p->msg);
+	else
+		sched_msg_abort(p->d->sched, p->msg);
+	smtpd_session_stored(p->session, status);
+	free(p);
 }
 
 static void
 sluiced_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
 {
 	struct sluiced *d = arg;
+	struct sluiced_pending *p = xmalloc(sizeof(*p));
 
-	spool_insert(d->spool, msg, sluiced_stored, s);
+	p->d = d;
+	p->session = s;
+	/* the scheduler's copy is made now: the spool takes msg */
+	p->msg = sched_msg_new(d->sched, msg);
+	spool_insert(d->spool, msg, sluiced_stored, p);
 }
 
 static uint64_t
@@ -72,16 +96,6 @@ sluiced_mid_next(void *arg)
 	struct sluiced *d = arg;
 
 	return spool_mid_next(d->spool);
-}
-
-static void
-sluiced_recovered(void *arg, struct spool_msg *msg)
-{
-	struct sluiced *d = arg;
-
-	/* delivery (issue 5) takes these; for now count what is safe */
-	d->recovered++;
-	spool_msg_free(msg);
 }
 
 static void
@@ -163,7 +177,13 @@ sluiced_run(struct sluiced *d)
 		log_warnx("spool %s: %s", d->conf->spool_dir, err);
 		return 1;
 	}
-	n = spool_recover(d->spool, sluiced_recovered, d);
+	if ((d->dns = dns_new(d->base, d->conf->dns_servers,
+	    (int)d->conf->dns_timeout * 1000, err, sizeof(err))) == NULL) {
+		log_warnx("[dns] servers: %s", err);
+		return 1;
+	}
+	d->sched = sched_new(d->base, d->conf, d->spool, d->dns);
+	n = spool_recover(d->spool, sched_recover, d->sched);
 	if (n < 0) {
 		log_warnx("spool %s: recovery failed: %s", d->conf->spool_dir,
 		    spool_last_error(d->spool));
@@ -191,11 +211,17 @@ sluiced_run(struct sluiced *d)
 	log_flush();
 	event_base_dispatch(d->base);
 
-	/* the spool answers what is still queued, then the sessions go */
+	/* the spool answers what is still queued, then the sessions go;
+	 * deliveries in flight are retried at the next start */
+	sched_stop(d->sched);
 	spool_close(d->spool);
 	d->spool = NULL;
+	sched_free(d->sched);
+	d->sched = NULL;
 	smtpd_server_free(d->smtpd);
 	d->smtpd = NULL;
+	dns_free(d->dns);
+	d->dns = NULL;
 	log_info("sluiced stopped");
 	return 0;
 }
@@ -206,9 +232,14 @@ sluiced_free(struct sluiced *d)
 	struct event *evs[] = { d->sig_term, d->sig_int, d->sig_hup,
 		d->flush_ev, d->deadline_ev };
 
+	if (d->sched)
+		sched_stop(d->sched);
 	if (d->spool)
 		spool_close(d->spool);
+	sched_free(d->sched);
 	smtpd_server_free(d->smtpd);
+	if (d->dns)
+		dns_free(d->dns);
 	for (size_t i = 0; i < SL_ARRAY_LEN(evs); i++)
 		if (evs[i])
 			event_free(evs[i]);
