@@ -148,3 +148,61 @@ def test_sighup_with_stderr_log(sluiced):
     with Raw(sluiced.port) as c:
         c.ehlo()
     assert sluiced.running()
+
+
+def test_sigterm_under_load(make_sluiced):
+    """SIGTERM in the middle of a load: every client gets an answer, so the
+    spool holds exactly the messages answered 250, and the exit is 0."""
+    import smtplib
+    import threading
+
+    from sluicetest import sha256
+    d = make_sluiced(conf={"server": {"shutdown_timeout": "30s"}})
+    lock = threading.Lock()
+    acked, lost = {}, []
+    stop_at = 60
+    counter = iter(range(400))
+
+    def worker():
+        s = None
+        for i in counter:
+            msg = b"Subject: load %d\r\n\r\n" % i + b"z" * (i * 37 % 5000) + b"\r\n"
+            try:
+                if s is None:
+                    s = smtplib.SMTP("127.0.0.1", d.port, timeout=30)
+                    s.ehlo("client.sluice.test")
+                code, resp = s.mail("a@client.sluice.test")
+                if code != 250:
+                    raise smtplib.SMTPResponseException(code, resp)
+                s.rcpt("b@local.test")
+                code, resp = s.data(msg)
+                if code == 250:
+                    with lock:
+                        acked[mid_of(resp)] = sha256(msg)
+                else:
+                    raise smtplib.SMTPResponseException(code, resp)
+            except smtplib.SMTPServerDisconnected as e:
+                with lock:
+                    lost.append((i, repr(e)))
+                s = None
+            except (OSError, smtplib.SMTPException):
+                if s is not None:
+                    s.close()
+                s = None
+        if s is not None:
+            s.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(acked) >= stop_at, timeout=60,
+               what=f"{stop_at} messages")
+    d.signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    assert d.wait_exit(timeout=30) == 0
+    stored = {mid: sha256(d.spool.message(mid)) for mid in d.spool.mids()}
+    assert stored == acked, (f"acked={len(acked)} stored={len(stored)} "
+                             f"missing={set(acked) - set(stored)} "
+                             f"extra={set(stored) - set(acked)}")
