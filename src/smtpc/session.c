@@ -537,6 +537,7 @@ smtpc_send_body_bdat(struct smtpc *c)
 	/* RFC 3030 2: the chunk is the body as it is, no dot-stuffing. */
 	smtpc_cmd(c, SMTPC_CMD_BDAT, 0, "BDAT %zu LAST", n);
 	while (done < n) {
+		size_t before = done;
 		int k;
 
 		evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_SET);
@@ -547,7 +548,7 @@ smtpc_send_body_bdat(struct smtpc *c)
 			evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
 			done += iov[i].iov_len;
 		}
-		if (k <= 0)
+		if (done == before)
 			break;
 	}
 	c->tx.body_writing = 1;
@@ -821,7 +822,8 @@ smtpc_read(struct smtpc *c)
 		struct evbuffer_iovec v;
 		size_t used;
 
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		if (evbuffer_get_length(in) == 0 ||
+		    evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
 			return;
 		used = smtpc_reply_feed(&c->reply, v.iov_base, v.iov_len);
 		evbuffer_drain(in, used);
