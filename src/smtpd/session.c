@@ -17,6 +17,12 @@
  *   any -(QUIT, timeout, too many errors, shutdown)-> CLOSING -> freed
  *   RSET, HELO/EHLO and a rejected message drop the transaction -> IDLE.
  *
+ * Test-sink hooks (struct smtpd_ops): replied sees each reply's code,
+ * no_received stores the data without our Received: header,
+ * reply_delay_ms holds each batch of replies (EV_WRITE off, a timer turns
+ * it back on), and a check's SMTPD_CHECK_DROP closes without a reply (at
+ * DATA: once data bytes arrive).
+ *
  * Invariants
  *  1. The 250 that ends DATA or BDAT LAST is sent only from
  *     smtpd_session_stored() with SPOOL_OK: after the store said durable.
@@ -561,9 +567,10 @@ smtpd_cmd_bdat(struct smtpd_session *s, char *arg)
 			smtpd_body_start(s);
 		}
 	}
-	if (tx->bdat_fail == 0 && evbuffer_get_length(tx->body) -
-	    tx->header_len + size >
-	    (uint64_t)s->srv->conf->server_max_message_size)
+	/* have <= max always; size > max - have cannot wrap as have + size can */
+	if (tx->bdat_fail == 0 && size >
+	    (uint64_t)s->srv->conf->server_max_message_size -
+	    (evbuffer_get_length(tx->body) - tx->header_len))
 		tx->bdat_fail = 552;
 	s->state = SMTPD_ST_BDAT;
 	bufferevent_set_timeouts(s->bev,
