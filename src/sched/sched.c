@@ -33,6 +33,9 @@ static void sched_msg_maybe_done(struct sched *s, struct sched_msg *m);
 static void sched_expire_arm(struct sched *s);
 static void sched_retry_arm(struct sched *s);
 
+const double sched_lat_bounds[SCHED_LAT_BUCKETS] = { 0.1, 0.5, 1, 2, 5,
+	10, 30, 60, 300, 900, 3600, 86400 };
+
 int64_t
 sched_now_ms(void)
 {
@@ -53,6 +56,7 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	s->dns = dns;
 	s->dtab_size = 1024;
 	s->dtab = xcalloc(s->dtab_size, sizeof(*s->dtab));
+	s->mtab = xcalloc(SCHED_MTAB, sizeof(*s->mtab));
 	s->stab = xcalloc(s->dtab_size, sizeof(*s->stab));
 	TAILQ_INIT(&s->age);
 	TAILQ_INIT(&s->expired);
@@ -165,9 +169,12 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 			continue;
 		sched_rcpt_domain(r->addr, dom, sizeof(dom));
 		d = sched_dest_get(s, dom);
-		/* join an earlier job of this message at d, if it has room */
+		/* join an earlier job of this message at d, if it has room and
+		 * the same hold state */
 		for (j = m->jobs; j != NULL; j = j->next)
-			if (j->dest == d && j->nrcpt < max)
+			if (j->dest == d && j->nrcpt < max &&
+			    (m->rcpts[j->ridx[0]].state == SPOOL_RCPT_HELD) ==
+			    (r->state == SPOOL_RCPT_HELD))
 				break;
 		if (j == NULL) {
 			j = xcalloc(1, sizeof(*j));
@@ -185,7 +192,9 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 			j->timer.key = r->next_retry;
 	}
 	for (struct sched_job *j = m->jobs; j != NULL; j = j->next) {
-		if (j->timer.key > now) {
+		if (m->rcpts[j->ridx[0]].state == SPOOL_RCPT_HELD) {
+			j->state = SCHED_JOB_HELD;
+		} else if (j->timer.key > now) {
 			j->state = SCHED_JOB_DEFERRED;
 			sl_heap_push(&s->retry, &j->timer);
 		} else {
@@ -195,9 +204,35 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 	sched_retry_arm(s);
 }
 
+struct sched_msg *
+sched_msg_find(struct sched *s, uint64_t mid)
+{
+	struct sched_msg *m;
+
+	for (m = s->mtab[mid % SCHED_MTAB]; m != NULL; m = m->hnext)
+		if (m->mid == mid)
+			return m;
+	return NULL;
+}
+
+static void
+sched_msg_unindex(struct sched *s, struct sched_msg *m)
+{
+	struct sched_msg **pp;
+
+	for (pp = &s->mtab[m->mid % SCHED_MTAB]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == m) {
+			*pp = m->hnext;
+			return;
+		}
+	}
+}
+
 void
 sched_msg_commit(struct sched *s, struct sched_msg *m)
 {
+	m->hnext = s->mtab[m->mid % SCHED_MTAB];
+	s->mtab[m->mid % SCHED_MTAB] = m;
 	TAILQ_INSERT_TAIL(&s->age, m, age);
 	m->queued = 1;
 	s->stats.messages++;
@@ -233,7 +268,7 @@ sched_job_ready(struct sched *s, struct sched_job *job)
 }
 
 /* Remove a job from wherever it waits, and from its message. */
-static void
+void
 sched_job_unlink(struct sched *s, struct sched_job *job)
 {
 	struct sched_msg *m = job->msg;
@@ -294,7 +329,7 @@ sched_spool_done(void *arg, enum spool_status st)
 }
 
 /* Record the states of the recipients listed (indices into m->rcpts). */
-static void
+void
 sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
     size_t n)
 {
@@ -517,6 +552,19 @@ sched_deleted(void *arg, enum spool_status st)
 		    "done", NULL);
 	}
 	sched_msg_unqueue(s, m);
+	sched_msg_unindex(s, m);
+	s->stats.messages--;
+	sched_msg_free(m);
+}
+
+/* Free a message the operator deleted once nothing refers to it. */
+void
+sched_msg_gc(struct sched *s, struct sched_msg *m)
+{
+	if (!m->deleted || m->jobs != NULL || m->inflight > 0)
+		return;
+	sched_msg_unqueue(s, m);
+	sched_msg_unindex(s, m);
 	s->stats.messages--;
 	sched_msg_free(m);
 }
@@ -524,6 +572,10 @@ sched_deleted(void *arg, enum spool_status st)
 static void
 sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 {
+	if (m->deleted) {
+		sched_msg_gc(s, m);
+		return;
+	}
 	if (m->npending > 0 || m->inflight > 0 || m->deleting)
 		return;
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
@@ -557,9 +609,18 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 	uint32_t *ok_notify = xcalloc(n, sizeof(*ok_notify));
 	uint32_t *all = xcalloc(n, sizeof(*all));
 	size_t nf = 0, ns = 0, keep = 0;
-	int expired = sched_is_expired(s, m);
+	int expired = sched_is_expired(s, m) || m->returned;
 
 	SL_ALWAYS(n == job->nrcpt);
+	if (m->deleted) {
+		/* deleted while this delivery was in flight: forget it */
+		sched_job_unlink(s, job);
+		free(failed);
+		free(ok_notify);
+		free(all);
+		sched_msg_gc(s, m);
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
 		uint32_t ri = job->ridx[i];
 		struct sched_rcpt *r = &m->rcpts[ri];
@@ -569,12 +630,21 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		r->attempts++;
 		sched_rcpt_set_reply(r, res[i].reply, remote);
 		if (code >= 200 && code < 300) {
+			double lat = (double)sl_now_us() / 1e6 - (double)m->arrival;
+			size_t b = 0;
+			while (b < SCHED_LAT_BUCKETS && lat > sched_lat_bounds[b])
+				b++;
+			s->stats.lat_count[b]++;
+			s->stats.lat_sum += lat;
 			r->state = SPOOL_RCPT_DELIVERED;
 			s->stats.delivered++;
 			if (r->notify & SPOOL_NOTIFY_SUCCESS)
 				ok_notify[ns++] = ri;
 		} else if (code >= 500 || (expired && code < 500)) {
-			if (code < 500) {
+			if (code < 500 && m->returned) {
+				sched_rcpt_set_reply(r, "550 5.0.0 Returned to "
+				    "the sender by the operator", NULL);
+			} else if (code < 500) {
 				char *why = xasprintf("%s (message expired "
 				    "after %llds in the queue)", res[i].reply,
 				    (long long)(now - m->arrival));
@@ -609,15 +679,20 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		s->stats.recipients--;
 	}
 	job->nrcpt = (uint32_t)keep;
-	sched_record(s, m, all, n);
 	if (keep == 0) {
 		sched_job_unlink(s, job);
+	} else if (job->hold) {
+		job->hold = 0;
+		job->state = SCHED_JOB_HELD;
+		for (size_t i = 0; i < keep; i++)
+			m->rcpts[job->ridx[i]].state = SPOOL_RCPT_HELD;
 	} else {
 		job->state = SCHED_JOB_DEFERRED;
 		job->timer.key = next;
 		sl_heap_push(&s->retry, &job->timer);
 		sched_retry_arm(s);
 	}
+	sched_record(s, m, all, n);
 	sched_dsn(s, m, BOUNCE_FAILED, failed, nf);
 	sched_dsn(s, m, BOUNCE_RELAYED, ok_notify, ns);
 	free(failed);
@@ -780,5 +855,6 @@ sched_free(struct sched *s)
 		event_free(s->expire_ev);
 	free(s->dtab);
 	free(s->stab);
+	free(s->mtab);
 	free(s);
 }

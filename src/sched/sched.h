@@ -48,6 +48,90 @@ void sched_msg_abort(struct sched *s, struct sched_msg *m);
 /* A message found in the spool at start; takes msg. */
 void sched_recover(void *s, struct spool_msg *msg);
 
+/* ---- queue management (the control socket's commands) ---- */
+
+/* A read-only view of one queued message, valid during the callback. */
+struct sched_rcpt_view {
+	uint32_t rid;
+	const char *addr;
+	const char *state;	/* "queued", "deferred", "held", "active",
+				   "delivered", "failed" */
+	uint32_t attempts;
+	int64_t next_retry;	/* unix seconds; 0 = now */
+	const char *last_reply;	/* or NULL */
+	const char *destination; /* its queue: domain or route; NULL if final */
+	const char *waiting;	/* why a due recipient is not being tried
+				   ("destination concurrency limit", ...),
+				   or NULL */
+};
+
+struct sched_msg_view {
+	uint64_t mid;
+	int64_t arrival;	/* unix seconds */
+	const char *sender;
+	uint64_t size;
+	int bounce;		/* a DSN we generated */
+	size_t nrcpt;
+	const struct sched_rcpt_view *rcpts;
+};
+
+/* Called per message; return non-zero to stop the walk. */
+typedef int sched_view_fn(void *arg, const struct sched_msg_view *m);
+
+/* Every queued message in arrival order (an operator's walk, not the
+ * scheduler's: delivery decisions never do this). */
+void sched_foreach(struct sched *s, sched_view_fn *fn, void *arg);
+/* One message; returns 0, or -1 if mid is not queued. */
+int sched_view(struct sched *s, uint64_t mid, sched_view_fn *fn, void *arg);
+
+/* Which recipients a command acts on: one message, a domain, or all. */
+struct sched_sel {
+	uint64_t mid;		/* non-zero: this message */
+	const char *domain;	/* non-NULL: recipients whose domain (or
+				   destination) is this */
+	int all;		/* every queued message */
+};
+
+/*
+ * Each returns the number of recipients it changed, or -1 when sel names a
+ * MID that is not queued. Changes are recorded in the spool in the
+ * background (group commit).
+ *  flush:   deferred (and waiting) recipients become due now; a held
+ *           destination's pause is lifted
+ *  hold:    recipients are not tried until released (state "held", kept
+ *           across restarts)
+ *  release: held recipients become due now
+ *  bounce:  pending recipients fail now ("5.0.0 returned by the
+ *           operator") and the sender gets a DSN
+ */
+long sched_flush(struct sched *s, const struct sched_sel *sel);
+long sched_hold(struct sched *s, const struct sched_sel *sel);
+long sched_release(struct sched *s, const struct sched_sel *sel);
+long sched_bounce(struct sched *s, const struct sched_sel *sel);
+/*
+ * Remove a message now: never delivered after this (a delivery in flight
+ * finishes, but its outcome is ignored), gone from the spool when cb fires
+ * with SPOOL_OK; SPOOL_ERR_NOTFOUND if mid is not queued.
+ */
+void sched_delete(struct sched *s, uint64_t mid,
+    void (*cb)(void *arg, int status), void *arg);
+
+/* A destination's queue, for `sluice queue summary` and metrics. */
+struct sched_dest_view {
+	const char *name;
+	uint64_t jobs;		/* messages (jobs) waiting at it */
+	uint64_t ready;		/* due now */
+	int connections;
+	int limit;		/* its site's current concurrency limit */
+	const char *waiting;	/* why due jobs wait, or NULL */
+};
+typedef int sched_dest_fn(void *arg, const struct sched_dest_view *d);
+void sched_foreach_dest(struct sched *s, sched_dest_fn *fn, void *arg);
+
+/* A histogram of end-to-end delivery latency (arrival to 2xx), seconds. */
+#define SCHED_LAT_BUCKETS 12
+extern const double sched_lat_bounds[SCHED_LAT_BUCKETS];
+
 struct sched_stats {
 	uint64_t messages;	/* in the queue now */
 	uint64_t recipients;	/* not final, in the queue now */
@@ -55,6 +139,8 @@ struct sched_stats {
 	uint64_t connections;	/* delivery connections open now */
 	uint64_t delivered, deferred, bounced, expired, failed;
 	uint64_t dsn_sent;
+	uint64_t lat_count[SCHED_LAT_BUCKETS + 1];	/* last: +Inf */
+	double lat_sum;
 };
 void sched_stats_get(const struct sched *s, struct sched_stats *out);
 

@@ -37,6 +37,7 @@ struct sched_rcpt {
 
 struct sched_msg {
 	TAILQ_ENTRY(sched_msg) age;	/* the expiry queue, by arrival */
+	struct sched_msg *hnext;	/* the MID index */
 	struct sched *s;
 	uint64_t mid;
 	int64_t arrival;
@@ -49,6 +50,8 @@ struct sched_msg {
 	struct sched_job *jobs;		/* jobs of this message (job->next) */
 	int inflight;			/* spool requests not yet answered */
 	int expired;
+	int returned;			/* bounced by the operator */
+	int deleted;			/* deleted by the operator */
 	int deleting;
 	int queued;			/* 1: in s->age, 2: in s->expired */
 };
@@ -57,7 +60,7 @@ enum sched_job_state {
 	SCHED_JOB_READY,	/* in its destination's ready list */
 	SCHED_JOB_DEFERRED,	/* in the retry heap */
 	SCHED_JOB_ACTIVE,	/* on a connection */
-	SCHED_JOB_WAIT,		/* waiting for its destination (DNS, pause) */
+	SCHED_JOB_HELD,		/* held by the operator */
 };
 
 /* The recipients of one message at one destination: one transaction. */
@@ -68,6 +71,7 @@ struct sched_job {
 	struct sched_msg *msg;
 	struct sched_dest *dest;
 	int state;
+	int hold;			/* held while active: hold after it */
 	uint32_t nrcpt;
 	uint32_t *ridx;			/* indices into msg->rcpts */
 };
@@ -131,6 +135,7 @@ struct sched {
 	const struct sl_conf *conf;
 	struct spool *spool;
 	struct dns *dns;
+	struct sched_msg **mtab;	/* MID index, SCHED_MTAB buckets */
 	struct sched_dest **dtab;
 	size_t dtab_size, ndest;
 	struct sched_site **stab;
@@ -147,7 +152,14 @@ struct sched {
 	struct sched_stats stats;
 };
 
+#define SCHED_MTAB 65536
+
 /* sched.c */
+struct sched_msg *sched_msg_find(struct sched *s, uint64_t mid);
+void sched_msg_gc(struct sched *s, struct sched_msg *m);
+void sched_job_unlink(struct sched *s, struct sched_job *job);
+void sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
+    size_t n);
 void sched_job_outcome(struct sched *s, struct sched_job *job,
     struct smtpc_rcpt *rcpts, size_t n, const char *remote);
 void sched_job_defer_all(struct sched *s, struct sched_job *job, int code,

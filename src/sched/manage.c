@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * manage.c: what the operator's queue commands do to the scheduler: views
+ * of messages and destinations, and flush, hold, release, bounce, delete.
+ *
+ * These walk messages (an operator asked for them); the delivery path never
+ * does. Each change of a recipient's state is recorded in the spool through
+ * the same group commit as delivery outcomes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "log/log.h"
+#include "sched/sched_int.h"
+#include "util/util.h"
+
+static const char *
+sched_rcpt_state_name(const struct sched_rcpt *r)
+{
+	if (r->job != NULL && r->job->state == SCHED_JOB_ACTIVE)
+		return "active";
+	switch (r->state) {
+	case SPOOL_RCPT_QUEUED:
+		return "queued";
+	case SPOOL_RCPT_DEFERRED:
+		return "deferred";
+	case SPOOL_RCPT_HELD:
+		return "held";
+	case SPOOL_RCPT_DELIVERED:
+		return "delivered";
+	default:
+		return "failed";
+	}
+}
+
+static int
+sched_view_msg(struct sched_msg *m, sched_view_fn *fn, void *arg)
+{
+	struct sched_rcpt_view *v = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*v));
+	struct sched_msg_view mv = {
+		.mid = m->mid, .arrival = m->arrival, .sender = m->sender,
+		.size = m->size, .bounce = (m->flags & SPOOL_F_BOUNCE) != 0,
+		.nrcpt = m->nrcpt, .rcpts = v,
+	};
+	int rc;
+
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		const struct sched_rcpt *r = &m->rcpts[i];
+		v[i].rid = r->rid;
+		v[i].addr = r->addr;
+		v[i].state = sched_rcpt_state_name(r);
+		v[i].attempts = r->attempts;
+		v[i].next_retry = r->next_retry;
+		v[i].last_reply = r->last_reply;
+		if (r->job != NULL) {
+			v[i].destination = r->job->dest->name;
+			if (r->job->state == SCHED_JOB_READY)
+				v[i].waiting = r->job->dest->blocked;
+		}
+	}
+	rc = fn(arg, &mv);
+	free(v);
+	return rc;
+}
+
+void
+sched_foreach(struct sched *s, sched_view_fn *fn, void *arg)
+{
+	struct sched_msg *m;
+
+	/* expired messages are the oldest: they come first */
+	TAILQ_FOREACH(m, &s->expired, age)
+		if (!m->deleted && sched_view_msg(m, fn, arg))
+			return;
+	TAILQ_FOREACH(m, &s->age, age)
+		if (!m->deleted && sched_view_msg(m, fn, arg))
+			return;
+}
+
+int
+sched_view(struct sched *s, uint64_t mid, sched_view_fn *fn, void *arg)
+{
+	struct sched_msg *m = sched_msg_find(s, mid);
+
+	if (m == NULL || m->deleted)
+		return -1;
+	sched_view_msg(m, fn, arg);
+	return 0;
+}
+
+/* 1 if job is selected by sel (its message was already selected). */
+static int
+sched_sel_job(const struct sched_sel *sel, const struct sched_job *job)
+{
+	const char *at, *addr;
+
+	if (sel->domain == NULL)
+		return 1;
+	if (sl_strcaseeq(job->dest->name, sel->domain))
+		return 1;
+	addr = job->msg->rcpts[job->ridx[0]].addr;
+	at = strrchr(addr, '@');
+	return at != NULL && sl_strcaseeq(at + 1, sel->domain);
+}
+
+typedef long sched_job_op(struct sched *s, struct sched_job *job);
+
+/* Apply op to every selected job; -1 if sel names an unknown MID. */
+static long
+sched_apply(struct sched *s, const struct sched_sel *sel, sched_job_op *op)
+{
+	struct sched_msg *m, *mn;
+	long n = 0;
+
+	if (sel->mid != 0) {
+		struct sched_job *j, *jn;
+		if ((m = sched_msg_find(s, sel->mid)) == NULL || m->deleted)
+			return -1;
+		for (j = m->jobs; j != NULL; j = jn) {
+			jn = j->next;
+			n += op(s, j);
+		}
+		return n;
+	}
+	if (!sel->all && sel->domain == NULL)
+		return 0;
+	for (int list = 0; list < 2; list++) {
+		m = list ? TAILQ_FIRST(&s->age) : TAILQ_FIRST(&s->expired);
+		for (; m != NULL; m = mn) {
+			struct sched_job *j, *jn;
+			mn = TAILQ_NEXT(m, age);
+			if (m->deleted)
+				continue;
+			for (j = m->jobs; j != NULL; j = jn) {
+				jn = j->next;
+				if (sched_sel_job(sel, j))
+					n += op(s, j);
+			}
+		}
+	}
+	return n;
+}
+
+/* Set every recipient of job to state and record it. */
+static void
+sched_job_set(struct sched *s, struct sched_job *job, uint8_t state)
+{
+	for (uint32_t i = 0; i < job->nrcpt; i++) {
+		struct sched_rcpt *r = &job->msg->rcpts[job->ridx[i]];
+		r->state = state;
+		if (state == SPOOL_RCPT_QUEUED)
+			r->next_retry = 0;
+	}
+	sched_record(s, job->msg, job->ridx, job->nrcpt);
+}
+
+static long
+sched_op_flush(struct sched *s, struct sched_job *job)
+{
+	job->dest->paused_until = 0;
+	if (job->dest->site != NULL)
+		job->dest->site->paused_until = 0;
+	if (job->state == SCHED_JOB_DEFERRED) {
+		sl_heap_remove(&s->retry, &job->timer);
+		sched_job_ready(s, job);
+		return job->nrcpt;
+	}
+	if (job->state == SCHED_JOB_READY)
+		sched_dest_run(s, job->dest);
+	return 0;
+}
+
+long
+sched_flush(struct sched *s, const struct sched_sel *sel)
+{
+	long n = sched_apply(s, sel, sched_op_flush);
+	char buf[24];
+
+	if (n >= 0) {
+		snprintf(buf, sizeof(buf), "%ld", n);
+		log_ev(LOG_INFO, NULL, "queue flushed", "recipients", buf, NULL);
+	}
+	return n;
+}
+
+static long
+sched_op_hold(struct sched *s, struct sched_job *job)
+{
+	switch (job->state) {
+	case SCHED_JOB_READY:
+		TAILQ_REMOVE(&job->dest->ready, job, entry);
+		job->dest->nready--;
+		break;
+	case SCHED_JOB_DEFERRED:
+		sl_heap_remove(&s->retry, &job->timer);
+		break;
+	case SCHED_JOB_ACTIVE:
+		job->hold = 1;	/* what is left after this try is held */
+		return job->nrcpt;
+	default:
+		return 0;
+	}
+	job->state = SCHED_JOB_HELD;
+	sched_job_set(s, job, SPOOL_RCPT_HELD);
+	return job->nrcpt;
+}
+
+long
+sched_hold(struct sched *s, const struct sched_sel *sel)
+{
+	return sched_apply(s, sel, sched_op_hold);
+}
+
+static long
+sched_op_release(struct sched *s, struct sched_job *job)
+{
+	if (job->state == SCHED_JOB_ACTIVE && job->hold) {
+		job->hold = 0;
+		return job->nrcpt;
+	}
+	if (job->state != SCHED_JOB_HELD)
+		return 0;
+	sched_job_set(s, job, SPOOL_RCPT_QUEUED);
+	sched_job_ready(s, job);
+	return job->nrcpt;
+}
+
+long
+sched_release(struct sched *s, const struct sched_sel *sel)
+{
+	return sched_apply(s, sel, sched_op_release);
+}
+
+static long
+sched_op_bounce(struct sched *s, struct sched_job *job)
+{
+	long n = job->nrcpt;
+
+	job->msg->returned = 1;
+	if (job->state != SCHED_JOB_ACTIVE)
+		sched_job_fail_all(s, job, "550 5.0.0 Returned to the sender "
+		    "by the operator");
+	return n;
+}
+
+long
+sched_bounce(struct sched *s, const struct sched_sel *sel)
+{
+	return sched_apply(s, sel, sched_op_bounce);
+}
+
+struct sched_del {
+	struct sched *s;
+	struct sched_msg *m;
+	void (*cb)(void *, int);
+	void *arg;
+};
+
+static void
+sched_user_deleted(void *arg, enum spool_status st)
+{
+	struct sched_del *q = arg;
+	struct sched_msg *m = q->m;
+
+	m->inflight--;
+	log_ev(LOG_INFO, &(struct log_ids){ 0, 0, m->mid, -1 },
+	    "deleted by the operator", NULL);
+	q->cb(q->arg, st == SPOOL_ERR_NOTFOUND ? SPOOL_OK : st);
+	sched_msg_gc(q->s, m);
+	free(q);
+}
+
+static void
+sched_notfound(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched_del *q = arg;
+
+	q->cb(q->arg, SPOOL_ERR_NOTFOUND);
+	free(q);
+}
+
+void
+sched_delete(struct sched *s, uint64_t mid, void (*cb)(void *, int),
+    void *arg)
+{
+	struct sched_msg *m = sched_msg_find(s, mid);
+	struct sched_del *q = xcalloc(1, sizeof(*q));
+	struct sched_job *j, *jn;
+
+	q->s = s;
+	q->m = m;
+	q->cb = cb;
+	q->arg = arg;
+	if (m == NULL || m->deleted) {
+		/* answer from the loop, never from inside this call */
+		event_base_once(s->base, -1, EV_TIMEOUT, sched_notfound, q,
+		    &(struct timeval){ 0, 0 });
+		return;
+	}
+	m->deleted = 1;
+	for (j = m->jobs; j != NULL; j = jn) {
+		jn = j->next;
+		if (j->state != SCHED_JOB_ACTIVE)
+			sched_job_unlink(s, j);
+	}
+	s->stats.recipients -= m->npending;
+	m->npending = 0;
+	for (uint32_t i = 0; i < m->nrcpt; i++)
+		m->rcpts[i].dsn_due = 0;
+	m->inflight++;
+	spool_delete(s->spool, mid, sched_user_deleted, q);
+}
+
+void
+sched_foreach_dest(struct sched *s, sched_dest_fn *fn, void *arg)
+{
+	for (size_t b = 0; b < s->dtab_size; b++) {
+		for (struct sched_dest *d = s->dtab[b]; d; d = d->hnext) {
+			struct sched_dest_view v = {
+				.name = d->name,
+				.jobs = d->njobs,
+				.ready = d->nready,
+				.connections = d->nconn,
+				.limit = d->site ? d->site->limit :
+				    (int)s->conf->delivery_destination_concurrency,
+				.waiting = d->blocked,
+			};
+			if (d->njobs == 0 && d->nconn == 0)
+				continue;
+			if (fn(arg, &v))
+				return;
+		}
+	}
+}
