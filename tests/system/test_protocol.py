@@ -289,3 +289,43 @@ def test_client_that_reads_late(sluiced):
         r = c.send_message("a@client.sluice.test", ["b@local.test"],
                            b"Subject: late\r\n\r\n")
         assert r.startswith("250 2.0.0 Ok: queued as")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_bdat_huge_size_does_not_bypass_limit(make_sluiced):
+    """BDAT sizes near 2^64 must not wrap the size check: a chunk over
+    max_message_size is swallowed, not buffered, however big it claims to be
+    (else a client fills the server's memory)."""
+    import os
+    env = dict(os.environ)     # ASan: keep freed memory out of the RSS
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1"
+    d = make_sluiced(conf={"server": {"max_message_size": "1024"}}, env=env)
+    with Raw(d.port, timeout=60) as c:
+        c.ehlo()
+        c.expect_ok("MAIL FROM:<a@client.sluice.test>")
+        c.expect_ok("RCPT TO:<b@local.test>")
+        c.send(b"BDAT 10\r\n0123456789")
+        c.expect("250 2.0.0 10 octets")
+        # 10 + (2^64 - 1) wraps to 9 in 64 bits
+        c.send(b"BDAT 18446744073709551615\r\n")
+        base = rss_kb(d.pid)
+        block = b"A" * (1 << 20)
+        for _ in range(40):
+            c.send(block)
+        c.send(b"NOOP\r\n")
+        c.sock.settimeout(0.5)
+        try:
+            extra = c.reply()
+        except TimeoutError:
+            extra = None
+        assert extra is None, f"reply inside a chunk: {extra!r}"
+        grown = rss_kb(d.pid) - base
+        assert grown < 20 * 1024, \
+            f"sluiced grew {grown} KB buffering a chunk over the limit"
