@@ -5,7 +5,7 @@
  * message at a time, pipelined when the peer offers PIPELINING (RFC 2920).
  *
  * Owns the socket, its timers and the queue of commands sent whose replies
- * have not come yet; borrows the message in flight until cb->done.
+ * have not come yet; the message in flight is tx.c's (smtpc_send there).
  * Callers: the scheduler through smtpc.h; tests/unit/smtpc/test_smtpc.c.
  *
  * Invariants
@@ -50,8 +50,6 @@ static void smtpc_on_read(struct bufferevent *bev, void *arg);
 static void smtpc_on_write(struct bufferevent *bev, void *arg);
 static void smtpc_on_event(struct bufferevent *bev, short what, void *arg);
 static void smtpc_connect_next(struct smtpc *c);
-static void smtpc_tx_end(struct smtpc *c);
-static void smtpc_quit_send(struct smtpc *c);
 
 #define SMTPC_IDS(c) (&(struct log_ids){ 0, (c)->dcid, 0, -1 })
 
@@ -73,7 +71,7 @@ smtpc_leave(struct smtpc *c)
 }
 
 /* Tell the owner; 1 if it freed c meanwhile (stop touching it). */
-static int
+int
 smtpc_emit(struct smtpc *c, enum smtpc_event ev, int code, const char *reason)
 {
 	if (ev != SMTPC_READY)
@@ -82,7 +80,7 @@ smtpc_emit(struct smtpc *c, enum smtpc_event ev, int code, const char *reason)
 	return c->dead;
 }
 
-static void
+void
 smtpc_defer(struct smtpc *c, unsigned what)
 {
 	c->pending |= what;
@@ -91,7 +89,7 @@ smtpc_defer(struct smtpc *c, unsigned what)
 
 /* --- the socket --- */
 
-static void
+void
 smtpc_close(struct smtpc *c, const char *why)
 {
 	if (c->bev != NULL) {
@@ -119,7 +117,7 @@ smtpc_timer_set(struct smtpc *c, int secs)
 }
 
 /* Arm the timeout for the reply at the head of the queue, if any. */
-static void
+void
 smtpc_timer_update(struct smtpc *c)
 {
 	int head;
@@ -143,7 +141,7 @@ smtpc_timer_update(struct smtpc *c)
 	}
 }
 
-static void
+void
 smtpc_q_push(struct smtpc *c, int cmd, size_t idx)
 {
 	if (c->qhead + c->qlen == c->qcap && c->qhead > 0) {
@@ -164,26 +162,31 @@ smtpc_q_push(struct smtpc *c, int cmd, size_t idx)
  * the smtpd parser never lets into an address) become '?', so no stored
  * string can inject a command.
  */
-static void __attribute__((format(printf, 4, 5)))
+void
 smtpc_cmd(struct smtpc *c, int cmd, size_t idx, const char *fmt, ...)
 {
+	char buf[1024], *line = buf;
 	va_list ap;
-	char *line;
 	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	line = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(line, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(buf)) {
+		line = xmalloc((size_t)n + 1);
+		va_start(ap, fmt);
+		vsnprintf(line, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	for (int i = 0; i < n; i++)
 		if ((unsigned char)line[i] < 0x20)
 			line[i] = '?';
 	evbuffer_add(bufferevent_get_output(c->bev), line, (size_t)n);
 	evbuffer_add(bufferevent_get_output(c->bev), "\r\n", 2);
-	free(line);
+	if (line != buf)
+		free(line);
 	smtpc_q_push(c, cmd, idx);
 }
 
@@ -412,341 +415,6 @@ smtpc_ehlo_reply(struct smtpc *c, int cmd)
 	}
 }
 
-/* --- the message --- */
-
-static const char *
-smtpc_cmd_name(const struct smtpc *c)
-{
-	static const char *const names[] = { "the greeting", "EHLO", "HELO",
-		"RSET", "MAIL FROM", "RCPT TO", "DATA", "end of data",
-		"message body", "QUIT" };
-	int cmd;
-
-	if (c->qlen == 0)
-		return c->tx.body_writing ? "message body" : "nothing";
-	cmd = c->q[c->qhead].cmd;
-	if (cmd == SMTPC_CMD_DOT && c->tx.body_writing)
-		return "message body";
-	return names[cmd];
-}
-
-/* Record rcpt i's reply; state SMTPC_R_ACCEPTED or SMTPC_R_FINAL. */
-static void
-smtpc_rcpt_set(struct smtpc *c, size_t i, int state, int code,
-    const char *text)
-{
-	struct smtpc_rcpt *r = &c->tx.m->rcpts[i];
-
-	r->code = code;
-	if (text[0] != '\0')
-		snprintf(r->reply, sizeof(r->reply), "%d %s", code, text);
-	else
-		snprintf(r->reply, sizeof(r->reply), "%d", code);
-	c->tx.rst[i] = (uint8_t)state;
-}
-
-/* Every rcpt in state from (NONE or ACCEPTED) gets code and text. */
-static void
-smtpc_rcpt_all(struct smtpc *c, int from, int code, const char *text)
-{
-	for (size_t i = 0; i < c->tx.m->nrcpt; i++)
-		if (c->tx.rst[i] == from)
-			smtpc_rcpt_set(c, i, SMTPC_R_FINAL, code, text);
-}
-
-/* "ENVID=" as xtext (RFC 3461 4): stored as given, re-encoded if not. */
-static void
-smtpc_xtext(char *out, size_t size, const char *s)
-{
-	size_t n = 0;
-
-	for (; *s && n + 4 < size; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch < 33 || ch > 126 || ch == '=')
-			n += (size_t)snprintf(out + n, size - n, "+%02X", ch);
-		else
-			out[n++] = (char)ch;
-	}
-	out[n] = '\0';
-}
-
-static void
-smtpc_send_mail(struct smtpc *c)
-{
-	const struct smtpc_msg *m = c->tx.m;
-	char size[32] = "", envid[320] = "";
-	const char *ret = "";
-
-	for (size_t i = 0; i < m->nrcpt; i++)
-		log_ev(LOG_INFO, &(struct log_ids){ 0, c->dcid, m->mid,
-		    m->rcpts[i].rid }, "Delivery start", "rcpt",
-		    m->rcpts[i].addr, "relay", c->peer, NULL);
-	if (c->ext & SMTPC_EXT_SIZE)
-		snprintf(size, sizeof(size), " SIZE=%zu",
-		    m->body ? evbuffer_get_length(m->body) : 0);
-	if (c->ext & SMTPC_EXT_DSN) {
-		ret = m->ret == SPOOL_RET_FULL ? " RET=FULL" :
-		    m->ret == SPOOL_RET_HDRS ? " RET=HDRS" : "";
-		if (m->envid != NULL && m->envid[0] != '\0') {
-			memcpy(envid, " ENVID=", 7);
-			smtpc_xtext(envid + 7, sizeof(envid) - 7, m->envid);
-		}
-	}
-	/*
-	 * RFC 6152 3 says a BODY=8BITMIME message to a peer without 8BITMIME
-	 * is to be converted or bounced; like most MTAs we send it as it is
-	 * (without BODY=), which nearly every server takes.
-	 */
-	smtpc_cmd(c, SMTPC_CMD_MAIL, 0, "MAIL FROM:<%s>%s%s%s%s%s", m->sender,
-	    size, (m->flags & SPOOL_F_8BITMIME) &&
-	    (c->ext & SMTPC_EXT_8BITMIME) ? " BODY=8BITMIME" : "",
-	    m->flags & SPOOL_F_SMTPUTF8 ? " SMTPUTF8" : "", ret, envid);
-}
-
-static void
-smtpc_send_rcpt(struct smtpc *c, size_t i)
-{
-	const struct smtpc_rcpt *r = &c->tx.m->rcpts[i];
-	char notify[48] = "";
-	int dsn = (c->ext & SMTPC_EXT_DSN) != 0;
-
-	if (dsn && (r->notify & SPOOL_NOTIFY_NEVER)) {
-		sl_strlcpy(notify, " NOTIFY=NEVER", sizeof(notify));
-	} else if (dsn && r->notify != 0) {
-		snprintf(notify, sizeof(notify), " NOTIFY=%s%s%s",
-		    r->notify & SPOOL_NOTIFY_SUCCESS ? "SUCCESS," : "",
-		    r->notify & SPOOL_NOTIFY_FAILURE ? "FAILURE," : "",
-		    r->notify & SPOOL_NOTIFY_DELAY ? "DELAY," : "");
-		notify[strlen(notify) - 1] = '\0';	/* the last ',' */
-	}
-	smtpc_cmd(c, SMTPC_CMD_RCPT, i, "RCPT TO:<%s>%s%s%s", r->addr, notify,
-	    dsn && r->orcpt != NULL ? " ORCPT=" : "",
-	    dsn && r->orcpt != NULL ? r->orcpt : "");
-}
-
-static void
-smtpc_send_body_bdat(struct smtpc *c)
-{
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	struct evbuffer *body = c->tx.m->body;
-	size_t n = body != NULL ? evbuffer_get_length(body) : 0;
-	struct evbuffer_iovec iov[16];
-	struct evbuffer_ptr pos;
-	size_t done = 0;
-
-	/* RFC 3030 2: the chunk is the body as it is, no dot-stuffing. */
-	smtpc_cmd(c, SMTPC_CMD_BDAT, 0, "BDAT %zu LAST", n);
-	while (done < n) {
-		size_t before = done;
-		int k;
-
-		evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_SET);
-		k = evbuffer_peek(body, -1, &pos, iov, 16);
-		if (k > 16)
-			k = 16;
-		for (int i = 0; i < k; i++) {
-			evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
-			done += iov[i].iov_len;
-		}
-		if (done == before)
-			break;
-	}
-	c->tx.body_writing = 1;
-}
-
-/* Send what may go now: everything with PIPELINING, else one command. */
-static void
-smtpc_tx_pump(struct smtpc *c)
-{
-	struct smtpc_tx *tx = &c->tx;
-	int pipe = (c->ext & SMTPC_EXT_PIPELINING) != 0;
-	int bdat = c->p.use_bdat && (c->ext & SMTPC_EXT_CHUNKING);
-
-	while (tx->stage != SMTPC_SG_DONE && (pipe || c->qlen == 0)) {
-		switch (tx->stage) {
-		case SMTPC_SG_RSET:
-			if (c->need_rset)
-				smtpc_cmd(c, SMTPC_CMD_RSET, 0, "RSET");
-			c->need_rset = 0;
-			tx->stage = SMTPC_SG_MAIL;
-			break;
-		case SMTPC_SG_MAIL:
-			smtpc_send_mail(c);
-			tx->stage = SMTPC_SG_RCPT;
-			break;
-		case SMTPC_SG_RCPT:
-			smtpc_send_rcpt(c, tx->next_rcpt);
-			if (++tx->next_rcpt == tx->m->nrcpt)
-				tx->stage = SMTPC_SG_DATA;
-			break;
-		case SMTPC_SG_DATA:
-			/*
-			 * DATA may go with the RCPTs (RFC 2920 3.1); BDAT
-			 * carries the body, so it waits for their replies.
-			 */
-			if (pipe && !bdat)
-				smtpc_cmd(c, SMTPC_CMD_DATA, 0, "DATA");
-			else if (c->qlen > 0)
-				return;
-			else if (tx->accepted > 0 && bdat)
-				smtpc_send_body_bdat(c);
-			else if (tx->accepted > 0)
-				smtpc_cmd(c, SMTPC_CMD_DATA, 0, "DATA");
-			tx->stage = SMTPC_SG_DONE;
-			break;
-		}
-	}
-}
-
-static void
-smtpc_mail_reply(struct smtpc *c)
-{
-	if (c->reply.code / 100 == 2)
-		return;
-	smtpc_rcpt_all(c, SMTPC_R_NONE, c->reply.code, c->reply.text);
-	c->tx.mail_failed = 1;
-	c->tx.stage = SMTPC_SG_DONE;
-	c->need_rset = 1;
-}
-
-static void
-smtpc_rcpt_reply(struct smtpc *c, size_t i)
-{
-	struct smtpc_tx *tx = &c->tx;
-
-	if (tx->mail_failed || SL_NEVER(i >= tx->m->nrcpt))
-		return;
-	tx->replied++;
-	if (c->reply.code / 100 == 2)
-		tx->accepted++;
-	smtpc_rcpt_set(c, i, c->reply.code / 100 == 2 ? SMTPC_R_ACCEPTED :
-	    SMTPC_R_FINAL, c->reply.code, c->reply.text);
-	if (tx->replied == tx->m->nrcpt && tx->accepted == 0)
-		c->need_rset = 1;
-}
-
-static void
-smtpc_data_reply(struct smtpc *c)
-{
-	struct smtpc_tx *tx = &c->tx;
-
-	if (c->reply.code == 354) {
-		/*
-		 * With PIPELINING the DATA went out before the RCPT replies
-		 * came; a server that still says 354 with no recipient gets
-		 * an empty message, whose reply is then ignored.
-		 */
-		if (tx->mail_failed || tx->accepted == 0) {
-			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
-		} else {
-			smtpc_dotstuff(bufferevent_get_output(c->bev),
-			    tx->m->body);
-			tx->body_writing = 1;
-		}
-		smtpc_q_push(c, SMTPC_CMD_DOT, 0);
-		return;
-	}
-	if (tx->mail_failed || tx->accepted == 0)
-		return;		/* the 503/554 of a pipelined DATA */
-	smtpc_rcpt_all(c, SMTPC_R_ACCEPTED, c->reply.code, c->reply.text);
-	c->need_rset = 1;
-}
-
-/* The reply to the end of the data (or BDAT LAST): final for all taken. */
-static void
-smtpc_dot_reply(struct smtpc *c)
-{
-	if (c->tx.mail_failed || c->tx.accepted == 0)
-		return;
-	smtpc_rcpt_all(c, SMTPC_R_ACCEPTED, c->reply.code, c->reply.text);
-}
-
-static void
-smtpc_tx_reply(struct smtpc *c, const struct smtpc_sent *s)
-{
-	switch (s->cmd) {
-	case SMTPC_CMD_RSET:
-		break;
-	case SMTPC_CMD_MAIL:
-		smtpc_mail_reply(c);
-		break;
-	case SMTPC_CMD_RCPT:
-		smtpc_rcpt_reply(c, s->idx);
-		break;
-	case SMTPC_CMD_DATA:
-		smtpc_data_reply(c);
-		break;
-	case SMTPC_CMD_DOT:
-	case SMTPC_CMD_BDAT:
-		smtpc_dot_reply(c);
-		break;
-	}
-	smtpc_tx_pump(c);
-	if (c->qlen > 0 || c->tx.stage != SMTPC_SG_DONE)
-		return;
-	for (size_t i = 0; i < c->tx.m->nrcpt; i++)
-		if (c->tx.rst[i] != SMTPC_R_FINAL)
-			return;
-	smtpc_tx_end(c);
-}
-
-/* The message is over: log each outcome, tell the owner, then idle. */
-static void
-smtpc_tx_end(struct smtpc *c)
-{
-	struct smtpc_msg *m = c->tx.m;
-
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		struct smtpc_rcpt *r = &m->rcpts[i];
-		const char *what;
-
-		if (SL_NEVER(r->code == 0))
-			snprintf(r->reply, sizeof(r->reply),
-			    "451 4.3.0 no outcome");
-		if (r->code == 0)
-			r->code = 451;
-		what = r->code / 100 == 2 ? "Message done" :
-		    r->code / 100 == 5 ? "Rejected" : "Delayed";
-		log_ev(LOG_INFO, &(struct log_ids){ 0, c->dcid, m->mid,
-		    r->rid }, what, "rcpt", r->addr, "relay", c->peer, "reply",
-		    r->reply, NULL);
-	}
-	free(c->tx.rst);
-	memset(&c->tx, 0, sizeof(c->tx));
-	if (c->state == SMTPC_ST_TX)
-		c->state = SMTPC_ST_IDLE;
-	c->cb.done(c->cb.arg, c, m);
-	if (c->dead)
-		return;
-	if (c->state == SMTPC_ST_IDLE && c->tx.m == NULL) {
-		if (c->quit_pending)
-			smtpc_quit_send(c);
-		else
-			smtpc_emit(c, SMTPC_READY, 0, NULL);
-	} else if (c->state == SMTPC_ST_CLOSED && !c->closed_reported) {
-		smtpc_emit(c, SMTPC_CLOSED, 0, NULL);
-	}
-}
-
-/* The connection broke during a message: 451 for what is not final. */
-static void
-smtpc_tx_break(struct smtpc *c, const char *why)
-{
-	char text[480];
-	const char *phase = smtpc_cmd_name(c);
-
-	if (strcmp(why, "timed out") == 0)
-		snprintf(text, sizeof(text), "4.4.2 conversation with %s timed "
-		    "out while sending %s", c->peer, phase);
-	else
-		snprintf(text, sizeof(text), "4.4.2 lost connection with %s "
-		    "while sending %s (%s)", c->peer, phase, why);
-	smtpc_close(c, why);
-	smtpc_rcpt_all(c, SMTPC_R_NONE, 451, text);
-	smtpc_rcpt_all(c, SMTPC_R_ACCEPTED, 451, text);
-	smtpc_tx_end(c);
-}
-
 /* --- replies and network events --- */
 
 /* The peer went away, stalled or spoke garbage; why says which. */
@@ -946,57 +614,7 @@ smtpc_new(struct event_base *base, uint64_t dcid, const struct smtpc_params *p,
 	return c;
 }
 
-/* Fail a message here, all rcpts with one reply; done() comes deferred. */
-static void
-smtpc_send_local(struct smtpc *c, int code, const char *text)
-{
-	smtpc_rcpt_all(c, SMTPC_R_NONE, code, text);
-	c->tx.local = 1;
-	c->tx.stage = SMTPC_SG_DONE;
-	if (c->state == SMTPC_ST_IDLE)
-		c->state = SMTPC_ST_TX;
-	smtpc_defer(c, SMTPC_DEFER_LOCAL);
-}
-
 void
-smtpc_send(struct smtpc *c, struct smtpc_msg *m)
-{
-	size_t size = m->body != NULL ? evbuffer_get_length(m->body) : 0;
-	char text[400];
-
-	if (c->tx.m != NULL)
-		SL_PANIC("smtpc_send: DCID %llu has a message in flight",
-		    (unsigned long long)c->dcid);
-	memset(&c->tx, 0, sizeof(c->tx));
-	c->tx.m = m;
-	c->tx.rst = xcalloc(m->nrcpt ? m->nrcpt : 1, 1);
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		m->rcpts[i].code = 0;
-		m->rcpts[i].reply[0] = '\0';
-	}
-	if (c->state != SMTPC_ST_IDLE) {
-		snprintf(text, sizeof(text), "4.4.2 connection with %s not "
-		    "ready", c->peer);
-		smtpc_send_local(c, 451, text);
-	} else if ((c->ext & SMTPC_EXT_SIZE) && c->peer_size > 0 &&
-	    size > c->peer_size) {
-		snprintf(text, sizeof(text), "5.3.4 Message size exceeds the "
-		    "fixed maximum message size of the peer (%llu)",
-		    (unsigned long long)c->peer_size);
-		smtpc_send_local(c, 552, text);
-	} else if ((m->flags & SPOOL_F_SMTPUTF8) &&
-	    !(c->ext & SMTPC_EXT_SMTPUTF8)) {
-		smtpc_send_local(c, 553, "5.6.7 Peer does not support SMTPUTF8");
-	} else if (m->nrcpt == 0) {
-		smtpc_send_local(c, 0, "");
-	} else {
-		c->state = SMTPC_ST_TX;
-		smtpc_tx_pump(c);
-		smtpc_timer_update(c);
-	}
-}
-
-static void
 smtpc_quit_send(struct smtpc *c)
 {
 	c->quit_pending = 0;

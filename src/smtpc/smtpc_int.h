@@ -113,4 +113,21 @@ enum {
 	SMTPC_DEFER_CLOSED = 4,		/* report SMTPC_CLOSED */
 };
 
+/* session.c: the socket, its queue of commands, the owner's callbacks */
+int smtpc_emit(struct smtpc *c, enum smtpc_event ev, int code,
+    const char *reason);
+void smtpc_defer(struct smtpc *c, unsigned what);
+void smtpc_close(struct smtpc *c, const char *why);
+void smtpc_timer_update(struct smtpc *c);
+void smtpc_q_push(struct smtpc *c, int cmd, size_t idx);
+void smtpc_cmd(struct smtpc *c, int cmd, size_t idx, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void smtpc_quit_send(struct smtpc *c);
+
+/* tx.c: the message in flight */
+const char *smtpc_cmd_name(const struct smtpc *c);
+void smtpc_tx_reply(struct smtpc *c, const struct smtpc_sent *s);
+void smtpc_tx_end(struct smtpc *c);
+void smtpc_tx_break(struct smtpc *c, const char *why);
+
 #endif
