@@ -49,10 +49,9 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS) -lcmocka
 
-# The default configuration: nothing to write, sluiced embeds it.
+# The built-in configuration; delivered mail goes to a local sink (var/sink).
 run: deps all
-	@mkdir -p var
-	exec $(BUILD)/sluiced
+	@scripts/run.sh
 
 test: deps
 	$(MAKE) test-unit

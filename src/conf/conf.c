@@ -66,7 +66,10 @@ conf_fail(struct conf_parse *p, const char *fmt, ...)
 	if (p->failed)
 		return 0;
 	p->failed = 1;
-	n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line);
+	if (p->line == 0)	/* a -o override has no line */
+		n = snprintf(p->err, p->errlen, "-o %s: ", p->file);
+	else
+		n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line);
 	if (n < 0 || (size_t)n >= p->errlen)
 		return 0;
 	va_start(ap, fmt);
@@ -588,6 +591,29 @@ conf_load(const char *path, char *err, size_t errlen)
 		return conf_free(c);
 	}
 	return c;
+}
+
+int
+conf_override(struct sl_conf *c, const char *spec, char *err, size_t errlen)
+{
+	struct conf_parse p = { .c = c, .file = spec, .err = err,
+		.errlen = errlen };
+	const char *dot = strchr(spec, '.'), *eq = strchr(spec, '=');
+	char *section, *key, *value;
+
+	if (dot == NULL || eq == NULL || eq < dot || dot == spec || eq == dot + 1) {
+		snprintf(err, errlen, "-o %s: expected section.key=value", spec);
+		return -1;
+	}
+	section = xstrndup(spec, (size_t)(dot - spec));
+	key = xstrndup(dot + 1, (size_t)(eq - dot - 1));
+	value = xstrdup(eq + 1);
+	conf_handler(&p, sl_strtrim(section), sl_strtrim(key),
+	    sl_strtrim(value));
+	free(section);
+	free(key);
+	free(value);
+	return p.failed ? -1 : 0;
 }
 
 struct sl_conf *

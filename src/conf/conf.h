@@ -75,6 +75,12 @@ struct sl_conf {
  */
 struct sl_conf *conf_load(const char *path, char *err, size_t errlen);
 struct sl_conf *conf_free(struct sl_conf *c);
+/*
+ * Apply "section.key=value" over c, as the file would (sluiced -o).
+ * Returns 0, or -1 with "-o SPEC: message" in err.
+ */
+int conf_override(struct sl_conf *c, const char *spec, char *err,
+    size_t errlen);
 /* Print every setting's effective value in INI form. */
 void conf_print(const struct sl_conf *c, FILE *f);
 

@@ -453,7 +453,8 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 		c->dest->site->limit++;	/* recover, one step at a time */
 	if (job != NULL)
 		sched_job_outcome(s, job, m->rcpts, m->nrcpt,
-		    smtpc_peer_host(sc));
+		    smtpc_peer_host(sc),
+		    (smtpc_peer_ext(sc) & SMTPC_EXT_DSN) != 0);
 }
 
 static void
@@ -487,10 +488,12 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 			/* every ready job of d: all its hosts are down */
 			sched_dest_all(s, d, 0, 451, reply, NULL);
 		}
+		smtpc_free(sc);	/* the owner releases it (smtpc.h) */
 		sched_conn_free(c);
 		break;
 	}
 	case SMTPC_CLOSED:
+		smtpc_free(sc);
 		sched_conn_free(c);
 		break;
 	}

@@ -601,7 +601,7 @@ sched_is_expired(struct sched *s, struct sched_msg *m)
 
 void
 sched_job_outcome(struct sched *s, struct sched_job *job,
-    struct smtpc_rcpt *res, size_t n, const char *remote)
+    struct smtpc_rcpt *res, size_t n, const char *remote, int peer_dsn)
 {
 	struct sched_msg *m = job->msg;
 	int64_t now = sl_now_us() / 1000000, next = 0;
@@ -638,7 +638,7 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			s->stats.lat_sum += lat;
 			r->state = SPOOL_RCPT_DELIVERED;
 			s->stats.delivered++;
-			if (r->notify & SPOOL_NOTIFY_SUCCESS)
+			if ((r->notify & SPOOL_NOTIFY_SUCCESS) && !peer_dsn)
 				ok_notify[ns++] = ri;
 		} else if (code >= 500 || (expired && code < 500)) {
 			if (code < 500 && m->returned) {
@@ -720,7 +720,7 @@ sched_job_all(struct sched *s, struct sched_job *job, int code,
 		res[i].code = code;
 		sl_strlcpy(res[i].reply, reply, sizeof(res[i].reply));
 	}
-	sched_job_outcome(s, job, res, job->nrcpt, remote);
+	sched_job_outcome(s, job, res, job->nrcpt, remote, 0);
 	free(res);
 }
 

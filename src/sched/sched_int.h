@@ -160,8 +160,10 @@ void sched_msg_gc(struct sched *s, struct sched_msg *m);
 void sched_job_unlink(struct sched *s, struct sched_job *job);
 void sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
     size_t n);
+/* peer_dsn: the receiver took the DSN parameters on, and with them the
+ * duty to send success notices (RFC 3461 5.2.2). */
 void sched_job_outcome(struct sched *s, struct sched_job *job,
-    struct smtpc_rcpt *rcpts, size_t n, const char *remote);
+    struct smtpc_rcpt *rcpts, size_t n, const char *remote, int peer_dsn);
 void sched_job_defer_all(struct sched *s, struct sched_job *job, int code,
     const char *reply, const char *remote);
 void sched_job_fail_all(struct sched *s, struct sched_job *job,

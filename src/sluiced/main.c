@@ -46,9 +46,11 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: sluiced [-c FILE] [-n] [--print-config] [--log-format text|json]\n"
+	    "usage: sluiced [-c FILE] [-o SECTION.KEY=VALUE]... [-n] [--print-config]\n"
+	    "               [--log-format text|json]\n"
 	    "  -c, --config FILE    read the configuration from FILE "
 	    "(default: built-in settings)\n"
+	    "  -o SECTION.KEY=VALUE override one setting (repeatable)\n"
 	    "  -n, --check          check the configuration and exit\n"
 	    "      --print-config   print the effective settings and exit\n"
 	    "      --log-format F   text or json (overrides [log] format)\n"
@@ -262,13 +264,22 @@ main(int argc, char **argv)
 	};
 	struct sluiced d = { 0 };
 	const char *path = NULL, *logfmt = NULL;
+	const char *overrides[64];
+	size_t noverrides = 0;
 	int check = 0, print = 0, ch, rc;
 	char err[1024];
 
-	while ((ch = getopt_long(argc, argv, "c:nVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:no:Vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
+			break;
+		case 'o':
+			if (noverrides == SL_ARRAY_LEN(overrides)) {
+				fprintf(stderr, "sluiced: too many -o\n");
+				return 2;
+			}
+			overrides[noverrides++] = optarg;
 			break;
 		case 'n':
 			check = 1;
@@ -304,6 +315,13 @@ main(int argc, char **argv)
 	if ((d.conf = conf_load(path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "sluiced: %s\n", err);
 		return 1;
+	}
+	for (size_t i = 0; i < noverrides; i++) {
+		if (conf_override(d.conf, overrides[i], err, sizeof(err)) != 0) {
+			fprintf(stderr, "sluiced: %s\n", err);
+			conf_free(d.conf);
+			return 1;
+		}
 	}
 	if (logfmt != NULL)
 		d.conf->log_json = strcmp(logfmt, "json") == 0;
