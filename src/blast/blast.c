@@ -15,6 +15,11 @@
  *   QUIT -(221 or EOF)-> closed -> CONNECT again while messages are left
  *   any -(421, EOF, error, timeout: blast_conn_lost)-> closed -> CONNECT
  * Without --reuse (no-reuse), every message ends with QUIT.
+ *
+ * I/O is raw non-blocking sockets with one read and one write event each:
+ * replies are handled as they are read and whatever they caused is written
+ * at once, in one write per batch, without waiting for another turn of
+ * the loop (a bufferevent would). A watchdog timer enforces --timeout.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -22,8 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "blast/blast.h"
@@ -38,7 +48,11 @@ struct blast;
 
 struct blast_sess {
 	struct blast *b;
-	struct bufferevent *bev;
+	size_t idx;		/* in b->sess */
+	int fd;			/* -1 between connections */
+	struct event *rev, *wev;
+	struct evbuffer *in, *out;
+	int64_t last_io_ms;	/* for the timeout watchdog */
 	int state;
 	int pipelining;		/* offered by the server and wanted */
 	enum blast_kind *q;	/* replies expected, in order */
@@ -60,6 +74,8 @@ struct blast {
 	size_t body_len;
 	uint64_t next_msg;
 	int live;		/* sessions running */
+	struct blast_sess **sess;	/* NULL once a session ended */
+	struct event *watchdog;
 };
 
 static void blast_connect(struct blast_sess *s);
@@ -201,7 +217,7 @@ blast_send(struct blast_sess *s, enum blast_kind k, const char *fmt, ...)
 static void
 blast_send(struct blast_sess *s, enum blast_kind k, const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = s->out;
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -218,14 +234,22 @@ blast_close(struct blast_sess *s)
 	struct blast *b = s->b;
 
 	blast_outcome(s, 0);
-	if (s->bev != NULL)
-		bufferevent_free(s->bev);
-	s->bev = NULL;
+	if (s->fd >= 0) {
+		event_free(s->rev);
+		event_free(s->wev);
+		close(s->fd);
+		s->fd = -1;
+	}
+	evbuffer_drain(s->in, evbuffer_get_length(s->in));
+	evbuffer_drain(s->out, evbuffer_get_length(s->out));
 	s->qhead = s->qlen = 0;
 	if (blast_take(s)) {
 		blast_connect(s);
 		return;
 	}
+	b->sess[s->idx] = NULL;
+	evbuffer_free(s->in);
+	evbuffer_free(s->out);
 	free(s->q);
 	free(s);
 	if (--b->live == 0)
@@ -301,7 +325,7 @@ blast_msg_done(struct blast_sess *s, int code)
 static void
 blast_data(struct blast_sess *s)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = s->out;
 
 	evbuffer_add(out, s->b->body, s->b->body_len);
 	evbuffer_add(out, ".\r\n", 3);
@@ -407,23 +431,47 @@ blast_ehlo_line(struct blast_sess *s, const char *line)
 		s->pipelining = s->b->o->pipelining;
 }
 
-static void
-blast_read(struct bufferevent *bev, void *arg)
+/*
+ * Write what is queued now (one write per batch, no loop turn); the write
+ * event takes over only when the socket is full. 0, or -1 if it broke.
+ */
+static int
+blast_flush(struct blast_sess *s)
 {
-	struct blast_sess *s = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	while (evbuffer_get_length(s->out) > 0) {
+		int n = evbuffer_write(s->out, s->fd);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			event_add(s->wev, NULL);
+			return 0;
+		}
+		if (n < 0)
+			return -1;
+	}
+	event_del(s->wev);
+	s->last_io_ms = sl_mono_ms();
+	/* the end of the data reached the kernel: the latency starts now */
+	if (s->state == BS_DOT && !s->dot_flushed) {
+		s->dot_flushed = 1;
+		s->t_dot = blast_now();
+	}
+	return 0;
+}
+
+/* Handle every complete reply in s->in; 0, or -1 if s was closed. */
+static int
+blast_replies(struct blast_sess *s)
+{
 	char *line;
 	size_t len;
 
-	while (s->bev != NULL &&
-	    (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF)) != NULL) {
+	while ((line = evbuffer_readln(s->in, &len, EVBUFFER_EOL_CRLF)) != NULL) {
 		int code = len >= 3 ? atoi(line) : 0;
 		int last = len < 4 || line[3] != '-';
 		enum blast_kind k;
 		if (s->qlen == 0 || code < 200 || code > 599) {
 			free(line);
 			blast_close(s);	/* a reply nobody asked for */
-			return;
+			return -1;
 		}
 		k = s->q[s->qhead];
 		if (k == BK_EHLO && len > 4)
@@ -433,61 +481,91 @@ blast_read(struct bufferevent *bev, void *arg)
 			continue;
 		s->qhead = (s->qhead + 1) % s->qcap;
 		s->qlen--;
-		if (k == BK_QUIT || (code == 421 && k != BK_QUIT)) {
+		if (k == BK_QUIT || code == 421) {
 			/* the server closes: count what was going on */
 			blast_outcome(s, k == BK_QUIT ? 0 : code);
 			blast_close(s);
-			return;
+			return -1;
 		}
 		blast_reply(s, k, code);
 	}
+	return 0;
 }
 
 static void
-blast_write(struct bufferevent *bev, void *arg)
+blast_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct blast_sess *s = arg;
+	int n = evbuffer_read(s->in, fd, 65536);
 
-	/* the end of the data reached the kernel: the latency starts now */
-	if (s->state == BS_DOT && !s->dot_flushed) {
-		s->dot_flushed = 1;
-		s->t_dot = blast_now();
-	}
-}
-
-static void
-blast_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct blast_sess *s = arg;
-
-	if (what & BEV_EVENT_CONNECTED)
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
-	blast_close(s);
+	if (n <= 0) {
+		blast_close(s);	/* EOF, reset or refused */
+		return;
+	}
+	s->last_io_ms = sl_mono_ms();
+	if (blast_replies(s) != 0)
+		return;
+	if (blast_flush(s) != 0)
+		blast_close(s);
+}
+
+static void
+blast_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct blast_sess *s = arg;
+
+	if (blast_flush(s) != 0)
+		blast_close(s);
+}
+
+/* Once a second: close sessions that waited longer than --timeout. */
+static void
+blast_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	struct blast *b = arg;
+	int64_t now = sl_mono_ms();
+
+	for (int i = 0; i < b->o->sessions; i++) {
+		struct blast_sess *s = b->sess[i];
+		if (s != NULL && s->fd >= 0 &&
+		    now - s->last_io_ms > (int64_t)b->o->timeout_s * 1000)
+			blast_close(s);
+	}
 }
 
 static void
 blast_connect(struct blast_sess *s)
 {
 	struct blast *b = s->b;
-	struct timeval tv = { b->o->timeout_s, 0 };
+	int one = 1;
 
 	s->b->r->connections++;
 	s->state = BS_CONNECT;
 	s->need_rset = 0;
 	s->pipelining = 0;
-	s->bev = bufferevent_socket_new(b->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(s->bev, blast_read, blast_write, blast_event, s);
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	blast_push(s, BK_GREET);
 	s->t_connect = blast_now();
-	if (bufferevent_socket_connect(s->bev,
-	    (struct sockaddr *)&b->addr.ss, (int)b->addr.len) != 0) {
-		/* refused at once: close from the loop, not recursively */
-		struct timeval now = { 0, 0 };
-		event_base_once(b->base, -1, EV_TIMEOUT, blast_close_cb, s,
-		    &now);
-	}
+	s->last_io_ms = sl_mono_ms();
+	s->fd = socket(b->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (s->fd < 0)
+		goto fail;
+	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->rev = event_new(b->base, s->fd, EV_READ | EV_PERSIST, blast_read, s);
+	s->wev = event_new(b->base, s->fd, EV_WRITE | EV_PERSIST, blast_write,
+	    s);
+	/* the greeting comes first: a failed connect shows up as a read error */
+	if (connect(s->fd, (struct sockaddr *)&b->addr.ss, b->addr.len) != 0 &&
+	    errno != EINPROGRESS)
+		goto fail;
+	event_add(s->rev, NULL);
+	return;
+fail:
+	/* refused at once: close from the loop, not recursively */
+	event_base_once(b->base, -1, EV_TIMEOUT, blast_close_cb, s,
+	    &(struct timeval){ 0, 0 });
 }
 
 int
@@ -505,19 +583,29 @@ blast_run(const struct blast_opts *o, struct blast_result *r, char *err,
 	}
 	b.base = event_base_new();
 	b.body = blast_body(o->from, o->size, &b.body_len);
+	b.sess = xcalloc((size_t)o->sessions, sizeof(*b.sess));
+	b.watchdog = event_new(b.base, -1, EV_PERSIST, blast_watchdog, &b);
+	event_add(b.watchdog, &(struct timeval){ 1, 0 });
 	t0 = blast_now();
 	for (int i = 0; i < o->sessions; i++) {
 		struct blast_sess *s = xcalloc(1, sizeof(*s));
 		s->b = &b;
+		s->idx = (size_t)i;
+		s->fd = -1;
 		if (!blast_take(s)) {
 			free(s);
 			break;
 		}
+		s->in = evbuffer_new();
+		s->out = evbuffer_new();
+		b.sess[i] = s;
 		b.live++;
 		blast_connect(s);
 	}
 	if (b.live > 0)
 		event_base_dispatch(b.base);
+	event_free(b.watchdog);
+	free(b.sess);
 	r->elapsed_s = (double)(blast_now() - t0) / 1e6;
 	event_base_free(b.base);
 	free(b.body);
