@@ -127,3 +127,20 @@ def test_unreachable_server():
                    "--json")
     assert r.returncode == 1
     assert json.loads(r.stdout)["failed"] == 5
+
+
+def test_silent_server_times_out():
+    # a server that accepts but never greets: every message fails in time
+    import socket
+    import time
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        t0 = time.monotonic()
+        r = run_sluice("blast", "--server", "127.0.0.1:%d" % srv.getsockname()[1],
+                       "--messages", "3", "--sessions", "2", "--timeout", "1",
+                       "--json", timeout=30)
+        assert time.monotonic() - t0 < 15
+    assert r.returncode == 1
+    b = json.loads(r.stdout)
+    assert b["failed"] == 3 and b["accepted"] == 0
