@@ -25,12 +25,16 @@
  *     any other failing statement (e.g. a duplicate MID) fails only its own
  *     request: the batch is rolled back and rerun one request per transaction.
  */
+#include <sys/file.h>
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <sqlite3.h>
@@ -119,6 +123,7 @@ static const char spool_schema_sql[] =
     "PRAGMA user_version = 1;";
 
 struct spool_db {
+	int lockfd;		/* flock'd: one sluiced per spool directory */
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_MAX];
 	int page_size;
@@ -262,11 +267,22 @@ spool_db_open(const char *dir, uint64_t *max_mid, char *err, size_t errlen)
 	char *path = NULL;
 	int i;
 
+	d->lockfd = -1;
 	if (spool_mkdirs(dir) == -1) {
 		snprintf(err, errlen, "spool: mkdir %s: %s", dir,
 		    strerror(errno));
 		goto fail;
 	}
+	/* Two daemons on one spool would deliver every message twice. */
+	path = xasprintf("%s/spool.lock", dir);
+	d->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d->lockfd == -1 || flock(d->lockfd, LOCK_EX | LOCK_NB) == -1) {
+		snprintf(err, errlen, errno == EWOULDBLOCK ? "spool: %s is in "
+		    "use by another sluiced" : "spool: lock %s: %s", errno ==
+		    EWOULDBLOCK ? dir : path, strerror(errno));
+		goto fail;
+	}
+	free(path);
 	path = xasprintf("%s/spool.db", dir);
 	/* NOMUTEX: one thread at a time uses the connection (see file header). */
 	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE |
@@ -302,6 +318,8 @@ fail:
 	for (i = 0; i < ST_MAX; i++)
 		sqlite3_finalize(d->st[i]);
 	sqlite3_close(d->db);
+	if (d->lockfd != -1)
+		close(d->lockfd);
 	free(d);
 	return NULL;
 }
@@ -319,6 +337,8 @@ spool_db_close(struct spool_db *d)
 	sqlite3_wal_checkpoint_v2(d->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
 	    NULL);
 	sqlite3_close(d->db);
+	if (d->lockfd != -1)
+		close(d->lockfd);	/* releases the flock */
 	free(d);
 }
 
