@@ -1,0 +1,272 @@
+"""
+Delivery to receivers that answer badly: temporary and permanent refusals,
+421 throttling, dropped connections, garbage, missing line ends, endless
+multi-line replies, stalls; queue lifetime; DSNs (bounces, NOTIFY=NEVER,
+NOTIFY=SUCCESS).
+
+Each test: dnsmasq gives dest.test one MX (mx1.dest.test, 127.0.0.11) where
+a scripted receiver plays its part; the sender's domain back.test has a
+receiver at 127.0.0.2 that collects the DSNs. Every message must end
+delivered once (counted by its X-Token header) or bounced, and the spool
+must end empty with "Message finished" in the log.
+"""
+import re
+import time
+
+import pytest
+
+from delivery_util import (DEFAULT_EXT, make_body, net, parse_dsn,  # noqa: F401
+                           send)
+from sluicetest import wait_until
+
+SENDER = "sender@back.test"
+MX1 = "127.0.0.11"
+
+
+def world(net, make_sluiced, script=None, ext=DEFAULT_EXT, delays=None,
+          **delivery):
+    net.dns.mx("dest.test", "mx1.dest.test", 10).host("mx1.dest.test", MX1)
+    net.dns.start()
+    rx = net.receiver(MX1, script=script, ext=ext, delays=delays)
+    back = net.back()
+    d = make_sluiced(conf=net.conf(**delivery))
+    return d, rx, back
+
+
+def finished(d, n, timeout=30):
+    """Spool empty; at least n "Message finished" in the log."""
+    wait_until(lambda: d.spool.count() == 0, timeout=timeout,
+               what="an empty spool")
+    wait_until(lambda: len(re.findall(
+        r"MID [0-9A-F]{16} Message finished status=done", d.log_text())) >= n,
+        timeout=5, what=f"{n} 'Message finished' lines")
+
+
+def first_time(reply):
+    """A script action: reply the first time a token is seen, then normal."""
+    seen = set()
+
+    def act(ctx):
+        tok = re.search(rb"X-Token: (\S+)", ctx.data or b"")
+        key = tok.group(1) if tok else ctx.rcpts and ctx.rcpts[0]
+        if key in seen:
+            return None
+        seen.add(key)
+        return reply
+    return act
+
+
+def test_451_then_success_delivered_once(net, make_sluiced):
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        "data_end": first_time("451 4.3.0 Try again later")})
+    t0 = time.monotonic()
+    mid = send(d.port, SENDER, ["a@dest.test"], make_body("t451"))
+    wait_until(lambda: rx.count() >= 1, timeout=15, what="the retry")
+    finished(d, 1)
+    assert rx.tokens() == {"t451": 1}
+    assert len(rx.refused) == 1 and rx.refused[0].reply.startswith("451")
+    # the retry came after retry_initial (1s), not at once
+    assert time.monotonic() - t0 >= 0.9
+    log = d.log_text()
+    assert re.search(rf"MID {mid:016X} RID \[0\] deferred attempts=1 "
+                     r"retry_in=1s reply=\"?451 4\.3\.0 Try again later", log)
+    assert back.count() == 0       # no DSN for a delay that ended well
+
+
+@pytest.mark.parametrize("stage", ["rcpt", "data_end"])
+def test_550_dsn_reaches_sender(net, make_sluiced, stage):
+    refusal = ("550 5.1.1 <bad@dest.test>: Recipient address rejected: "
+               "User unknown" if stage == "rcpt" else
+               "554 5.7.1 Message content rejected, id=42")
+
+    def rcpt(ctx):
+        return refusal if ctx.addr == "bad@dest.test" else None
+    script = {"rcpt": rcpt} if stage == "rcpt" else {"data_end": refusal}
+    d, rx, back = world(net, make_sluiced, script=lambda n: script)
+    rcpts = ["good@dest.test", "bad@dest.test"] if stage == "rcpt" else \
+        ["bad@dest.test"]
+    mid = send(d.port, SENDER, rcpts, make_body("t550"),
+               mail_opts=["RET=HDRS", "ENVID=env-550"])
+    wait_until(lambda: back.count() >= 1, timeout=15, what="the bounce")
+    finished(d, 2)
+    assert back.count() == 1, back.messages
+    m = back.messages[0]
+    assert m.mail_from == "" and m.rcpts == [SENDER]
+    msg, per_msg, rs = parse_dsn(m.data)
+    assert per_msg.get("Original-Envelope-Id") == "env-550", per_msg
+    assert len(rs) == 1, rs         # only the refused recipient
+    r = rs[0]
+    assert r["final-recipient"].endswith("bad@dest.test"), r
+    assert r["action"] == "failed", r
+    want = "5.1.1" if stage == "rcpt" else "5.7.1"
+    assert r["status"] == want, r
+    assert r["diagnostic-code"].startswith("smtp;"), r
+    assert refusal in " ".join(r["diagnostic-code"].split()), r
+    assert "mx1.dest.test" in r.get("remote-mta", ""), r
+    # a human-readable part first, the original's headers last
+    parts = msg.get_payload()
+    assert parts[0].get_content_type() == "text/plain"
+    assert "X-Token: t550" in parts[-1].as_string()
+    assert f"{mid:016X}" in msg.as_string()
+    if stage == "rcpt":
+        assert rx.tokens() == {"t550": 1}
+        assert rx.messages[0].rcpts == ["good@dest.test"]
+    else:
+        assert rx.count() == 0 and len(rx.refused) == 1
+    # attempted once: a 5xx is final
+    assert len(re.findall(rf"MID {mid:016X} RID \[\d\] Delivery start "
+                          r"rcpt=bad@", d.log_text())) == 1
+
+
+@pytest.mark.parametrize("stage", ["greeting", "mail"])
+def test_421_throttles_then_delivers(net, make_sluiced, stage):
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        stage: "421 4.7.0 Too many connections, slow down"} if n == 1 else {})
+    send(d.port, SENDER, ["a@dest.test"], make_body("t421"))
+    d.wait_log(r"destination throttled destination=dest\.test limit=\d+ "
+               r"reply=\"?[^\n]*421 4\.7\.0 Too many")
+    wait_until(lambda: rx.count() >= 1, timeout=15, what="delivery after "
+               "the pause")
+    finished(d, 1)
+    assert rx.tokens() == {"t421": 1}
+    # the next connection waited for throttle_pause (2s)
+    gap = rx.conn_times[1] - rx.conn_times[0]
+    assert gap >= 1.5, f"reconnected {gap:.2f}s after a 421"
+    assert back.count() == 0
+
+
+def test_dropped_mid_data_retried_delivered_once(net, make_sluiced):
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        "data": "drop_mid_data"} if n == 1 else {})
+    toks = ["drop-1", "drop-2"]
+    for t in toks:
+        send(d.port, SENDER, [f"{t}@dest.test"], make_body(t, extra=b"x" * 5000
+                                                           + b"\r\n"))
+    wait_until(lambda: rx.count() >= 2, timeout=15, what="both delivered")
+    finished(d, 2)
+    assert rx.tokens() == {t: 1 for t in toks}
+    assert rx.conns >= 2
+    assert re.search(r"Delayed rcpt=drop-\d@dest\.test .*reply=\"?451 4\.4\.2 "
+                     r"lost connection", d.log_text()), d.log_text()[-3000:]
+    assert back.count() == 0
+
+
+# (stage, behaviour, what the log says about the first session)
+BAD = [
+    ("greeting", "garbage", r"malformed reply"),
+    ("mail", "garbage", r"malformed reply"),
+    ("rcpt", "nocrlf", r"timed out"),
+    ("ehlo", "multiline", r"malformed reply"),
+    ("data_end", "multiline", r"malformed reply"),
+    ("data_end", "stall", r"timed out while sending end of data"),
+    ("greeting", "stall", r"timed out"),
+]
+
+
+@pytest.mark.parametrize("stage,behaviour,why", BAD,
+                         ids=[f"{b}-at-{s}" for s, b, _ in BAD])
+def test_bad_receiver_fails_cleanly_then_delivers(net, make_sluiced, stage,
+                                                  behaviour, why):
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        stage: behaviour} if n == 1 else {})
+    t0 = time.monotonic()
+    # the first message alone, so that it meets the bad session (with two,
+    # sluiced may open a second connection that takes both)
+    mid = send(d.port, SENDER, ["bad-1@dest.test"], make_body("bad-1"))
+    wait_until(lambda: rx.count() >= 1, timeout=20, what="delivery after the "
+               "receiver came good")
+    took = time.monotonic() - t0
+    send(d.port, SENDER, ["bad-2@dest.test"], make_body("bad-2"))
+    wait_until(lambda: rx.count() >= 2, timeout=10, what="the second message")
+    finished(d, 2)
+    assert rx.tokens() == {"bad-1": 1, "bad-2": 1}, rx.tokens()
+    assert rx.conns >= 2
+    d.wait_log(why)
+    # it failed once, temporarily, and was retried
+    d.wait_log(rf"MID {mid:016X} RID \[0\] deferred attempts=1 ")
+    # timeouts are 2s and retries 1s..2s: it all took seconds
+    assert took < 12, f"took {took:.1f}s"
+    assert back.count() == 0, "a bounce for a temporary failure"
+    print(f"{behaviour} at {stage}: delivered after {took:.1f}s, "
+          f"{rx.conns} connections")
+
+
+def test_queue_lifetime_expiry_bounces(net, make_sluiced):
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        "rcpt": "451 4.7.1 Greylisted, try again later"}, queue_lifetime="3s")
+    t0 = time.monotonic()
+    mid = send(d.port, SENDER, ["a@dest.test"], make_body("expire"))
+    wait_until(lambda: back.count() >= 1, timeout=20, what="the expiry bounce")
+    took = time.monotonic() - t0
+    finished(d, 2)
+    assert 2.5 <= took <= 10, f"bounced after {took:.1f}s (lifetime 3s)"
+    assert rx.count() == 0
+    tries = re.findall(rf"MID {mid:016X} RID \[0\] Delivery start",
+                       d.log_text())
+    assert len(tries) >= 2, "not retried before expiring"
+    assert back.count() == 1
+    _, _, rs = parse_dsn(back.messages[0].data)
+    assert len(rs) == 1
+    r = rs[0]
+    assert r["action"] == "failed", r
+    assert r["status"] in ("4.4.7", "4.7.1"), r
+    assert "451 4.7.1 Greylisted" in r.get("diagnostic-code", ""), r
+    assert re.search(rf"MID {mid:016X} expired", d.log_text())
+
+
+@pytest.mark.parametrize("how", ["expiry", "550"])
+def test_notify_never_no_bounce(net, make_sluiced, how):
+    reply = "451 4.7.1 Greylisted" if how == "expiry" else \
+        "550 5.1.1 User unknown"
+    d, rx, back = world(net, make_sluiced, script=lambda n: {"rcpt": reply},
+                        queue_lifetime="3s")
+    mid = send(d.port, SENDER, ["a@dest.test"], make_body("never"),
+               rcpt_opts=["NOTIFY=NEVER"])
+    # a DSN is queued before its original leaves the spool, so once the
+    # spool is empty, no bounce exists anywhere
+    finished(d, 1, timeout=20)
+    assert d.spool.count() == 0
+    log = d.log_text()
+    assert re.search(rf"MID {mid:016X} Message finished", log)
+    assert "bounced" not in log
+    assert back.count() == 0 and back.conns == 0
+    assert len(rx.refused) == 0 and rx.count() == 0
+    if how == "expiry":
+        assert re.search(rf"MID {mid:016X} expired", log)
+
+
+def test_notify_success_peer_without_dsn(net, make_sluiced):
+    """A peer that does not offer DSN: we say "relayed" ourselves."""
+    d, rx, back = world(net, make_sluiced)
+    assert "DSN" not in DEFAULT_EXT
+    mid = send(d.port, SENDER, ["a@dest.test", "b@dest.test"],
+               make_body("success"),
+               rcpt_opts=["NOTIFY=SUCCESS,FAILURE"])
+    wait_until(lambda: back.count() >= 1, timeout=15, what="success notice")
+    finished(d, 2)
+    assert rx.tokens() == {"success": 1}
+    assert back.count() == 1
+    m = back.messages[0]
+    assert m.mail_from == "" and m.rcpts == [SENDER]
+    msg, _, rs = parse_dsn(m.data)
+    assert sorted(r["final-recipient"].split(";")[-1].strip() for r in rs) \
+        == ["a@dest.test", "b@dest.test"], rs
+    for r in rs:
+        assert r["action"] in ("relayed", "delivered"), r
+        assert r["status"].startswith("2."), r
+    # RET is for failures only (RFC 3461 4.3): headers only
+    assert "Body of success" not in msg.as_string()
+    assert re.search(rf"MID {mid:016X} success notice", d.log_text())
+
+
+def test_notify_success_peer_with_dsn(net, make_sluiced):
+    """A peer that offers DSN takes the NOTIFY on (RFC 3461 5.2.2): the
+    request goes with the RCPT, and we send no "relayed" notice."""
+    d, rx, back = world(net, make_sluiced, ext=DEFAULT_EXT + ("DSN",))
+    mid = send(d.port, SENDER, ["a@dest.test"], make_body("dsnpeer"),
+               rcpt_opts=["NOTIFY=SUCCESS"])
+    finished(d, 1)
+    assert rx.tokens() == {"dsnpeer": 1}
+    assert rx.messages[0].rcpt_params == ["NOTIFY=SUCCESS"]
+    assert back.count() == 0, back.messages
+    assert not re.search(rf"MID {mid:016X} success notice", d.log_text())

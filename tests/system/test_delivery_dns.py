@@ -1,0 +1,162 @@
+"""
+Delivery and DNS: MX order and fallback, equal preferences sharing the
+load, implicit MX (A record), null MX and NXDOMAIN bounces, SERVFAIL holding
+the whole domain until DNS recovers.
+
+dnsmasq serves .test (delivery_util.Dns); receivers are scripted SMTP
+servers on 127.0.0.x at the test's smtp_port. The sender's domain back.test
+has its own receiver so that bounces come back to the test.
+"""
+import re
+
+from delivery_util import (inject, make_body, net, parse_dsn, send,  # noqa: F401
+                           wait_spool_empty)
+from sluicetest import wait_until
+
+SENDER = "sender@back.test"
+
+
+def finished(d, n):
+    """The spool is empty and the log says Message finished n times or
+    more (DSNs are messages too)."""
+    wait_spool_empty(d)
+    wait_until(lambda: len(re.findall(
+        r"MID [0-9A-F]{16} Message finished status=done", d.log_text())) >= n,
+        timeout=5, what=f"{n} 'Message finished' lines")
+
+
+def one_bounce(net, d, mid):
+    """The one DSN that reached the sender's domain: (parsed, per-rcpt)."""
+    back = net.back()
+    wait_until(lambda: back.count() >= 1, timeout=15, what="a bounce")
+    finished(d, 2)
+    assert back.count() == 1, back.messages
+    m = back.messages[0]
+    assert m.mail_from == "", m.mail_from          # DSNs come from <>
+    assert m.rcpts == [SENDER], m.rcpts
+    msg, per_msg, rcpts = parse_dsn(m.data)
+    assert per_msg["Reporting-MTA"] == "dns; mx.sluice.test", per_msg
+    # the returned headers are the original's (its MID in Received:)
+    assert f"{mid:016X}" in msg.as_string()
+    return msg, rcpts
+
+
+def test_first_mx_down_second_gets_it(net, make_sluiced):
+    # mx1 (preference 10) has nothing listening; mx2 (20) takes the mail
+    net.dns.mx("dest.test", "mx1.dest.test", 10).host("mx1.dest.test",
+                                                       "127.0.0.11")
+    net.dns.mx("dest.test", "mx2.dest.test", 20).host("mx2.dest.test",
+                                                       "127.0.0.12")
+    net.dns.start()
+    mx2 = net.receiver("127.0.0.12")
+    d = make_sluiced(conf=net.conf())
+    toks = [f"fallback-{i}" for i in range(3)]
+    for t in toks:
+        send(d.port, SENDER, [f"{t}@dest.test"], make_body(t))
+    wait_until(lambda: mx2.count() >= 3, timeout=15, what="3 messages at mx2")
+    finished(d, 3)
+    assert mx2.tokens() == {t: 1 for t in toks}
+    log = d.log_text()
+    # it did try mx1 first, and was refused there
+    assert re.search(r"connect failed reason=\"?connect to mx1\.dest\.test"
+                     r"\[127\.0\.0\.11\]", log), log[-3000:]
+    assert re.search(r"Message done rcpt=fallback-0@dest\.test "
+                     r"relay=mx2\.dest\.test\[127\.0\.0\.12\]", log), log[-3000:]
+
+
+def test_equal_preference_shares_load(net, make_sluiced):
+    net.dns.mx("dest.test", "mxa.dest.test", 10).host("mxa.dest.test",
+                                                       "127.0.0.11")
+    net.dns.mx("dest.test", "mxb.dest.test", 10).host("mxb.dest.test",
+                                                       "127.0.0.12")
+    net.dns.start()
+    a = net.receiver("127.0.0.11")
+    b = net.receiver("127.0.0.12")
+    # one message per connection, so that each connection picks a host
+    d = make_sluiced(conf=net.conf(messages_per_connection=1))
+    toks = [f"share-{i}" for i in range(20)]
+    inject(d.port, [(SENDER, [f"{t}@dest.test"], make_body(t)) for t in toks],
+           sessions=4)
+    wait_until(lambda: a.count() + b.count() >= 20, timeout=20,
+               what="20 deliveries")
+    finished(d, 20)
+    print(f"mxa got {a.count()}, mxb got {b.count()}")
+    assert a.count() >= 2 and b.count() >= 2, (a.count(), b.count())
+    both = a.tokens()
+    for t, n in b.tokens().items():
+        both[t] = both.get(t, 0) + n
+    assert both == {t: 1 for t in toks}
+
+
+def test_no_mx_uses_a_record(net, make_sluiced):
+    net.dns.host("amx.test", "127.0.0.13")      # an A record, no MX
+    net.dns.start()
+    assert net.dns.ask("amx.test", "MX") == (0, [])     # NODATA
+    rx = net.receiver("127.0.0.13")
+    d = make_sluiced(conf=net.conf())
+    send(d.port, SENDER, ["u@amx.test"], make_body("implicit"))
+    wait_until(lambda: rx.count() == 1, timeout=15, what="delivery by A")
+    finished(d, 1)
+    assert rx.messages[0].rcpts == ["u@amx.test"]
+    assert rx.tokens() == {"implicit": 1}
+    assert re.search(r"Message done rcpt=u@amx\.test relay=amx\.test"
+                     r"\[127\.0\.0\.13\]", d.log_text())
+
+
+def test_null_mx_bounces_5_1_10(net, make_sluiced):
+    net.dns.null_mx("null.test")
+    net.dns.start()
+    net.back()
+    d = make_sluiced(conf=net.conf())
+    mid = send(d.port, SENDER, ["nobody@null.test"], make_body("nullmx"))
+    msg, rcpts = one_bounce(net, d, mid)
+    assert len(rcpts) == 1, rcpts
+    r = rcpts[0]
+    assert r["action"] == "failed", r
+    assert r["status"] == "5.1.10", r
+    assert "nobody@null.test" in r["final-recipient"], r
+    assert "null MX" in r.get("diagnostic-code", ""), r
+    assert "X-Token: nullmx" in msg.as_string()    # the original's headers
+
+
+def test_nxdomain_bounces_5_1_2(net, make_sluiced):
+    net.dns.start()
+    net.back()
+    assert net.dns.ask("nx.test", "MX")[0] == 3     # NXDOMAIN
+    d = make_sluiced(conf=net.conf())
+    mid = send(d.port, SENDER, ["nobody@nx.test"], make_body("nxdomain"))
+    msg, rcpts = one_bounce(net, d, mid)
+    assert [r["status"] for r in rcpts] == ["5.1.2"], rcpts
+    assert rcpts[0]["action"] == "failed"
+    assert "nobody@nx.test" in rcpts[0]["final-recipient"]
+
+
+def test_servfail_holds_domain_until_dns_recovers(net, make_sluiced):
+    zone = net.dns.script("sf.test")            # SERVFAIL for now
+    zone.zones["sf.test"] = [(10, "mx.sfhost.test")]
+    net.dns.host("mx.sfhost.test", "127.0.0.14")
+    net.dns.start()
+    assert net.dns.ask("sf.test", "MX")[0] in (2, 5)    # SERVFAIL/REFUSED
+    rx = net.receiver("127.0.0.14")
+    d = make_sluiced(conf=net.conf())
+    toks = ["sf-1", "sf-2", "sf-3"]
+    for t in toks:
+        send(d.port, SENDER, [f"{t}@sf.test"], make_body(t))
+    d.wait_log(r"destination held destination=sf\.test reason=\"?451 4\.4\.3")
+    # it keeps asking (retries), and keeps it all: nothing delivered,
+    # nothing bounced
+    q0 = zone.queries
+    wait_until(lambda: zone.queries > q0 and
+               len(re.findall(r"destination held destination=sf\.test",
+                              d.log_text())) >= 2,
+               timeout=15, what="a second DNS try, held again")
+    assert rx.conns == 0 and rx.count() == 0
+    assert d.spool.count() == 3
+    assert "bounced" not in d.log_text()
+    # DNS recovers: everything goes, once
+    zone.fail = False
+    wait_until(lambda: rx.count() >= 3, timeout=20, what="delivery after "
+               "DNS recovered")
+    finished(d, 3)
+    assert rx.tokens() == {t: 1 for t in toks}
+    assert net.backrx is None or net.backrx.count() == 0
