@@ -869,10 +869,11 @@ smtpd_read_command(struct smtpd_session *s, struct evbuffer *in)
 	char stackbuf[1024], *line;
 	size_t len;
 
+	/* max counts the line with its CRLF, as RFC 5321 4.5.3.1.4 does */
 	eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
 	if (eol.pos < 0) {
 		len = evbuffer_get_length(in);
-		if (len > max) {
+		if (len >= max) {
 			/* keep nothing of a line we will refuse anyway */
 			evbuffer_drain(in, len);
 			if (!s->discard_line)
@@ -882,7 +883,7 @@ smtpd_read_command(struct smtpd_session *s, struct evbuffer *in)
 		return 0;
 	}
 	len = (size_t)eol.pos;
-	if (s->discard_line || len > max) {
+	if (s->discard_line || len + 1 > max) {
 		evbuffer_drain(in, len + 1);
 		if (!s->discard_line)
 			smtpd_reject(s, "-", "500 5.5.2 Error: line too long");
