@@ -194,6 +194,34 @@ test_print_roundtrip(void **state)
 	unlink(p);
 }
 
+static void
+test_override(void **state)
+{
+	char err[256];
+	struct sl_conf *c = conf_load(NULL, err, sizeof(err));
+
+	assert_int_equal(conf_override(c, "server.max_recipients=7", err,
+	    sizeof(err)), 0);
+	assert_int_equal(c->server_max_recipients, 7);
+	/* a [routes] key may hold dots and a star */
+	assert_int_equal(conf_override(c, "routes.*=[127.0.0.1]:2526", err,
+	    sizeof(err)), 0);
+	assert_int_equal(conf_override(c, "routes.a.example.test=[::1]:25",
+	    err, sizeof(err)), 0);
+	assert_int_equal(c->nroutes, 2);
+	assert_string_equal(c->routes[1].key, "a.example.test");
+	assert_int_equal(conf_override(c, "server.max_recipients=0", err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "-o server.max_recipients=0: "));
+	assert_non_null(strstr(err, "below the minimum 1"));
+	assert_int_equal(conf_override(c, "nodot", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "section.key=value"));
+	assert_int_equal(conf_override(c, "server.nosuch=1", err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "unknown key 'nosuch'"));
+	conf_free(c);
+}
+
 int
 main(void)
 {
@@ -204,6 +232,7 @@ main(void)
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_nets),
 		cmocka_unit_test(test_print_roundtrip),
+		cmocka_unit_test(test_override),
 	};
 	return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
 }
