@@ -533,6 +533,14 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 			snprintf(msg, msglen, "a path is needed");
 			return -1;
 		}
+	} else if (r->off == offsetof(struct sl_conf, http_listen)) {
+		struct conf_addr a;
+
+		if (*v != '\0' && conf_addr_parse(v, &a) != 0) {
+			snprintf(msg, msglen, "'%s' is not an address and port "
+			    "(127.0.0.1:9025), nor empty", v);
+			return -1;
+		}
 	}
 	return 0;
 }

@@ -1,13 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * main.c: sluiced, the daemon. Flags, configuration, the event loop, the
- * spool, the SMTP server, and the signals that stop or rotate them.
+ * spool, the SMTP server, the control socket and the metrics listener, and
+ * the signals (or control commands) that stop or reload them.
  *
  * Shutdown order (SIGTERM, SIGINT): stop listening; sessions that are idle
  * get 421 at once, sessions in the middle of a message finish it (up to
  * [server] shutdown_timeout); then the spool finishes every queued write
  * and the process exits 0. Nothing that was answered 250 is lost, and
- * nothing is answered 250 that is not on disk.
+ * nothing is answered 250 that is not on disk. `sluice stop` does the same
+ * once its answer has left.
+ *
+ * Reload (SIGHUP, `sluice reload`): read the same file again; a bad file
+ * changes nothing and its error is logged (and answered). A good one is
+ * handed to smtpd (new sessions and new commands), the scheduler and the
+ * log; the previous configuration stays allocated until the next reload,
+ * because a session may still hold a pointer into it. Settings marked not
+ * reloadable in settings.def keep their old values, with a warning.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,26 +30,15 @@
 #include <event2/thread.h>
 
 #include "conf/conf.h"
+#include "control/control.h"
 #include "dns/dns.h"
+#include "http/metrics.h"
 #include "log/log.h"
 #include "sched/sched.h"
+#include "sluiced/sluiced.h"
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
 #include "util/util.h"
-
-#define SLUICE_VERSION "0.1.0"
-
-struct sluiced {
-	struct event_base *base;
-	struct sl_conf *conf;
-	struct spool *spool;
-	struct dns *dns;
-	struct sched *sched;
-	struct smtpd_server *smtpd;
-	struct event *sig_term, *sig_int, *sig_hup, *flush_ev, *deadline_ev;
-	uint64_t recovered;
-	int stopping;
-};
 
 static void
 usage(FILE *f)
@@ -125,36 +123,169 @@ sluiced_deadline(evutil_socket_t fd, short what, void *arg)
 	sluiced_exit(d);
 }
 
-static void
-sluiced_signal(evutil_socket_t sig, short what, void *arg)
+void
+sluiced_stop(struct sluiced *d, const char *why)
 {
-	struct sluiced *d = arg;
+	struct timeval tv = { d->conf->server_shutdown_timeout, 0 };
 
-	if (sig == SIGHUP) {
-		if (log_reopen() != 0)
-			log_warn("reopen log file");
-		log_info("SIGHUP: log file reopened");
-		return;
-	}
 	if (d->stopping++) {
-		log_info("second signal: stopping now");
+		log_info("second signal: stopping now (%s)", why);
 		smtpd_server_abort(d->smtpd);
 		sluiced_exit(d);
 		return;
 	}
 	log_info("%s: shutting down (at most %llds for open transactions)",
-	    sig == SIGTERM ? "SIGTERM" : "SIGINT",
-	    (long long)d->conf->server_shutdown_timeout);
+	    why, (long long)d->conf->server_shutdown_timeout);
 	d->deadline_ev = evtimer_new(d->base, sluiced_deadline, d);
-	struct timeval tv = { d->conf->server_shutdown_timeout, 0 };
 	evtimer_add(d->deadline_ev, &tv);
 	smtpd_server_stop(d->smtpd, sluiced_drained, d);
+}
+
+/* Settings not reloadable keep the value in use (the pointers are swapped,
+ * so each configuration still frees its own strings); 1 if one changed. */
+static int
+sluiced_keep_fixed(struct sl_conf *old, struct sl_conf *nc)
+{
+	int changed = 0;
+
+#define SLUICED_STR_EQ(a, b) (strcmp((a) ? (a) : "", (b) ? (b) : "") == 0)
+#define SLUICED_FIX_STR(sec, key, f) \
+	if (!SLUICED_STR_EQ(old->f, nc->f)) { \
+		char *t_ = old->f; old->f = nc->f; nc->f = t_; \
+		log_warnx("reload: [%s] %s changed: it takes effect at the " \
+		    "next restart", #sec, #key); \
+		changed = 1; \
+	}
+#define SLUICED_FIX_NUM(sec, key, f) \
+	if (old->f != nc->f) { \
+		nc->f = old->f; \
+		log_warnx("reload: [%s] %s changed: it takes effect at the " \
+		    "next restart", #sec, #key); \
+		changed = 1; \
+	}
+#define SETTING_STR(sec, key, f) SLUICED_FIX_STR(sec, key, f)
+#define SETTING_LIST(sec, key, f) SLUICED_FIX_STR(sec, key, f)
+#define SETTING_INT(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
+#define SETTING_SIZE(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
+#define SETTING_DURATION(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
+#define SETTING_BOOL(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
+#define SETTING(sec, key, type, def, min, max, field, reload) \
+	if (!(reload)) { SETTING_##type(sec, key, field) }
+#include "conf/settings.def"
+#undef SETTING
+#undef SETTING_STR
+#undef SETTING_LIST
+#undef SETTING_INT
+#undef SETTING_SIZE
+#undef SETTING_DURATION
+#undef SETTING_BOOL
+#undef SLUICED_FIX_STR
+#undef SLUICED_FIX_NUM
+#undef SLUICED_STR_EQ
+	/* the listeners' addresses are derived from [server] listen */
+	if (strcmp(old->server_listen, nc->server_listen) != 0 ||
+	    old->nlisten != nc->nlisten) {
+		struct conf_addr *a = old->listen;
+		size_t n = old->nlisten;
+
+		old->listen = nc->listen;
+		old->nlisten = nc->nlisten;
+		nc->listen = a;
+		nc->nlisten = n;
+	}
+	return changed;
+}
+
+int
+sluiced_reload(struct sluiced *d, char *err, size_t errlen)
+{
+	struct sl_conf *nc;
+	char msg[1024];
+
+	if ((nc = conf_load(d->conf_path, msg, sizeof(msg))) == NULL) {
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    msg);
+		snprintf(err, errlen, "%s", msg);
+		return -1;
+	}
+	for (size_t i = 0; i < d->noverrides; i++) {
+		if (conf_override(nc, d->overrides[i], msg, sizeof(msg)) != 0) {
+			log_warnx("reload failed, the configuration in use "
+			    "stays: %s", msg);
+			snprintf(err, errlen, "%s", msg);
+			conf_free(nc);
+			return -1;
+		}
+	}
+	if (d->log_format != NULL)
+		nc->log_json = strcmp(d->log_format, "json") == 0;
+	if (log_open(nc->log_file, nc->log_json, nc->log_level) != 0) {
+		snprintf(err, errlen, "[log] file %s: %s", nc->log_file,
+		    strerror(errno));
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    err);
+		conf_free(nc);
+		return -1;
+	}
+	sluiced_keep_fixed(d->conf, nc);
+	smtpd_server_set_conf(d->smtpd, nc);
+	sched_set_conf(d->sched, nc);
+	/* sessions may still point into the old one: it goes next time */
+	conf_free(d->old_conf);
+	d->old_conf = d->conf;
+	d->conf = nc;
+	d->reloads++;
+	log_ev(LOG_INFO, NULL, "configuration reloaded", "file",
+	    d->conf_path ? d->conf_path : "(built-in defaults)", NULL);
+	return 0;
+}
+
+static void
+sluiced_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct sluiced *d = arg;
+	char err[1024];
+
+	if (sig == SIGHUP) {
+		if (log_reopen() != 0)
+			log_warn("reopen log file");
+		log_info("SIGHUP: log file reopened, reloading the "
+		    "configuration");
+		sluiced_reload(d, err, sizeof(err));
+		return;
+	}
+	sluiced_stop(d, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 static void
 sluiced_flush(evutil_socket_t fd, short what, void *arg)
 {
 	log_flush();
+}
+
+/* The control socket (required) and the metrics listener (optional: a
+ * port in use is a warning, so a second daemon on a host still runs). */
+static int
+sluiced_ops_start(struct sluiced *d)
+{
+	struct metrics_src src = { d->smtpd, d->sched, d->spool };
+	char err[512];
+
+	d->ctl = sluiced_ctl_new(d);
+	d->control = control_server_new(d->base, d->conf->control_socket,
+	    sluiced_ctl_cmd, d->ctl, err, sizeof(err));
+	if (d->control == NULL) {
+		log_warnx("[control] socket %s", err);
+		return -1;
+	}
+	if (d->conf->http_listen[0] == '\0')
+		return 0;
+	d->metrics = metrics_new(d->base, d->conf->http_listen, &src, err,
+	    sizeof(err));
+	if (d->metrics == NULL)
+		log_warnx("[http] listen %s: %s; running without metrics",
+		    d->conf->http_listen, err);
+	return 0;
 }
 
 static int
@@ -199,6 +330,8 @@ sluiced_run(struct sluiced *d)
 		log_warnx("%s", err);
 		return 1;
 	}
+	if (sluiced_ops_start(d) != 0)
+		return 1;
 	d->sig_term = evsignal_new(d->base, SIGTERM, sluiced_signal, d);
 	d->sig_int = evsignal_new(d->base, SIGINT, sluiced_signal, d);
 	d->sig_hup = evsignal_new(d->base, SIGHUP, sluiced_signal, d);
@@ -213,6 +346,11 @@ sluiced_run(struct sluiced *d)
 	log_flush();
 	event_base_dispatch(d->base);
 
+	/* no more commands or scrapes; answers still due are dropped */
+	control_server_free(d->control);
+	d->control = NULL;
+	metrics_free(d->metrics);
+	d->metrics = NULL;
 	/* the spool answers what is still queued, then the sessions go;
 	 * deliveries in flight are retried at the next start */
 	sched_stop(d->sched);
@@ -234,6 +372,8 @@ sluiced_free(struct sluiced *d)
 	struct event *evs[] = { d->sig_term, d->sig_int, d->sig_hup,
 		d->flush_ev, d->deadline_ev };
 
+	control_server_free(d->control);
+	metrics_free(d->metrics);
 	if (d->sched)
 		sched_stop(d->sched);
 	if (d->spool)
@@ -245,9 +385,11 @@ sluiced_free(struct sluiced *d)
 	for (size_t i = 0; i < SL_ARRAY_LEN(evs); i++)
 		if (evs[i])
 			event_free(evs[i]);
+	sluiced_ctl_free(d->ctl);
 	if (d->base)
 		event_base_free(d->base);
 	conf_free(d->conf);
+	conf_free(d->old_conf);
 }
 
 int
@@ -323,6 +465,10 @@ main(int argc, char **argv)
 			return 1;
 		}
 	}
+	d.conf_path = path;
+	d.log_format = logfmt;
+	d.overrides = overrides;
+	d.noverrides = noverrides;
 	if (logfmt != NULL)
 		d.conf->log_json = strcmp(logfmt, "json") == 0;
 	if (print) {
@@ -348,6 +494,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "sluiced: libevent without thread support\n");
 		return 1;
 	}
+	d.started = sl_now_us() / 1000000;
 	rc = sluiced_run(&d);
 	sluiced_free(&d);
 	log_close();

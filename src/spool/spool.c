@@ -95,6 +95,24 @@ spool_timeout_after(struct timespec *ts, int ms)
 	}
 }
 
+const double spool_commit_bounds[SPOOL_COMMIT_BUCKETS] = {
+	0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1,
+};
+const double spool_batch_bounds[SPOOL_BATCH_BUCKETS] = {
+	1, 2, 4, 8, 16, 32, 64, 128, 256, 1024,
+};
+
+/* Count v in the first bucket whose bound is >= v (the last: +Inf). */
+static void
+spool_hist_add(uint64_t *hist, const double *bounds, size_t n, double v)
+{
+	size_t i = 0;
+
+	while (i < n && v > bounds[i])
+		i++;
+	hist[i]++;
+}
+
 /* Run one batch (mu not held) and move it to the done list (mu held). */
 static void
 spool_thread_batch(struct spool *sp, struct spool_req *head,
@@ -124,6 +142,12 @@ spool_thread_batch(struct spool *sp, struct spool_req *head,
 	sp->stats.failures += bs.failures;
 	sp->stats.checkpoints += (uint64_t)ckpt;
 	sp->stats.commit_ms_sum += bs.commit_ms;
+	if (bs.commits > 0) {
+		spool_hist_add(sp->stats.commit_hist, spool_commit_bounds,
+		    SPOOL_COMMIT_BUCKETS, bs.commit_ms / 1000.0 / bs.commits);
+		spool_hist_add(sp->stats.batch_hist, spool_batch_bounds,
+		    SPOOL_BATCH_BUCKETS, (double)bs.requests / bs.commits);
+	}
 	if (n > sp->stats.max_batch)
 		sp->stats.max_batch = n;
 	if (err[0] != '\0')

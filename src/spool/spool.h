@@ -134,6 +134,11 @@ struct evbuffer *spool_body_load(struct spool *sp, uint64_t mid);
 void spool_msg_free(struct spool_msg *msg);
 
 /* Counters for logs and metrics; read on the event loop thread. */
+#define SPOOL_COMMIT_BUCKETS 10
+#define SPOOL_BATCH_BUCKETS 10
+/* Upper bounds (le) of the buckets: seconds, and requests per batch. */
+extern const double spool_commit_bounds[SPOOL_COMMIT_BUCKETS];
+extern const double spool_batch_bounds[SPOOL_BATCH_BUCKETS];
 struct spool_stats {
 	uint64_t commits;	/* transactions committed */
 	uint64_t requests;	/* requests committed */
@@ -141,6 +146,10 @@ struct spool_stats {
 	uint64_t checkpoints;
 	uint64_t max_batch;
 	double commit_ms_sum;	/* time in BEGIN..COMMIT, milliseconds */
+	/* Histograms per committed batch (metrics): commit time in seconds
+	 * and requests per batch; counts per bucket, the last one +Inf. */
+	uint64_t commit_hist[SPOOL_COMMIT_BUCKETS + 1];
+	uint64_t batch_hist[SPOOL_BATCH_BUCKETS + 1];
 };
 void spool_stats_get(struct spool *sp, struct spool_stats *out);
 

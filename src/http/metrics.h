@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics.h: the HTTP listener for monitoring ([http] listen): GET /metrics
+ * in the Prometheus text format (version 0.0.4), GET /healthz for load
+ * balancers. Names and meanings are listed in docs/CONTROL.md.
+ *
+ * Threads: the event loop thread; the counters are read at each scrape.
+ */
+#ifndef SL_METRICS_H
+#define SL_METRICS_H
+
+#include <stddef.h>
+
+struct event_base;
+struct evbuffer;
+struct sched;
+struct smtpd_server;
+struct spool;
+struct metrics;
+
+/* The busiest destinations get a gauge each; the rest are summed. */
+#define METRICS_TOP_DESTINATIONS 10
+
+/* Where the numbers come from (borrowed; they outlive the listener). */
+struct metrics_src {
+	struct smtpd_server *smtpd;
+	struct sched *sched;
+	struct spool *spool;
+};
+
+/*
+ * Listen on addr ("127.0.0.1:9025"); returns NULL with a message in err
+ * if it cannot be bound.
+ */
+struct metrics *metrics_new(struct event_base *base, const char *addr,
+    const struct metrics_src *src, char *err, size_t errlen);
+void metrics_free(struct metrics *m);
+
+/* Write the whole /metrics page for src into out. */
+void metrics_render(const struct metrics_src *src, struct evbuffer *out);
+
+/* Write one sample line: name{labels} value (labels may be NULL or ""). */
+void metrics_sample(struct evbuffer *out, const char *name,
+    const char *labels, double v);
+/* Write label value v into buf with \\, \" and \n escaped. */
+void metrics_label_escape(const char *v, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sluiced.h: what the daemon's files share: the process's parts, and the
+ * reload and stop that both signals and control commands start.
+ *
+ * main.c owns struct sluiced (startup, signals, shutdown); ctl.c answers
+ * the control socket's commands with the parts' query functions.
+ * Threads: the event loop thread.
+ */
+#ifndef SL_SLUICED_H
+#define SL_SLUICED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct control_server;
+struct control_req;
+struct metrics;
+struct sluiced_ctl;
+
+#define SLUICE_VERSION "0.1.0"
+
+struct sluiced {
+	struct event_base *base;
+	struct sl_conf *conf;		/* in use */
+	struct sl_conf *old_conf;	/* the one before the last reload:
+					   kept until the next one */
+	const char *conf_path;		/* -c FILE, or NULL */
+	const char *log_format;		/* --log-format, or NULL */
+	const char *const *overrides;	/* -o SECTION.KEY=VALUE, applied
+					   again at each reload */
+	size_t noverrides;
+	struct spool *spool;
+	struct dns *dns;
+	struct sched *sched;
+	struct smtpd_server *smtpd;
+	struct control_server *control;
+	struct metrics *metrics;
+	struct sluiced_ctl *ctl;
+	struct event *sig_term, *sig_int, *sig_hup, *flush_ev, *deadline_ev;
+	int64_t started;		/* unix seconds */
+	uint64_t recovered;
+	uint64_t reloads;
+	int stopping;
+};
+
+/*
+ * Read the configuration file again and use it. On an error the old one
+ * stays, the error is logged and copied to err ("file:line: ..."), and -1
+ * is returned. Settings that need a restart are logged when they changed.
+ */
+int sluiced_reload(struct sluiced *d, char *err, size_t errlen);
+/* Start the graceful shutdown (as SIGTERM); why is for the log. */
+void sluiced_stop(struct sluiced *d, const char *why);
+
+/* ctl.c: the control commands (a control_cmd_fn) and their state. */
+struct sluiced_ctl *sluiced_ctl_new(struct sluiced *d);
+void sluiced_ctl_free(struct sluiced_ctl *ctl);
+void sluiced_ctl_cmd(void *arg, struct control_req *req, const char *cmd,
+    json_t *args);
+
+#endif
