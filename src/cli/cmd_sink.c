@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "conf/conf.h"
 #include "log/log.h"
+#include "util/evloop.h"
 #include "sink/sink.h"
 #include "util/util.h"
 
@@ -134,7 +135,7 @@ sink_loop(struct cmd_sink *c, struct sink_opts *o)
 	char err[512];
 	int rc = 1;
 
-	c->base = event_base_new();
+	c->base = sl_evloop_new();
 	if ((c->sink = sink_new(c->base, o, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "sluice sink: %s\n", err);
 		goto done;
