@@ -2,10 +2,23 @@
 /*
  * cli.h: the subcommands of `sluice`. Each takes argc/argv starting at its
  * own name and returns the exit code: 0 done, 1 partly done or failed,
- * 2 usage error, 3 daemon not reachable.
+ * 2 usage error, 3 daemon not reachable (sendmail mode uses the sysexits
+ * codes instead, as every sendmail does).
  */
 #ifndef SL_CLI_H
 #define SL_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+enum {
+	CLI_OK = 0,
+	CLI_FAILED = 1,
+	CLI_USAGE = 2,
+	CLI_UNREACHABLE = 3,
+};
 
 struct cli_cmd {
 	const char *name;
@@ -16,5 +29,26 @@ struct cli_cmd {
 int cmd_version(int argc, char **argv);
 int cmd_sink(int argc, char **argv);
 int cmd_blast(int argc, char **argv);
+int cmd_queue(int argc, char **argv);
+int cmd_mailq(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_reload(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_sendmail(int argc, char **argv);
+
+/*
+ * cmd_ctl.c: send cmd with args (borrowed, may be NULL) to the control
+ * socket of the configuration at conf_path (NULL: built-in defaults).
+ * Returns CLI_OK with *result a new reference, or prints what went wrong
+ * (the daemon's error, each unknown MID) and returns the exit code.
+ */
+int cli_call(const char *conf_path, const char *cmd, json_t *args,
+    json_t **result);
+/* Print j as indented JSON and a newline. */
+void cli_print_json(json_t *j);
+/* "1.2K", "2026-11-24 10:00:00" (local time; 0: "now"), "3m05s" */
+char *cli_fmt_size(uint64_t n, char *buf, size_t size);
+char *cli_fmt_time(int64_t t, char *buf, size_t size);
+char *cli_fmt_age(int64_t secs, char *buf, size_t size);
 
 #endif

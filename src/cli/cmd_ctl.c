@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_ctl.c: `sluice reload` and `sluice stop`, and what every command
+ * that talks to the daemon shares: find its control socket from the
+ * configuration (-c FILE, as sluiced), send one request, turn the answer
+ * into the exit codes of cli.h, and the formats of the human tables.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "conf/conf.h"
+#include "control/control.h"
+#include "util/util.h"
+
+#define CLI_TIMEOUT_MS 60000
+
+int
+cli_call(const char *conf_path, const char *cmd, json_t *args,
+    json_t **result)
+{
+	struct sl_conf *conf;
+	json_t *resp, *unknown, *v;
+	enum control_call_status st;
+	char err[1024];
+	size_t i;
+
+	*result = NULL;
+	if ((conf = conf_load(conf_path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "sluice: %s\n", err);
+		return CLI_USAGE;
+	}
+	st = control_call(conf->control_socket, cmd, args, CLI_TIMEOUT_MS,
+	    &resp, err, sizeof(err));
+	conf_free(conf);
+	if (st != CONTROL_CALL_OK) {
+		fprintf(stderr, "sluice: %s\n", err);
+		return st == CONTROL_CALL_FAILED ? CLI_FAILED : CLI_UNREACHABLE;
+	}
+	if (json_is_true(json_object_get(resp, "ok"))) {
+		*result = json_incref(json_object_get(resp, "result"));
+		json_decref(resp);
+		return CLI_OK;
+	}
+	fprintf(stderr, "sluice: %s\n",
+	    json_string_value(json_object_get(resp, "error")));
+	unknown = json_object_get(resp, "unknown");
+	json_array_foreach(unknown, i, v)
+		fprintf(stderr, "sluice: %s: no such message in the queue\n",
+		    json_is_string(v) ? json_string_value(v) : "?");
+	json_decref(resp);
+	return CLI_FAILED;
+}
+
+void
+cli_print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
+	printf("%s\n", s ? s : "null");
+	free(s);
+}
+
+char *
+cli_fmt_size(uint64_t n, char *buf, size_t size)
+{
+	static const char units[] = "KMGT";
+	double v = (double)n;
+	int u = -1;
+
+	while (v >= 1024 && u < 3) {
+		v /= 1024;
+		u++;
+	}
+	if (u < 0)
+		snprintf(buf, size, "%llu", (unsigned long long)n);
+	else
+		snprintf(buf, size, "%.*f%c", v < 10 ? 1 : 0, v, units[u]);
+	return buf;
+}
+
+char *
+cli_fmt_time(int64_t t, char *buf, size_t size)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t == 0) {
+		snprintf(buf, size, "now");
+		return buf;
+	}
+	localtime_r(&tt, &tm);
+	strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
+	return buf;
+}
+
+char *
+cli_fmt_age(int64_t secs, char *buf, size_t size)
+{
+	if (secs < 0)
+		secs = 0;
+	if (secs < 60)
+		snprintf(buf, size, "%llds", (long long)secs);
+	else if (secs < 3600)
+		snprintf(buf, size, "%lldm%02llds", (long long)secs / 60,
+		    (long long)secs % 60);
+	else if (secs < 86400)
+		snprintf(buf, size, "%lldh%02lldm", (long long)secs / 3600,
+		    (long long)secs % 3600 / 60);
+	else
+		snprintf(buf, size, "%lldd%02lldh", (long long)secs / 86400,
+		    (long long)secs % 86400 / 3600);
+	return buf;
+}
+
+/* Parse the flags every control command takes: -c FILE, -h. */
+static int
+cli_ctl_flags(int argc, char **argv, const char *usage, const char **conf,
+    int *wait)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "no-wait", no_argument, NULL, 'W' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			*conf = optarg;
+			break;
+		case 'W':
+			if (wait == NULL)
+				goto bad;
+			*wait = 0;
+			break;
+		case 'h':
+			printf("%s", usage);
+			return -1;
+		default:
+			goto bad;
+		}
+	}
+	if (optind == argc)
+		return 0;
+	fprintf(stderr, "sluice %s: unexpected argument '%s'\n", argv[0],
+	    argv[optind]);
+bad:
+	fprintf(stderr, "%s", usage);
+	return CLI_USAGE;
+}
+
+int
+cmd_reload(int argc, char **argv)
+{
+	const char *conf = NULL;
+	json_t *res;
+	int rc;
+
+	rc = cli_ctl_flags(argc, argv, "usage: sluice reload [-c FILE]\n"
+	    "  re-read sluiced's configuration file; a bad file is refused\n"
+	    "  and the configuration in use stays\n", &conf, NULL);
+	if (rc != 0)
+		return rc < 0 ? CLI_OK : rc;
+	if ((rc = cli_call(conf, "reload", NULL, &res)) != CLI_OK) {
+		if (rc == CLI_FAILED)
+			fprintf(stderr, "sluice: reload refused; sluiced keeps "
+			    "the configuration in use\n");
+		return rc;
+	}
+	printf("sluice: configuration reloaded from %s\n",
+	    json_string_value(json_object_get(res, "file")));
+	json_decref(res);
+	return CLI_OK;
+}
+
+/* 1 while the process exists and is not a zombie. */
+static int
+cli_pid_alive(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+
+	if (kill(pid, 0) != 0 && errno == ESRCH)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 1;
+	p = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	if (p == NULL || (p = strrchr(buf, ')')) == NULL)
+		return 1;
+	return p[1] != ' ' || p[2] != 'Z';
+}
+
+int
+cmd_stop(int argc, char **argv)
+{
+	const char *conf = NULL;
+	int wait = 1, rc;
+	json_t *res;
+	pid_t pid;
+	time_t deadline;
+
+	rc = cli_ctl_flags(argc, argv, "usage: sluice stop [-c FILE] "
+	    "[--no-wait]\n"
+	    "  stop sluiced gracefully (as SIGTERM): open transactions finish,\n"
+	    "  nothing queued is lost; waits until it exited unless --no-wait\n",
+	    &conf, &wait);
+	if (rc != 0)
+		return rc < 0 ? CLI_OK : rc;
+	if ((rc = cli_call(conf, "stop", NULL, &res)) != CLI_OK)
+		return rc;
+	pid = (pid_t)json_integer_value(json_object_get(res, "pid"));
+	json_decref(res);
+	printf("sluice: sluiced (pid %d) is stopping\n", (int)pid);
+	if (!wait || pid <= 0)
+		return CLI_OK;
+	fflush(stdout);
+	deadline = time(NULL) + 3700;
+	while (cli_pid_alive(pid)) {
+		if (time(NULL) > deadline) {
+			fprintf(stderr, "sluice: sluiced (pid %d) is still "
+			    "running\n", (int)pid);
+			return CLI_FAILED;
+		}
+		usleep(20000);
+	}
+	printf("sluice: sluiced stopped\n");
+	return CLI_OK;
+}
