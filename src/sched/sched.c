@@ -27,6 +27,7 @@
 #include "bounce/bounce.h"
 #include "log/log.h"
 #include "sched/sched_int.h"
+#include "util/intern.h"
 #include "util/util.h"
 
 static void sched_msg_maybe_done(struct sched *s, struct sched_msg *m);
@@ -75,8 +76,8 @@ sched_rcpt_clear(struct sched_rcpt *r)
 {
 	free(r->addr);
 	free(r->orcpt);
-	free(r->last_reply);
-	free(r->remote);
+	sl_unintern(r->last_reply);
+	sl_unintern(r->remote);
 }
 
 static void
@@ -86,7 +87,6 @@ sched_msg_free(struct sched_msg *m)
 
 	for (j = m->jobs; j != NULL; j = next) {
 		next = j->next;
-		free(j->ridx);
 		free(j);
 	}
 	for (uint32_t i = 0; i < m->nrcpt; i++)
@@ -117,7 +117,7 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 		struct sched_rcpt *r = &m->rcpts[i];
 		r->addr = xstrdup(sr->addr);
 		r->orcpt = sr->orcpt ? xstrdup(sr->orcpt) : NULL;
-		r->last_reply = sr->last_reply ? xstrdup(sr->last_reply) : NULL;
+		r->last_reply = sl_intern(sr->last_reply);
 		r->rid = sr->rid;
 		r->attempts = sr->attempts;
 		r->next_retry = sr->next_retry;
@@ -177,12 +177,11 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 			    (r->state == SPOOL_RCPT_HELD))
 				break;
 		if (j == NULL) {
-			j = xcalloc(1, sizeof(*j));
+			uint32_t cap = max < m->nrcpt - i ? max : m->nrcpt - i;
+			j = xcalloc(1, sizeof(*j) + cap * sizeof(j->ridx[0]));
 			j->msg = m;
 			j->dest = d;
 			j->next = m->jobs;
-			j->ridx = xcalloc(max < m->nrcpt ? max : m->nrcpt,
-			    sizeof(*j->ridx));
 			m->jobs = j;
 			d->njobs++;
 		}
@@ -289,7 +288,6 @@ sched_job_unlink(struct sched *s, struct sched_job *job)
 	}
 	for (uint32_t i = 0; i < job->nrcpt; i++)
 		m->rcpts[job->ridx[i]].job = NULL;
-	free(job->ridx);
 	free(job);
 }
 
@@ -307,10 +305,13 @@ static void
 sched_rcpt_set_reply(struct sched_rcpt *r, const char *reply,
     const char *remote)
 {
-	free(r->last_reply);
-	r->last_reply = reply ? xstrdup(reply) : NULL;
-	free(r->remote);
-	r->remote = remote ? xstrdup(remote) : NULL;
+	const char *old = r->last_reply, *oldr = r->remote;
+
+	/* intern before releasing: reply may be the old string itself */
+	r->last_reply = sl_intern(reply);
+	r->remote = sl_intern(remote);
+	sl_unintern(old);
+	sl_unintern(oldr);
 }
 
 /* ---- recording outcomes ---- */
@@ -345,7 +346,7 @@ sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
 		v[i].state = r->state;
 		v[i].attempts = r->attempts;
 		v[i].next_retry = r->next_retry;
-		v[i].last_reply = r->last_reply;
+		v[i].last_reply = (char *)r->last_reply; /* copied */
 	}
 	m->inflight++;
 	spool_update_rcpts(s->spool, m->mid, v, n, sched_spool_done, m);

@@ -24,8 +24,8 @@ struct sched_dest;
 struct sched_rcpt {
 	char *addr;
 	char *orcpt;
-	char *last_reply;
-	char *remote;		/* the host that gave last_reply */
+	const char *last_reply;	/* interned (util/intern.h) */
+	const char *remote;	/* the host that gave last_reply; interned */
 	uint32_t rid;
 	uint32_t attempts;
 	int64_t next_retry;
@@ -73,7 +73,7 @@ struct sched_job {
 	int state;
 	int hold;			/* held while active: hold after it */
 	uint32_t nrcpt;
-	uint32_t *ridx;			/* indices into msg->rcpts */
+	uint32_t ridx[];		/* indices into msg->rcpts */
 };
 
 TAILQ_HEAD(sched_job_list, sched_job);
