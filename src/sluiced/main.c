@@ -38,6 +38,7 @@
 #include "sluiced/sluiced.h"
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
+#include "util/evloop.h"
 #include "util/util.h"
 
 static void
@@ -300,7 +301,7 @@ sluiced_run(struct sluiced *d)
 	char err[512];
 	long n;
 
-	d->base = event_base_new();
+	d->base = sl_evloop_new();
 	if (d->base == NULL) {
 		log_warnx("cannot create the event loop");
 		return 1;
