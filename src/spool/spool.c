@@ -34,6 +34,8 @@
 
 #include "spool/spool_int.h"
 
+/* WAL bytes past which the checkpoint thread is woken. */
+#define SPOOL_CKPT_TRIGGER ((int64_t)8 * 1024 * 1024)
 /* No request for this long and the spool thread checkpoints the WAL. */
 #define SPOOL_IDLE_MS 20
 /* A checkpoint a reader kept from finishing is retried this often. */
@@ -133,10 +135,16 @@ spool_thread_batch(struct spool *sp, struct spool_req *head,
 		tail = &r->next;
 	}
 	spool_db_run(sp->db, *arr, n, &bs, err, sizeof(err));
-	/* Under load the WAL is never idle: force it back once it is too big. */
+	/* Only if the checkpoint thread fell far behind: block and catch up. */
 	ckpt = spool_db_checkpoint(sp->db, 0);
 
 	pthread_mutex_lock(&sp->mu);
+	/* Under load the WAL is never idle: the checkpoint thread copies it
+	 * back while commits go on. */
+	if (spool_db_wal_bytes(sp->db) >= SPOOL_CKPT_TRIGGER && !sp->ck_wanted) {
+		sp->ck_wanted = 1;
+		pthread_cond_signal(&sp->ckcv);
+	}
 	sp->stats.commits += bs.commits;
 	sp->stats.requests += bs.requests;
 	sp->stats.failures += bs.failures;
@@ -155,6 +163,28 @@ spool_thread_batch(struct spool *sp, struct spool_req *head,
 	*sp->done_tail = head;
 	sp->done_tail = tail;
 	spool_wake_loop(sp);
+}
+
+/* The checkpoint thread: a PASSIVE checkpoint whenever the writer asks. */
+static void *
+spool_ckpt_thread(void *arg)
+{
+	struct spool *sp = arg;
+
+	pthread_mutex_lock(&sp->mu);
+	for (;;) {
+		while (!sp->ck_wanted && !sp->stopping)
+			pthread_cond_wait(&sp->ckcv, &sp->mu);
+		if (sp->stopping)
+			break;
+		pthread_mutex_unlock(&sp->mu);
+		int ran = spool_cdb_checkpoint(sp->cdb);
+		pthread_mutex_lock(&sp->mu);
+		sp->ck_wanted = 0;
+		sp->stats.checkpoints += (uint64_t)ran;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return NULL;
 }
 
 /*
@@ -251,11 +281,20 @@ spool_open(const char *dir, struct event_base *base, char *err,
 	sp->done_tail = &sp->done_head;
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_cond_init(&sp->cv, NULL);
+	pthread_cond_init(&sp->ckcv, NULL);
 
 	if ((sp->db = spool_db_open(dir, &sp->last_mid, err, errlen)) == NULL)
 		goto fail;
 	if ((sp->rdb = spool_rdb_open(dir, err, errlen)) == NULL)
 		goto fail;
+	if ((sp->cdb = spool_cdb_open(dir, err, errlen)) == NULL)
+		goto fail;
+	if ((errno = pthread_create(&sp->ckpt_thread, NULL, spool_ckpt_thread,
+	    sp)) != 0) {
+		snprintf(err, errlen, "spool: thread: %s", strerror(errno));
+		goto fail;
+	}
+	sp->ckpt_started = 1;
 	if ((sp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "spool: eventfd: %s", strerror(errno));
 		goto fail;
@@ -285,6 +324,14 @@ spool_close(struct spool *sp)
 	if (sp == NULL)
 		return;
 	sp->closing = 1;
+	if (sp->ckpt_started) {
+		pthread_mutex_lock(&sp->mu);
+		sp->stopping = 1;
+		pthread_cond_signal(&sp->ckcv);
+		pthread_mutex_unlock(&sp->mu);
+		pthread_join(sp->ckpt_thread, NULL);
+	}
+	spool_cdb_close(sp->cdb);
 	if (sp->thread_started) {
 		pthread_mutex_lock(&sp->mu);
 		sp->stopping = 1;
@@ -306,6 +353,7 @@ spool_close(struct spool *sp)
 		close(sp->efd);
 	spool_rdb_close(sp->rdb);
 	pthread_cond_destroy(&sp->cv);
+	pthread_cond_destroy(&sp->ckcv);	/* the writer may signal it to the end */
 	pthread_mutex_destroy(&sp->mu);
 	free(sp->dir);
 	free(sp);

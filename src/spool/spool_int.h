@@ -71,6 +71,12 @@ struct spool {
 
 	/* Spool thread only (after spool_open). */
 	struct spool_db *db;
+	/* The checkpoint thread: woken through ckcv when ck_wanted (mu). */
+	struct spool_cdb *cdb;
+	pthread_t ckpt_thread;
+	int ckpt_started;
+	pthread_cond_t ckcv;
+	int ck_wanted;
 
 	/* Event loop thread only. */
 	struct spool_rdb *rdb;
@@ -102,6 +108,19 @@ void spool_db_run(struct spool_db *db, struct spool_req **reqs, size_t n,
 int spool_db_checkpoint(struct spool_db *db, int idle);
 /* 1 if an idle checkpoint has work: frames not yet copied, or a large WAL. */
 int spool_db_ckpt_wanted(const struct spool_db *db);
+/* Bytes in the WAL after the last commit. */
+int64_t spool_db_wal_bytes(const struct spool_db *db);
+
+/*
+ * The checkpointer's own connection: PASSIVE checkpoints under load run on
+ * the checkpoint thread, so the writer never waits for one (a checkpoint
+ * inside the commit path stalled every session for 100-240 ms).
+ */
+struct spool_cdb;
+struct spool_cdb *spool_cdb_open(const char *dir, char *err, size_t errlen);
+/* A PASSIVE checkpoint; returns 1 if it ran. */
+int spool_cdb_checkpoint(struct spool_cdb *c);
+void spool_cdb_close(struct spool_cdb *c);
 /* Test hook: the next count transactions fail with err instead of COMMIT. */
 void spool_db_fault(struct spool_db *db, int count, enum spool_status err);
 /* Run SQL on the writer; for tests only (e.g. PRAGMA max_page_count). */

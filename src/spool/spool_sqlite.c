@@ -44,8 +44,13 @@
 #include "spool/spool_int.h"
 
 #define SPOOL_SCHEMA_VERSION 1
-/* Past this, the WAL is checkpointed even under load, so it cannot grow forever. */
+/* Past this, an idle spool thread truncates the WAL. */
 #define SPOOL_WAL_LIMIT ((int64_t)64 * 1024 * 1024)
+/*
+ * Past this the writer itself checkpoints (RESTART), blocking commits: only
+ * when the checkpoint thread cannot keep up, so the WAL cannot grow forever.
+ */
+#define SPOOL_WAL_HARD_LIMIT ((int64_t)512 * 1024 * 1024)
 /* How long the writer waits for a reader before a RESTART/TRUNCATE checkpoint gives up. */
 #define SPOOL_BUSY_MS 2000
 
@@ -252,8 +257,11 @@ spool_db_pragmas(sqlite3 *db, char *err, size_t errlen)
 		return -1;
 	}
 	/* FULL: the WAL is synced at every commit, so a 250 means on disk. */
+	/* journal_size_limit: a WAL that was reset shrinks back to 64 MB */
 	if (sqlite3_exec(db, "PRAGMA synchronous = FULL;"
-	    "PRAGMA wal_autocheckpoint = 0", NULL, NULL, NULL) != SQLITE_OK) {
+	    "PRAGMA wal_autocheckpoint = 0;"
+	    "PRAGMA journal_size_limit = 67108864", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
 		snprintf(err, errlen, "spool pragmas: %s", sqlite3_errmsg(db));
 		return -1;
 	}
@@ -716,7 +724,7 @@ spool_db_checkpoint(struct spool_db *d, int idle)
 		mode = wal_bytes >= SPOOL_WAL_LIMIT ?
 		    SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE;
 	} else {
-		if (wal_bytes < SPOOL_WAL_LIMIT)
+		if (wal_bytes < SPOOL_WAL_HARD_LIMIT)
 			return 0;
 		mode = SQLITE_CHECKPOINT_RESTART;
 	}
@@ -730,6 +738,57 @@ spool_db_checkpoint(struct spool_db *d, int idle)
 			d->wal_frames = 0;
 	}
 	return 1;
+}
+
+int64_t
+spool_db_wal_bytes(const struct spool_db *d)
+{
+	return (int64_t)d->wal_frames * d->page_size;
+}
+
+/* ---- the checkpoint thread's connection ---- */
+
+struct spool_cdb {
+	sqlite3 *db;
+};
+
+struct spool_cdb *
+spool_cdb_open(const char *dir, char *err, size_t errlen)
+{
+	struct spool_cdb *c = xcalloc(1, sizeof(*c));
+	char *path = xasprintf("%s/spool.db", dir);
+
+	if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "spool: open %s for checkpoints: %s",
+		    path, c->db ? sqlite3_errmsg(c->db) : "out of memory");
+		sqlite3_close(c->db);
+		free(c);
+		free(path);
+		return NULL;
+	}
+	/* the checkpoint syncs the database file before it counts as done */
+	sqlite3_exec(c->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+	free(path);
+	return c;
+}
+
+int
+spool_cdb_checkpoint(struct spool_cdb *c)
+{
+	int nlog = 0, nckpt = 0;
+
+	return sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+	    &nlog, &nckpt) == SQLITE_OK;
+}
+
+void
+spool_cdb_close(struct spool_cdb *c)
+{
+	if (c == NULL)
+		return;
+	sqlite3_close(c->db);
+	free(c);
 }
 
 /* ---- the event loop thread's read-only connection ---- */
