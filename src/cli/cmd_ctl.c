@@ -21,24 +21,80 @@
 
 #define CLI_TIMEOUT_MS 60000
 
+/*
+ * [control] socket read leniently from a file that does not load: the
+ * operator may be in the middle of an edit, and `reload` must reach the
+ * daemon to hear its error. A new string, or NULL if the file has none.
+ */
+static char *
+cli_scan_socket(FILE *f)
+{
+	char line[4096], *p, *eq, *sock = NULL;
+	int in_control = 0;
+
+	while (fgets(line, sizeof(line), f) != NULL) {
+		p = sl_strtrim(line);
+		if (*p == '[') {
+			in_control = strncmp(p, "[control]", 9) == 0;
+			continue;
+		}
+		if (!in_control || (eq = strchr(p, '=')) == NULL)
+			continue;
+		*eq = '\0';
+		if (strcmp(sl_strtrim(p), "socket") != 0)
+			continue;
+		p = eq + 1;
+		p[strcspn(p, ";#")] = '\0';
+		free(sock);
+		sock = xstrdup(sl_strtrim(p));
+	}
+	return sock;
+}
+
+/* The control socket of the configuration at conf_path; a new string. */
+static char *
+cli_socket_path(const char *conf_path, const char *cmd)
+{
+	struct sl_conf *conf;
+	char err[1024], *sock;
+	FILE *f;
+
+	if ((conf = conf_load(conf_path, err, sizeof(err))) != NULL) {
+		sock = xstrdup(conf->control_socket);
+		conf_free(conf);
+		return sock;
+	}
+	if ((f = fopen(conf_path, "r")) == NULL) {
+		fprintf(stderr, "sluice: %s\n", err);
+		return NULL;
+	}
+	sock = cli_scan_socket(f);
+	fclose(f);
+	if (sock == NULL) {
+		conf = conf_load(NULL, err, sizeof(err));
+		sock = xstrdup(conf ? conf->control_socket : "");
+		conf_free(conf);
+	}
+	if (strcmp(cmd, "reload") != 0)
+		fprintf(stderr, "sluice: warning: %s\n", err);
+	return sock;
+}
+
 int
 cli_call(const char *conf_path, const char *cmd, json_t *args,
     json_t **result)
 {
-	struct sl_conf *conf;
 	json_t *resp, *unknown, *v;
 	enum control_call_status st;
-	char err[1024];
+	char err[1024], *sock;
 	size_t i;
 
 	*result = NULL;
-	if ((conf = conf_load(conf_path, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "sluice: %s\n", err);
+	if ((sock = cli_socket_path(conf_path, cmd)) == NULL)
 		return CLI_USAGE;
-	}
-	st = control_call(conf->control_socket, cmd, args, CLI_TIMEOUT_MS,
-	    &resp, err, sizeof(err));
-	conf_free(conf);
+	st = control_call(sock, cmd, args, CLI_TIMEOUT_MS, &resp, err,
+	    sizeof(err));
+	free(sock);
 	if (st != CONTROL_CALL_OK) {
 		fprintf(stderr, "sluice: %s\n", err);
 		return st == CONTROL_CALL_FAILED ? CLI_FAILED : CLI_UNREACHABLE;
