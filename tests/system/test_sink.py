@@ -81,6 +81,36 @@ def test_rcpt_patterns_swaks(make_sink, tmp_path, rcpt, line):
     assert r.returncode != 0
 
 
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="no swaks")
+@pytest.mark.parametrize("rule,line", [
+    ("rate 5xx 1 at mail", "<** 554 5.3.0 Injected permanent failure"),
+    ("rate 4xx 1 at rcpt", "<** 451 4.3.0 Injected temporary failure"),
+    ("rate 421 1 at data", "<** 421 4.3.0 Injected failure, closing connection"),
+    ("rate 450 1 at data-end 4.2.1 Busy", "<** 450 4.2.1 Busy"),
+    ("rate 4xx 1 at greeting",
+     "<** 421 4.3.0 Injected failure, closing connection"),
+    ("limit recipients 1/min total 451 4.7.1 Slow down",
+     "<** 451 4.7.1 Slow down"),
+    ("max-connections 1", None),
+])
+def test_rules_swaks(make_sink, rule, line):
+    s = make_sink("--rule", rule)
+    if rule.startswith("limit"):      # the first recipient uses the quota
+        c = smtp(s)
+        c.sendmail("a@src.test", ["b@dst.test"], b"Subject: x\r\n\r\nx\r\n")
+        c.quit()
+    hold = smtp(s) if rule.startswith("max-connections") else None
+    if hold:
+        line = "<** 421 4.7.0 Too many connections, try again later"
+    r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % s.port,
+                        "--to", "x@dst.test", "--from", "a@src.test"],
+                       capture_output=True, text=True, timeout=30)
+    assert line in r.stdout, r.stdout
+    assert r.returncode != 0
+    if hold:
+        hold.quit()
+
+
 @pytest.mark.parametrize("rule,stage,code,text", [
     ("rate 4xx 1 at rcpt", "rcpt", 451, b"4.3.0 Injected temporary failure"),
     ("rate 5xx 1 at rcpt", "rcpt", 554, b"5.3.0 Injected permanent failure"),
