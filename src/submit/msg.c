@@ -167,22 +167,20 @@ submit_flush(struct submit_buf *plain, struct submit_buf *angle, int had_angle,
     struct submit_addrs *out)
 {
 	struct submit_buf *b = had_angle ? angle : plain;
-	size_t added = 0;
-	char *a = b->data ? b->data : "";
-	char *colon;
+	const char *a = b->data, *colon;
+	size_t n = b->len, added = 0;
 
 	/* an obsolete source route "@a,@b:x@y" keeps only x@y */
-	if (had_angle && a[0] == '@' && (colon = strchr(a, ':')) != NULL)
+	if (had_angle && n > 0 && a[0] == '@' &&
+	    (colon = memchr(a, ':', n)) != NULL) {
+		n -= (size_t)(colon + 1 - a);
 		a = colon + 1;
-	if (a[0] != '\0') {
-		submit_addrs_add(out, a, strlen(a));
+	}
+	if (n > 0) {
+		submit_addrs_add(out, a, n);
 		added = 1;
 	}
 	plain->len = angle->len = 0;
-	if (plain->data)
-		plain->data[0] = '\0';
-	if (angle->data)
-		angle->data[0] = '\0';
 	return added;
 }
 
