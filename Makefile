@@ -24,7 +24,7 @@ CLI_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cli/*.c))
 UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all deps run test test-unit test-system test-asan test-fuzz bench clean
+.PHONY: all deps run test test-unit test-system test-asan test-fuzz bench clean install
 
 all: $(BUILD)/sluiced $(BUILD)/sluice
 
@@ -78,6 +78,19 @@ test-fuzz:
 
 bench: deps all
 	bench/accept
+
+# sluiced in sbin, sluice in bin, `sendmail` (sbin) and `mailq` (bin) as
+# links to sluice, the docs. PREFIX=/usr puts sendmail in /usr/sbin, where a
+# system MTA's would be replaced: only then is that one touched.
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(PREFIX)/share/doc/sluice
+	install -m 755 $(BUILD)/sluiced $(DESTDIR)$(PREFIX)/sbin/sluiced
+	install -m 755 $(BUILD)/sluice $(DESTDIR)$(PREFIX)/bin/sluice
+	ln -sf ../bin/sluice $(DESTDIR)$(PREFIX)/sbin/sendmail
+	ln -sf sluice $(DESTDIR)$(PREFIX)/bin/mailq
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
 
 clean:
 	rm -rf build build-asan
