@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from delivery_util import (DEFAULT_EXT, make_body, net, parse_dsn,  # noqa: F401
-                           send)
+from delivery_util import (DEFAULT_EXT, inject, make_body, net,  # noqa: F401
+                           parse_dsn, send)
 from sluicetest import wait_until
 
 SENDER = "sender@back.test"
@@ -270,3 +270,74 @@ def test_notify_success_peer_with_dsn(net, make_sluiced):
     assert rx.messages[0].rcpt_params == ["NOTIFY=SUCCESS"]
     assert back.count() == 0, back.messages
     assert not re.search(rf"MID {mid:016X} success notice", d.log_text())
+
+
+def test_many_domains_split_transactions_mixed_outcomes(net, make_sluiced):
+    """One message, six recipients at two domains, two recipients per
+    transaction: each recipient gets exactly one copy, the refused one
+    one bounce that lists only it."""
+    net.dns.mx("other.test", "mx.other.test", 10).host("mx.other.test",
+                                                        "127.0.0.12")
+
+    def rcpt(ctx):
+        return "550 5.1.1 No such user" if ctx.addr == "x3@dest.test" \
+            else None
+    d, rx, back = world(net, make_sluiced, script=lambda n: {"rcpt": rcpt},
+                        recipients_per_transaction=2)
+    other = net.receiver("127.0.0.12")
+    rcpts = [f"x{i}@dest.test" for i in range(4)] + \
+        ["y0@other.test", "y1@other.test"]
+    send(d.port, SENDER, rcpts, make_body("split"))
+    wait_until(lambda: back.count() >= 1, timeout=15, what="the bounce")
+    finished(d, 2)
+    got = rx.rcpt_counts()
+    got.update(other.rcpt_counts())
+    assert got == {r: 1 for r in rcpts if r != "x3@dest.test"}, got
+    # at most two recipients per transaction
+    for m in rx.messages + other.messages:
+        assert len(m.rcpts) <= 2, m
+    assert len(rx.messages) == 2 and len(other.messages) == 1
+    _, _, rs = parse_dsn(back.messages[0].data)
+    assert [r["final-recipient"].split(";")[-1].strip() for r in rs] == \
+        ["x3@dest.test"], rs
+    assert rs[0]["status"] == "5.1.1"
+    assert back.count() == 1
+
+
+def test_bounce_that_bounces_is_dropped(net, make_sluiced):
+    """The DSN itself refused: no DSN about a DSN (no loop), and both
+    messages leave the spool."""
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        "rcpt": "550 5.1.1 No such user"})
+    back.script = lambda n: {"rcpt": "550 5.7.1 We refuse bounces"}
+    mid = send(d.port, SENDER, ["a@dest.test"], make_body("double"))
+    finished(d, 2)
+    dsn = d.wait_log(rf"MID {mid:016X} bounced dsn_mid=([0-9A-F]{{16}})"
+                     ).group(1)
+    d.wait_log(rf"MID {dsn} double bounce: not returned")
+    assert len(re.findall(r"bounced dsn_mid", d.log_text())) == 1
+    assert back.count() == 0 and len(back.refused) == 0
+    assert back.conns >= 1
+
+
+def test_421_under_load_lowers_concurrency_and_pauses(net, make_sluiced):
+    """A 421 on one of several connections: a pause of throttle_pause for
+    the whole destination, then everything delivered once."""
+    N = 60
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        "mail": "421 4.7.0 Too busy"} if n == 3 else {},
+        delays={"data_end": 0.02}, destination_concurrency=5)
+    inject(d.port, [(SENDER, [f"l{i}@dest.test"], make_body(f"l{i}"))
+                    for i in range(N)], sessions=5)
+    wait_until(lambda: rx.count() >= N, timeout=30, what=f"{N} delivered")
+    finished(d, N)
+    toks = rx.tokens()
+    assert len(toks) == N and set(toks.values()) == {1}
+    d.wait_log(r"destination throttled destination=dest\.test limit=\d+")
+    # no connection opened in the pause: after the 421, the next new
+    # connection came throttle_pause (2s) later
+    ev = list(rx.conn_times)       # in the order accepted
+    t421 = ev[2]
+    later = [t - t421 for t in ev[3:] if t > t421 + 0.2]
+    assert later and min(later) >= 1.5, later
+    assert back.count() == 0

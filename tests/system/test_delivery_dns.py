@@ -160,3 +160,74 @@ def test_servfail_holds_domain_until_dns_recovers(net, make_sluiced):
     finished(d, 3)
     assert rx.tokens() == {t: 1 for t in toks}
     assert net.backrx is None or net.backrx.count() == 0
+
+
+def test_mx_without_address_bounces_5_4_4(net, make_sluiced):
+    # the only MX host has no address (its name is NXDOMAIN)
+    net.dns.mx("noaddr.test", "gone.noaddr-host.test", 10)
+    net.dns.start()
+    net.back()
+    d = make_sluiced(conf=net.conf())
+    mid = send(d.port, SENDER, ["u@noaddr.test"], make_body("noaddr"))
+    _, rcpts = one_bounce(net, d, mid)
+    assert [r["status"] for r in rcpts] == ["5.4.4"], rcpts
+
+
+def test_all_mx_down_then_one_comes_up(net, make_sluiced):
+    net.dns.mx("dest.test", "mx1.dest.test", 10).host("mx1.dest.test",
+                                                       "127.0.0.11")
+    net.dns.mx("dest.test", "mx2.dest.test", 20).host("mx2.dest.test",
+                                                       "127.0.0.12")
+    net.dns.start()
+    d = make_sluiced(conf=net.conf())
+    send(d.port, SENDER, ["a@dest.test"], make_body("down"))
+    # both refused: the destination waits, the message stays
+    d.wait_log(r"destination deferred destination=dest\.test")
+    wait_until(lambda: len(re.findall(r"destination deferred destination="
+                                      r"dest\.test", d.log_text())) >= 2,
+               timeout=10, what="a second try")
+    assert d.spool.count() == 1
+    mx2 = net.receiver("127.0.0.12")
+    wait_until(lambda: mx2.count() == 1, timeout=15, what="delivery to mx2")
+    finished(d, 1)
+    assert mx2.tokens() == {"down": 1}
+    assert net.backrx is None
+
+
+def test_servfail_until_expiry_bounces_4_4_3(net, make_sluiced):
+    zone = net.dns.script("sf.test")            # SERVFAIL for good
+    net.dns.start()
+    net.back()
+    d = make_sluiced(conf=net.conf(queue_lifetime="3s"))
+    mid = send(d.port, SENDER, ["u@sf.test"], make_body("sfexpire"))
+    _, rcpts = one_bounce(net, d, mid)
+    assert len(rcpts) == 1
+    assert rcpts[0]["action"] == "failed"
+    assert rcpts[0]["status"] == "4.4.3", rcpts
+    assert "DNS lookup failed" in rcpts[0]["diagnostic-code"], rcpts
+    assert zone.queries >= 2
+
+
+def test_static_routes(net, make_sluiced):
+    """[routes]: "[addr]:port" goes there without MX; "host:port" uses the
+    MX of host; both override the domain's own MX."""
+    net.dns.mx("routed.test", "mx1.dest.test", 10)      # ignored
+    net.dns.host("mx1.dest.test", "127.0.0.11")
+    net.dns.mx("relay.test", "mx.relay.test", 10).host("mx.relay.test",
+                                                        "127.0.0.16")
+    net.dns.start()
+    wrong = net.receiver("127.0.0.11")
+    lit = net.receiver("127.0.0.15")
+    viamx = net.receiver("127.0.0.16")
+    conf = net.conf()
+    conf["routes"] = {"routed.test": f"[127.0.0.15]:{net.smtp_port}",
+                      "other.test": f"relay.test:{net.smtp_port}"}
+    d = make_sluiced(conf=conf)
+    send(d.port, SENDER, ["a@routed.test"], make_body("lit"))
+    send(d.port, SENDER, ["b@other.test"], make_body("viamx"))
+    wait_until(lambda: lit.count() + viamx.count() >= 2, timeout=15,
+               what="both routed")
+    finished(d, 2)
+    assert lit.tokens() == {"lit": 1}
+    assert viamx.tokens() == {"viamx": 1}
+    assert wrong.conns == 0
