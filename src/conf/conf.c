@@ -536,11 +536,14 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 	} else if (r->off == offsetof(struct sl_conf, http_listen)) {
 		struct conf_addr a;
 
-		if (*v != '\0' && conf_addr_parse(v, &a) != 0) {
+		if (*v == '\0')
+			return 0;
+		if (conf_addr_parse(v, &a) != 0) {
 			snprintf(msg, msglen, "'%s' is not an address and port "
 			    "(127.0.0.1:9025), nor empty", v);
 			return -1;
 		}
+		free(a.text);
 	}
 	return 0;
 }

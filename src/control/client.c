@@ -141,14 +141,21 @@ control_call(const char *path, const char *cmd, json_t *args, int timeout_ms,
 		return st;
 	req = control_req_line(cmd, args);
 	if (control_send_all(fd, req, strlen(req), deadline) != 0) {
-		snprintf(err, errlen, "%s: sending the request: %s", path,
-		    strerror(errno));
-		free(req);
-		close(fd);
-		return CONTROL_CALL_FAILED;
+		int e = errno;
+
+		/* the daemon may have refused us before reading: its line */
+		line = control_read_line(fd, deadline, &len);
+		if (line == NULL) {
+			snprintf(err, errlen, "%s: sending the request: %s",
+			    path, strerror(e));
+			free(req);
+			close(fd);
+			return CONTROL_CALL_FAILED;
+		}
+	} else {
+		line = control_read_line(fd, deadline, &len);
 	}
 	free(req);
-	line = control_read_line(fd, deadline, &len);
 	close(fd);
 	if (line == NULL) {
 		snprintf(err, errlen, "%s: no answer: %s", path,
