@@ -609,7 +609,9 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 	uint32_t *failed = xcalloc(n, sizeof(*failed));
 	uint32_t *ok_notify = xcalloc(n, sizeof(*ok_notify));
 	uint32_t *all = xcalloc(n, sizeof(*all));
-	size_t nf = 0, ns = 0, keep = 0;
+	uint32_t *delayed = xcalloc(n, sizeof(*delayed));
+	int64_t warn_after = s->conf->delivery_delay_warning;
+	size_t nf = 0, ns = 0, nd = 0, keep = 0;
 	int expired = sched_is_expired(s, m) || m->returned;
 
 	SL_ALWAYS(n == job->nrcpt);
@@ -619,6 +621,7 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		free(failed);
 		free(ok_notify);
 		free(all);
+		free(delayed);
 		sched_msg_gc(s, m);
 		return;
 	}
@@ -664,6 +667,11 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 				next = r->next_retry;
 			s->stats.deferred++;
 			job->ridx[keep++] = ri;
+			/* RFC 3461 4.1: no NOTIFY leaves delay notices to us */
+			if (warn_after > 0 && !m->warned &&
+			    now - m->arrival >= warn_after &&
+			    (r->notify == 0 || (r->notify & SPOOL_NOTIFY_DELAY)))
+				delayed[nd++] = ri;
 			{
 				char att[16], wait[24];
 				snprintf(att, sizeof(att), "%u", r->attempts);
@@ -696,9 +704,14 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 	sched_record(s, m, all, n);
 	sched_dsn(s, m, BOUNCE_FAILED, failed, nf);
 	sched_dsn(s, m, BOUNCE_RELAYED, ok_notify, ns);
+	if (nd > 0) {
+		m->warned = 1;
+		sched_dsn(s, m, BOUNCE_DELAYED, delayed, nd);
+	}
 	free(failed);
 	free(ok_notify);
 	free(all);
+	free(delayed);
 	sched_msg_maybe_done(s, m);
 }
 

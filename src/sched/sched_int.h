@@ -51,6 +51,7 @@ struct sched_msg {
 	int inflight;			/* spool requests not yet answered */
 	int expired;
 	int returned;			/* bounced by the operator */
+	int warned;			/* a delay notice went out */
 	int deleted;			/* deleted by the operator */
 	int deleting;
 	int queued;			/* 1: in s->age, 2: in s->expired */
