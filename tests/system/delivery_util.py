@@ -348,6 +348,20 @@ DEFAULT_EXT = ("PIPELINING", "8BITMIME", "SIZE 104857600",
                "ENHANCEDSTATUSCODES")
 
 
+class Gauge:
+    """Open connections across several receivers, and their peak."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    def add(self, n):
+        with self.lock:
+            self.active += n
+            self.peak = max(self.peak, self.active)
+
+
 class Receiver:
     """An SMTP server on addr:port that plays a script.
 
@@ -361,17 +375,20 @@ class Receiver:
       "multiline"   "250-x" lines, never the last one, until closed
       "stall"       no reply; wait until the client closes
       "drop_mid_data" (stage data) 354, read some of the data, close
+      "ok_close"    a 250 reply, then close at once
     delays: {stage: seconds} before that stage's reply.
+    gauge: a Gauge shared with other receivers (total concurrency).
     """
 
     def __init__(self, addr, port, script=None, ext=DEFAULT_EXT, delays=None,
-                 name="rx"):
+                 name="rx", gauge=None):
         self.addr = addr
         self.port = port
         self.script = script or (lambda n: {})
         self.ext = list(ext)
         self.delays = dict(delays or {})
         self.name = name
+        self.gauge = gauge
         self.lock = threading.Lock()
         self.conns = 0
         self.active = 0
@@ -473,6 +490,8 @@ class Receiver:
             self.conn_times.append(time.monotonic())
             self.active += 1
             self.peak = max(self.peak, self.active)
+        if self.gauge:
+            self.gauge.add(1)
         try:
             plan = self.script(conn) or {}
             await Session(self, conn, plan, reader, writer).run()
@@ -484,6 +503,8 @@ class Receiver:
             with self.lock:
                 self.active -= 1
                 self.events.append((conn, "closed"))
+            if self.gauge:
+                self.gauge.add(-1)
             try:
                 writer.close()
             except Exception:
@@ -553,6 +574,9 @@ class Session:
             raise _Closed()
         if a == "stall":
             await self.wait_close()
+        if a == "ok_close":
+            await self.send("250 2.0.0 Ok, and goodbye\r\n")
+            raise _Closed()
         if a == "drop_mid_data":
             await self.send("354 go ahead\r\n")
             await self.r.readexactly(10)    # some of the data, then go
@@ -623,7 +647,11 @@ class Session:
                                          "250 2.0.0 Ok: queued\r\n")
                 except _Closed:
                     with self.rcv.lock:
-                        self.rcv.refused.append(msg)
+                        if self.action("data_end") == "ok_close":
+                            msg.reply = "250 ok_close"
+                            self.rcv.messages.append(msg)
+                        else:
+                            self.rcv.refused.append(msg)
                     raise
                 msg.reply = r
                 with self.rcv.lock:

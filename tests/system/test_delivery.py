@@ -341,3 +341,106 @@ def test_421_under_load_lowers_concurrency_and_pauses(net, make_sluiced):
     later = [t - t421 for t in ev[3:] if t > t421 + 0.2]
     assert later and min(later) >= 1.5, later
     assert back.count() == 0
+
+
+def test_partial_451_retries_only_the_deferred_recipient(net, make_sluiced):
+    """RCPT 451 for one recipient of three: the others are delivered at
+    once and never again; the retry carries only the deferred one."""
+    def rcpt(ctx):
+        return "451 4.2.1 Mailbox busy" if ctx.addr == "r1@dest.test" and \
+            ctx.conn == 1 and not ctx.rcv.messages else None
+    d, rx, back = world(net, make_sluiced, script=lambda n: {"rcpt": rcpt})
+    rcpts = ["r0@dest.test", "r1@dest.test", "r2@dest.test"]
+    mid = send(d.port, SENDER, rcpts, make_body("partial"))
+    wait_until(lambda: sum(rx.rcpt_counts().values()) >= 3, timeout=15,
+               what="all three recipients")
+    finished(d, 1)
+    assert rx.rcpt_counts() == {r: 1 for r in rcpts}
+    assert [m.rcpts for m in rx.messages] == [
+        ["r0@dest.test", "r2@dest.test"], ["r1@dest.test"]]
+    assert re.search(rf"MID {mid:016X} RID \[1\] deferred attempts=1",
+                     d.log_text())
+    assert back.count() == 0
+
+
+def test_sigterm_with_deferred_mail_then_restart(net, make_sluiced):
+    """Deferred mail survives a clean stop: after the restart it is retried
+    and delivered once (attempts kept in the spool)."""
+    good = {"on": False}
+    d, rx, back = world(net, make_sluiced, script=lambda n: {} if good["on"]
+                        else {"rcpt": "451 4.3.0 Not now"})
+    mids = [send(d.port, SENDER, [f"t{i}@dest.test"], make_body(f"term{i}"))
+            for i in range(3)]
+    wait_until(lambda: len(re.findall(r"deferred attempts=2",
+                                      d.log_text())) >= 3,
+               timeout=15, what="three messages deferred twice")
+    d.stop()
+    assert d.spool.count() == 3
+    for mid in mids:
+        (r,) = d.spool.recipients(mid)
+        assert r["attempts"] >= 2 and r["state"] == 1, r     # DEFERRED
+        assert "451 4.3.0 Not now" in r["last_reply"]
+    good["on"] = True
+    d.start()
+    d.wait_log(r"spool recovered dir=\S+ messages=3")
+    wait_until(lambda: rx.count() >= 3, timeout=15, what="delivery after "
+               "the restart")
+    finished(d, 3)
+    assert rx.tokens() == {f"term{i}": 1 for i in range(3)}
+    assert back.count() == 0
+
+
+def test_expiry_while_a_delivery_is_in_flight(net, make_sluiced):
+    """The lifetime ends while a session hangs (data_timeout 2s): the
+    outcome that comes later finds the message expired and bounces it."""
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        "data_end": "stall"}, queue_lifetime="3s")
+    mid = send(d.port, SENDER, ["a@dest.test"], make_body("hang"))
+    wait_until(lambda: back.count() >= 1, timeout=20, what="the bounce")
+    finished(d, 2)
+    assert rx.count() == 0
+    _, _, rs = parse_dsn(back.messages[0].data)
+    assert rs[0]["action"] == "failed" and rs[0]["status"].startswith("4."), rs
+    assert "timed out" in rs[0]["diagnostic-code"], rs
+    assert re.search(rf"MID {mid:016X} expired", d.log_text())
+
+
+def test_receiver_closes_after_every_message(net, make_sluiced):
+    """A receiver that hangs up right after each 250 (one message per
+    connection): a message sent into the closing connection is retried,
+    nothing is lost or doubled."""
+    d, rx, back = world(net, make_sluiced, script=lambda n: {
+        "data_end": "ok_close"})
+    toks = [f"oc{i}" for i in range(10)]
+    inject(d.port, [(SENDER, [f"{t}@dest.test"], make_body(t)) for t in toks],
+           sessions=3)
+    wait_until(lambda: rx.count() >= 10, timeout=30, what="10 delivered")
+    finished(d, 10)
+    assert rx.tokens() == {t: 1 for t in toks}
+    assert rx.conns >= 10
+    assert back.count() == 0
+
+
+def test_body_arrives_byte_for_byte(net, make_sluiced):
+    """Dot-stuffing and 8-bit data: the receiver gets exactly what was
+    sent, after the Received: header sluice adds."""
+    d, rx, back = world(net, make_sluiced)
+    body = (b"Subject: dots\r\nX-Token: dots\r\n\r\n"
+            b".\r\n..\r\n.leading dot\r\n...three\r\n"
+            b"8-bit: \xc3\xa9\xe2\x82\xac \xff\xfe\r\n"
+            + b"L" * 990 + b"\r\n" + b"\r\n" + b". \r\n" + b"end\r\n")
+    with __import__("smtplib").SMTP("127.0.0.1", d.port, timeout=30) as s:
+        s.ehlo("client.sluice.test")
+        assert s.mail(SENDER, ["BODY=8BITMIME"])[0] == 250
+        assert s.rcpt("a@dest.test")[0] == 250
+        # smtplib's data() dot-stuffs and ends with CRLF.CRLF itself
+        code, resp = s.data(body)
+        assert code == 250, resp
+    wait_until(lambda: rx.count() == 1, timeout=15, what="delivery")
+    finished(d, 1)
+    got = rx.messages[0].data
+    assert got.startswith(b"Received: ")
+    assert got.endswith(body), got[-200:]
+    i = got.index(b"Subject: dots")
+    assert got[i:] == body
+    assert "BODY=8BITMIME" in rx.messages[0].mail_params

@@ -110,3 +110,34 @@ def test_kill9_during_delivery_loses_nothing(net, make_sluiced):
     assert set(dups) == in_flight, (sorted(dups), sorted(in_flight))
     assert back.count() == 0
     d.wait_log(r"Message finished status=done")
+
+
+def test_total_concurrency_across_destinations(net, make_sluiced):
+    """total_concurrency = 2 with three busy destinations: never more than
+    two connections in all, and every destination gets its mail."""
+    from delivery_util import Gauge
+    gauge = Gauge()
+    rxs = []
+    for i, addr in enumerate(("127.0.0.11", "127.0.0.12", "127.0.0.13")):
+        net.dns.mx(f"d{i}.test", f"mx.d{i}.test", 10).host(f"mx.d{i}.test",
+                                                             addr)
+        rxs.append(net.receiver(addr, gauge=gauge,
+                                delays={"data_end": 0.01}))
+    net.dns.start()
+    d = make_sluiced(conf=net.conf(total_concurrency=2,
+                                   destination_concurrency=5,
+                                   messages_per_connection=5))
+    n = 20
+    inject(d.port, [(SENDER, [f"m{j}@d{j % 3}.test"], make_body(f"tc{j}"))
+                    for j in range(3 * n)], sessions=6)
+    wait_until(lambda: sum(r.count() for r in rxs) >= 3 * n, timeout=60,
+               what="every message")
+    wait_until(lambda: d.spool.count() == 0, timeout=10, what="empty spool")
+    print(f"peak {gauge.peak} connections in all; per receiver "
+          f"{[r.count() for r in rxs]} messages, {[r.conns for r in rxs]} "
+          f"connections")
+    assert gauge.peak <= 2, gauge.peak
+    assert [r.count() for r in rxs] == [n, n, n]
+    for r in rxs:
+        assert set(r.tokens().values()) == {1}
+    assert "total concurrency limit" in d.log_text()
