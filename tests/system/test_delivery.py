@@ -444,3 +444,33 @@ def test_body_arrives_byte_for_byte(net, make_sluiced):
     i = got.index(b"Subject: dots")
     assert got[i:] == body
     assert "BODY=8BITMIME" in rx.messages[0].mail_params
+
+
+@pytest.mark.parametrize("notify", [None, "FAILURE"])
+def test_delay_notice_once_then_delivered(net, make_sluiced, notify):
+    """delay_warning = 2s and a receiver that defers three times: one
+    "delayed" DSN (none when NOTIFY leaves DELAY out), then the message is
+    delivered once and no other notice follows."""
+    tries = {"n": 0}
+
+    def rcpt(ctx):
+        tries["n"] += 1
+        return "451 4.7.1 Greylisted" if tries["n"] <= 3 else None
+    d, rx, back = world(net, make_sluiced, script=lambda n: {"rcpt": rcpt},
+                        delay_warning="2s")
+    mid = send(d.port, SENDER, ["a@dest.test"], make_body("late"),
+               rcpt_opts=[f"NOTIFY={notify}"] if notify else [])
+    wait_until(lambda: rx.count() >= 1, timeout=20, what="the delivery")
+    finished(d, 2 if notify is None else 1)
+    assert rx.tokens() == {"late": 1}
+    log = d.log_text()
+    if notify is None:
+        assert back.count() == 1, back.messages
+        _, _, rs = parse_dsn(back.messages[0].data)
+        assert len(rs) == 1
+        assert rs[0]["action"] == "delayed", rs
+        assert rs[0]["status"] == "4.7.1", rs
+        assert len(re.findall(rf"MID {mid:016X} delay notice", log)) == 1
+    else:
+        assert back.count() == 0
+        assert "delay notice" not in log
