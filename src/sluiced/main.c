@@ -327,10 +327,6 @@ sluiced_run(struct sluiced *d)
 	log_ev(LOG_INFO, NULL, "spool recovered", "dir", d->conf->spool_dir,
 	    "messages", err, NULL);
 	d->smtpd = smtpd_server_new(d->base, d->conf, &ops);
-	if (smtpd_server_listen(d->smtpd, err, sizeof(err)) != 0) {
-		log_warnx("%s", err);
-		return 1;
-	}
 	if (sluiced_ops_start(d) != 0)
 		return 1;
 	d->sig_term = evsignal_new(d->base, SIGTERM, sluiced_signal, d);
@@ -342,6 +338,13 @@ sluiced_run(struct sluiced *d)
 	d->flush_ev = event_new(d->base, -1, EV_PERSIST, sluiced_flush, d);
 	struct timeval tv = { 0, 100000 };
 	evtimer_add(d->flush_ev, &tv);
+	/* SMTP last: once a client can connect, the control socket, the
+	 * signal handlers and the log lines before this are all in place */
+	log_flush();
+	if (smtpd_server_listen(d->smtpd, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		return 1;
+	}
 	log_ev(LOG_INFO, NULL, "sluiced started", "version", SLUICE_VERSION,
 	    "hostname", d->conf->server_hostname, NULL);
 	log_flush();
