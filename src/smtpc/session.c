@@ -26,6 +26,13 @@
  *                           or CLOSED with SMTPC_FAILED when none is left
  *   GREETING -(2xx: EHLO sent)-> EHLO -(2xx, or 5xx then HELO 2xx:
  *                                       smtpc_greeted)-> IDLE (READY)
+ *   EHLO -(2xx offering STARTTLS, policy not NONE: smtpc_starttls_begin)->
+ *     STARTTLS -(220: smtpc_tls_start)-> TLS -(handshake done:
+ *     smtpc_tls_done, EHLO again)-> EHLO, in TLS for the rest
+ *   STARTTLS -(refused; MAY)-> IDLE in plaintext
+ *   TLS -(handshake failed or timed out: smtpc_tls_failed; MAY)-> CONNECT
+ *     on the same address, in plaintext this time
+ *   EHLO|STARTTLS|TLS -(ENCRYPT and no TLS)-> as a failed address
  *   IDLE -(smtpc_send)-> TX -(last reply: smtpc_tx_end)-> IDLE (READY)
  *   TX -(timeout, EOF, garbage: smtpc_tx_break)-> CLOSED (done, CLOSED)
  *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED)
@@ -39,8 +46,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/bufferevent_ssl.h>
+
 #include "log/log.h"
 #include "spool/spool.h"
+#include "util/tls.h"
 #include "util/util.h"
 #include "smtpc/smtpc_int.h"
 
@@ -50,6 +60,7 @@ static void smtpc_on_read(struct bufferevent *bev, void *arg);
 static void smtpc_on_write(struct bufferevent *bev, void *arg);
 static void smtpc_on_event(struct bufferevent *bev, short what, void *arg);
 static void smtpc_connect_next(struct smtpc *c);
+static void smtpc_tls_failed(struct smtpc *c, const char *why);
 
 #define SMTPC_IDS(c) (&(struct log_ids){ 0, (c)->dcid, 0, -1 })
 
@@ -96,11 +107,13 @@ smtpc_close(struct smtpc *c, const char *why)
 		if (c->connected)
 			log_ev(LOG_INFO, SMTPC_IDS(c), "close", "reason", why,
 			    NULL);
+		/* a TLS filter frees the socket's bufferevent and the SSL */
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 		c->gen++;
 	}
 	c->connected = 0;
+	c->tls = 0;
 	c->qhead = c->qlen = 0;
 	c->tx.body_writing = 0;
 	evtimer_del(c->timer);
@@ -122,6 +135,11 @@ smtpc_timer_update(struct smtpc *c)
 {
 	int head;
 
+	if (c->state == SMTPC_ST_TLS) {
+		/* the handshake has the time of a command */
+		smtpc_timer_set(c, c->p.command_timeout);
+		return;
+	}
 	if (c->qlen == 0) {
 		evtimer_del(c->timer);
 		return;
@@ -370,23 +388,141 @@ smtpc_on_line(void *arg, const char *s, size_t n)
 	}
 }
 
+/* --- STARTTLS (RFC 3207) --- */
+
 /*
- * STARTTLS (RFC 3207) belongs here: when the peer offers it (and policy
- * wants it), send STARTTLS, wrap c->bev in bufferevent_openssl_filter_new()
- * and say EHLO again. TODO(tls): not implemented in this part yet; the
- * offer is recorded in c->ext and the session goes on in plaintext.
- * Returns 1 when it took over the session.
+ * After EHLO: send STARTTLS when the peer offers it and the policy wants
+ * it. Returns 1 when it took over the session (STARTTLS sent, or the
+ * address failed for want of TLS).
  */
 static int
 smtpc_starttls_begin(struct smtpc *c)
 {
-	return 0;
+	if (c->tls || c->p.tls == SMTPC_TLS_NONE || c->tls_off == c->ai + 1)
+		return 0;
+	if (!(c->ext & SMTPC_EXT_STARTTLS)) {
+		if (c->p.tls != SMTPC_TLS_ENCRYPT)
+			return 0;
+		smtpc_addr_fail(c, 0, "TLS is required, but %s did not offer "
+		    "STARTTLS", c->peer);
+		return 1;
+	}
+	c->state = SMTPC_ST_STARTTLS;
+	smtpc_cmd(c, SMTPC_CMD_STARTTLS, 0, "STARTTLS");
+	return 1;
+}
+
+/* SNI (RFC 6066 3): the MX host's name, never an address literal. */
+static void
+smtpc_tls_sni(struct smtpc *c, SSL *ssl)
+{
+	char name[256];
+	unsigned char bin[16];
+	size_t n;
+
+	sl_strlcpy(name, c->addrs[c->ai].host, sizeof(name));
+	n = strlen(name);
+	if (n > 0 && name[n - 1] == '.')
+		name[--n] = '\0';
+	if (n == 0 || strchr(name, '[') != NULL || strchr(name, '.') == NULL ||
+	    inet_pton(AF_INET, name, bin) == 1 ||
+	    inet_pton(AF_INET6, name, bin) == 1)
+		return;
+	SSL_set_tlsext_host_name(ssl, name);
+}
+
+/* The 220 to STARTTLS came: wrap the socket's bufferevent in TLS. */
+static void
+smtpc_tls_start(struct smtpc *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	SSL_CTX *ctx = sl_tls_client_ctx();
+	SSL *ssl = ctx != NULL ? SSL_new(ctx) : NULL;
+	struct bufferevent *bev;
+
+	if (ssl == NULL) {
+		smtpc_tls_failed(c, "cannot create a TLS session");
+		return;
+	}
+	smtpc_tls_sni(c, ssl);
+	/* bytes after the 220 came unprotected: never read them as replies */
+	evbuffer_drain(in, evbuffer_get_length(in));
+	bev = bufferevent_openssl_filter_new(c->base, c->bev, ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)	/* only out of memory: the input was drained */
+		SL_PANIC("smtpc: bufferevent_openssl_filter_new failed");
+	/* a peer that closes without close_notify is an EOF, not an error */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	/* the socket's bufferevent keeps its write timeout; TIMEOUT comes up */
+	c->bev = bev;
+	bufferevent_setcb(bev, smtpc_on_read, smtpc_on_write, smtpc_on_event, c);
+	bufferevent_enable(bev, EV_READ);
+	c->state = SMTPC_ST_TLS;
+	smtpc_timer_update(c);
+}
+
+/* The handshake is done: RFC 3207 4.2, forget the old EHLO, say it again. */
+static void
+smtpc_tls_done(struct smtpc *c)
+{
+	c->tls = 1;
+	log_ev(LOG_INFO, SMTPC_IDS(c), "TLS established", "relay", c->peer,
+	    "version", sl_tls_version(c->bev), "cipher", sl_tls_cipher(c->bev),
+	    NULL);
+	c->ext = 0;
+	c->peer_size = 0;
+	c->state = SMTPC_ST_EHLO;
+	smtpc_cmd(c, SMTPC_CMD_EHLO, 0, "EHLO %s", c->helo);
+	smtpc_timer_update(c);
+}
+
+/*
+ * The handshake failed or timed out. MAY: the same address once more, in
+ * plaintext (a server with broken TLS still gets its mail). ENCRYPT: on
+ * to the next address.
+ */
+static void
+smtpc_tls_failed(struct smtpc *c, const char *why)
+{
+	if (c->p.tls == SMTPC_TLS_ENCRYPT) {
+		smtpc_addr_fail(c, 0, "TLS handshake with %s failed: %s",
+		    c->peer, why);
+		return;
+	}
+	log_ev(LOG_INFO, SMTPC_IDS(c), "TLS handshake failed", "relay",
+	    c->peer, "reason", why, "then", "plaintext", NULL);
+	smtpc_close(c, "TLS handshake failed");
+	c->tls_off = c->ai + 1;
+	if (smtpc_connect_start(c) == 0)
+		return;
+	log_ev(LOG_INFO, SMTPC_IDS(c), "connect failed", "reason",
+	    c->last_reason, NULL);
+	c->ai++;
+	smtpc_connect_next(c);
+}
+
+static void
+smtpc_starttls_reply(struct smtpc *c)
+{
+	if (c->reply.code == 220) {
+		smtpc_tls_start(c);
+		return;
+	}
+	if (c->p.tls == SMTPC_TLS_ENCRYPT) {
+		smtpc_addr_fail(c, 0, "TLS is required, but %s refused "
+		    "STARTTLS: %d %s", c->peer, c->reply.code, c->reply.text);
+		return;
+	}
+	log_ev(LOG_INFO, SMTPC_IDS(c), "STARTTLS refused", "relay", c->peer,
+	    "reply", c->reply.text, "then", "plaintext", NULL);
+	c->state = SMTPC_ST_IDLE;
+	smtpc_emit(c, SMTPC_READY, 0, NULL);
 }
 
 static void
 smtpc_greeted(struct smtpc *c)
 {
-	if ((c->ext & SMTPC_EXT_STARTTLS) && smtpc_starttls_begin(c))
+	if (smtpc_starttls_begin(c))
 		return;
 	c->state = SMTPC_ST_IDLE;
 	smtpc_emit(c, SMTPC_READY, 0, NULL);
@@ -426,8 +562,12 @@ smtpc_lost(struct smtpc *c, const char *why)
 		smtpc_addr_fail(c, 0, "connect to %s:%d: %s", c->peer, c->port,
 		    why);
 		break;
+	case SMTPC_ST_TLS:
+		smtpc_tls_failed(c, why);
+		break;
 	case SMTPC_ST_GREETING:
 	case SMTPC_ST_EHLO:
+	case SMTPC_ST_STARTTLS:
 		smtpc_addr_fail(c, 0, "%s with %s while receiving %s",
 		    strcmp(why, "timed out") == 0 ? "conversation timed out" :
 		    why, c->peer, smtpc_cmd_name(c));
@@ -470,6 +610,9 @@ smtpc_on_reply(struct smtpc *c)
 	case SMTPC_CMD_QUIT:
 		smtpc_close(c, "quit");
 		smtpc_emit(c, SMTPC_CLOSED, 0, NULL);
+		break;
+	case SMTPC_CMD_STARTTLS:
+		smtpc_starttls_reply(c);
 		break;
 	default:
 		if (SL_ALWAYS(c->tx.m != NULL))
@@ -534,9 +677,12 @@ smtpc_on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtpc *c = arg;
 	int err = errno;
+	char why[256];
 
 	smtpc_enter(c);
-	if (what & BEV_EVENT_CONNECTED) {
+	if ((what & BEV_EVENT_CONNECTED) && c->state == SMTPC_ST_TLS) {
+		smtpc_tls_done(c);
+	} else if (what & BEV_EVENT_CONNECTED) {
 		evtimer_del(c->timer);
 		smtpc_connected(c);
 	} else if (what & BEV_EVENT_TIMEOUT) {
@@ -546,6 +692,9 @@ smtpc_on_event(struct bufferevent *bev, short what, void *arg)
 		smtpc_read(c);
 		if (!c->dead && c->bev == bev)
 			smtpc_lost(c, "connection closed");
+	} else if (c->tls || c->state == SMTPC_ST_TLS) {
+		smtpc_lost(c, sl_tls_error(bev, err != 0 ? strerror(err) :
+		    "connection error", why, sizeof(why)));
 	} else {
 		smtpc_lost(c, err != 0 ? strerror(err) : "connection error");
 	}
@@ -688,6 +837,12 @@ uint64_t
 smtpc_dcid(const struct smtpc *c)
 {
 	return c->dcid;
+}
+
+int
+smtpc_peer_tls(const struct smtpc *c)
+{
+	return c->tls;
 }
 
 unsigned

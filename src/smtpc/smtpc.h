@@ -17,6 +17,16 @@
  * fails with 552 5.3.4 without being sent; a message that needs SMTPUTF8
  * to a peer without it fails with 553 5.6.7.
  *
+ * STARTTLS (RFC 3207): with the default policy (SMTPC_TLS_MAY) a peer that
+ * offers STARTTLS after EHLO gets it; on 220 the connection is wrapped in
+ * TLS 1.2 or later (SNI: the MX name; certificates are not verified) and
+ * EHLO is said again, the extensions offered before TLS forgotten. A
+ * refusal of STARTTLS goes on in plaintext. A failed handshake closes the
+ * connection and the same address is tried once more in plaintext (as
+ * Postfix does at its "may" level); SMTPC_TLS_ENCRYPT fails the address
+ * instead (code 0: temporary), as it does when STARTTLS is not offered or
+ * is refused.
+ *
  * Every step has a timeout (RFC 5321 4.5.3.2); a peer that stalls, sends
  * garbage, a reply without CRLF, or a multi-line reply that never ends (more
  * than 100 lines or 64 KB) ends the connection with the message's
@@ -41,6 +51,13 @@ struct smtpc_addr {
 	char host[256];			/* MX name, for logs and DSNs */
 };
 
+/* STARTTLS policy; the per-route setting will choose it. */
+enum smtpc_tls {
+	SMTPC_TLS_MAY = 0,	/* TLS when offered; plaintext otherwise */
+	SMTPC_TLS_NONE,		/* never STARTTLS */
+	SMTPC_TLS_ENCRYPT,	/* TLS or no delivery to this address */
+};
+
 struct smtpc_params {
 	const char *helo;		/* our name in EHLO */
 	int connect_timeout;		/* seconds; default 30 */
@@ -49,6 +66,7 @@ struct smtpc_params {
 					   600 */
 	int use_bdat;			/* send BDAT when the peer offers
 					   CHUNKING; default 0 (DATA) */
+	int tls;			/* enum smtpc_tls; default 0 (MAY) */
 };
 
 struct smtpc_rcpt {
@@ -128,9 +146,11 @@ enum {
 	SMTPC_EXT_SMTPUTF8 = 8,
 	SMTPC_EXT_DSN = 16,
 	SMTPC_EXT_CHUNKING = 32,
-	SMTPC_EXT_STARTTLS = 64,	/* recorded; TLS is not started yet */
+	SMTPC_EXT_STARTTLS = 64,	/* offered (never after TLS began) */
 };
 unsigned smtpc_peer_ext(const struct smtpc *c);
+/* 1 if the connection is in TLS now. */
+int smtpc_peer_tls(const struct smtpc *c);
 /* The peer's SIZE limit in bytes; 0 if none given. */
 uint64_t smtpc_peer_size(const struct smtpc *c);
 

@@ -18,6 +18,8 @@ enum smtpc_state {
 	SMTPC_ST_CONNECT,	/* TCP connect in progress */
 	SMTPC_ST_GREETING,	/* connected, waiting for the 220 */
 	SMTPC_ST_EHLO,		/* EHLO or HELO sent */
+	SMTPC_ST_STARTTLS,	/* STARTTLS sent, waiting for the 220 */
+	SMTPC_ST_TLS,		/* the TLS handshake is under way */
 	SMTPC_ST_IDLE,		/* READY: wants a message or QUIT */
 	SMTPC_ST_TX,		/* a message in flight */
 	SMTPC_ST_QUIT,		/* QUIT sent, waiting for its reply */
@@ -36,6 +38,7 @@ enum smtpc_cmd {
 	SMTPC_CMD_DOT,		/* the body and its final ".\r\n" */
 	SMTPC_CMD_BDAT,		/* "BDAT n LAST" and the body */
 	SMTPC_CMD_QUIT,
+	SMTPC_CMD_STARTTLS,
 };
 
 struct smtpc_sent {
@@ -93,6 +96,9 @@ struct smtpc {
 	struct smtpc_sent *q;	/* commands awaiting replies */
 	size_t qhead, qlen, qcap;
 
+	int tls;		/* bev is the TLS filter, handshake done */
+	size_t tls_off;		/* ai + 1 of an address whose handshake
+				   failed: it is retried in plaintext */
 	unsigned ext;		/* SMTPC_EXT_* */
 	uint64_t peer_size;
 	int need_rset;		/* the last transaction was left open */

@@ -36,7 +36,7 @@ smtpc_cmd_name(const struct smtpc *c)
 {
 	static const char *const names[] = { "the greeting", "EHLO", "HELO",
 		"RSET", "MAIL FROM", "RCPT TO", "DATA", "end of data",
-		"message body", "QUIT" };
+		"message body", "QUIT", "STARTTLS" };
 	int cmd;
 
 	if (c->qlen == 0)

@@ -10,6 +10,12 @@
  * command line with the number of the read that brought it (so a test can
  * see MAIL, RCPT and DATA arrive in one write) and the raw data bytes.
  *
+ * With tls_ctx set the peer takes STARTTLS (220, then a libevent OpenSSL
+ * filter with a certificate made in memory), records the SNI it was
+ * given, and answers EHLO in TLS with ehlo_tls; tls_garbage answers the
+ * ClientHello with plaintext instead. The tests of the STARTTLS policy
+ * are at the end; the others run with SMTPC_TLS_NONE.
+ *
  * Run one test by name: test_smtpc test_reuse (a cmocka filter pattern).
  */
 #include <arpa/inet.h>
@@ -27,7 +33,11 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "log/log.h"
 #include "spool/spool.h"
@@ -51,6 +61,14 @@ struct fpeer {
 	const char *stall_at;		/* verb (or "DOT") never answered */
 	const char *garbage_at;		/* verb answered with garbage */
 	int close_at_ehlo;		/* hang up on EHLO */
+	SSL_CTX *tls_ctx;		/* NULL: STARTTLS gets 502 */
+	const char *starttls_reply;	/* NULL: 220 and the handshake */
+	const char *starttls_extra;	/* sent right after the 220 */
+	int tls_garbage;		/* after 220, plaintext, no TLS */
+	const char *ehlo_tls;		/* EHLO reply in TLS; NULL: ehlo */
+	int tls;			/* this connection is in TLS */
+	int tls_up;			/* its handshake finished */
+	char sni[256];
 
 	struct bufferevent *bev;
 	int nconn;
@@ -80,6 +98,63 @@ fp_is(const char *line, const char *verb)
 	return strncasecmp(line, verb, strlen(verb)) == 0;
 }
 
+static void fp_read(struct bufferevent *bev, void *arg);
+static void fp_event(struct bufferevent *bev, short what, void *arg);
+
+/* STARTTLS: the reply, then the handshake (or plaintext garbage). */
+static void
+fp_starttls(struct fpeer *fp)
+{
+	struct evbuffer *in = bufferevent_get_input(fp->bev);
+
+	if (fp->starttls_reply != NULL) {
+		fp_say(fp, fp->starttls_reply);
+		return;
+	}
+	fp_say(fp, "220 2.0.0 go ahead\r\n");
+	if (fp->starttls_extra != NULL)
+		fp_say(fp, fp->starttls_extra);
+	if (fp->tls_garbage) {
+		fp_say(fp, "this is not TLS at all\r\n");
+		return;
+	}
+	evbuffer_drain(in, evbuffer_get_length(in));
+	fp->bev = bufferevent_openssl_filter_new(bufferevent_get_base(fp->bev),
+	    fp->bev, SSL_new(fp->tls_ctx), BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE);
+	assert_non_null(fp->bev);
+	bufferevent_openssl_set_allow_dirty_shutdown(fp->bev, 1);
+	bufferevent_setcb(fp->bev, fp_read, NULL, fp_event, fp);
+	bufferevent_enable(fp->bev, EV_READ | EV_WRITE);
+	fp->tls = 1;
+}
+
+/* A server context with a self-signed P-256 certificate for mx.test. */
+static SSL_CTX *
+fp_tls_ctx(void)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	X509_NAME *name = X509_get_subject_name(x);
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	assert_non_null(key);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, key);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)"mx.test", -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return ctx;
+}
+
 /* Reply to a command, or not (stall), or with garbage; 0 if stalled. */
 static int
 fp_answer(struct fpeer *fp, const char *verb, const char *reply)
@@ -107,7 +182,10 @@ fp_line(struct fpeer *fp, char *line)
 			fp->bev = NULL;
 			return;
 		}
-		fp_answer(fp, "EHLO", fp->ehlo ? fp->ehlo : EHLO_ALL);
+		fp_answer(fp, "EHLO", fp->tls && fp->ehlo_tls ? fp->ehlo_tls :
+		    fp->ehlo ? fp->ehlo : EHLO_ALL);
+	} else if (fp_is(line, "STARTTLS") && fp->tls_ctx != NULL) {
+		fp_starttls(fp);
 	} else if (fp_is(line, "HELO")) {
 		fp_answer(fp, "HELO", "250 fake.test\r\n");
 	} else if (fp_is(line, "MAIL")) {
@@ -192,6 +270,13 @@ fp_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct fpeer *fp = arg;
 
+	if (what & BEV_EVENT_CONNECTED) {
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		const char *sni = SSL_get_servername(ssl,
+		    TLSEXT_NAMETYPE_host_name);
+		fp->tls_up = 1;
+		snprintf(fp->sni, sizeof(fp->sni), "%s", sni ? sni : "");
+	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		bufferevent_free(fp->bev);
 		fp->bev = NULL;
@@ -207,7 +292,7 @@ fp_accept(struct evconnlistener *lis, evutil_socket_t fd,
 	if (fp->bev != NULL)
 		bufferevent_free(fp->bev);
 	fp->nconn++;
-	fp->stalled = fp->in_data = 0;
+	fp->stalled = fp->in_data = fp->tls = 0;
 	fp->bev = bufferevent_socket_new(evconnlistener_get_base(lis), fd,
 	    BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(fp->bev, fp_read, NULL, fp_event, fp);
@@ -240,6 +325,7 @@ fp_stop(struct fpeer *fp)
 		bufferevent_free(fp->bev);
 	evconnlistener_free(fp->lis);
 	evbuffer_free(fp->data);
+	SSL_CTX_free(fp->tls_ctx);
 	for (int i = 0; i < fp->ncmd; i++)
 		free(fp->cmd[i]);
 }
@@ -373,7 +459,7 @@ addr4(int port, const char *host)
 
 static const struct smtpc_params params_fast = {
 	.helo = "client.test", .connect_timeout = 2, .command_timeout = 1,
-	.data_timeout = 2,
+	.data_timeout = 2, .tls = SMTPC_TLS_NONE,
 };
 
 static void
@@ -920,6 +1006,190 @@ test_log_lines(void **state)
 	tmsg_free(&t);
 }
 
+/* --- STARTTLS (RFC 3207) --- */
+
+static const struct smtpc_params params_tls = {
+	.helo = "client.test", .connect_timeout = 2, .command_timeout = 1,
+	.data_timeout = 2,	/* .tls: 0, SMTPC_TLS_MAY, the default */
+};
+
+/* The commands the peer received, joined by '|'. */
+static const char *
+fp_cmds(struct fpeer *fp)
+{
+	static char buf[2048];
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < fp->ncmd && n < sizeof(buf); i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s",
+		    i ? "|" : "", fp->cmd[i]);
+	return buf;
+}
+
+/* Offered: STARTTLS, the handshake with SNI, EHLO again, mail in TLS. */
+static void
+test_tls_may(void **state)
+{
+	struct fixture *f = *state;
+	struct tmsg t;
+	char *data;
+
+	f->fp.tls_ctx = fp_tls_ctx();
+	f->fp.ehlo_tls = "250-fake.test\r\n250 PIPELINING\r\n";
+	connect_ready(f, &params_tls);
+	assert_int_equal(smtpc_peer_tls(f->d.c), 1);
+	assert_true(f->fp.tls_up);
+	assert_string_equal(f->fp.sni, "mx.test");
+	assert_string_equal(fp_cmds(&f->fp),
+	    "EHLO client.test|STARTTLS|EHLO client.test");
+	/* RFC 3207 4.2: only what the peer said in TLS counts */
+	assert_int_equal(smtpc_peer_ext(f->d.c), SMTPC_EXT_PIPELINING);
+	tmsg_init(&t, "hello\r\n", "a@test", NULL);
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 250);
+	data = fp_data_str(&f->fp);
+	assert_string_equal(data, "hello\r\n.\r\n");
+	free(data);
+	drv_quit(&f->d);
+	run_until(&f->d, &f->d.closed, 1);
+	assert_int_equal(f->fp.nconn, 1);
+	tmsg_free(&t);
+}
+
+/* A reply pipelined after the 220 is never taken as the EHLO reply. */
+static void
+test_tls_reply_injection(void **state)
+{
+	struct fixture *f = *state;
+
+	f->fp.tls_ctx = fp_tls_ctx();
+	f->fp.starttls_extra = "250-evil.test\r\n250 SIZE 10\r\n";
+	connect_ready(f, &params_tls);
+	assert_int_equal(smtpc_peer_tls(f->d.c), 1);
+	assert_int_equal(smtpc_peer_size(f->d.c), 100000);
+	assert_string_equal(fp_cmds(&f->fp),
+	    "EHLO client.test|STARTTLS|EHLO client.test");
+}
+
+/* An address literal is no server name: no SNI. */
+static void
+test_tls_no_sni_for_literal(void **state)
+{
+	struct fixture *f = *state;
+	struct smtpc_addr a = addr4(f->fp.port, "127.0.0.1");
+
+	f->fp.tls_ctx = fp_tls_ctx();
+	drv_connect(&f->d, &params_tls, &a, 1);
+	run_until(&f->d, &f->d.ready, 1);
+	assert_true(f->fp.tls_up);
+	assert_string_equal(f->fp.sni, "");
+}
+
+/* MAY and a refusal: on in plaintext on the same connection. */
+static void
+test_tls_refused_plaintext(void **state)
+{
+	struct fixture *f = *state;
+	struct tmsg t;
+
+	f->fp.tls_ctx = fp_tls_ctx();
+	f->fp.starttls_reply = "454 4.7.0 TLS not available\r\n";
+	connect_ready(f, &params_tls);
+	assert_int_equal(smtpc_peer_tls(f->d.c), 0);
+	tmsg_init(&t, "x\r\n", "a@test", NULL);
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 250);
+	assert_string_equal(f->fp.cmd[1], "STARTTLS");
+	assert_string_equal(f->fp.cmd[2], "MAIL FROM:<from@test> SIZE=3");
+	assert_int_equal(f->fp.nconn, 1);
+	tmsg_free(&t);
+}
+
+/* MAY and a broken handshake: the same address again, in plaintext. */
+static void
+test_tls_handshake_fails_plaintext_retry(void **state)
+{
+	struct fixture *f = *state;
+
+	f->fp.tls_ctx = fp_tls_ctx();
+	f->fp.tls_garbage = 1;
+	connect_ready(f, &params_tls);
+	assert_int_equal(f->d.failed, 0);
+	assert_int_equal(f->fp.nconn, 2);
+	assert_int_equal(smtpc_peer_tls(f->d.c), 0);
+	assert_string_equal(fp_cmds(&f->fp),
+	    "EHLO client.test|STARTTLS|EHLO client.test");
+	assert_true(smtpc_peer_ext(f->d.c) & SMTPC_EXT_STARTTLS);
+}
+
+/* ENCRYPT: no offer, a refusal or a broken handshake fail the address. */
+static void
+test_tls_encrypt(void **state)
+{
+	struct fixture *f = *state;
+	struct smtpc_params p = params_tls;
+	struct smtpc_addr a = addr4(f->fp.port, "mx.test");
+	static const struct {
+		const char *ehlo, *reply;
+		int garbage;
+		const char *want;
+	} cases[] = {
+		{ "250-fake.test\r\n250 PIPELINING\r\n", NULL, 0,
+		  "TLS is required, but mx.test[127.0.0.1] did not offer "
+		  "STARTTLS" },
+		{ NULL, "454 4.7.0 Not now\r\n", 0, "TLS is required, but "
+		  "mx.test[127.0.0.1] refused STARTTLS: 454 4.7.0 Not now" },
+		{ NULL, NULL, 1, "TLS handshake with mx.test[127.0.0.1] "
+		  "failed: " },
+	};
+
+	p.tls = SMTPC_TLS_ENCRYPT;
+	f->fp.tls_ctx = fp_tls_ctx();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		f->fp.ehlo = cases[i].ehlo;
+		f->fp.starttls_reply = cases[i].reply;
+		f->fp.tls_garbage = cases[i].garbage;
+		f->d.failed = 0;
+		drv_connect(&f->d, &p, &a, 1);
+		run_until(&f->d, &f->d.failed, 1);
+		assert_int_equal(f->d.code, 0);
+		assert_int_equal(f->d.ready, 0);
+		assert_memory_equal(f->d.reason, cases[i].want,
+		    strlen(cases[i].want));
+		smtpc_free(f->d.c);
+		f->d.c = NULL;
+	}
+	assert_int_equal(f->fp.nconn, 3);	/* no plaintext retry */
+}
+
+/* The operators' line: version and cipher on the DCID. */
+static void
+test_tls_log_line(void **state)
+{
+	struct fixture *f = *state;
+	char path[] = "/tmp/test_smtpc_tls_log.XXXXXX";
+	char buf[8192];
+	int fd = mkstemp(path);
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	assert_int_equal(log_open(path, 0, "info"), 0);
+	f->fp.tls_ctx = fp_tls_ctx();
+	connect_ready(f, &params_tls);
+	log_flush();
+	n = read(fd, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "DCID 7 TLS established "
+	    "relay=mx.test[127.0.0.1] version=TLSv1.3 cipher=TLS_"));
+	log_open("-", 0, "warning");
+	close(fd);
+	unlink(path);
+}
+
 int
 main(void)
 {
@@ -944,6 +1214,13 @@ main(void)
 		T(test_params_and_bdat),
 		T(test_idle_peer_closes),
 		T(test_log_lines),
+		T(test_tls_may),
+		T(test_tls_reply_injection),
+		T(test_tls_no_sni_for_literal),
+		T(test_tls_refused_plaintext),
+		T(test_tls_handshake_fails_plaintext_retry),
+		T(test_tls_encrypt),
+		T(test_tls_log_line),
 #undef T
 	};
 

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tls.h: the OpenSSL contexts and the small helpers that the STARTTLS of
+ * smtpd (server) and smtpc (client) share.
+ *
+ * Threads: the event loop thread (the client context is created lazily,
+ * without a lock).
+ */
+#ifndef SL_TLS_H
+#define SL_TLS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+struct bufferevent;
+
+/*
+ * The process's one client context (TLS 1.2 or later, no certificate
+ * verification: opportunistic), created on first use; NULL if OpenSSL
+ * cannot make one. Borrowed: never free it.
+ */
+SSL_CTX *sl_tls_client_ctx(void);
+
+/*
+ * A new server context (TLS 1.2 or later) with the certificate chain of
+ * cert (PEM) and the private key of key (PEM; NULL or "": the key is in
+ * cert). Returns NULL with the problem in err, which starts with the file
+ * it is about: "/etc/c.pem: No such file or directory". *bad_key is set
+ * to 1 when the key file was at fault, else 0. Free with SSL_CTX_free().
+ */
+SSL_CTX *sl_tls_server_ctx_new(const char *cert, const char *key,
+    int *bad_key, char *err, size_t errlen);
+
+/*
+ * Why a TLS bufferevent failed: its oldest OpenSSL error, or the thread's,
+ * or fallback. Writes into buf and returns it.
+ */
+const char *sl_tls_error(struct bufferevent *bev, const char *fallback,
+    char *buf, size_t len);
+
+/* The protocol and cipher of a TLS bufferevent ("TLSv1.3"); "" if none. */
+const char *sl_tls_version(struct bufferevent *bev);
+const char *sl_tls_cipher(struct bufferevent *bev);
+
+#endif
