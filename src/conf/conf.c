@@ -627,6 +627,42 @@ conf_override(struct sl_conf *c, const char *spec, char *err, size_t errlen)
 	return p.failed ? -1 : 0;
 }
 
+int
+conf_keep_fixed(struct sl_conf *old, struct sl_conf *nc,
+    void (*changed)(const char *section, const char *key))
+{
+	int n = 0, listen = 0;
+
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_rows); i++) {
+		const struct conf_row *r = &conf_rows[i];
+		char *ob = (char *)old + r->off, *nb = (char *)nc + r->off;
+
+		if (r->reloadable)
+			continue;
+		if (r->type == T_STR || r->type == T_LIST) {
+			char **os = (char **)ob, **ns = (char **)nb, *t;
+			if (strcmp(*os, *ns) == 0)
+				continue;
+			/* swap, so each configuration frees its own strings */
+			t = *os, *os = *ns, *ns = t;
+			listen |= r->off == offsetof(struct sl_conf, server_listen);
+		} else {
+			if (*(int64_t *)ob == *(int64_t *)nb)
+				continue;
+			*(int64_t *)nb = *(int64_t *)ob;
+		}
+		changed(r->section, r->key);
+		n++;
+	}
+	if (listen) {	/* the derived addresses follow their setting */
+		struct conf_addr *a = old->listen;
+		size_t k = old->nlisten;
+		old->listen = nc->listen, old->nlisten = nc->nlisten;
+		nc->listen = a, nc->nlisten = k;
+	}
+	return n;
+}
+
 struct sl_conf *
 conf_free(struct sl_conf *c)
 {

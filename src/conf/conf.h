@@ -81,6 +81,13 @@ struct sl_conf *conf_free(struct sl_conf *c);
  */
 int conf_override(struct sl_conf *c, const char *spec, char *err,
     size_t errlen);
+/*
+ * For a reload: settings that are not reloadable (settings.def) keep in nc
+ * the value old has; changed() is told of each that differed. Returns how
+ * many differed.
+ */
+int conf_keep_fixed(struct sl_conf *old, struct sl_conf *nc,
+    void (*changed)(const char *section, const char *key));
 /* Print every setting's effective value in INI form. */
 void conf_print(const struct sl_conf *c, FILE *f);
 

@@ -142,59 +142,11 @@ sluiced_stop(struct sluiced *d, const char *why)
 	smtpd_server_stop(d->smtpd, sluiced_drained, d);
 }
 
-/* Settings not reloadable keep the value in use (the pointers are swapped,
- * so each configuration still frees its own strings); 1 if one changed. */
-static int
-sluiced_keep_fixed(struct sl_conf *old, struct sl_conf *nc)
+static void
+sluiced_fixed_changed(const char *section, const char *key)
 {
-	int changed = 0;
-
-#define SLUICED_STR_EQ(a, b) (strcmp((a) ? (a) : "", (b) ? (b) : "") == 0)
-#define SLUICED_FIX_STR(sec, key, f) \
-	if (!SLUICED_STR_EQ(old->f, nc->f)) { \
-		char *t_ = old->f; old->f = nc->f; nc->f = t_; \
-		log_warnx("reload: [%s] %s changed: it takes effect at the " \
-		    "next restart", #sec, #key); \
-		changed = 1; \
-	}
-#define SLUICED_FIX_NUM(sec, key, f) \
-	if (old->f != nc->f) { \
-		nc->f = old->f; \
-		log_warnx("reload: [%s] %s changed: it takes effect at the " \
-		    "next restart", #sec, #key); \
-		changed = 1; \
-	}
-#define SETTING_STR(sec, key, f) SLUICED_FIX_STR(sec, key, f)
-#define SETTING_LIST(sec, key, f) SLUICED_FIX_STR(sec, key, f)
-#define SETTING_INT(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
-#define SETTING_SIZE(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
-#define SETTING_DURATION(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
-#define SETTING_BOOL(sec, key, f) SLUICED_FIX_NUM(sec, key, f)
-#define SETTING(sec, key, type, def, min, max, field, reload) \
-	if (!(reload)) { SETTING_##type(sec, key, field) }
-#include "conf/settings.def"
-#undef SETTING
-#undef SETTING_STR
-#undef SETTING_LIST
-#undef SETTING_INT
-#undef SETTING_SIZE
-#undef SETTING_DURATION
-#undef SETTING_BOOL
-#undef SLUICED_FIX_STR
-#undef SLUICED_FIX_NUM
-#undef SLUICED_STR_EQ
-	/* the listeners' addresses are derived from [server] listen */
-	if (strcmp(old->server_listen, nc->server_listen) != 0 ||
-	    old->nlisten != nc->nlisten) {
-		struct conf_addr *a = old->listen;
-		size_t n = old->nlisten;
-
-		old->listen = nc->listen;
-		old->nlisten = nc->nlisten;
-		nc->listen = a;
-		nc->nlisten = n;
-	}
-	return changed;
+	log_warnx("reload: [%s] %s changed: it takes effect at the next "
+	    "restart", section, key);
 }
 
 int
@@ -228,7 +180,7 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 		conf_free(nc);
 		return -1;
 	}
-	sluiced_keep_fixed(d->conf, nc);
+	conf_keep_fixed(d->conf, nc, sluiced_fixed_changed);
 	smtpd_server_set_conf(d->smtpd, nc);
 	sched_set_conf(d->sched, nc);
 	/* sessions may still point into the old one: it goes next time */
