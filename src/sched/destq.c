@@ -30,16 +30,6 @@
 
 static void sched_conn_next(struct sched_conn *c);
 
-static uint32_t
-sched_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 /* The route for a domain: an exact [routes] key, else "*", else NULL. */
 static const char *
 sched_route_of(struct sched *s, const char *domain)
@@ -61,7 +51,7 @@ sched_dest_get(struct sched *s, const char *domain)
 {
 	const char *route = sched_route_of(s, domain);
 	const char *key = route ? route : domain;
-	size_t b = sched_hash(key) % s->dtab_size;
+	size_t b = sl_hash_str(key) % s->dtab_size;
 	struct sched_dest *d;
 
 	for (d = s->dtab[b]; d != NULL; d = d->hnext)
@@ -81,7 +71,7 @@ sched_dest_get(struct sched *s, const char *domain)
 static struct sched_site *
 sched_site_get(struct sched *s, const char *key)
 {
-	size_t b = sched_hash(key) % s->dtab_size;
+	size_t b = sl_hash_str(key) % s->dtab_size;
 	struct sched_site *site;
 
 	for (site = s->stab[b]; site != NULL; site = site->hnext)

@@ -23,16 +23,6 @@ static struct {
 	size_t size, n;
 } it;
 
-static uint32_t
-intern_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 static struct istr *
 intern_of(const char *s)
 {
@@ -69,7 +59,7 @@ sl_intern(const char *s)
 		return NULL;
 	if (it.n >= it.size)
 		intern_grow();
-	h = intern_hash(s);
+	h = sl_hash_str(s);
 	for (e = it.tab[h % it.size]; e != NULL; e = e->next) {
 		if (e->hash == h && strcmp(e->s, s) == 0) {
 			e->refs++;

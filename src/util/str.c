@@ -145,3 +145,20 @@ sl_parse_size(const char *s)
 
 	return parse_scaled(s, "KkMmGg", mult);
 }
+
+uint32_t
+sl_hash(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 16777619u;
+	return h;
+}
+
+uint32_t
+sl_hash_str(const char *s)
+{
+	return sl_hash(s, strlen(s));
+}
