@@ -248,6 +248,15 @@ sched_recover(void *arg, struct spool_msg *msg)
 {
 	struct sched *s = arg;
 	struct sched_msg *m = sched_msg_new(s, msg);
+	int64_t warn = s->conf->delivery_delay_warning;
+
+	/* Whether its delay notice went out is not on disk: one that was
+	 * deferred past the threshold is taken as warned, so a restart never
+	 * sends a second notice (a missed one is the lesser harm). */
+	for (uint32_t i = 0; warn > 0 && i < m->nrcpt; i++)
+		if (m->rcpts[i].attempts > 0 &&
+		    sl_now_us() / 1000000 - m->arrival >= warn)
+			m->warned = 1;
 
 	spool_msg_free(msg);
 	sched_msg_commit(s, m);

@@ -184,6 +184,9 @@ class Daemon:
         if "dns" in daemon_sections():
             self.conf["dns"] = {"servers": f"127.0.0.1:{dns_blackhole_port()}",
                                 "timeout": "300s"}
+        if "http" in daemon_sections():
+            # parallel daemons must not fight over the default metrics port
+            self.conf["http"] = {"listen": ""}
         for section, kv in (conf or {}).items():
             self.conf.setdefault(section, {}).update(kv)
         self.spool_dir = Path(self.conf["spool"]["dir"])
