@@ -20,6 +20,7 @@
 
 #include "log/log.h"
 #include "smtpd/smtpd_int.h"
+#include "util/tls.h"
 #include "util/util.h"
 
 #define IPTAB_SIZE 4096
@@ -173,6 +174,9 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 {
 	const struct sl_conf *c = srv->conf;
 
+	/* a certificate that does not load is a configuration error */
+	if (smtpd_tls_load(srv, c, err, errlen) != 0)
+		return -1;
 	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
 	for (size_t i = 0; i < c->nlisten; i++) {
 		struct evconnlistener *l;
@@ -210,6 +214,11 @@ smtpd_server_port(const struct smtpd_server *srv)
 void
 smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 {
+	char err[768];
+
+	/* read the files again: a renewed certificate under the same name */
+	if (smtpd_tls_load(srv, conf, err, sizeof(err)) != 0)
+		log_warnx("reload: %s; the TLS certificate in use stays", err);
 	srv->conf = conf;
 }
 
@@ -283,6 +292,7 @@ smtpd_server_free(struct smtpd_server *srv)
 		}
 	}
 	free(srv->iptab);
+	SSL_CTX_free(srv->tls_ctx);
 	free(srv);
 }
 

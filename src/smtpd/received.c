@@ -7,11 +7,14 @@
  *   	by mta.example (sluice) with ESMTP id 0005F1A2B3C4D5E6
  *   	for <rcpt@example.net>; Tue, 24 Nov 2026 10:00:00 +0000
  *
- * "with" is the RFC 3848 / RFC 6531 protocol name: SMTP, ESMTP, UTF8SMTP.
+ * "with" is the RFC 3848 / RFC 6531 protocol name: SMTP, ESMTP, UTF8SMTP,
+ * and ESMTPS or UTF8SMTPS after STARTTLS, which also adds a comment line
+ * "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)" as Postfix does.
  */
 #include <string.h>
 
 #include "smtpd/smtpd_int.h"
+#include "util/tls.h"
 #include "util/util.h"
 
 /* A HELO argument is client-supplied: keep only printable, safe bytes. */
@@ -43,12 +46,15 @@ smtpd_received_add(struct smtpd_session *s, struct smtpd_tx *tx)
 	else
 		snprintf(addr, sizeof(addr), "[%s]", s->peer_text);
 	if (tx->mail.smtputf8)
-		proto = "UTF8SMTP";
+		proto = s->tls ? "UTF8SMTPS" : "UTF8SMTP";
 	else
-		proto = s->esmtp ? "ESMTP" : "SMTP";
-	evbuffer_add_printf(tx->body,
-	    "Received: from %s (%s)\r\n\tby %s (%s) with %s id %s",
-	    helo, addr, c->server_hostname,
+		proto = s->tls ? "ESMTPS" : s->esmtp ? "ESMTP" : "SMTP";
+	evbuffer_add_printf(tx->body, "Received: from %s (%s)\r\n", helo, addr);
+	if (s->tls)
+		evbuffer_add_printf(tx->body, "\t(using %s with cipher %s)\r\n",
+		    sl_tls_version(s->bev), sl_tls_cipher(s->bev));
+	evbuffer_add_printf(tx->body, "\tby %s (%s) with %s id %s",
+	    c->server_hostname,
 	    s->srv->ops.product ? s->srv->ops.product : "sluice", proto, mid);
 	/* one recipient may be named; more would leak the envelope (4.4) */
 	if (tx->nrcpt == 1)

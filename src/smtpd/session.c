@@ -16,6 +16,8 @@
  *   STORE -(smtpd_session_stored)-> IDLE
  *   any -(QUIT, timeout, too many errors, shutdown)-> CLOSING -> freed
  *   RSET, HELO/EHLO and a rejected message drop the transaction -> IDLE.
+ *   IDLE -(STARTTLS, tls.c: 220, s->bev becomes the TLS filter;
+ *          smtpd_session_restart)-> GREET, in TLS for the rest of it
  *
  * Test-sink hooks (struct smtpd_ops): replied sees each reply's code,
  * no_received stores the data without our Received: header,
@@ -98,15 +100,7 @@ smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 	}
 }
 
-/*
- * A reply that refuses the client's command: counted against max_errors,
- * logged with the reply, and the session closed when over the limit.
- */
-static void
-smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
+void
 smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt, ...)
 {
 	char reply[512];
@@ -158,8 +152,7 @@ smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
 		free(s);
 		return NULL;
 	}
-	bufferevent_setcb(s->bev, smtpd_session_read, smtpd_session_write,
-	    smtpd_session_event, s);
+	smtpd_session_setcb(s);
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ srv->conf->server_command_timeout, 0 }, NULL);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
@@ -171,6 +164,13 @@ smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
 		    portbuf, "trusted", s->trusted ? "yes" : "no", NULL);
 	}
 	return s;
+}
+
+void
+smtpd_session_setcb(struct smtpd_session *s)
+{
+	bufferevent_setcb(s->bev, smtpd_session_read, smtpd_session_write,
+	    smtpd_session_event, s);
 }
 
 /* Say hello, unless a check refuses the client. */
@@ -224,6 +224,7 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	smtpd_tx_reset(&s->tx);
 	if (s->delay_ev != NULL)
 		event_free(s->delay_ev);
+	smtpd_tls_session_free(s);
 	bufferevent_free(s->bev);
 	free(s->helo);
 	smtpd_server_session_gone(srv, s);
@@ -235,7 +236,7 @@ smtpd_session_write(struct bufferevent *bev, void *arg)
 {
 	struct smtpd_session *s = arg;
 
-	if (s->state == SMTPD_ST_CLOSING)
+	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s))
 		smtpd_session_free(s, "closed");
 }
 
@@ -251,8 +252,7 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 	bufferevent_disable(s->bev, EV_READ);
 	/* a write timeout bounds a client that never reads its last reply */
 	bufferevent_set_timeouts(s->bev, NULL, &(struct timeval){ 10, 0 });
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
-	    !s->in_read)
+	if (!s->in_read && smtpd_session_flushed(s))
 		smtpd_session_free(s, why);
 }
 
@@ -267,7 +267,12 @@ static void
 smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtpd_session *s = arg;
+	char why[256];
 
+	if (what & BEV_EVENT_CONNECTED) {
+		smtpd_tls_established(s);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state == SMTPD_ST_CLOSING) {
 			smtpd_session_free(s, "write timeout");
@@ -285,7 +290,8 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 		smtpd_session_free(s, s->state == SMTPD_ST_CLOSING ?
 		    "closed" : "client disconnected");
 	else if (what & BEV_EVENT_ERROR)
-		smtpd_session_free(s, evutil_socket_error_to_string(
+		smtpd_session_free(s, s->tls ? smtpd_tls_error(s, why,
+		    sizeof(why)) : evutil_socket_error_to_string(
 		    EVUTIL_SOCKET_ERROR()));
 }
 
@@ -389,10 +395,12 @@ smtpd_cmd_helo(struct smtpd_session *s, char *arg, int esmtp)
 		smtpd_reply(s, "250 %s", c->server_hostname);
 		return;
 	}
+	/* RFC 3207 4.2: not offered again once in TLS */
 	smtpd_reply(s, "250-%s\r\n250-PIPELINING\r\n250-SIZE %lld\r\n"
 	    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"
-	    "250-DSN\r\n250 CHUNKING", c->server_hostname,
-	    (long long)c->server_max_message_size);
+	    "250-DSN\r\n%s250 CHUNKING", c->server_hostname,
+	    (long long)c->server_max_message_size,
+	    s->srv->tls_ctx != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
 }
 
 static void
@@ -608,7 +616,6 @@ smtpd_cmd_simple(struct smtpd_session *s, enum smtpd_cmd cmd, char *arg)
 		    "BDAT\r\n214-2.0.0 RSET NOOP QUIT VRFY HELP\r\n"
 		    "214 2.0.0 See RFC 5321");
 		break;
-	case SMTPD_CMD_STARTTLS:
 	case SMTPD_CMD_AUTH:
 		smtpd_reject(s, "-", "502 5.5.1 Command not implemented");
 		break;
@@ -616,6 +623,25 @@ smtpd_cmd_simple(struct smtpd_session *s, enum smtpd_cmd cmd, char *arg)
 		smtpd_reject(s, "-", "500 5.5.2 Error: command not recognized");
 		break;
 	}
+}
+
+/*
+ * STARTTLS wrapped the connection: RFC 3207 4.2, forget what the client
+ * said before (HELO, any transaction); it must say EHLO again.
+ */
+static void
+smtpd_session_restart(struct smtpd_session *s)
+{
+	smtpd_tx_reset(&s->tx);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = 0;
+	s->discard_line = 0;
+	s->state = SMTPD_ST_GREET;
+	smtpd_session_setcb(s);
+	bufferevent_set_timeouts(s->bev,
+	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
 /* One command line, without its line end. */
@@ -655,6 +681,10 @@ smtpd_session_command(struct smtpd_session *s, char *line, size_t len)
 		break;
 	case SMTPD_CMD_QUIT:
 		smtpd_session_close(s, "221 2.0.0 Bye", "quit");
+		break;
+	case SMTPD_CMD_STARTTLS:
+		if (smtpd_cmd_starttls(s, arg))
+			smtpd_session_restart(s);
 		break;
 	default:
 		smtpd_cmd_simple(s, cmd, arg);
@@ -927,8 +957,7 @@ smtpd_session_read(struct bufferevent *bev, void *arg)
 		}
 	}
 	s->in_read = 0;
-	if (s->state == SMTPD_ST_CLOSING &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s))
 		smtpd_session_free(s, "closed");
 }
 
@@ -948,4 +977,10 @@ const char *
 smtpd_session_peer_text(const struct smtpd_session *s)
 {
 	return s->peer_text;
+}
+
+int
+smtpd_session_tls(const struct smtpd_session *s)
+{
+	return s->tls;
 }

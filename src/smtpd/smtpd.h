@@ -120,5 +120,7 @@ void smtpd_session_stored(struct smtpd_session *s, enum spool_status status);
 uint64_t smtpd_session_icid(const struct smtpd_session *s);
 const struct sockaddr *smtpd_session_peer(const struct smtpd_session *s);
 const char *smtpd_session_peer_text(const struct smtpd_session *s);
+/* 1 if the session is in TLS (after STARTTLS). */
+int smtpd_session_tls(const struct smtpd_session *s);
 
 #endif

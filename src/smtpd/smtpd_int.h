@@ -61,6 +61,8 @@ struct smtpd_session {
 	int discard_line;	/* dropping the rest of an over-long line */
 	int close_after;	/* close once the pending reply is written */
 	int trusted;
+	int tls;		/* STARTTLS done: bev is the TLS filter */
+	struct evbuffer_cb_entry *flush_cb; /* TLS: closing waits for it */
 	struct smtpd_tx tx;
 	struct smtpd_iptab_entry *ipent;
 	struct event *delay_ev;	/* ops.reply_delay_ms: holds the output */
@@ -75,9 +77,12 @@ struct smtpd_iptab_entry {
 	uint32_t count;
 };
 
+struct ssl_ctx_st;
+
 struct smtpd_server {
 	struct event_base *base;
 	const struct sl_conf *conf;
+	struct ssl_ctx_st *tls_ctx;	/* NULL: no STARTTLS; owned */
 	struct smtpd_ops ops;
 	struct evconnlistener **listeners;
 	size_t nlisteners;
@@ -95,17 +100,48 @@ struct smtpd_server {
 /* session.c */
 struct smtpd_session *smtpd_session_new(struct smtpd_server *srv, int fd,
     const struct sockaddr *sa, socklen_t salen);
+/* Point s->bev's callbacks at the session (again after STARTTLS). */
+void smtpd_session_setcb(struct smtpd_session *s);
 /* Greet (or refuse) the new client. */
 void smtpd_session_start(struct smtpd_session *s);
 void smtpd_session_free(struct smtpd_session *s, const char *why);
 /* Send a reply line (without CRLF). */
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/*
+ * A reply that refuses the client's command: counted against max_errors,
+ * logged, and the session closed when over the limit.
+ */
+void smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
 /* Reply and close once written. */
 void smtpd_session_close(struct smtpd_session *s, const char *reply,
     const char *why);
 /* 1 if the session can be closed at shutdown right now. */
 int smtpd_session_idle(const struct smtpd_session *s);
+
+/* tls.c: STARTTLS (RFC 3207) */
+/*
+ * Load [server] tls_cert and tls_key into srv->tls_ctx (none if tls_cert
+ * is empty). On failure -1 with the setting and file in err, and the
+ * context in use stays.
+ */
+int smtpd_tls_load(struct smtpd_server *srv, const struct sl_conf *conf,
+    char *err, size_t errlen);
+/* The STARTTLS command; 1 if s->bev is now the TLS filter (restart). */
+int smtpd_cmd_starttls(struct smtpd_session *s, const char *arg);
+/* The handshake ended (BEV_EVENT_CONNECTED): log it. */
+void smtpd_tls_established(struct smtpd_session *s);
+/* Why the TLS connection failed, into buf. */
+const char *smtpd_tls_error(struct smtpd_session *s, char *buf, size_t len);
+/*
+ * 1 if every reply is out. Over TLS the ciphertext waits in the socket's
+ * bufferevent after the filter's output drained, so a closing session is
+ * freed from a callback on that buffer when it is 0 (smtpd_tls_flushed).
+ */
+int smtpd_session_flushed(struct smtpd_session *s);
+/* Drop a session's TLS hooks before its bufferevent is freed. */
+void smtpd_tls_session_free(struct smtpd_session *s);
 
 /* listener.c */
 void smtpd_server_session_gone(struct smtpd_server *srv,

@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "util/tls.h"
 #include "util/util.h"
@@ -63,19 +64,23 @@ sl_tls_reason(unsigned long e, char *buf, size_t len)
 	return buf;
 }
 
-/* "file: why" for a PEM file that did not load. */
+/* "file: not a PEM what (why)" for a PEM file that did not load. */
 static void
-sl_tls_file_err(const char *path, char *err, size_t errlen)
+sl_tls_file_err(const char *path, const char *what, char *err, size_t errlen)
 {
-	unsigned long e = ERR_peek_last_error();
+	unsigned long e = ERR_peek_error();	/* the first says why */
 	char why[256];
 
-	if (e == 0 || ERR_GET_LIB(e) == ERR_LIB_SYS)
-		snprintf(why, sizeof(why), "%s", strerror(e ? ERR_GET_REASON(e) :
-		    errno ? errno : EINVAL));
+	if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_X509 &&
+	    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+		snprintf(err, errlen, "%s: the key does not match the "
+		    "certificate", path);
+	else if (e == 0 || ERR_GET_LIB(e) == ERR_LIB_SYS)
+		snprintf(err, errlen, "%s: %s", path, strerror(e ?
+		    ERR_GET_REASON(e) : errno ? errno : EINVAL));
 	else
-		sl_tls_reason(e, why, sizeof(why));
-	snprintf(err, errlen, "%s: %s", path, why);
+		snprintf(err, errlen, "%s: not a PEM %s (%s)", path, what,
+		    sl_tls_reason(e, why, sizeof(why)));
 	ERR_clear_error();
 }
 
@@ -101,7 +106,7 @@ sl_tls_server_ctx_new(const char *cert, const char *key, int *bad_key,
 	fclose(f);
 	errno = 0;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		sl_tls_file_err(cert, err, errlen);
+		sl_tls_file_err(cert, "certificate", err, errlen);
 		goto fail;
 	}
 	*bad_key = 1;
@@ -112,7 +117,7 @@ sl_tls_server_ctx_new(const char *cert, const char *key, int *bad_key,
 	fclose(f);
 	errno = 0;
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		sl_tls_file_err(key, err, errlen);
+		sl_tls_file_err(key, "private key", err, errlen);
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tls.c: STARTTLS on the server side (RFC 3207): the server's TLS context
+ * from [server] tls_cert and tls_key, the STARTTLS command, and the wait
+ * for a closing TLS session's last bytes.
+ *
+ * STARTTLS replies 220 in plaintext, then puts a libevent OpenSSL filter
+ * (BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE: freeing it frees the
+ * socket's bufferevent and the SSL) over the socket's bufferevent, which
+ * from then on only the filter touches; s->bev is the filter.
+ * Callers: session.c (the command, the events, closing), listener.c (the
+ * context at start and reload).
+ *
+ * Invariants
+ *  1. No byte the client sent before the handshake reaches the session
+ *     after it: what is buffered after the STARTTLS line is dropped before
+ *     the filter is made (the command injection of CVE-2011-0411).
+ *  2. STARTTLS is offered and taken at most once per session, outside a
+ *     transaction; after it the session is back in GREET (session.c's
+ *     smtpd_session_restart), so the client must say EHLO again.
+ *  3. A closing TLS session is freed only once the socket's bufferevent
+ *     has written the ciphertext of the last reply, or its write timeout
+ *     fired (the filter's output drains into it, not into the socket).
+ */
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+
+#include "log/log.h"
+#include "smtpd/smtpd_int.h"
+#include "util/tls.h"
+#include "util/util.h"
+
+#define SMTPD_TLS_IDS(s) (&(struct log_ids){ (s)->icid, 0, 0, -1 })
+
+int
+smtpd_tls_load(struct smtpd_server *srv, const struct sl_conf *conf,
+    char *err, size_t errlen)
+{
+	SSL_CTX *ctx = NULL;
+	char why[512];
+	int bad_key;
+
+	if (conf->server_tls_cert[0] == '\0' && conf->server_tls_key[0] != '\0') {
+		snprintf(err, errlen, "[server] tls_key %s: tls_cert is not set",
+		    conf->server_tls_key);
+		return -1;
+	}
+	if (conf->server_tls_cert[0] != '\0') {
+		ctx = sl_tls_server_ctx_new(conf->server_tls_cert,
+		    conf->server_tls_key, &bad_key, why, sizeof(why));
+		if (ctx == NULL) {
+			snprintf(err, errlen, "[server] %s %s", bad_key &&
+			    conf->server_tls_key[0] ? "tls_key" : "tls_cert", why);
+			return -1;
+		}
+	}
+	/* sessions in TLS hold their own reference to the old context */
+	SSL_CTX_free(srv->tls_ctx);
+	srv->tls_ctx = ctx;
+	return 0;
+}
+
+/* RFC 3207 4: the checks before the 220; 0 if STARTTLS may go on. */
+static int
+smtpd_starttls_refused(struct smtpd_session *s, const char *arg)
+{
+	if (s->srv->tls_ctx == NULL) {
+		smtpd_reject(s, "STARTTLS", "502 5.5.1 Command not implemented");
+	} else if (s->tls) {
+		smtpd_reject(s, "STARTTLS", "503 5.5.1 Error: TLS already active");
+	} else if (*arg != '\0') {
+		smtpd_reject(s, "STARTTLS", "501 5.5.4 Syntax: STARTTLS");
+	} else if (s->state == SMTPD_ST_GREET) {
+		smtpd_reject(s, "STARTTLS", "503 5.5.1 Error: send EHLO first");
+	} else if (s->state != SMTPD_ST_IDLE) {
+		smtpd_reject(s, "STARTTLS", "503 5.5.1 Error: MAIL transaction "
+		    "in progress");
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
+int
+smtpd_cmd_starttls(struct smtpd_session *s, const char *arg)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct bufferevent *under = s->bev, *bev;
+	size_t junk;
+	SSL *ssl;
+
+	if (smtpd_starttls_refused(s, arg))
+		return 0;
+	if ((ssl = SSL_new(s->srv->tls_ctx)) == NULL) {
+		smtpd_reject(s, "STARTTLS", "454 4.7.0 TLS not available due "
+		    "to temporary reason");
+		return 0;
+	}
+	smtpd_reply(s, "220 2.0.0 Ready to start TLS");
+	/* invariant 1: pipelined bytes after STARTTLS are not commands */
+	if ((junk = evbuffer_get_length(in)) > 0) {
+		char n[24];
+		snprintf(n, sizeof(n), "%zu", junk);
+		log_ev(LOG_INFO, SMTPD_TLS_IDS(s), "discarded input after "
+		    "STARTTLS", "bytes", n, NULL);
+		evbuffer_drain(in, junk);
+	}
+	/* the filter keeps the timeouts from now on (session.c sets them) */
+	bufferevent_set_timeouts(under, NULL, NULL);
+	bev = bufferevent_openssl_filter_new(s->srv->base, under, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)	/* only out of memory: the input was drained */
+		SL_PANIC("smtpd: bufferevent_openssl_filter_new failed");
+	/* a client that closes without close_notify is an EOF, not an error */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	s->bev = bev;
+	s->tls = 1;
+	return 1;
+}
+
+void
+smtpd_tls_established(struct smtpd_session *s)
+{
+	log_ev(LOG_INFO, SMTPD_TLS_IDS(s), "TLS established", "version",
+	    sl_tls_version(s->bev), "cipher", sl_tls_cipher(s->bev), NULL);
+}
+
+const char *
+smtpd_tls_error(struct smtpd_session *s, char *buf, size_t len)
+{
+	char why[200];
+
+	sl_tls_error(s->bev, evutil_socket_error_to_string(
+	    EVUTIL_SOCKET_ERROR()), why, sizeof(why));
+	snprintf(buf, len, "TLS: %s", why);
+	return buf;
+}
+
+/* The socket's output buffer changed: free a closing session once empty. */
+static void
+smtpd_tls_flushed(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (info->n_deleted > 0 && evbuffer_get_length(buf) == 0 &&
+	    s->state == SMTPD_ST_CLOSING && !s->in_read &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		smtpd_session_free(s, "closed");
+}
+
+int
+smtpd_session_flushed(struct smtpd_session *s)
+{
+	struct bufferevent *under;
+	struct evbuffer *out;
+
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+		return 0;
+	if (!s->tls || (under = bufferevent_get_underlying(s->bev)) == NULL)
+		return 1;
+	out = bufferevent_get_output(under);
+	if (evbuffer_get_length(out) == 0)
+		return 1;
+	if (s->flush_cb == NULL) {
+		s->flush_cb = evbuffer_add_cb(out, smtpd_tls_flushed, s);
+		/* a client that reads nothing more: its TIMEOUT reaches us */
+		bufferevent_set_timeouts(under, NULL,
+		    &(struct timeval){ 10, 0 });
+	}
+	return 0;
+}
+
+void
+smtpd_tls_session_free(struct smtpd_session *s)
+{
+	struct bufferevent *under;
+
+	if (s->flush_cb == NULL)
+		return;
+	if ((under = bufferevent_get_underlying(s->bev)) != NULL)
+		evbuffer_remove_cb_entry(bufferevent_get_output(under),
+		    s->flush_cb);
+	s->flush_cb = NULL;
+}
