@@ -38,6 +38,7 @@ sink_usage(FILE *f)
 	    "usage: sluice sink [--listen ADDR:PORT] [--maildir DIR | --discard]\n"
 	    "                   [--rules FILE] [--rule 'RULE'] [--http ADDR:PORT]\n"
 	    "                   [--stats-json FILE] [--seed N] [--fsync]\n"
+	    "                   [--tls-cert FILE [--tls-key FILE]]\n"
 	    "  --listen ADDR:PORT       SMTP address (default 127.0.0.1:2526; port 0: any)\n"
 	    "  --maildir DIR            capture each message into the Maildir DIR\n"
 	    "  --discard                count messages only (the default)\n"
@@ -51,6 +52,8 @@ sink_usage(FILE *f)
 	    "  --stats-json FILE        write the statistics there on SIGUSR1 and exit\n"
 	    "  --max-size SIZE          largest message accepted (default 50M)\n"
 	    "  --hostname NAME          name in the greeting\n"
+	    "  --tls-cert FILE          offer STARTTLS with this certificate (PEM)\n"
+	    "  --tls-key FILE           its private key (PEM; default: in --tls-cert)\n"
 	    "  -v, --verbose            log every connection and message\n");
 }
 
@@ -171,7 +174,7 @@ cmd_sink(int argc, char **argv)
 {
 	enum { O_LISTEN = 256, O_MAILDIR, O_DISCARD, O_FSYNC, O_RULES, O_RULE,
 		O_DELAY, O_MAXCONN, O_DROP, O_G421, O_SEED, O_HTTP, O_STATS,
-		O_MAXSIZE, O_HOST };
+		O_MAXSIZE, O_HOST, O_TLSCERT, O_TLSKEY };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "maildir", required_argument, NULL, O_MAILDIR },
@@ -188,6 +191,8 @@ cmd_sink(int argc, char **argv)
 		{ "stats-json", required_argument, NULL, O_STATS },
 		{ "max-size", required_argument, NULL, O_MAXSIZE },
 		{ "hostname", required_argument, NULL, O_HOST },
+		{ "tls-cert", required_argument, NULL, O_TLSCERT },
+		{ "tls-key", required_argument, NULL, O_TLSKEY },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -258,6 +263,12 @@ cmd_sink(int argc, char **argv)
 			break;
 		case O_HOST:
 			o.hostname = optarg;
+			break;
+		case O_TLSCERT:
+			o.tls_cert = optarg;
+			break;
+		case O_TLSKEY:
+			o.tls_key = optarg;
 			break;
 		case 'v':
 			verbose = 1;

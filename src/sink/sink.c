@@ -255,6 +255,15 @@ sink_conf(const struct sink_opts *o, char *err, size_t errlen)
 		free(c->server_hostname);
 		c->server_hostname = xstrdup(o->hostname);
 	}
+	/* smtpd_server_listen loads them, as sluiced's [server] settings */
+	if (o->tls_cert != NULL) {
+		free(c->server_tls_cert);
+		c->server_tls_cert = xstrdup(o->tls_cert);
+	}
+	if (o->tls_key != NULL) {
+		free(c->server_tls_key);
+		c->server_tls_key = xstrdup(o->tls_key);
+	}
 	return c;
 }
 

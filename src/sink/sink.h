@@ -124,6 +124,8 @@ struct sink_opts {
 	int fsync;		/* fsync each file before it is renamed */
 	const char *http;	/* "127.0.0.1:8025" or NULL */
 	const char *hostname;	/* in the greeting; NULL: the host's */
+	const char *tls_cert;	/* PEM files for STARTTLS; NULL: none */
+	const char *tls_key;	/* NULL: the key is in tls_cert */
 	int64_t max_size;	/* SIZE; 0: the default */
 	uint64_t seed;		/* for the random rules */
 	const struct sink_rules *rules;	/* borrowed; outlives the sink */

@@ -1,0 +1,298 @@
+# SPDX-License-Identifier: MIT
+"""
+test_tls.py: STARTTLS (RFC 3207) on both sides.
+
+Inbound: sluiced with [server] tls_cert and tls_key (a self-signed
+certificate made at test time) takes STARTTLS from smtplib, a raw client
+and swaks; EHLO in TLS no longer offers it; the Received: header says
+ESMTPS; commands pipelined after STARTTLS are dropped (CVE-2011-0411);
+the wrong orders get their replies; a certificate that does not load
+stops sluiced at start, naming the file.
+
+Outbound: sluiced relays (a static route) to `sluice sink --tls-cert`:
+the log says "TLS established" with the version and cipher, and the sink
+got the message in TLS; a sink without TLS still gets it in plaintext.
+"""
+import re
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from sinkutil import Sink
+from sluicetest import SLUICED, Raw, mid_of, split_received, wait_until
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    """(certificate, key): a self-signed RSA pair for mx.test, 1 day."""
+    d = tmp_path_factory.mktemp("cert")
+    c, k = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "1", "-subj", "/CN=mx.test",
+                    "-keyout", str(k), "-out", str(c)],
+                   check=True, capture_output=True, timeout=60)
+    return c, k
+
+
+@pytest.fixture
+def tls_sluiced(make_sluiced, cert):
+    c, k = cert
+    return make_sluiced(conf={"server": {"tls_cert": str(c),
+                                         "tls_key": str(k)}})
+
+
+@pytest.fixture
+def make_sink(tmp_path):
+    sinks = []
+
+    def make(*args):
+        d = tmp_path / f"sink{len(sinks)}"
+        d.mkdir()
+        s = Sink(d, *args)
+        sinks.append(s)
+        return s
+
+    yield make
+    for s in sinks:
+        s.check_clean()
+
+
+def client_ctx():
+    """The test client checks nothing: the certificate is self-signed."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def starttls(raw):
+    """STARTTLS on a Raw client; returns the TLS socket in its place."""
+    assert raw.cmd("STARTTLS").startswith("220 2.0.0"), "no 220"
+    assert raw.buf == b""
+    raw.sock = client_ctx().wrap_socket(raw.sock, server_hostname="mx.test")
+    return raw.sock
+
+
+MSG = b"From: <a@client.test>\r\nSubject: tls\r\n\r\nover TLS\r\n"
+
+
+# ---- inbound ----
+
+def test_smtplib_starttls(tls_sluiced):
+    d = tls_sluiced
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15,
+                      local_hostname="client.sluice.test") as c:
+        c.ehlo()
+        assert c.has_extn("starttls")
+        code, _ = c.starttls(context=client_ctx())
+        assert code == 220
+        assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+        code, _ = c.ehlo()
+        assert code == 250
+        # RFC 3207 4.2: not offered again in TLS
+        assert not c.has_extn("starttls")
+        assert c.has_extn("pipelining") and c.has_extn("size")
+        code, _ = c.docmd("STARTTLS")
+        assert code == 503
+        c.mail("a@client.test")
+        c.rcpt("b@example.com")
+        code, resp = c.data(MSG)
+        assert code == 250
+        mid = mid_of(resp)
+    received, rest = split_received(d.spool.body(mid))
+    assert rest == MSG
+    assert re.search(rb"with ESMTPS id %016X" % mid, received), received
+    assert re.search(rb"\(using TLSv1\.[23] with cipher \S+\)", received)
+    d.wait_log(r"ICID \d+ TLS established version=TLSv1\.[23] cipher=\S+")
+
+
+def test_smtputf8_in_tls_is_utf8smtps(tls_sluiced):
+    d = tls_sluiced
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
+        c.starttls(context=client_ctx())
+        c.ehlo()
+        c.mail("a@client.test", ["SMTPUTF8"])
+        c.rcpt("b@example.com")
+        code, resp = c.data(MSG)
+        assert code == 250
+    received, _ = split_received(d.spool.body(mid_of(resp)))
+    assert b" with UTF8SMTPS id " in received
+
+
+def test_pipelined_after_starttls_is_dropped(tls_sluiced):
+    """STARTTLS\\r\\nRSET\\r\\n in one write: the RSET was sent in plaintext
+    and must never be answered, in plaintext or in TLS."""
+    d = tls_sluiced
+    with Raw(d.port) as r:
+        r.ehlo()
+        r.send("STARTTLS\r\nRSET\r\n")
+        assert r.reply().startswith("220 2.0.0 Ready to start TLS")
+        assert r.buf == b""
+        r.sock.settimeout(1)
+        try:
+            extra = r.sock.recv(100)
+        except socket.timeout:
+            extra = b""
+        assert extra == b"", extra        # no 250 for the plaintext RSET
+        t = client_ctx().wrap_socket(r.sock, server_hostname="mx.test")
+        r.sock = t
+        t.settimeout(1)
+        try:
+            extra = t.recv(100)
+        except socket.timeout:
+            extra = b""
+        assert extra == b"", extra        # nor in TLS
+        t.settimeout(15)
+        # the session starts over: EHLO first
+        assert r.cmd("MAIL FROM:<a@client.test>").startswith("503 5.5.1")
+        r.ehlo()
+        assert r.cmd("NOOP").startswith("250")
+        assert r.cmd("QUIT").startswith("221")
+    d.wait_log(r"discarded input after STARTTLS bytes=6")
+
+
+def test_starttls_wrong_order(tls_sluiced):
+    d = tls_sluiced
+    with Raw(d.port) as r:
+        assert r.cmd("STARTTLS").startswith("503 5.5.1 Error: send EHLO")
+        r.ehlo()
+        assert r.cmd("STARTTLS now").startswith("501 5.5.4")
+        r.expect_ok("MAIL FROM:<a@client.test>")
+        assert r.cmd("STARTTLS").startswith("503 5.5.1 Error: MAIL")
+        r.expect_ok("RSET")
+        starttls(r)
+        assert "STARTTLS" not in r.ehlo()
+        assert r.cmd("STARTTLS").startswith(
+            "503 5.5.1 Error: TLS already active")
+        assert r.cmd("QUIT").startswith("221")
+
+
+def test_no_tls_configured(sluiced):
+    with Raw(sluiced.port) as r:
+        assert "STARTTLS" not in r.ehlo()
+        assert r.cmd("STARTTLS").startswith("502 5.5.1")
+
+
+def test_client_quits_in_handshake(tls_sluiced):
+    """A client that says STARTTLS and hangs up, or speaks plaintext
+    instead of TLS: the session ends, the daemon goes on."""
+    d = tls_sluiced
+    with Raw(d.port) as r:
+        r.ehlo()
+        starttls_reply = r.cmd("STARTTLS")
+        assert starttls_reply.startswith("220")
+    with Raw(d.port) as r:
+        r.ehlo()
+        assert r.cmd("STARTTLS").startswith("220")
+        r.send("EHLO plaintext\r\n")
+        r.expect_closed()
+    d.wait_log(r"connection closed reason=\"?TLS: ")
+    with Raw(d.port) as r:
+        r.ehlo()
+        assert r.cmd("QUIT").startswith("221")
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="no swaks")
+def test_swaks_tls(tls_sluiced):
+    d = tls_sluiced
+    p = subprocess.run(["swaks", "--server", f"127.0.0.1:{d.port}",
+                        "--tls", "--to", "b@example.com",
+                        "--from", "a@client.test", "--helo", "swaks.test"],
+                       capture_output=True, text=True, timeout=60)
+    if "requires Net::SSLeay" in p.stdout + p.stderr:
+        pytest.skip("swaks without Net::SSLeay (scripts/deps.sh)")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "TLS started" in p.stdout
+    assert re.search(r"<~  250 2\.0\.0 Ok: queued as", p.stdout), p.stdout
+
+
+@pytest.mark.parametrize("which", ["missing", "garbage", "mismatch"])
+def test_bad_certificate_stops_start(tmp_path, cert, which):
+    c, k = cert
+    bad = tmp_path / "bad.pem"
+    if which == "missing":
+        cert_path, key_path, want = bad, k, f"[server] tls_cert {bad}: No " \
+            "such file or directory"
+    elif which == "garbage":
+        bad.write_text("not a certificate\n")
+        cert_path, key_path, want = bad, k, f"[server] tls_cert {bad}: " \
+            "not a PEM certificate"
+    else:
+        other = subprocess.run(
+            ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+             "ec_paramgen_curve:P-256"], capture_output=True, check=True,
+            timeout=60).stdout
+        bad.write_bytes(other)
+        cert_path, key_path, want = c, bad, f"[server] tls_key {bad}: the " \
+            "key does not match the certificate"
+    conf = tmp_path / "s.ini"
+    conf.write_text(f"[server]\nlisten = 127.0.0.1:0\ntls_cert = {cert_path}\n"
+                    f"tls_key = {key_path}\n[spool]\ndir = {tmp_path}/spool\n"
+                    f"[control]\nsocket = {tmp_path}/ctl.sock\n[http]\n"
+                    "listen =\n")
+    p = subprocess.run([str(SLUICED), "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30, cwd=tmp_path)
+    assert p.returncode != 0
+    assert want in p.stderr, p.stderr
+
+
+# ---- outbound ----
+
+def relay_conf(sink):
+    return {"routes": {"tls.test": f"[127.0.0.1]:{sink.port}"},
+            "delivery": {"retry_initial": "1s", "idle_timeout": "1s"}}
+
+
+def relay_one(d, token):
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
+        c.sendmail("a@client.test", ["u@tls.test"],
+                   MSG + f"token {token}\r\n".encode())
+
+
+def test_relay_in_tls(make_sluiced, make_sink, cert):
+    c, k = cert
+    sink = make_sink("--tls-cert", str(c), "--tls-key", str(k), "-v")
+    d = make_sluiced(conf=relay_conf(sink))
+    relay_one(d, "tls1")
+    wait_until(lambda: len(sink.messages()) == 1, timeout=20,
+               what="the message at the sink")
+    assert b"token tls1" in sink.messages()[0]
+    assert sink.index()[0]["tls"] is True
+    d.wait_log(r"DCID \d+ TLS established relay=127\.0\.0\.1\[127\.0\.0\.1\] "
+               r"version=TLSv1\.[23] cipher=\S+")
+    d.wait_log(r"Message done rcpt=u@tls\.test")
+    wait_until(lambda: "TLS established" in sink.stderr_text(), timeout=5,
+               what="the sink's TLS log line")
+
+
+def test_relay_plaintext_without_offer(make_sluiced, make_sink):
+    sink = make_sink()
+    d = make_sluiced(conf=relay_conf(sink))
+    relay_one(d, "plain1")
+    wait_until(lambda: len(sink.messages()) == 1, timeout=20,
+               what="the message at the sink")
+    assert sink.index()[0]["tls"] is False
+    d.wait_log(r"Message done rcpt=u@tls\.test")
+    assert "TLS established" not in d.log_text()
+
+
+def test_relay_reuses_tls_connection(make_sluiced, make_sink, cert):
+    """Two messages in a row on one connection: one handshake."""
+    c, k = cert
+    sink = make_sink("--tls-cert", str(c), "--tls-key", str(k))
+    d = make_sluiced(conf=relay_conf(sink))
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as s:
+        for i in range(5):
+            s.sendmail("a@client.test", ["u@tls.test"],
+                       MSG + f"token r{i}\r\n".encode())
+    wait_until(lambda: len(sink.messages()) == 5, timeout=20,
+               what="5 messages at the sink")
+    assert all(e["tls"] for e in sink.index())
+    time.sleep(0.2)
+    n = len(re.findall(r"TLS established", d.log_text()))
+    assert 1 <= n <= 5
