@@ -15,6 +15,7 @@ got the message in TLS; a sink without TLS still gets it in plaintext.
 """
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -195,6 +196,46 @@ def test_client_quits_in_handshake(tls_sluiced):
     with Raw(d.port) as r:
         r.ehlo()
         assert r.cmd("QUIT").startswith("221")
+
+
+def test_shutdown_421_in_tls(tls_sluiced):
+    """SIGTERM: an idle session in TLS gets its 421 (the ciphertext goes
+    out before the session is freed) and sluiced exits 0."""
+    d = tls_sluiced
+    with Raw(d.port) as r:
+        r.ehlo()
+        starttls(r)
+        r.ehlo()
+        d.proc.send_signal(signal.SIGTERM)
+        assert r.reply().startswith("421 4.3.2")
+        r.expect_closed()
+    assert d.wait_exit() == 0
+
+
+def test_reload_keeps_certificate_that_loads(tls_sluiced, tmp_path):
+    """Reload reads the files again; one that does not load is a warning
+    and the certificate in use stays."""
+    d = tls_sluiced
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    d.conf["server"]["tls_cert"] = str(bad)
+    d.write_conf()
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reload: \[server\] tls_cert .*bad\.pem: not a PEM "
+               r"certificate .*the TLS certificate in use stays")
+    d.wait_log(r"configuration reloaded")
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
+        assert c.starttls(context=client_ctx())[0] == 220
+    # without tls_cert, STARTTLS is no longer offered
+    d.conf["server"]["tls_cert"] = ""
+    d.conf["server"]["tls_key"] = ""
+    d.write_conf()
+    n = d.log_text().count("configuration reloaded")
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: d.log_text().count("configuration reloaded") > n,
+               what="the second reload")
+    with Raw(d.port) as r:
+        assert "STARTTLS" not in r.ehlo()
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="no swaks")
