@@ -18,6 +18,7 @@
  *   -(CLOSED)-> freed;  new -(FAILED)-> freed, destination deferred or
  *   throttled.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,18 @@ sched_route_of(struct sched *s, const char *domain)
 	return star;
 }
 
+static uint32_t
+sched_dest_hash(const void *node)
+{
+	return sl_hash_str(((const struct sched_dest *)node)->name);
+}
+
+static uint32_t
+sched_site_hash(const void *node)
+{
+	return sl_hash_str(((const struct sched_site *)node)->key);
+}
+
 struct sched_dest *
 sched_dest_get(struct sched *s, const char *domain)
 {
@@ -57,6 +70,13 @@ sched_dest_get(struct sched *s, const char *domain)
 	for (d = s->dtab[b]; d != NULL; d = d->hnext)
 		if (strcmp(d->name, key) == 0)
 			return d;
+	if (s->ndest >= s->dtab_size) {
+		s->dtab = (struct sched_dest **)sl_chain_rehash((void **)s->dtab,
+		    s->dtab_size, s->dtab_size * 2,
+		    offsetof(struct sched_dest, hnext), sched_dest_hash);
+		s->dtab_size *= 2;
+		b = sl_hash_str(key) % s->dtab_size;
+	}
 	d = xcalloc(1, sizeof(*d));
 	d->name = xstrdup(key);
 	d->route = route ? xstrdup(route) : NULL;
@@ -71,12 +91,20 @@ sched_dest_get(struct sched *s, const char *domain)
 static struct sched_site *
 sched_site_get(struct sched *s, const char *key)
 {
-	size_t b = sl_hash_str(key) % s->dtab_size;
+	size_t b = sl_hash_str(key) % s->stab_size;
 	struct sched_site *site;
 
 	for (site = s->stab[b]; site != NULL; site = site->hnext)
 		if (strcmp(site->key, key) == 0)
 			return site;
+	if (s->nsite >= s->stab_size) {
+		s->stab = (struct sched_site **)sl_chain_rehash((void **)s->stab,
+		    s->stab_size, s->stab_size * 2,
+		    offsetof(struct sched_site, hnext), sched_site_hash);
+		s->stab_size *= 2;
+		b = sl_hash_str(key) % s->stab_size;
+	}
+	s->nsite++;
 	site = xcalloc(1, sizeof(*site));
 	site->key = xstrdup(key);
 	site->limit = (int)s->conf->delivery_destination_concurrency;
@@ -584,7 +612,6 @@ sched_dest_free_all(struct sched *s)
 {
 	for (size_t b = 0; b < s->dtab_size; b++) {
 		struct sched_dest *d, *dn;
-		struct sched_site *site, *sn;
 		for (d = s->dtab[b]; d != NULL; d = dn) {
 			struct sched_conn *c;
 			dn = d->hnext;
@@ -602,6 +629,9 @@ sched_dest_free_all(struct sched *s)
 			free(d);
 		}
 		s->dtab[b] = NULL;
+	}
+	for (size_t b = 0; b < s->stab_size; b++) {
+		struct sched_site *site, *sn;
 		for (site = s->stab[b]; site != NULL; site = sn) {
 			sn = site->hnext;
 			free(site->key);

@@ -18,6 +18,7 @@
  *     (sched_msg_maybe_done waits for every spool answer: msg->inflight).
  *  2. A bounce (SPOOL_F_BOUNCE) or a message from <> never causes a DSN.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,10 +56,10 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	s->conf = conf;
 	s->spool = spool;
 	s->dns = dns;
-	s->dtab_size = 1024;
+	s->dtab_size = s->stab_size = s->mtab_size = 1024;
 	s->dtab = xcalloc(s->dtab_size, sizeof(*s->dtab));
-	s->mtab = xcalloc(SCHED_MTAB, sizeof(*s->mtab));
-	s->stab = xcalloc(s->dtab_size, sizeof(*s->stab));
+	s->mtab = xcalloc(s->mtab_size, sizeof(*s->mtab));
+	s->stab = xcalloc(s->stab_size, sizeof(*s->stab));
 	TAILQ_INIT(&s->age);
 	TAILQ_INIT(&s->expired);
 	TAILQ_INIT(&s->starved);
@@ -91,7 +92,6 @@ sched_msg_free(struct sched_msg *m)
 	}
 	for (uint32_t i = 0; i < m->nrcpt; i++)
 		sched_rcpt_clear(&m->rcpts[i]);
-	free(m->rcpts);
 	free(m->sender);
 	free(m->envid);
 	free(m);
@@ -100,7 +100,8 @@ sched_msg_free(struct sched_msg *m)
 struct sched_msg *
 sched_msg_new(struct sched *s, const struct spool_msg *msg)
 {
-	struct sched_msg *m = xcalloc(1, sizeof(*m));
+	struct sched_msg *m = xcalloc(1, sizeof(*m) +
+	    msg->nrcpt * sizeof(m->rcpts[0]));
 
 	m->s = s;
 	m->mid = msg->mid;
@@ -111,7 +112,6 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 	m->flags = msg->flags;
 	m->size = msg->size;
 	m->nrcpt = (uint32_t)msg->nrcpt;
-	m->rcpts = xcalloc(msg->nrcpt ? msg->nrcpt : 1, sizeof(*m->rcpts));
 	for (size_t i = 0; i < msg->nrcpt; i++) {
 		const struct spool_rcpt *sr = &msg->rcpts[i];
 		struct sched_rcpt *r = &m->rcpts[i];
@@ -203,12 +203,21 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 	sched_retry_arm(s);
 }
 
+static uint32_t
+sched_msg_hash(const void *node)
+{
+	const struct sched_msg *m = node;
+
+	return (uint32_t)(m->mid ^ (m->mid >> 32));
+}
+
 struct sched_msg *
 sched_msg_find(struct sched *s, uint64_t mid)
 {
 	struct sched_msg *m;
 
-	for (m = s->mtab[mid % SCHED_MTAB]; m != NULL; m = m->hnext)
+	for (m = s->mtab[(uint32_t)(mid ^ (mid >> 32)) % s->mtab_size]; m != NULL;
+	    m = m->hnext)
 		if (m->mid == mid)
 			return m;
 	return NULL;
@@ -219,9 +228,11 @@ sched_msg_unindex(struct sched *s, struct sched_msg *m)
 {
 	struct sched_msg **pp;
 
-	for (pp = &s->mtab[m->mid % SCHED_MTAB]; *pp; pp = &(*pp)->hnext) {
+	for (pp = &s->mtab[sched_msg_hash(m) % s->mtab_size]; *pp;
+	    pp = &(*pp)->hnext) {
 		if (*pp == m) {
 			*pp = m->hnext;
+			s->nindexed--;
 			return;
 		}
 	}
@@ -230,8 +241,18 @@ sched_msg_unindex(struct sched *s, struct sched_msg *m)
 void
 sched_msg_commit(struct sched *s, struct sched_msg *m)
 {
-	m->hnext = s->mtab[m->mid % SCHED_MTAB];
-	s->mtab[m->mid % SCHED_MTAB] = m;
+	size_t b;
+
+	if (s->nindexed >= s->mtab_size) {
+		s->mtab = (struct sched_msg **)sl_chain_rehash((void **)s->mtab,
+		    s->mtab_size, s->mtab_size * 2,
+		    offsetof(struct sched_msg, hnext), sched_msg_hash);
+		s->mtab_size *= 2;
+	}
+	b = sched_msg_hash(m) % s->mtab_size;
+	m->hnext = s->mtab[b];
+	s->mtab[b] = m;
+	s->nindexed++;
 	TAILQ_INSERT_TAIL(&s->age, m, age);
 	m->queued = 1;
 	s->stats.messages++;

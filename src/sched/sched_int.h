@@ -46,15 +46,15 @@ struct sched_msg {
 	uint8_t ret, flags;
 	uint64_t size;
 	uint32_t nrcpt, npending;	/* recipients, those not final */
-	struct sched_rcpt *rcpts;
 	struct sched_job *jobs;		/* jobs of this message (job->next) */
 	int inflight;			/* spool requests not yet answered */
-	int expired;
-	int returned;			/* bounced by the operator */
-	int warned;			/* a delay notice went out */
-	int deleted;			/* deleted by the operator */
-	int deleting;
-	int queued;			/* 1: in s->age, 2: in s->expired */
+	unsigned expired : 1;
+	unsigned returned : 1;		/* bounced by the operator */
+	unsigned warned : 1;		/* a delay notice went out */
+	unsigned deleted : 1;		/* deleted by the operator */
+	unsigned deleting : 1;
+	unsigned queued : 2;		/* 1: in s->age, 2: in s->expired */
+	struct sched_rcpt rcpts[];	/* nrcpt of them, in one block */
 };
 
 enum sched_job_state {
@@ -136,10 +136,12 @@ struct sched {
 	const struct sl_conf *conf;
 	struct spool *spool;
 	struct dns *dns;
-	struct sched_msg **mtab;	/* MID index, SCHED_MTAB buckets */
+	struct sched_msg **mtab;	/* MID index; grows with the queue */
+	size_t mtab_size, nindexed;
 	struct sched_dest **dtab;
 	size_t dtab_size, ndest;
 	struct sched_site **stab;
+	size_t stab_size, nsite;
 	TAILQ_HEAD(, sched_msg) age;	/* every queued message, by arrival */
 	TAILQ_HEAD(, sched_msg) expired; /* expired, finishing */
 	TAILQ_HEAD(, sched_dest) starved;
@@ -152,8 +154,6 @@ struct sched {
 	int stopping;
 	struct sched_stats stats;
 };
-
-#define SCHED_MTAB 65536
 
 /* sched.c */
 struct sched_msg *sched_msg_find(struct sched *s, uint64_t mid);

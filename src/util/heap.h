@@ -14,8 +14,14 @@ struct sl_heap_item {
 	size_t idx;		/* position + 1; 0 = not in a heap */
 };
 
+/* Keys are kept beside the pointers, so a sift reads one array. */
+struct sl_heap_ent {
+	int64_t key;
+	struct sl_heap_item *it;
+};
+
 struct sl_heap {
-	struct sl_heap_item **v;
+	struct sl_heap_ent *v;
 	size_t n, cap;
 };
 

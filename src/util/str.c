@@ -162,3 +162,23 @@ sl_hash_str(const char *s)
 {
 	return sl_hash(s, strlen(s));
 }
+
+void **
+sl_chain_rehash(void **tab, size_t size, size_t newsize, size_t next_off,
+    uint32_t (*hash)(const void *node))
+{
+	void **nt = xcalloc(newsize, sizeof(*nt));
+
+	for (size_t b = 0; b < size; b++) {
+		void *node = tab[b], *next;
+		for (; node != NULL; node = next) {
+			void **link = (void **)((char *)node + next_off);
+			size_t nb = hash(node) % newsize;
+			next = *link;
+			*link = nt[nb];
+			nt[nb] = node;
+		}
+	}
+	free(tab);
+	return nt;
+}

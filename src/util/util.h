@@ -54,6 +54,14 @@ int sl_utf8_valid(const char *s, size_t n);
 uint32_t sl_hash(const void *p, size_t n);
 uint32_t sl_hash_str(const char *s);
 
+/*
+ * Rehash a chained hash table into a new one of newsize buckets: each node
+ * keeps its next pointer next_off bytes in, hash() gives its bucket.
+ * Frees the old table; returns the new one.
+ */
+void **sl_chain_rehash(void **tab, size_t size, size_t newsize,
+    size_t next_off, uint32_t (*hash)(const void *node));
+
 /* Wall clock in microseconds since the epoch; monotonic clock in ms. */
 int64_t sl_now_us(void);
 int64_t sl_mono_ms(void);
