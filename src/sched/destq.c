@@ -384,7 +384,7 @@ sched_conn_send(struct sched_conn *c, struct sched_job *job)
 		const struct sched_rcpt *r = &m->rcpts[job->ridx[i]];
 		c->rcpts[i].rid = r->rid;
 		c->rcpts[i].addr = r->addr;
-		c->rcpts[i].orcpt = r->orcpt;
+		c->rcpts[i].orcpt = sched_rcpt_orcpt(r);
 		c->rcpts[i].notify = r->notify;
 	}
 	memset(&c->m, 0, sizeof(c->m));

@@ -75,8 +75,6 @@ sched_set_conf(struct sched *s, const struct sl_conf *conf)
 static void
 sched_rcpt_clear(struct sched_rcpt *r)
 {
-	free(r->addr);
-	free(r->orcpt);
 	sl_unintern(r->last_reply);
 	sl_unintern(r->remote);
 }
@@ -92,22 +90,43 @@ sched_msg_free(struct sched_msg *m)
 	}
 	for (uint32_t i = 0; i < m->nrcpt; i++)
 		sched_rcpt_clear(&m->rcpts[i]);
-	free(m->sender);
-	free(m->envid);
 	free(m);
+}
+
+/* Copy s (may be NULL) to *p and move *p past it; returns the copy. */
+static const char *
+sched_put(char **p, const char *s)
+{
+	size_t n;
+	char *out = *p;
+
+	if (s == NULL)
+		return NULL;
+	n = strlen(s) + 1;
+	memcpy(out, s, n);
+	*p += n;
+	return out;
 }
 
 struct sched_msg *
 sched_msg_new(struct sched *s, const struct spool_msg *msg)
 {
-	struct sched_msg *m = xcalloc(1, sizeof(*m) +
-	    msg->nrcpt * sizeof(m->rcpts[0]));
+	size_t strs = strlen(msg->sender ? msg->sender : "") + 1 +
+	    (msg->envid ? strlen(msg->envid) + 1 : 0);
+	struct sched_msg *m;
+	char *p;
 
+	for (size_t i = 0; i < msg->nrcpt; i++)
+		strs += strlen(msg->rcpts[i].addr) + 1 + (msg->rcpts[i].orcpt ?
+		    strlen(msg->rcpts[i].orcpt) + 1 : 0);
+	/* the message, its recipients and its strings: one block */
+	m = xcalloc(1, sizeof(*m) + msg->nrcpt * sizeof(m->rcpts[0]) + strs);
+	p = (char *)&m->rcpts[msg->nrcpt];
 	m->s = s;
 	m->mid = msg->mid;
 	m->arrival = msg->arrival;
-	m->sender = xstrdup(msg->sender ? msg->sender : "");
-	m->envid = msg->envid ? xstrdup(msg->envid) : NULL;
+	m->sender = sched_put(&p, msg->sender ? msg->sender : "");
+	m->envid = sched_put(&p, msg->envid);
 	m->ret = msg->ret;
 	m->flags = msg->flags;
 	m->size = msg->size;
@@ -115,8 +134,8 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 	for (size_t i = 0; i < msg->nrcpt; i++) {
 		const struct spool_rcpt *sr = &msg->rcpts[i];
 		struct sched_rcpt *r = &m->rcpts[i];
-		r->addr = xstrdup(sr->addr);
-		r->orcpt = sr->orcpt ? xstrdup(sr->orcpt) : NULL;
+		r->addr = sched_put(&p, sr->addr);
+		r->has_orcpt = sched_put(&p, sr->orcpt) != NULL;
 		r->last_reply = sl_intern(sr->last_reply);
 		r->rid = sr->rid;
 		r->attempts = sr->attempts;
@@ -372,7 +391,7 @@ sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
 	for (size_t i = 0; i < n; i++) {
 		const struct sched_rcpt *r = &m->rcpts[idx[i]];
 		v[i].rid = r->rid;
-		v[i].addr = r->addr;
+		v[i].addr = (char *)r->addr;	/* copied */
 		v[i].state = r->state;
 		v[i].attempts = r->attempts;
 		v[i].next_retry = r->next_retry;
@@ -481,7 +500,7 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 			continue;
 		}
 		br[k].addr = r->addr;
-		br[k].orcpt = r->orcpt;
+		br[k].orcpt = sched_rcpt_orcpt(r);
 		br[k].action = action;
 		br[k].status = sched_status_of(r->last_reply, status[k],
 		    sizeof(status[k]), code);

@@ -22,8 +22,8 @@ struct sched_job;
 struct sched_dest;
 
 struct sched_rcpt {
-	char *addr;
-	char *orcpt;
+	const char *addr;	/* in the message's block; ORCPT follows it
+				   when has_orcpt (sched_rcpt_orcpt) */
 	const char *last_reply;	/* interned (util/intern.h) */
 	const char *remote;	/* the host that gave last_reply; interned */
 	uint32_t rid;
@@ -32,8 +32,16 @@ struct sched_rcpt {
 	uint8_t state;		/* enum spool_rcpt_state */
 	uint8_t notify;
 	uint8_t dsn_due;	/* final, and its DSN is not queued yet */
+	uint8_t has_orcpt;
 	struct sched_job *job;
 };
+
+/* The ORCPT of r, or NULL. */
+static inline const char *
+sched_rcpt_orcpt(const struct sched_rcpt *r)
+{
+	return r->has_orcpt ? r->addr + __builtin_strlen(r->addr) + 1 : NULL;
+}
 
 struct sched_msg {
 	TAILQ_ENTRY(sched_msg) age;	/* the expiry queue, by arrival */
@@ -41,8 +49,8 @@ struct sched_msg {
 	struct sched *s;
 	uint64_t mid;
 	int64_t arrival;
-	char *sender;
-	char *envid;
+	const char *sender;		/* these strings live in the block */
+	const char *envid;
 	uint8_t ret, flags;
 	uint64_t size;
 	uint32_t nrcpt, npending;	/* recipients, those not final */
@@ -54,7 +62,8 @@ struct sched_msg {
 	unsigned deleted : 1;		/* deleted by the operator */
 	unsigned deleting : 1;
 	unsigned queued : 2;		/* 1: in s->age, 2: in s->expired */
-	struct sched_rcpt rcpts[];	/* nrcpt of them, in one block */
+	struct sched_rcpt rcpts[];	/* nrcpt of them, then the strings:
+					   one allocation per message */
 };
 
 enum sched_job_state {
