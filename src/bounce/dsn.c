@@ -155,17 +155,6 @@ bounce_clean(const char *in, int utf8, size_t max)
 	return out;
 }
 
-static int
-bounce_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
 
 /*
  * RFC 3461 4: ENVID and ORCPT arrive as xtext ("+2B" for '+'); the DSN
@@ -180,8 +169,8 @@ bounce_xtext_decode(const char *in)
 	for (const char *p = in; *p; p++) {
 		int hi, lo;
 
-		if (*p == '+' && (hi = bounce_hexval(p[1])) >= 0 &&
-		    (lo = bounce_hexval(p[2])) >= 0) {
+		if (*p == '+' && (hi = sl_hexval(p[1])) >= 0 &&
+		    (lo = sl_hexval(p[2])) >= 0) {
 			out[n++] = (char)(hi << 4 | lo);
 			p += 2;
 		} else

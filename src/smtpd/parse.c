@@ -69,17 +69,6 @@ is_alnum(unsigned char c)
 	return is_alpha(c) || is_digit(c);
 }
 
-static int
-hex_val(unsigned char c)
-{
-	if (is_digit(c))
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
 
 /* RFC 5322 3.2.3 atext, the characters of a dot-string atom. */
 static int
@@ -400,8 +389,8 @@ xtext_valid(const char *s, size_t max)
 		unsigned char c = (unsigned char)*s;
 
 		if (c == '+') {
-			if (hex_val((unsigned char)s[1]) < 0 ||
-			    hex_val((unsigned char)s[2]) < 0)
+			if (sl_hexval((unsigned char)s[1]) < 0 ||
+			    sl_hexval((unsigned char)s[2]) < 0)
 				return 0;
 			s += 2, n += 2;
 		} else if (c < 33 || c > 126 || c == '=') {
@@ -436,13 +425,13 @@ utf8_xtext_valid(const char *s, int smtputf8)
 
 			if (s[1] != 'x' || s[2] != '{')
 				return 0;
-			for (s += 3; hex_val((unsigned char)*s) >= 0; s++)
+			for (s += 3; sl_hexval((unsigned char)*s) >= 0; s++)
 				k++;
 			if (k == 0 || k > 6 || *s != '}')
 				return 0;
 		} else if (c == '+') {
-			if (hex_val((unsigned char)s[1]) < 0 ||
-			    hex_val((unsigned char)s[2]) < 0)
+			if (sl_hexval((unsigned char)s[1]) < 0 ||
+			    sl_hexval((unsigned char)s[2]) < 0)
 				return 0;
 			s += 2;
 		} else if (c < 33 || c > 126 || c == '=') {

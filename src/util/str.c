@@ -182,3 +182,15 @@ sl_chain_rehash(void **tab, size_t size, size_t newsize, size_t next_off,
 	free(tab);
 	return nt;
 }
+
+int
+sl_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}

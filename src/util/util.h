@@ -50,6 +50,9 @@ char *sl_strtrim(char *s);
 /* 1 if the n bytes are well-formed UTF-8 (no overlongs, no surrogates). */
 int sl_utf8_valid(const char *s, size_t n);
 
+/* The value of a hex digit (either case), or -1. */
+int sl_hexval(int c);
+
 /* FNV-1a hash of n bytes / of a string, for the hash tables. */
 uint32_t sl_hash(const void *p, size_t n);
 uint32_t sl_hash_str(const char *s);
