@@ -39,7 +39,7 @@ replay() {
 		echo "fuzz replay $t: $p passed, $f failed"
 		pass=$((pass + p)) fail=$((fail + f))
 	done
-	echo "fuzz replay: $pass passed, $fail failed"
+	echo "fuzz: $pass passed, $fail failed"
 	[ "$fail" = 0 ]
 }
 
