@@ -476,6 +476,15 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 }
 
 static void
+sched_dest_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched_dest *d = arg;
+
+	sched_dest_run(d->wake_s, d);
+	sched_run_starved(d->wake_s);
+}
+
+static void
 sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
     const char *reason)
 {
@@ -515,8 +524,11 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 		sched_conn_free(c);
 		break;
 	}
-	sched_dest_run(s, d);
-	sched_run_starved(s);
+	/* smtpc closes the socket only once this callback returns: open the
+	 * next connection after that, so the receiver never sees one more
+	 * than the limit */
+	event_base_once(s->base, -1, EV_TIMEOUT, sched_dest_kick, d,
+	    &(struct timeval){ 0, 0 });
 }
 
 static const struct smtpc_cb sched_conn_cb = {

@@ -155,7 +155,11 @@ smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
 	smtpd_session_setcb(s);
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ srv->conf->server_command_timeout, 0 }, NULL);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* a test sink that delays replies holds them with the write event */
+	s->direct = srv->ops.reply_delay_ms == 0;
+	if (s->direct)	/* a socket bufferevent starts with EV_WRITE on */
+		bufferevent_disable(s->bev, EV_WRITE);
+	bufferevent_enable(s->bev, s->direct ? EV_READ : EV_READ | EV_WRITE);
 	{
 		char portbuf[16];
 		snprintf(portbuf, sizeof(portbuf), "%d", port);
@@ -192,12 +196,12 @@ smtpd_session_greet(struct smtpd_session *s)
 		smtpd_session_close(s, NULL, "dropped at connect by policy");
 		return;
 	}
-	if (rc == SMTPD_CHECK_REPLY) {
+	if (rc == SMTPD_CHECK_REPLY)
 		smtpd_reply(s, "%s", reply);	/* e.g. 554: only QUIT works */
-		return;
-	}
-	smtpd_reply(s, "220 %s ESMTP %s", srv->conf->server_hostname,
-	    srv->ops.product ? srv->ops.product : "sluice");
+	else
+		smtpd_reply(s, "220 %s ESMTP %s", srv->conf->server_hostname,
+		    srv->ops.product ? srv->ops.product : "sluice");
+	smtpd_flush(s);
 }
 
 void
@@ -231,13 +235,38 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	free(s);
 }
 
+void
+smtpd_flush(struct smtpd_session *s)
+{
+	struct evbuffer *out;
+
+	if (!s->direct || s->tls)
+		return;
+	out = bufferevent_get_output(s->bev);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	/* the bufferevent freezes its output's front; it unfreezes it around
+	 * its own writes, and so do we. An error (EPIPE) is left for the
+	 * bufferevent to find and report. */
+	evbuffer_unfreeze(out, 1);
+	(void)evbuffer_write(out, bufferevent_getfd(s->bev));
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) > 0)
+		bufferevent_enable(s->bev, EV_WRITE);
+}
+
 static void
 smtpd_session_write(struct bufferevent *bev, void *arg)
 {
 	struct smtpd_session *s = arg;
 
-	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s))
+	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
 		smtpd_session_free(s, "closed");
+		return;
+	}
+	/* the remainder is out: back to writing from smtpd_flush() */
+	if (s->direct && !s->tls)
+		bufferevent_disable(bev, EV_WRITE);
 }
 
 void
@@ -252,7 +281,10 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 	bufferevent_disable(s->bev, EV_READ);
 	/* a write timeout bounds a client that never reads its last reply */
 	bufferevent_set_timeouts(s->bev, NULL, &(struct timeval){ 10, 0 });
-	if (!s->in_read && smtpd_session_flushed(s))
+	if (s->in_read)
+		return;		/* smtpd_session_read flushes and frees */
+	smtpd_flush(s);
+	if (smtpd_session_flushed(s))
 		smtpd_session_free(s, why);
 }
 
@@ -769,9 +801,12 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
 	bufferevent_enable(s->bev, EV_READ);
-	/* go on with pipelined input already buffered (unless we are in it) */
+	/* go on with pipelined input already buffered (unless we are in it);
+	 * the read flushes the 250 with its own replies */
 	if (!s->in_read && evbuffer_get_length(bufferevent_get_input(s->bev)))
 		smtpd_session_read(s->bev, s);
+	else if (!s->in_read)
+		smtpd_flush(s);
 }
 
 /* The end of DATA: reject what broke the rules, store the rest. */
@@ -957,6 +992,7 @@ smtpd_session_read(struct bufferevent *bev, void *arg)
 		}
 	}
 	s->in_read = 0;
+	smtpd_flush(s);
 	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s))
 		smtpd_session_free(s, "closed");
 }

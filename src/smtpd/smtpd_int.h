@@ -62,6 +62,8 @@ struct smtpd_session {
 	int close_after;	/* close once the pending reply is written */
 	int trusted;
 	int tls;		/* STARTTLS done: bev is the TLS filter */
+	int direct;		/* replies are written by smtpd_flush(), the
+				   write event armed only for a remainder */
 	struct evbuffer_cb_entry *flush_cb; /* TLS: closing waits for it */
 	struct smtpd_tx tx;
 	struct smtpd_iptab_entry *ipent;
@@ -102,6 +104,12 @@ struct smtpd_session *smtpd_session_new(struct smtpd_server *srv, int fd,
     const struct sockaddr *sa, socklen_t salen);
 /* Point s->bev's callbacks at the session (again after STARTTLS). */
 void smtpd_session_setcb(struct smtpd_session *s);
+/*
+ * Write the replies queued so far straight to the socket (no write event:
+ * arming and disarming it cost two epoll_ctl per reply); what the socket
+ * does not take is left to the bufferevent. No-op under TLS.
+ */
+void smtpd_flush(struct smtpd_session *s);
 /* Greet (or refuse) the new client. */
 void smtpd_session_start(struct smtpd_session *s);
 void smtpd_session_free(struct smtpd_session *s, const char *why);

@@ -108,6 +108,10 @@ smtpd_cmd_starttls(struct smtpd_session *s, const char *arg)
 		    "STARTTLS", "bytes", n, NULL);
 		evbuffer_drain(in, junk);
 	}
+	/* the 220 goes out in the clear, and the socket's own writes are
+	 * the filter's from now on */
+	smtpd_flush(s);
+	bufferevent_enable(under, EV_WRITE);
 	/* the filter keeps the timeouts from now on (session.c sets them) */
 	bufferevent_set_timeouts(under, NULL, NULL);
 	bev = bufferevent_openssl_filter_new(s->srv->base, under, ssl,
