@@ -55,3 +55,22 @@ def make_sluiced(tmp_path):
 @pytest.fixture
 def sluiced(make_sluiced):
     return make_sluiced()
+
+
+@pytest.fixture
+def make_sink(tmp_path):
+    """make_sink(...) starts a `sluice sink` (sinkutil.Sink) in its own
+    directory; each is checked for a clean exit at teardown."""
+    from sinkutil import Sink
+    sinks = []
+
+    def make(*args, **kw):
+        d = tmp_path / ("s%d" % len(sinks))
+        d.mkdir()
+        s = Sink(d, *args, **kw)
+        sinks.append(s)
+        return s
+
+    yield make
+    for s in sinks:
+        s.check_clean()

@@ -6,23 +6,7 @@ import json
 
 import pytest
 
-from sinkutil import Sink, run_sluice
-
-
-@pytest.fixture
-def make_sink(tmp_path):
-    sinks = []
-
-    def make(*args, **kw):
-        d = tmp_path / ("s%d" % len(sinks))
-        d.mkdir()
-        s = Sink(d, *args, **kw)
-        sinks.append(s)
-        return s
-
-    yield make
-    for s in sinks:
-        s.check_clean()
+from sinkutil import run_sluice
 
 
 def blast(sink, *args):

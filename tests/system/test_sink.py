@@ -14,23 +14,7 @@ import time
 
 import pytest
 
-from sinkutil import Sink, connect, read_reply, run_sluice
-
-
-@pytest.fixture
-def make_sink(tmp_path):
-    sinks = []
-
-    def make(*args, **kw):
-        d = tmp_path / ("s%d" % len(sinks))
-        d.mkdir()
-        s = Sink(d, *args, **kw)
-        sinks.append(s)
-        return s
-
-    yield make
-    for s in sinks:
-        s.check_clean()
+from sinkutil import connect, read_reply, run_sluice
 
 
 def smtp(sink):
