@@ -180,7 +180,7 @@ metrics_render(const struct metrics_src *src, struct evbuffer *out)
 	    "Delivery attempts of a recipient that failed temporarily.",
 	    (double)q.deferred);
 	metrics_one(out, "sluice_messages_bounced_total", "counter",
-	    "Recipients that failed permanently.", (double)q.bounced);
+	    "Recipients that failed permanently.", (double)q.failed);
 	metrics_one(out, "sluice_messages_expired_total", "counter",
 	    "Recipients returned after [delivery] queue_lifetime.",
 	    (double)q.expired);

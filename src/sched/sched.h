@@ -137,7 +137,8 @@ struct sched_stats {
 	uint64_t recipients;	/* not final, in the queue now */
 	uint64_t destinations;
 	uint64_t connections;	/* delivery connections open now */
-	uint64_t delivered, deferred, bounced, expired, failed;
+	uint64_t delivered, deferred, expired;
+	uint64_t failed;	/* recipients failed for good (bounced) */
 	uint64_t dsn_sent;
 	uint64_t lat_count[SCHED_LAT_BUCKETS + 1];	/* last: +Inf */
 	double lat_sum;

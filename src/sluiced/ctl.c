@@ -718,7 +718,7 @@ ctl_status(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 	    "received", (json_int_t)in.messages, "recipients_received",
 	    (json_int_t)in.recipients, "delivered", (json_int_t)out.delivered,
 	    "deferred", (json_int_t)out.deferred, "bounced",
-	    (json_int_t)out.bounced, "expired", (json_int_t)out.expired,
+	    (json_int_t)out.failed, "expired", (json_int_t)out.expired,
 	    "dsn_sent", (json_int_t)out.dsn_sent,
 	    "rates",
 	    "last_1m", ctl_rates(ctl, 60, in.messages, out.delivered),

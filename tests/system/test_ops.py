@@ -261,6 +261,10 @@ def test_bounce_sends_the_dsn(ops, receiver):
     assert rcpt.encode() in dsn["data"]
     assert not receiver.got(rcpt)
     wait_until(lambda: list_json(d.conf_path) == [], what="queue empty")
+    # the failed recipient and its DSN are counted
+    samples, _ = parse_prom(scrape(d.metrics_port)[2])
+    assert metric(samples, "sluice_messages_bounced_total") == 1
+    assert metric(samples, "sluice_dsn_sent_total") == 1
 
 
 # ---- status, metrics ----
