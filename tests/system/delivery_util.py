@@ -492,19 +492,33 @@ class Receiver:
             self.peak = max(self.peak, self.active)
         if self.gauge:
             self.gauge.add(1)
+        released = []
+
+        def release():
+            # once per connection: at QUIT (the client is done: without
+            # this, the accept of its next connection could be handled
+            # before this coroutine resumes after the 221) or at the end
+            if released:
+                return
+            released.append(1)
+            with self.lock:
+                self.active -= 1
+            if self.gauge:
+                self.gauge.add(-1)
+
         try:
             plan = self.script(conn) or {}
-            await Session(self, conn, plan, reader, writer).run()
+            sess = Session(self, conn, plan, reader, writer)
+            sess.release = release
+            await sess.run()
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             pass
         except asyncio.CancelledError:
             pass
         finally:
+            release()
             with self.lock:
-                self.active -= 1
                 self.events.append((conn, "closed"))
-            if self.gauge:
-                self.gauge.add(-1)
             try:
                 writer.close()
             except Exception:
@@ -525,6 +539,7 @@ class Session:
         self.ctx = Ctx(rcv, conn)
         self.mail_params = ""
         self.rcpt_params = []
+        self.release = lambda: None
 
     def action(self, stage):
         a = self.plan.get(stage)
@@ -664,6 +679,7 @@ class Session:
             elif verb == "NOOP":
                 await self.send("250 2.0.0 Ok\r\n")
             elif verb == "QUIT":
+                self.release()
                 await self.reply("quit", "221 2.0.0 Bye\r\n")
                 raise _Closed()
             else:
