@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """bench/gen_spool.py: write a sluiced spool (spool.db) full of deferred mail.
 
-The schema is src/spool/spool_sqlite.c's (schema version 1, PRAGMA
-user_version = 1), written directly with sqlite3, so a sluiced started on
-the directory recovers it as its own queue.
+The schema is the one sluiced itself created in DIR (start and stop sluiced
+on it first, as bench/queue-scale does); rows are written directly with
+sqlite3, so a sluiced started on the directory recovers them as its queue.
 
   gen_spool.py --dir DIR --recipients N --destinations D [--per-message R]
                [--body-size B] [--retry-in SECONDS]
@@ -22,34 +22,7 @@ import os
 import sqlite3
 import time
 
-SCHEMA = (
-    "CREATE TABLE envelopes("
-    " mid INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " arrival INTEGER NOT NULL,"
-    " sender TEXT,"
-    " envid TEXT,"
-    " ret INTEGER NOT NULL,"
-    " flags INTEGER NOT NULL,"
-    " client_addr TEXT,"
-    " helo TEXT,"
-    " size INTEGER NOT NULL,"
-    " nrcpt INTEGER NOT NULL);"
-    "CREATE TABLE recipients("
-    " mid INTEGER NOT NULL,"
-    " rid INTEGER NOT NULL,"
-    " addr TEXT,"
-    " orcpt TEXT,"
-    " notify INTEGER NOT NULL,"
-    " state INTEGER NOT NULL,"
-    " attempts INTEGER NOT NULL,"
-    " next_retry INTEGER NOT NULL,"
-    " last_reply TEXT,"
-    " PRIMARY KEY(mid, rid)) WITHOUT ROWID;"
-    "CREATE TABLE bodies("
-    " mid INTEGER PRIMARY KEY,"
-    " data BLOB NOT NULL);"
-    "PRAGMA user_version = 1;"
-)
+SCHEMA_VERSION = 1  # src/spool/spool_sqlite.c SPOOL_SCHEMA_VERSION
 SPOOL_RCPT_DEFERRED = 1
 
 
@@ -64,15 +37,18 @@ def main():
     a = ap.parse_args()
 
     t0 = time.time()
-    os.makedirs(a.dir, exist_ok=True)
     path = os.path.join(a.dir, "spool.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.unlink(path + suffix)
+    if not os.path.exists(path):
+        raise SystemExit(f"gen_spool.py: {path}: start and stop sluiced on "
+                         "it first (it creates the schema)")
     db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        raise SystemExit(f"gen_spool.py: {path}: schema version {version}, "
+                         f"this script writes version {SCHEMA_VERSION}")
+    if db.execute("SELECT count(*) FROM envelopes").fetchone()[0]:
+        raise SystemExit(f"gen_spool.py: {path}: the spool is not empty")
     db.execute("PRAGMA synchronous = OFF")
-    db.executescript(SCHEMA)
 
     now = int(time.time())
     r = max(1, a.per_message)
