@@ -8,16 +8,22 @@
  * ops->store. While the store is in progress the session reads nothing more;
  * smtpd_session_stored() sends the reply and goes on with what is buffered.
  *
- * States and the functions that move them:
+ * States and the functions that move them (smtpd_enter is the only writer
+ * of s->state; smtpd_moves[] lists every transition it allows):
  *   GREET -(HELO/EHLO: smtpd_cmd_helo)-> IDLE -(MAIL)-> MAIL -(RCPT)-> RCPT
  *   RCPT -(DATA)-> DATA -(end of data: smtpd_data_end)-> STORE
- *   MAIL|RCPT -(BDAT)-> BDAT -(chunk read: smtpd_bdat_end)-> RCPT, or
- *                              STORE when the chunk was LAST
+ *   any but DATA, STORE -(BDAT)-> BDAT -(chunk read: smtpd_bdat_end)-> RCPT,
+ *        or STORE when the chunk was LAST, or back where it came from when
+ *        the BDAT was refused (its chunk is still read)
  *   STORE -(smtpd_session_stored)-> IDLE
- *   any -(QUIT, timeout, too many errors, shutdown)-> CLOSING -> freed
+ *   any -(QUIT, timeout, too many errors, shutdown, a check's 421,
+ *         disconnect)-> CLOSING -> freed (smtpd_session_free)
  *   RSET, HELO/EHLO and a rejected message drop the transaction -> IDLE.
  *   IDLE -(STARTTLS, tls.c: 220, s->bev becomes the TLS filter;
  *          smtpd_session_restart)-> GREET, in TLS for the rest of it
+ * CLOSING is terminal: smtpd_enter refuses to leave it, so a reject that
+ * closed the session (max_errors) is not undone by the reset that follows
+ * it, and nothing after the 421 is read, executed or answered.
  *
  * Test-sink hooks (struct smtpd_ops): replied sees each reply's code,
  * no_received stores the data without our Received: header,
@@ -30,6 +36,9 @@
  *     smtpd_session_stored() with SPOOL_OK: after the store said durable.
  *  2. A session in STORE is never freed by the network side: its free is
  *     deferred until the store answers (the answer needs the session).
+ *  3. Once CLOSING, no input is read and no reply but the closing one is
+ *     queued; the session is freed once that reply is out (or its write
+ *     timeout fires), which releases its fd and its per-address slot.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -53,6 +62,50 @@ static void smtpd_bdat_end(struct smtpd_session *s);
 #define SMTPD_IDS(s) \
 	(&(struct log_ids){ (s)->icid, 0, (s)->tx.mid, -1 })
 
+static const char *const smtpd_state_names[] = {
+	[SMTPD_ST_GREET] = "GREET", [SMTPD_ST_IDLE] = "IDLE",
+	[SMTPD_ST_MAIL] = "MAIL", [SMTPD_ST_RCPT] = "RCPT",
+	[SMTPD_ST_DATA] = "DATA", [SMTPD_ST_BDAT] = "BDAT",
+	[SMTPD_ST_STORE] = "STORE", [SMTPD_ST_CLOSING] = "CLOSING",
+};
+
+#define B(st) (1u << SMTPD_ST_##st)
+/* The states each state may move to (the file header draws them). */
+static const unsigned smtpd_moves[] = {
+	[SMTPD_ST_GREET] = B(GREET) | B(IDLE) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_IDLE] = B(GREET) | B(IDLE) | B(MAIL) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_MAIL] = B(IDLE) | B(RCPT) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_RCPT] = B(IDLE) | B(RCPT) | B(DATA) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_DATA] = B(IDLE) | B(STORE) | B(CLOSING),
+	[SMTPD_ST_BDAT] = B(GREET) | B(IDLE) | B(MAIL) | B(RCPT) | B(STORE) |
+	    B(CLOSING),
+	[SMTPD_ST_STORE] = B(IDLE) | B(CLOSING),
+	[SMTPD_ST_CLOSING] = 0,
+};
+#undef B
+
+/*
+ * Move s to state to; the only writer of s->state. Returns 1 if it moved.
+ * Leaving CLOSING is refused quietly (returns 0): a command whose reject
+ * closed the session goes on to reset its transaction, and that reset must
+ * not reopen it. Any other move not in smtpd_moves[] is our bug.
+ */
+static int
+smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
+{
+	enum smtpd_state from = s->state;
+
+	if (from == SMTPD_ST_CLOSING)
+		return 0;
+	if (SL_NEVER(!(smtpd_moves[from] & (1u << to))))
+		return 0;
+	if (from != to && log_enabled(LOG_DEBUG))
+		log_debug("ICID %llu state %s -> %s", (unsigned long long)s->icid,
+		    smtpd_state_names[from], smtpd_state_names[to]);
+	s->state = to;
+	return 1;
+}
+
 /* ops.reply_delay_ms passed: let the held replies go. */
 static void
 smtpd_reply_release(evutil_socket_t fd, short what, void *arg)
@@ -71,6 +124,9 @@ smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 	va_list ap;
 	int n;
 
+	/* invariant 3: the closing reply was the last one */
+	if (s->state == SMTPD_ST_CLOSING)
+		return;
 	/* formatted here first so ops.replied can see the code */
 	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof(line), fmt, ap);
@@ -113,7 +169,8 @@ smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt, ...)
 	s->srv->stats.rejected++;
 	log_ev(LOG_INFO, SMTPD_IDS(s), "rejected", "cmd", cmd, "reply", reply,
 	    NULL);
-	if (++s->errors >= s->srv->conf->server_max_errors)
+	if (++s->errors >= s->srv->conf->server_max_errors &&
+	    s->state != SMTPD_ST_CLOSING)
 		smtpd_session_close(s, "421 4.7.0 Too many errors, closing",
 		    "too many errors");
 }
@@ -221,6 +278,7 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		return;
 	}
+	smtpd_enter(s, SMTPD_ST_CLOSING);
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
 	    "connection closed", "reason", why, NULL);
 	if (srv->ops.closed)
@@ -273,11 +331,13 @@ void
 smtpd_session_close(struct smtpd_session *s, const char *reply,
     const char *why)
 {
+	if (s->state == SMTPD_ST_CLOSING)
+		return;		/* the first reason and reply stand */
 	if (reply != NULL)
 		smtpd_reply(s, "%s", reply);
 	log_ev(LOG_INFO, SMTPD_IDS(s), "closing", "reason", why, NULL);
 	smtpd_tx_reset(&s->tx);
-	s->state = SMTPD_ST_CLOSING;
+	smtpd_enter(s, SMTPD_ST_CLOSING);
 	bufferevent_disable(s->bev, EV_READ);
 	/* a write timeout bounds a client that never reads its last reply */
 	bufferevent_set_timeouts(s->bev, NULL, &(struct timeval){ 10, 0 });
@@ -350,7 +410,7 @@ smtpd_session_reset(struct smtpd_session *s)
 {
 	smtpd_tx_reset(&s->tx);
 	if (s->state != SMTPD_ST_GREET)
-		s->state = SMTPD_ST_IDLE;
+		smtpd_enter(s, SMTPD_ST_IDLE);
 }
 
 /* Ask ops->check; 1 if a reply was sent and the command must stop. */
@@ -422,7 +482,7 @@ smtpd_cmd_helo(struct smtpd_session *s, char *arg, int esmtp)
 	s->helo = xstrdup(arg);
 	s->esmtp = esmtp;
 	smtpd_tx_reset(&s->tx);
-	s->state = SMTPD_ST_IDLE;
+	smtpd_enter(s, SMTPD_ST_IDLE);
 	if (!esmtp) {
 		smtpd_reply(s, "250 %s", c->server_hostname);
 		return;
@@ -477,7 +537,7 @@ smtpd_cmd_mail(struct smtpd_session *s, char *arg)
 	s->tx.mail.addr = NULL;
 	s->tx.mail.envid = NULL;
 	s->tx.start_ms = sl_mono_ms();
-	s->state = SMTPD_ST_MAIL;
+	smtpd_enter(s, SMTPD_ST_MAIL);
 	s->srv->stats.transactions++;
 	snprintf(sizebuf, sizeof(sizebuf), "%llu", (unsigned long long)m.size);
 	log_ev(LOG_INFO, SMTPD_IDS(s), "From", "sender", s->tx.sender,
@@ -541,7 +601,7 @@ smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, tx->mid,
 	    (int64_t)tx->nrcpt }, "To", "rcpt", sr->addr, NULL);
 	tx->nrcpt++;
-	s->state = SMTPD_ST_RCPT;
+	smtpd_enter(s, SMTPD_ST_RCPT);
 	smtpd_reply(s, "250 2.1.5 Ok");
 }
 
@@ -573,7 +633,7 @@ smtpd_cmd_data(struct smtpd_session *s, char *arg)
 		return;
 	smtpd_body_start(s);
 	smtpd_data_init(&s->tx.data, (uint64_t)s->srv->conf->server_max_message_size);
-	s->state = SMTPD_ST_DATA;
+	smtpd_enter(s, SMTPD_ST_DATA);
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ s->srv->conf->server_data_timeout, 0 }, NULL);
 	smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
@@ -612,7 +672,9 @@ smtpd_cmd_bdat(struct smtpd_session *s, char *arg)
 	    (uint64_t)s->srv->conf->server_max_message_size -
 	    (evbuffer_get_length(tx->body) - tx->header_len))
 		tx->bdat_fail = 552;
-	s->state = SMTPD_ST_BDAT;
+	/* a check's 421 closed the session: the chunk is not read */
+	if (!smtpd_enter(s, SMTPD_ST_BDAT))
+		return;
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ s->srv->conf->server_data_timeout, 0 }, NULL);
 	if (size == 0)
@@ -669,7 +731,7 @@ smtpd_session_restart(struct smtpd_session *s)
 	s->helo = NULL;
 	s->esmtp = 0;
 	s->discard_line = 0;
-	s->state = SMTPD_ST_GREET;
+	smtpd_enter(s, SMTPD_ST_GREET);
 	smtpd_session_setcb(s);
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
@@ -735,8 +797,7 @@ smtpd_store(struct smtpd_session *s)
 	struct spool_msg *msg;
 
 	if (smtpd_check(s, SMTPD_STAGE_EOM, NULL, "DATA")) {
-		if (s->state != SMTPD_ST_CLOSING)
-			smtpd_session_reset(s);
+		smtpd_session_reset(s);
 		return;
 	}
 	msg = xcalloc(1, sizeof(*msg));
@@ -758,7 +819,7 @@ smtpd_store(struct smtpd_session *s)
 	tx->body = NULL;
 	tx->rcpts = NULL;
 	tx->nrcpt = tx->cap = 0;
-	s->state = SMTPD_ST_STORE;
+	smtpd_enter(s, SMTPD_ST_STORE);
 	bufferevent_disable(s->bev, EV_READ);
 	srv->stats.recipients += msg->nrcpt;
 	srv->stats.bytes += msg->size;
@@ -774,7 +835,7 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 
 	SL_ALWAYS(s->state == SMTPD_ST_STORE);
 	spool_mid_fmt(tx->mid, mid);
-	s->state = SMTPD_ST_IDLE;
+	smtpd_enter(s, SMTPD_ST_IDLE);
 	if (status == SPOOL_OK) {
 		s->srv->stats.messages++;
 		log_ev(LOG_INFO, SMTPD_IDS(s), "queued for delivery", NULL);
@@ -818,14 +879,12 @@ smtpd_data_end(struct smtpd_session *s)
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
 	if (d->err & (SMTPD_DATA_BARE_LF | SMTPD_DATA_BARE_CR)) {
-		s->state = SMTPD_ST_RCPT;
 		smtpd_reject(s, "DATA", "550 5.5.2 Message rejected: bare <CR> "
 		    "or <LF> in message data (RFC 5321 2.3.8)");
 		smtpd_session_reset(s);
 		return;
 	}
 	if (d->err & SMTPD_DATA_TOO_BIG) {
-		s->state = SMTPD_ST_RCPT;
 		smtpd_reject(s, "DATA", "552 5.3.4 Message size exceeds fixed "
 		    "maximum message size");
 		smtpd_session_reset(s);
@@ -844,8 +903,8 @@ smtpd_bdat_end(struct smtpd_session *s)
 	bufferevent_set_timeouts(s->bev,
 	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
 	if (fail != 0) {
-		s->state = tx->nrcpt ? SMTPD_ST_RCPT : tx->sender ?
-		    SMTPD_ST_MAIL : (s->helo ? SMTPD_ST_IDLE : SMTPD_ST_GREET);
+		smtpd_enter(s, tx->nrcpt ? SMTPD_ST_RCPT : tx->sender ?
+		    SMTPD_ST_MAIL : (s->helo ? SMTPD_ST_IDLE : SMTPD_ST_GREET));
 		if (fail == 552) {
 			smtpd_reject(s, "BDAT", "552 5.3.4 Message size exceeds "
 			    "fixed maximum message size");
@@ -862,7 +921,7 @@ smtpd_bdat_end(struct smtpd_session *s)
 		smtpd_store(s);
 		return;
 	}
-	s->state = SMTPD_ST_RCPT;
+	smtpd_enter(s, SMTPD_ST_RCPT);
 	smtpd_reply(s, "250 2.0.0 %llu octets received",
 	    (unsigned long long)(evbuffer_get_length(tx->body) - tx->header_len));
 }

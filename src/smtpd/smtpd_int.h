@@ -55,7 +55,7 @@ struct smtpd_session {
 	char peer_text[64];
 	char *helo;
 	int esmtp;
-	int state;
+	enum smtpd_state state;	/* written only by smtpd_enter */
 	int errors;
 	int in_read;		/* inside smtpd_session_read: no recursion */
 	int discard_line;	/* dropping the rest of an over-long line */
