@@ -934,24 +934,29 @@ smtpd_data_emit(void *ctx, const char *p, size_t n)
 	evbuffer_add(ctx, p, n);
 }
 
-/* Feed buffered input to the DATA machine; 1 when the data ended. */
+/*
+ * Feed all buffered input to the DATA machine; 1 when the data ended.
+ * All of it: under TLS the bytes already decrypted bring no new read event,
+ * so a final dot left in the buffer would wait for the data timeout.
+ */
 static int
 smtpd_read_data(struct smtpd_session *s, struct evbuffer *in)
 {
 	struct evbuffer_iovec v[8];
-	int n;
-	size_t total = 0;
 
 	if (s->tx.drop_in_data) {
 		smtpd_session_close(s, NULL, "dropped in DATA by policy");
 		return 1;
 	}
-	n = evbuffer_peek(in, -1, NULL, v, 8);
+	while (!s->tx.data.done && evbuffer_get_length(in) > 0) {
+		int n = evbuffer_peek(in, -1, NULL, v, 8);
+		size_t total = 0;
 
-	for (int i = 0; i < n && i < 8 && !s->tx.data.done; i++)
-		total += smtpd_data_feed(&s->tx.data, v[i].iov_base,
-		    v[i].iov_len, smtpd_data_emit, s->tx.body);
-	evbuffer_drain(in, total);
+		for (int i = 0; i < n && i < 8 && !s->tx.data.done; i++)
+			total += smtpd_data_feed(&s->tx.data, v[i].iov_base,
+			    v[i].iov_len, smtpd_data_emit, s->tx.body);
+		evbuffer_drain(in, total);
+	}
 	if (!s->tx.data.done)
 		return 0;
 	smtpd_data_end(s);
