@@ -54,6 +54,7 @@
 #include "util/util.h"
 
 static void smtpd_session_read(struct bufferevent *bev, void *arg);
+static int smtpd_session_input(struct smtpd_session *s);
 static void smtpd_session_event(struct bufferevent *bev, short what, void *arg);
 static void smtpd_session_write(struct bufferevent *bev, void *arg);
 static void smtpd_tx_reset(struct smtpd_tx *tx);
@@ -104,6 +105,18 @@ smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
 		    smtpd_state_names[from], smtpd_state_names[to]);
 	s->state = to;
 	return 1;
+}
+
+/*
+ * Time out reading after secs (and writing too when write is set: a client
+ * that reads nothing). The command and data timeouts of [server].
+ */
+static void
+smtpd_timeouts(struct smtpd_session *s, int64_t secs, int write)
+{
+	struct timeval tv = { (time_t)secs, 0 };
+
+	bufferevent_set_timeouts(s->bev, &tv, write ? &tv : NULL);
 }
 
 /* ops.reply_delay_ms passed: let the held replies go. */
@@ -210,8 +223,7 @@ smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
 		return NULL;
 	}
 	smtpd_session_setcb(s);
-	bufferevent_set_timeouts(s->bev,
-	    &(struct timeval){ srv->conf->server_command_timeout, 0 }, NULL);
+	smtpd_timeouts(s, srv->conf->server_command_timeout, 0);
 	/* a test sink that delays replies holds them with the write event */
 	s->direct = srv->ops.reply_delay_ms == 0;
 	if (s->direct)	/* a socket bufferevent starts with EV_WRITE on */
@@ -313,6 +325,52 @@ smtpd_flush(struct smtpd_session *s)
 		bufferevent_enable(s->bev, EV_WRITE);
 }
 
+/* Bytes of replies not yet written: ours and, under TLS, the socket's. */
+static size_t
+smtpd_out_pending(struct smtpd_session *s)
+{
+	struct bufferevent *under;
+	size_t n = evbuffer_get_length(bufferevent_get_output(s->bev));
+
+	if (s->tls && (under = bufferevent_get_underlying(s->bev)) != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
+/*
+ * 1 if the client lets more than SMTPD_OUT_MAX of replies wait: then stop
+ * reading (its commands stay in the kernel, which closes its TCP window)
+ * until the write callback sees them drain. The socket may take what is
+ * queued, so write first.
+ */
+static int
+smtpd_out_full(struct smtpd_session *s)
+{
+	if (smtpd_out_pending(s) <= SMTPD_OUT_MAX)
+		return 0;
+	smtpd_flush(s);
+	if (smtpd_out_pending(s) <= SMTPD_OUT_MAX)
+		return 0;
+	if (!s->out_full && log_enabled(LOG_DEBUG))
+		log_debug("ICID %llu replies not read: reading paused",
+		    (unsigned long long)s->icid);
+	s->out_full = 1;
+	bufferevent_disable(s->bev, EV_READ);
+	/* the read timeout sleeps with reading: a client that reads nothing
+	 * for as long meets the write timeout instead */
+	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 1);
+	return 1;
+}
+
+/* Read again if the state reads and the replies are not backed up. */
+static void
+smtpd_session_want_read(struct smtpd_session *s)
+{
+	if (!s->out_full && s->state != SMTPD_ST_STORE &&
+	    s->state != SMTPD_ST_CLOSING)
+		bufferevent_enable(s->bev, EV_READ);
+}
+
 static void
 smtpd_session_write(struct bufferevent *bev, void *arg)
 {
@@ -325,6 +383,15 @@ smtpd_session_write(struct bufferevent *bev, void *arg)
 	/* the remainder is out: back to writing from smtpd_flush() */
 	if (s->direct && !s->tls)
 		bufferevent_disable(bev, EV_WRITE);
+	/* the client read its replies: go on with the commands buffered,
+	 * then read (the filter may call our read callback from enable) */
+	if (s->out_full && !s->in_read &&
+	    smtpd_out_pending(s) <= SMTPD_OUT_MAX) {
+		s->out_full = 0;
+		smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
+		if (smtpd_session_input(s))
+			smtpd_session_want_read(s);
+	}
 }
 
 void
@@ -342,7 +409,7 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 	/* a write timeout bounds a client that never reads its last reply */
 	bufferevent_set_timeouts(s->bev, NULL, &(struct timeval){ 10, 0 });
 	if (s->in_read)
-		return;		/* smtpd_session_read flushes and frees */
+		return;		/* smtpd_session_input flushes and frees */
 	smtpd_flush(s);
 	if (smtpd_session_flushed(s))
 		smtpd_session_free(s, why);
@@ -634,8 +701,7 @@ smtpd_cmd_data(struct smtpd_session *s, char *arg)
 	smtpd_body_start(s);
 	smtpd_data_init(&s->tx.data, (uint64_t)s->srv->conf->server_max_message_size);
 	smtpd_enter(s, SMTPD_ST_DATA);
-	bufferevent_set_timeouts(s->bev,
-	    &(struct timeval){ s->srv->conf->server_data_timeout, 0 }, NULL);
+	smtpd_timeouts(s, s->srv->conf->server_data_timeout, 0);
 	smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -675,8 +741,7 @@ smtpd_cmd_bdat(struct smtpd_session *s, char *arg)
 	/* a check's 421 closed the session: the chunk is not read */
 	if (!smtpd_enter(s, SMTPD_ST_BDAT))
 		return;
-	bufferevent_set_timeouts(s->bev,
-	    &(struct timeval){ s->srv->conf->server_data_timeout, 0 }, NULL);
+	smtpd_timeouts(s, s->srv->conf->server_data_timeout, 0);
 	if (size == 0)
 		smtpd_bdat_end(s);
 }
@@ -733,8 +798,7 @@ smtpd_session_restart(struct smtpd_session *s)
 	s->discard_line = 0;
 	smtpd_enter(s, SMTPD_ST_GREET);
 	smtpd_session_setcb(s);
-	bufferevent_set_timeouts(s->bev,
-	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
+	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
@@ -859,15 +923,16 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 		    "shutdown");
 		return;
 	}
-	bufferevent_set_timeouts(s->bev,
-	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
-	bufferevent_enable(s->bev, EV_READ);
-	/* go on with pipelined input already buffered (unless we are in it);
-	 * the read flushes the 250 with its own replies */
-	if (!s->in_read && evbuffer_get_length(bufferevent_get_input(s->bev)))
-		smtpd_session_read(s->bev, s);
-	else if (!s->in_read)
-		smtpd_flush(s);
+	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
+	/* called from the read loop (a store that answers at once): it goes
+	 * on with the input and flushes the 250 with its own replies */
+	if (s->in_read) {
+		smtpd_session_want_read(s);
+		return;
+	}
+	/* go on with pipelined input already buffered, then read */
+	if (smtpd_session_input(s))
+		smtpd_session_want_read(s);
 }
 
 /* The end of DATA: reject what broke the rules, store the rest. */
@@ -876,8 +941,7 @@ smtpd_data_end(struct smtpd_session *s)
 {
 	struct smtpd_data *d = &s->tx.data;
 
-	bufferevent_set_timeouts(s->bev,
-	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
+	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
 	if (d->err & (SMTPD_DATA_BARE_LF | SMTPD_DATA_BARE_CR)) {
 		smtpd_reject(s, "DATA", "550 5.5.2 Message rejected: bare <CR> "
 		    "or <LF> in message data (RFC 5321 2.3.8)");
@@ -900,8 +964,7 @@ smtpd_bdat_end(struct smtpd_session *s)
 	struct smtpd_tx *tx = &s->tx;
 	int fail = tx->bdat_fail;
 
-	bufferevent_set_timeouts(s->bev,
-	    &(struct timeval){ s->srv->conf->server_command_timeout, 0 }, NULL);
+	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
 	if (fail != 0) {
 		smtpd_enter(s, tx->nrcpt ? SMTPD_ST_RCPT : tx->sender ?
 		    SMTPD_ST_MAIL : (s->helo ? SMTPD_ST_IDLE : SMTPD_ST_GREET));
@@ -1030,11 +1093,16 @@ smtpd_read_command(struct smtpd_session *s, struct evbuffer *in)
 	return 1;
 }
 
-static void
-smtpd_session_read(struct bufferevent *bev, void *arg)
+/*
+ * Handle the buffered input until it is used up or the session must wait:
+ * for the store (STORE), for good (CLOSING), or for the client to read its
+ * replies (smtpd_out_full). Then write the replies. Returns 0 if the
+ * session was freed.
+ */
+static int
+smtpd_session_input(struct smtpd_session *s)
 {
-	struct smtpd_session *s = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = bufferevent_get_input(s->bev);
 	int progress = 1;
 
 	s->in_read = 1;
@@ -1051,14 +1119,30 @@ smtpd_session_read(struct bufferevent *bev, void *arg)
 			progress = 0;
 			break;
 		default:
-			progress = smtpd_read_command(s, in);
+			progress = !smtpd_out_full(s) &&
+			    smtpd_read_command(s, in);
 			break;
 		}
 	}
 	s->in_read = 0;
 	smtpd_flush(s);
-	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s))
+	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
 		smtpd_session_free(s, "closed");
+		return 0;
+	}
+	return 1;
+}
+
+static void
+smtpd_session_read(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	/* a TLS filter runs its read callback from bufferevent_enable(); the
+	 * loop already running takes what it decrypted */
+	if (s->in_read)
+		return;
+	(void)smtpd_session_input(s);
 }
 
 uint64_t

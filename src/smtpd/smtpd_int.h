@@ -16,6 +16,12 @@
 #include "smtpd/parse.h"
 #include "smtpd/smtpd.h"
 
+/*
+ * Replies a client may leave unread before the session stops reading its
+ * commands (output backpressure, session.c smtpd_out_full).
+ */
+#define SMTPD_OUT_MAX (64 * 1024)
+
 enum smtpd_state {
 	SMTPD_ST_GREET = 0,	/* before HELO/EHLO */
 	SMTPD_ST_IDLE,		/* after HELO/EHLO, no transaction */
@@ -57,7 +63,9 @@ struct smtpd_session {
 	int esmtp;
 	enum smtpd_state state;	/* written only by smtpd_enter */
 	int errors;
-	int in_read;		/* inside smtpd_session_read: no recursion */
+	int in_read;		/* inside smtpd_session_input: no recursion */
+	int out_full;		/* reading paused: over SMTPD_OUT_MAX of
+				   replies unwritten (session.c) */
 	int discard_line;	/* dropping the rest of an over-long line */
 	int close_after;	/* close once the pending reply is written */
 	int trusted;

@@ -114,6 +114,10 @@ smtpd_cmd_starttls(struct smtpd_session *s, const char *arg)
 	bufferevent_enable(under, EV_WRITE);
 	/* the filter keeps the timeouts from now on (session.c sets them) */
 	bufferevent_set_timeouts(under, NULL, NULL);
+	/* the filter moves ciphertext into the socket's output only up to
+	 * this mark and keeps the rest, so its own output shows a client
+	 * that does not read (session.c smtpd_out_full) */
+	bufferevent_setwatermark(under, EV_WRITE, 0, SMTPD_OUT_MAX);
 	bev = bufferevent_openssl_filter_new(s->srv->base, under, ssl,
 	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)	/* only out of memory: the input was drained */

@@ -4,12 +4,15 @@ conftest.py: fixtures of the system tests.
   sluiced          a started sluiced with the default test settings
   make_sluiced     a factory: make_sluiced(conf={...}, args=[...], wrapper=[...],
                    start=True) for tests that need other settings
+  cert             (certificate, key): a self-signed pair for mx.test, made
+                   once per session with openssl
 
 Every daemon is stopped at teardown with SIGTERM; it must exit 0 and its
 stderr must hold no sanitizer report (ASan, UBSan, LSan: SLUICE_BUILD=
 build-asan). Ports are chosen free at run time, files live in tmp_path.
 """
 import os
+import subprocess
 import sys
 
 import pytest
@@ -74,3 +77,15 @@ def make_sink(tmp_path):
     yield make
     for s in sinks:
         s.check_clean()
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory):
+    """(certificate, key): a self-signed RSA pair for mx.test, 1 day."""
+    d = tmp_path_factory.mktemp("cert")
+    c, k = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "1", "-subj", "/CN=mx.test",
+                    "-keyout", str(k), "-out", str(c)],
+                   check=True, capture_output=True, timeout=60)
+    return c, k

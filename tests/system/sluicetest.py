@@ -426,3 +426,118 @@ def dot_stuff(msg):
     assert msg.endswith(b"\r\n")
     out = re.sub(rb"(?m)^\.", b"..", msg)
     return out
+
+
+def client_ctx():
+    """A TLS client context that checks nothing: test certificates are
+    self-signed."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def proc_status_kb(pid, key="VmRSS"):
+    """A size from /proc/PID/status in KB: VmRSS (resident now) or VmHWM
+    (the peak resident size)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+class NoopFlood:
+    """A client that pipelines NOOP and reads none of the replies.
+
+    send() writes NOOP lines without blocking until `limit` bytes are out
+    or the server has taken nothing for `stall` seconds (it stopped
+    reading: its TCP window is closed). each_mb(sent) is called after
+    every MB sent; it may raise to stop the flood. Then drain() sends the
+    end of the last line and QUIT, reads every reply and returns their
+    status lines. sock may be a TLS socket (non-blocking sends raise
+    ssl.SSLWantWriteError there)."""
+
+    LINE = b"NOOP\r\n"
+
+    def __init__(self, sock, first=b""):
+        import ssl
+        self.sock = sock
+        self.want_write = (BlockingIOError, ssl.SSLWantWriteError)
+        self.first = first
+        self.sent = 0           # bytes, the first ones included
+        self.pending = None     # the write that did not go out
+        self.stalled = False
+
+    def send(self, limit, stall=2.0, each_mb=None):
+        import select
+        block = self.LINE * 65536
+        data = memoryview(self.first + block)
+        off = 0
+        last = time.monotonic()
+        next_mb = 1 << 20
+        self.sock.setblocking(False)
+        while self.sent < limit:
+            # a TLS write that could not go out is retried as it was
+            self.pending = data[off:off + 65536]
+            try:
+                n = self.sock.send(self.pending)
+            except self.want_write:
+                if time.monotonic() - last > stall:
+                    self.stalled = True
+                    break
+                select.select([], [self.sock], [], 0.05)
+                continue
+            self.pending = None
+            self.sent += n
+            off += n
+            last = time.monotonic()
+            if off == len(data):
+                data, off = memoryview(block), 0
+            if each_mb and self.sent >= next_mb:
+                next_mb += 1 << 20
+                each_mb(self.sent)
+        return self
+
+    @property
+    def noops(self):
+        """NOOP lines sent in full once drain() completes the last one."""
+        return -(-(self.sent - len(self.first)) // len(self.LINE))
+
+    def drain(self, then=b"QUIT\r\n", timeout=120):
+        """Complete the last line, send then (it should end the session),
+        and read to EOF (one thread: a TLS socket takes no concurrent reads
+        and writes); returns the reply lines (bytes)."""
+        import select
+        import ssl
+        want_read = (BlockingIOError, ssl.SSLWantReadError)
+        out = None
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, "replies did not end in time"
+            if out is None and self.pending is None:
+                # the end of the last line, then QUIT
+                cut = (self.sent - len(self.first)) % len(self.LINE)
+                out = memoryview((self.LINE[cut:] if cut else b"") + then)
+            try:
+                if self.pending is not None:
+                    self.sent += self.sock.send(self.pending)
+                    self.pending = None
+                elif len(out):
+                    out = out[self.sock.send(out):]
+            except self.want_write:
+                pass
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except want_read:
+                select.select([self.sock], [self.sock] if out is None or len(out)
+                          else [], [], 0.05)
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got.append(chunk)
+        return b"".join(got).split(b"\r\n")

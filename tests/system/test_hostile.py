@@ -1,9 +1,68 @@
 """
 test_hostile.py: clients an attacker would write, against sluiced and
 `sluice sink` (both are src/smtpd): a reject that closes the session stays
-closed (no fd or per-address slot kept, nothing executed after the 421).
+closed (no fd or per-address slot kept, nothing executed after the 421);
+a client that pipelines NOOP and never reads its replies (500 MB of them
+offered, in plaintext and in TLS) leaves the server under 64 MB resident
+while others are served.
+
+Memory is read from /proc/PID/status: VmRSS while the test runs (to stop
+early instead of filling the machine) and VmHWM, the peak, at the end.
+Under AddressSanitizer (SLUICE_BUILD=build-asan) the bounds are the
+growth over the resident size at start, as the sanitizer's own shadow
+memory and quarantine are not ours.
 """
-from sluicetest import Raw, wait_until
+import os
+import socket
+import threading
+
+from sluicetest import NoopFlood, Raw, client_ctx, proc_status_kb, wait_until
+
+MB = 1 << 20
+ASAN = "asan" in os.environ.get("SLUICE_BUILD", "")
+# ASan keeps freed memory in quarantine (256 MB by default): keep it out of
+# the resident sizes measured here
+ENV = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "")
+           + ":quarantine_size_mb=1")
+
+
+class Memory:
+    """The resident size of a process against a bound in KB: the size
+    itself, or under ASan its growth over what it was at the start."""
+
+    def __init__(self, pid, bound_kb):
+        self.pid = pid
+        self.base = proc_status_kb(pid, "VmRSS") if ASAN else 0
+        self.bound = bound_kb
+
+    def check(self, what="", key="VmRSS"):
+        kb = proc_status_kb(self.pid, key) - self.base
+        assert kb < self.bound, (f"{key} {kb} KB over {self.bound} KB "
+                                 f"{'growth ' if ASAN else ''}{what}")
+        return kb
+
+
+class Served(threading.Thread):
+    """Another client, served while the flood goes on: a message every
+    0.1 s on its own connection; counts the 250s."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.ok, self.errors = port, 0, []
+        self.stop = threading.Event()
+
+    def run(self):
+        try:
+            with Raw(self.port, timeout=60) as c:
+                c.ehlo()
+                while not self.stop.wait(0.1):
+                    r = c.send_message("a@client.sluice.test",
+                                       ["b@local.test"],
+                                       b"Subject: meanwhile\r\n\r\n")
+                    assert r.startswith("250 2.0.0 Ok: queued as"), r
+                    self.ok += 1
+        except Exception as e:  # reported by the test
+            self.errors.append(repr(e))
 
 
 # ---- CLOSING is terminal (session.c smtpd_enter) ----
@@ -55,3 +114,80 @@ def test_check_421_at_first_bdat_is_final(make_sink):
         c.expect_closed()
     st = sink.stats()
     assert st["replies"].get("250", 0) == 3, st["replies"]
+
+
+# ---- output backpressure (session.c smtpd_out_full) ----
+
+def flood_and_check(port, pid, first=b"EHLO flood.sluice.test\r\n",
+                    sock=None, served_port=None):
+    """Offer 500 MB of NOOP without reading from a fresh connection (or
+    sock): the server must stop reading (the send stalls), stay under
+    64 MB resident, and answer every NOOP in order once the client reads.
+    With served_port, another client sends mail meanwhile."""
+    mem = Memory(pid, 64 * 1024)
+    sock = sock or socket.create_connection(("127.0.0.1", port), timeout=60)
+    served = Served(served_port) if served_port else None
+    if served:
+        served.start()
+    try:
+        flood = NoopFlood(sock, first).send(
+            500 * MB, each_mb=lambda sent: mem.check(f"after {sent} bytes"))
+        assert flood.stalled, "the server read all 500 MB of NOOP"
+        assert flood.sent < 100 * MB
+        if served:
+            seen = served.ok
+            wait_until(lambda: served.ok >= seen + 3 or served.errors,
+                       timeout=30, what="mail served during the flood")
+            assert not served.errors, served.errors
+        mem.check("at the stall")
+        lines = flood.drain()
+    finally:
+        if served:
+            served.stop.set()
+            served.join(30)
+        sock.close()
+    mem.check("at the end", key="VmHWM" if not ASAN else "VmRSS")
+    noops = [l for l in lines if l == b"250 2.0.0 Ok"]
+    assert len(noops) == flood.noops, (len(noops), flood.noops)
+    assert lines[-2].startswith(b"221 "), lines[-3:]
+    return flood
+
+
+def test_noop_flood_without_reading(make_sluiced):
+    d = make_sluiced(env=ENV)
+    flood_and_check(d.port, d.pid, served_port=d.port)
+    d.wait_log(r"ICID 1 connection closed reason=closed")
+
+
+def test_noop_flood_without_reading_tls(make_sluiced, cert):
+    """The same in TLS: the filter keeps what the socket's output does not
+    take (tls.c's write watermark), and its output counts."""
+    c, k = cert
+    d = make_sluiced(conf={"server": {"tls_cert": str(c),
+                                      "tls_key": str(k)}}, env=ENV)
+    raw = Raw(d.port, timeout=60)
+    raw.ehlo()
+    assert raw.cmd("STARTTLS").startswith("220 2.0.0")
+    tls = client_ctx().wrap_socket(raw.sock, server_hostname="mx.test")
+    flood_and_check(d.port, d.pid, sock=tls, served_port=d.port)
+    d.wait_log(r"ICID 1 connection closed reason=closed")
+
+
+def test_never_reading_client_times_out(make_sluiced):
+    """A client that never reads: once reading has stopped, the command
+    timeout runs on the writes, then the session is closed and freed."""
+    d = make_sluiced(conf={"server": {"command_timeout": "2s"}}, env=ENV)
+    mem = Memory(d.pid, 64 * 1024)
+    sock = socket.create_connection(("127.0.0.1", d.port), timeout=60)
+    try:
+        flood = NoopFlood(sock, b"EHLO flood.sluice.test\r\n").send(
+            500 * MB, each_mb=lambda sent: mem.check())
+        assert flood.stalled
+        d.wait_log(r"ICID 1 connection closed", timeout=60)
+    finally:
+        sock.close()
+
+
+def test_noop_flood_without_reading_sink(make_sink):
+    sink = make_sink(maildir=False)
+    flood_and_check(sink.port, sink.proc.pid)

@@ -25,19 +25,8 @@ import time
 import pytest
 
 from sinkutil import Sink
-from sluicetest import SLUICED, Raw, mid_of, split_received, wait_until
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    """(certificate, key): a self-signed RSA pair for mx.test, 1 day."""
-    d = tmp_path_factory.mktemp("cert")
-    c, k = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-days", "1", "-subj", "/CN=mx.test",
-                    "-keyout", str(k), "-out", str(c)],
-                   check=True, capture_output=True, timeout=60)
-    return c, k
+from sluicetest import (SLUICED, Raw, client_ctx, mid_of, split_received,
+                        wait_until)
 
 
 @pytest.fixture
@@ -61,14 +50,6 @@ def make_sink(tmp_path):
     yield make
     for s in sinks:
         s.check_clean()
-
-
-def client_ctx():
-    """The test client checks nothing: the certificate is self-signed."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def starttls(raw):
