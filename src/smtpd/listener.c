@@ -93,6 +93,7 @@ smtpd_server_new(struct event_base *base, const struct sl_conf *conf,
 	srv->base = base;
 	srv->conf = conf;
 	srv->ops = *ops;
+	srv->inflight_cap = smtpd_inflight_cap(conf);
 	TAILQ_INIT(&srv->sessions);
 	srv->iptab = xcalloc(IPTAB_SIZE, sizeof(*srv->iptab));
 	return srv;
@@ -194,6 +195,13 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 		log_ev(LOG_INFO, NULL, "listening", "address", c->listen[i].text,
 		    NULL);
 	}
+	{
+		char cap[24];
+		snprintf(cap, sizeof(cap), "%llu",
+		    (unsigned long long)srv->inflight_cap);
+		log_ev(LOG_INFO, NULL, "message bodies in memory capped",
+		    "max_inflight_bytes", cap, NULL);
+	}
 	return 0;
 }
 
@@ -220,6 +228,7 @@ smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 	if (smtpd_tls_load(srv, conf, err, sizeof(err)) != 0)
 		log_warnx("reload: %s; the TLS certificate in use stays", err);
 	srv->conf = conf;
+	srv->inflight_cap = smtpd_inflight_cap(conf);
 }
 
 static void

@@ -57,8 +57,7 @@ static void smtpd_session_read(struct bufferevent *bev, void *arg);
 static int smtpd_session_input(struct smtpd_session *s);
 static void smtpd_session_event(struct bufferevent *bev, short what, void *arg);
 static void smtpd_session_write(struct bufferevent *bev, void *arg);
-static void smtpd_tx_reset(struct smtpd_tx *tx);
-static void smtpd_bdat_end(struct smtpd_session *s);
+static void smtpd_tx_reset(struct smtpd_session *s);
 
 #define SMTPD_IDS(s) \
 	(&(struct log_ids){ (s)->icid, 0, (s)->tx.mid, -1 })
@@ -167,6 +166,15 @@ smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 			evtimer_add(s->delay_ev, &tv);
 		}
 	}
+}
+
+void
+smtpd_tempfail(struct smtpd_session *s, const char *cmd, const char *reply)
+{
+	smtpd_reply(s, "%s", reply);
+	s->srv->stats.rejected++;
+	log_ev(LOG_INFO, SMTPD_IDS(s), "rejected", "cmd", cmd, "reply", reply,
+	    NULL);
 }
 
 void
@@ -295,7 +303,7 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	    "connection closed", "reason", why, NULL);
 	if (srv->ops.closed)
 		srv->ops.closed(srv->ops.arg, s);
-	smtpd_tx_reset(&s->tx);
+	smtpd_tx_reset(s);
 	if (s->delay_ev != NULL)
 		event_free(s->delay_ev);
 	smtpd_tls_session_free(s);
@@ -403,7 +411,7 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 	if (reply != NULL)
 		smtpd_reply(s, "%s", reply);
 	log_ev(LOG_INFO, SMTPD_IDS(s), "closing", "reason", why, NULL);
-	smtpd_tx_reset(&s->tx);
+	smtpd_tx_reset(s);
 	smtpd_enter(s, SMTPD_ST_CLOSING);
 	bufferevent_disable(s->bev, EV_READ);
 	/* a write timeout bounds a client that never reads its last reply */
@@ -457,8 +465,11 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 /* ---- the transaction ---- */
 
 static void
-smtpd_tx_reset(struct smtpd_tx *tx)
+smtpd_tx_reset(struct smtpd_session *s)
 {
+	struct smtpd_tx *tx = &s->tx;
+
+	smtpd_body_release(s);
 	free(tx->sender);
 	free(tx->envid);
 	for (size_t i = 0; i < tx->nrcpt; i++) {
@@ -466,8 +477,6 @@ smtpd_tx_reset(struct smtpd_tx *tx)
 		free(tx->rcpts[i].orcpt);
 	}
 	free(tx->rcpts);
-	if (tx->body)
-		evbuffer_free(tx->body);
 	memset(tx, 0, sizeof(*tx));
 }
 
@@ -475,7 +484,7 @@ smtpd_tx_reset(struct smtpd_tx *tx)
 static void
 smtpd_session_reset(struct smtpd_session *s)
 {
-	smtpd_tx_reset(&s->tx);
+	smtpd_tx_reset(s);
 	if (s->state != SMTPD_ST_GREET)
 		smtpd_enter(s, SMTPD_ST_IDLE);
 }
@@ -548,7 +557,7 @@ smtpd_cmd_helo(struct smtpd_session *s, char *arg, int esmtp)
 	free(s->helo);
 	s->helo = xstrdup(arg);
 	s->esmtp = esmtp;
-	smtpd_tx_reset(&s->tx);
+	smtpd_tx_reset(s);
 	smtpd_enter(s, SMTPD_ST_IDLE);
 	if (!esmtp) {
 		smtpd_reply(s, "250 %s", c->server_hostname);
@@ -672,16 +681,6 @@ smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 	smtpd_reply(s, "250 2.1.5 Ok");
 }
 
-/* Open the body: our Received: header first, then the client's bytes. */
-static void
-smtpd_body_start(struct smtpd_session *s)
-{
-	s->tx.body = evbuffer_new();
-	if (!s->srv->ops.no_received)
-		smtpd_received_add(s, &s->tx);
-	s->tx.header_len = evbuffer_get_length(s->tx.body);
-}
-
 static void
 smtpd_cmd_data(struct smtpd_session *s, char *arg)
 {
@@ -698,7 +697,10 @@ smtpd_cmd_data(struct smtpd_session *s, char *arg)
 	}
 	if (smtpd_check(s, SMTPD_STAGE_DATA, NULL, "DATA"))
 		return;
-	smtpd_body_start(s);
+	if (smtpd_body_open(s) != 0) {
+		smtpd_tempfail(s, "DATA", SMTPD_INFLIGHT_REPLY);
+		return;
+	}
 	smtpd_data_init(&s->tx.data, (uint64_t)s->srv->conf->server_max_message_size);
 	smtpd_enter(s, SMTPD_ST_DATA);
 	smtpd_timeouts(s, s->srv->conf->server_data_timeout, 0);
@@ -728,15 +730,15 @@ smtpd_cmd_bdat(struct smtpd_session *s, char *arg)
 		if (smtpd_check(s, SMTPD_STAGE_DATA, NULL, "BDAT")) {
 			/* the reply is out; still swallow the chunk */
 			tx->bdat_fail = -1;
+		} else if (smtpd_body_open(s) != 0) {
+			tx->bdat_fail = 451;	/* no room: swallow the chunk */
 		} else {
 			tx->bdat_seen = 1;
-			smtpd_body_start(s);
 		}
 	}
-	/* have <= max always; size > max - have cannot wrap as have + size can */
+	/* size <= max always; n > max - size cannot wrap as size + n can */
 	if (tx->bdat_fail == 0 && size >
-	    (uint64_t)s->srv->conf->server_max_message_size -
-	    (evbuffer_get_length(tx->body) - tx->header_len))
+	    (uint64_t)s->srv->conf->server_max_message_size - tx->size)
 		tx->bdat_fail = 552;
 	/* a check's 421 closed the session: the chunk is not read */
 	if (!smtpd_enter(s, SMTPD_ST_BDAT))
@@ -791,7 +793,7 @@ smtpd_cmd_simple(struct smtpd_session *s, enum smtpd_cmd cmd, char *arg)
 static void
 smtpd_session_restart(struct smtpd_session *s)
 {
-	smtpd_tx_reset(&s->tx);
+	smtpd_tx_reset(s);
 	free(s->helo);
 	s->helo = NULL;
 	s->esmtp = 0;
@@ -913,7 +915,7 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 			smtpd_reply(s, "451 4.3.0 Error: queue file write "
 			    "error, try again later");
 	}
-	smtpd_tx_reset(tx);
+	smtpd_tx_reset(s);
 	if (s->close_after) {
 		smtpd_session_free(s, "client disconnected");
 		return;
@@ -935,30 +937,35 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 		smtpd_session_want_read(s);
 }
 
-/* The end of DATA: reject what broke the rules, store the rest. */
-static void
-smtpd_data_end(struct smtpd_session *s)
+/*
+ * If the body may not be stored (body.c says why), refuse it and drop the
+ * transaction; 1 if it was refused.
+ */
+static int
+smtpd_body_refused(struct smtpd_session *s, const char *cmd)
 {
-	struct smtpd_data *d = &s->tx.data;
+	int tempfail;
+	const char *reply = smtpd_body_refusal(s, &tempfail);
 
-	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
-	if (d->err & (SMTPD_DATA_BARE_LF | SMTPD_DATA_BARE_CR)) {
-		smtpd_reject(s, "DATA", "550 5.5.2 Message rejected: bare <CR> "
-		    "or <LF> in message data (RFC 5321 2.3.8)");
-		smtpd_session_reset(s);
-		return;
-	}
-	if (d->err & SMTPD_DATA_TOO_BIG) {
-		smtpd_reject(s, "DATA", "552 5.3.4 Message size exceeds fixed "
-		    "maximum message size");
-		smtpd_session_reset(s);
-		return;
-	}
-	smtpd_store(s);
+	if (reply == NULL)
+		return 0;
+	if (tempfail)
+		smtpd_tempfail(s, cmd, reply);
+	else
+		smtpd_reject(s, cmd, "%s", reply);
+	smtpd_session_reset(s);
+	return 1;
 }
 
-/* A BDAT chunk was read in full: answer it. */
-static void
+void
+smtpd_data_end(struct smtpd_session *s)
+{
+	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
+	if (!smtpd_body_refused(s, "DATA"))
+		smtpd_store(s);
+}
+
+void
 smtpd_bdat_end(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = &s->tx;
@@ -972,6 +979,9 @@ smtpd_bdat_end(struct smtpd_session *s)
 			smtpd_reject(s, "BDAT", "552 5.3.4 Message size exceeds "
 			    "fixed maximum message size");
 			smtpd_session_reset(s);
+		} else if (fail == 451) {
+			smtpd_tempfail(s, "BDAT", SMTPD_INFLIGHT_REPLY);
+			smtpd_session_reset(s);
 		} else if (fail == 5031) {
 			smtpd_reject(s, "BDAT", "503 5.5.1 Error: need RCPT command");
 		} else if (fail == 5030) {
@@ -980,74 +990,19 @@ smtpd_bdat_end(struct smtpd_session *s)
 		/* fail == -1: the check's reply was sent already */
 		return;
 	}
+	/* RFC 3030 4.2: a chunk refused fails the transaction */
+	if (smtpd_body_refused(s, "BDAT"))
+		return;
 	if (tx->bdat_last) {
 		smtpd_store(s);
 		return;
 	}
 	smtpd_enter(s, SMTPD_ST_RCPT);
 	smtpd_reply(s, "250 2.0.0 %llu octets received",
-	    (unsigned long long)(evbuffer_get_length(tx->body) - tx->header_len));
+	    (unsigned long long)tx->size);
 }
 
 /* ---- reading ---- */
-
-static void
-smtpd_data_emit(void *ctx, const char *p, size_t n)
-{
-	evbuffer_add(ctx, p, n);
-}
-
-/*
- * Feed all buffered input to the DATA machine; 1 when the data ended.
- * All of it: under TLS the bytes already decrypted bring no new read event,
- * so a final dot left in the buffer would wait for the data timeout.
- */
-static int
-smtpd_read_data(struct smtpd_session *s, struct evbuffer *in)
-{
-	struct evbuffer_iovec v[8];
-
-	if (s->tx.drop_in_data) {
-		smtpd_session_close(s, NULL, "dropped in DATA by policy");
-		return 1;
-	}
-	while (!s->tx.data.done && evbuffer_get_length(in) > 0) {
-		int n = evbuffer_peek(in, -1, NULL, v, 8);
-		size_t total = 0;
-
-		for (int i = 0; i < n && i < 8 && !s->tx.data.done; i++)
-			total += smtpd_data_feed(&s->tx.data, v[i].iov_base,
-			    v[i].iov_len, smtpd_data_emit, s->tx.body);
-		evbuffer_drain(in, total);
-	}
-	if (!s->tx.data.done)
-		return 0;
-	smtpd_data_end(s);
-	return 1;
-}
-
-/* Move the bytes of the current BDAT chunk; 1 when the chunk is complete. */
-static int
-smtpd_read_bdat(struct smtpd_session *s, struct evbuffer *in)
-{
-	struct smtpd_tx *tx = &s->tx;
-	size_t avail = evbuffer_get_length(in);
-	size_t take = avail < tx->bdat_left ? avail : (size_t)tx->bdat_left;
-
-	if (tx->drop_in_data && tx->bdat_left > 0) {
-		smtpd_session_close(s, NULL, "dropped in BDAT by policy");
-		return 1;
-	}
-	if (tx->bdat_fail == 0)
-		evbuffer_remove_buffer(in, tx->body, take);
-	else
-		evbuffer_drain(in, take);
-	tx->bdat_left -= take;
-	if (tx->bdat_left > 0)
-		return 0;
-	smtpd_bdat_end(s);
-	return 1;
-}
 
 /*
  * Take one command line from in; 1 if one was handled, 0 if more input is
@@ -1109,10 +1064,10 @@ smtpd_session_input(struct smtpd_session *s)
 	while (progress && evbuffer_get_length(in) > 0) {
 		switch (s->state) {
 		case SMTPD_ST_DATA:
-			progress = smtpd_read_data(s, in);
+			progress = smtpd_body_read_data(s, in);
 			break;
 		case SMTPD_ST_BDAT:
-			progress = smtpd_read_bdat(s, in);
+			progress = smtpd_body_read_bdat(s, in);
 			break;
 		case SMTPD_ST_STORE:
 		case SMTPD_ST_CLOSING:

@@ -90,6 +90,8 @@ struct smtpd_stats {
 	uint64_t bytes;		/* of stored messages */
 	uint64_t rejected;	/* 4xx/5xx replies to commands */
 	uint64_t transactions;	/* MAIL commands accepted */
+	uint64_t inflight_bytes; /* of bodies in memory now: being received
+				   or being stored ([server] max_inflight_bytes) */
 };
 
 struct smtpd_server *smtpd_server_new(struct event_base *base,

@@ -41,8 +41,12 @@ struct smtpd_tx {
 	char *envid;
 	struct spool_rcpt *rcpts;
 	size_t nrcpt, cap;
-	struct evbuffer *body;		/* Received: + data as stored */
+	struct evbuffer *body;		/* Received: + data as stored; NULL
+					   once dropped (body.c) */
 	size_t header_len;		/* bytes of our Received: header */
+	size_t held;			/* bytes of it in inflight_bytes */
+	uint64_t size;			/* BDAT: bytes of the chunks taken */
+	int over;			/* dropped: max_inflight_bytes */
 	struct smtpd_data data;		/* the DATA machine */
 	uint64_t bdat_left;		/* bytes of the current chunk to read */
 	int bdat_last;
@@ -100,7 +104,8 @@ struct smtpd_server {
 	uint64_t next_icid;
 	struct smtpd_iptab_entry **iptab;
 	size_t iptab_size;
-	struct smtpd_stats stats;
+	struct smtpd_stats stats;	/* .inflight_bytes: body.c */
+	uint64_t inflight_cap;		/* [server] max_inflight_bytes */
 	int stopping;
 	void (*stop_done)(void *);
 	void *stop_arg;
@@ -130,6 +135,14 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
  */
 void smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt,
     ...) __attribute__((format(printf, 3, 4)));
+/* A refusal that is not the client's fault (4xx, short of a resource):
+ * logged, not counted against max_errors. */
+void smtpd_tempfail(struct smtpd_session *s, const char *cmd,
+    const char *reply);
+/* The end of the data (DATA's final dot) and of a BDAT chunk: refuse the
+ * body or store it, or answer the chunk. */
+void smtpd_data_end(struct smtpd_session *s);
+void smtpd_bdat_end(struct smtpd_session *s);
 /* Reply and close once written. */
 void smtpd_session_close(struct smtpd_session *s, const char *reply,
     const char *why);
@@ -158,6 +171,28 @@ const char *smtpd_tls_error(struct smtpd_session *s, char *buf, size_t len);
 int smtpd_session_flushed(struct smtpd_session *s);
 /* Drop a session's TLS hooks before its bufferevent is freed. */
 void smtpd_tls_session_free(struct smtpd_session *s);
+
+/* body.c: the body being received, and what bodies hold in memory */
+#define SMTPD_INFLIGHT_REPLY "451 4.3.1 Insufficient system resources: " \
+	"too much mail in transit, try again later"
+/* The cap of [server] max_inflight_bytes (0: an eighth of the machine). */
+uint64_t smtpd_inflight_cap(const struct sl_conf *c);
+/* Open s->tx's body, our Received: first; -1 if the cap leaves no room. */
+int smtpd_body_open(struct smtpd_session *s);
+/* Free s->tx's body and give its bytes back to the server's count. */
+void smtpd_body_release(struct smtpd_session *s);
+/*
+ * Feed buffered input to the DATA machine, or take the current BDAT
+ * chunk's bytes; 1 when the data or the chunk ended (smtpd_data_end or
+ * smtpd_bdat_end was called), 0 when more input is needed.
+ */
+int smtpd_body_read_data(struct smtpd_session *s, struct evbuffer *in);
+int smtpd_body_read_bdat(struct smtpd_session *s, struct evbuffer *in);
+/*
+ * Why the body received so far may not be stored (a reply line), or NULL.
+ * *tempfail is set for a 4xx that is not the client's fault.
+ */
+const char *smtpd_body_refusal(struct smtpd_session *s, int *tempfail);
 
 /* listener.c */
 void smtpd_server_session_gone(struct smtpd_server *srv,

@@ -4,7 +4,8 @@ test_hostile.py: clients an attacker would write, against sluiced and
 closed (no fd or per-address slot kept, nothing executed after the 421);
 a client that pipelines NOOP and never reads its replies (500 MB of them
 offered, in plaintext and in TLS) leaves the server under 64 MB resident
-while others are served.
+while others are served; 500 clients sending 10 MB bodies at once keep it
+under max_inflight_bytes plus a fixed overhead.
 
 Memory is read from /proc/PID/status: VmRSS while the test runs (to stop
 early instead of filling the machine) and VmHWM, the peak, at the end.
@@ -191,3 +192,112 @@ def test_never_reading_client_times_out(make_sluiced):
 def test_noop_flood_without_reading_sink(make_sink):
     sink = make_sink(maildir=False)
     flood_and_check(sink.port, sink.proc.pid)
+
+
+# ---- bodies in memory: [server] max_inflight_bytes (body.c) ----
+
+class SlowBody:
+    """One client sending one message of `size` bytes, a piece at a time:
+    EHLO, MAIL, RCPT and DATA pipelined, then the body by send()."""
+
+    LINE = b"x" * 1022 + b"\r\n"
+
+    def __init__(self, port, size, i):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.buf = b""
+        assert self.reply().startswith(b"220")
+        self.sock.sendall(b"EHLO slow%d.sluice.test\r\n"
+                          b"MAIL FROM:<slow%d@client.sluice.test>\r\n"
+                          b"RCPT TO:<b@local.test>\r\nDATA\r\n" % (i, i))
+        self.replies = [self.reply() for _ in range(4)]
+        self.left = size // len(self.LINE)
+        self.final = None
+        self.sock.setblocking(False)
+
+    def reply(self):
+        """The last line of the next reply."""
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                assert chunk, "connection closed"
+                self.buf += chunk
+            line, _, self.buf = self.buf.partition(b"\r\n")
+            if line[3:4] != b"-":
+                return line
+
+    @property
+    def accepted(self):
+        """DATA got 354 (else it was refused at once)."""
+        return self.replies[3].startswith(b"354")
+
+    def piece(self, lines=64):
+        """Send up to `lines` lines (the last piece ends the data);
+        False once all is sent."""
+        n = min(lines, self.left)
+        data = self.LINE * n + (b".\r\n" if n == self.left else b"")
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            return True
+        if sent < len(data):    # finish this piece before the next
+            self.sock.setblocking(True)
+            self.sock.sendall(data[sent:])
+            self.sock.setblocking(False)
+        self.left -= n
+        return self.left > 0
+
+    def finish(self):
+        self.sock.setblocking(True)
+        self.final = self.reply().decode()
+        self.sock.close()
+
+
+def test_inflight_cap_500_slow_bodies(make_sluiced):
+    """500 clients each send a 10 MB body, 64 KB per client in turn, so all
+    are in flight at once (5 GB against a 64 MB cap): sluiced stays under
+    the cap plus a fixed overhead; each client gets 250 or 451 4.3.1, some
+    of each; the messages answered 250 are stored whole."""
+    clients, size = (500, 10 * MB) if not ASAN else (200, 4 * MB)
+    cap = 64 * MB
+    d = make_sluiced(conf={"server": {"max_inflight_bytes": "64M",
+                                      "max_message_size": "20M"}}, env=ENV)
+    # the fixed overhead: 500 sessions, SQLite, the allocator (ASan: more)
+    mem = Memory(d.pid, (cap + (80 if ASAN else 40) * MB) // 1024)
+    conns = []
+    try:
+        for i in range(clients):
+            conns.append(SlowBody(d.port, size, i))
+        sending = [c for c in conns if c.accepted]
+        rounds = 0
+        while sending:
+            sending = [c for c in sending if c.piece()]
+            rounds += 1
+            if rounds % 8 == 0:
+                mem.check(f"in round {rounds}")
+        for c in conns:
+            if c.accepted:
+                c.finish()
+    finally:
+        for c in conns:
+            c.sock.close()
+    peak = mem.check("at the end", key="VmHWM" if not ASAN else "VmRSS")
+    refused = [c for c in conns if not c.accepted]
+    for c in refused:
+        assert c.replies[3].startswith(b"451 4.3.1"), c.replies
+    finals = [c.final for c in conns if c.accepted]
+    ok = [f for f in finals if f.startswith("250 2.0.0 Ok: queued as")]
+    late = [f for f in finals if f.startswith("451 4.3.1")]
+    assert len(ok) + len(late) == len(finals), set(finals) - set(ok + late)
+    assert ok and (late or refused), (len(ok), len(late), len(refused))
+    assert d.spool.count() == len(ok)
+    want = size // len(SlowBody.LINE) * len(SlowBody.LINE)
+    for mid in d.spool.mids()[:3]:
+        assert len(d.spool.message(mid)) == want
+    print(f"peak {peak} KB, {len(ok)} stored, {len(late)} 451 at the end, "
+          f"{len(refused)} 451 at DATA")
+    # nothing is held any more: a message as big as the cap allows
+    with Raw(d.port, timeout=60) as c:
+        c.ehlo()
+        r = c.send_message("a@client.sluice.test", ["b@local.test"],
+                           SlowBody.LINE * (16 * MB // len(SlowBody.LINE)))
+        assert r.startswith("250 2.0.0 Ok: queued as"), r
