@@ -2,7 +2,9 @@
 /*
  * body.c: the body of the message a session is receiving, from DATA or
  * BDAT to the store: where its bytes go, what they cost, and what it may
- * not hold.
+ * not hold (content.c finds it: bare CR and LF in BDAT chunks across
+ * their boundaries, NUL; BODY=BINARYMIME, which alone would allow such
+ * bytes, is not offered: 555 at MAIL).
  *
  * Owns tx->body (our Received: header, then the client's bytes as they
  * will be stored) and the server's count of such bytes in memory
@@ -64,7 +66,7 @@ smtpd_inflight_cap(const struct sl_conf *c)
 }
 
 int
-smtpd_body_open(struct smtpd_session *s)
+smtpd_body_open(struct smtpd_session *s, int bdat)
 {
 	struct smtpd_server *srv = s->srv;
 	struct smtpd_tx *tx = &s->tx;
@@ -72,6 +74,7 @@ smtpd_body_open(struct smtpd_session *s)
 
 	if (srv->stats.inflight_bytes >= srv->inflight_cap)
 		return -1;
+	smtpd_content_init(&tx->content, bdat);
 	tx->body = evbuffer_new();
 	if (!srv->ops.no_received)
 		smtpd_received_add(s, tx);
@@ -102,8 +105,9 @@ smtpd_body_add(struct smtpd_session *s, const char *p, size_t n)
 	struct smtpd_server *srv = s->srv;
 	struct smtpd_tx *tx = &s->tx;
 
+	smtpd_content_feed(&tx->content, p, n);
 	if (tx->body == NULL)
-		return;		/* dropped: only counted */
+		return;		/* dropped: only checked */
 	if (srv->stats.inflight_bytes + n > srv->inflight_cap) {
 		char held[24];
 
@@ -124,15 +128,19 @@ const char *
 smtpd_body_refusal(struct smtpd_session *s, int *tempfail)
 {
 	struct smtpd_tx *tx = &s->tx;
-	int err = tx->data.err;
+	int err = tx->data.err, bad = tx->content.err;
 
 	*tempfail = 0;
-	if (err & (SMTPD_DATA_BARE_LF | SMTPD_DATA_BARE_CR))
+	if ((err & (SMTPD_DATA_BARE_LF | SMTPD_DATA_BARE_CR)) ||
+	    (bad & (SMTPD_CONTENT_BARE_LF | SMTPD_CONTENT_BARE_CR)))
 		return "550 5.5.2 Message rejected: bare <CR> or <LF> in "
 		    "message data (RFC 5321 2.3.8)";
 	if (err & SMTPD_DATA_TOO_BIG)
 		return "552 5.3.4 Message size exceeds fixed maximum message "
 		    "size";
+	if (bad & SMTPD_CONTENT_NUL)
+		return "550 5.6.0 Message rejected: NUL character in message "
+		    "data";
 	if (tx->over) {
 		*tempfail = 1;
 		return SMTPD_INFLIGHT_REPLY;
@@ -207,6 +215,8 @@ smtpd_body_read_bdat(struct smtpd_session *s, struct evbuffer *in)
 	}
 	if (tx->bdat_left > 0)
 		return 0;
+	if (tx->bdat_last)
+		smtpd_content_end(&tx->content);
 	smtpd_bdat_end(s);
 	return 1;
 }

@@ -697,7 +697,7 @@ smtpd_cmd_data(struct smtpd_session *s, char *arg)
 	}
 	if (smtpd_check(s, SMTPD_STAGE_DATA, NULL, "DATA"))
 		return;
-	if (smtpd_body_open(s) != 0) {
+	if (smtpd_body_open(s, 0) != 0) {
 		smtpd_tempfail(s, "DATA", SMTPD_INFLIGHT_REPLY);
 		return;
 	}
@@ -730,7 +730,7 @@ smtpd_cmd_bdat(struct smtpd_session *s, char *arg)
 		if (smtpd_check(s, SMTPD_STAGE_DATA, NULL, "BDAT")) {
 			/* the reply is out; still swallow the chunk */
 			tx->bdat_fail = -1;
-		} else if (smtpd_body_open(s) != 0) {
+		} else if (smtpd_body_open(s, 1) != 0) {
 			tx->bdat_fail = 451;	/* no room: swallow the chunk */
 		} else {
 			tx->bdat_seen = 1;

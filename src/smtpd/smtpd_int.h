@@ -12,6 +12,7 @@
 #include <event2/listener.h>
 
 #include "conf/conf.h"
+#include "smtpd/content.h"
 #include "smtpd/data.h"
 #include "smtpd/parse.h"
 #include "smtpd/smtpd.h"
@@ -48,6 +49,7 @@ struct smtpd_tx {
 	uint64_t size;			/* BDAT: bytes of the chunks taken */
 	int over;			/* dropped: max_inflight_bytes */
 	struct smtpd_data data;		/* the DATA machine */
+	struct smtpd_content content;	/* what the body holds (body.c) */
 	uint64_t bdat_left;		/* bytes of the current chunk to read */
 	int bdat_last;
 	int bdat_seen;			/* a BDAT was given: DATA is refused */
@@ -177,8 +179,12 @@ void smtpd_tls_session_free(struct smtpd_session *s);
 	"too much mail in transit, try again later"
 /* The cap of [server] max_inflight_bytes (0: an eighth of the machine). */
 uint64_t smtpd_inflight_cap(const struct sl_conf *c);
-/* Open s->tx's body, our Received: first; -1 if the cap leaves no room. */
-int smtpd_body_open(struct smtpd_session *s);
+/*
+ * Open s->tx's body, our Received: first; -1 if the cap leaves no room.
+ * bdat: the body comes in BDAT chunks, as sent (no data.c in front of it
+ * to find bare CR and LF).
+ */
+int smtpd_body_open(struct smtpd_session *s, int bdat);
 /* Free s->tx's body and give its bytes back to the server's count. */
 void smtpd_body_release(struct smtpd_session *s);
 /*
