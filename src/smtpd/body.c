@@ -3,7 +3,8 @@
  * body.c: the body of the message a session is receiving, from DATA or
  * BDAT to the store: where its bytes go, what they cost, and what it may
  * not hold (content.c finds it: bare CR and LF in BDAT chunks across
- * their boundaries, NUL; BODY=BINARYMIME, which alone would allow such
+ * their boundaries, NUL, more Received: fields than [server]
+ * max_received_headers; BODY=BINARYMIME, which alone would allow such
  * bytes, is not offered: 555 at MAIL).
  *
  * Owns tx->body (our Received: header, then the client's bytes as they
@@ -141,6 +142,11 @@ smtpd_body_refusal(struct smtpd_session *s, int *tempfail)
 	if (bad & SMTPD_CONTENT_NUL)
 		return "550 5.6.0 Message rejected: NUL character in message "
 		    "data";
+	/* RFC 5321 6.3: a count of Received: fields finds a mail loop */
+	if (tx->content.received >
+	    (uint64_t)s->srv->conf->server_max_received_headers)
+		return "554 5.4.6 Message rejected: too many Received: "
+		    "headers (mail loop?)";
 	if (tx->over) {
 		*tempfail = 1;
 		return SMTPD_INFLIGHT_REPLY;
