@@ -178,6 +178,8 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 	/* a certificate that does not load is a configuration error */
 	if (smtpd_tls_load(srv, c, err, errlen) != 0)
 		return -1;
+	if (smtpd_policy_load(srv, c, err, errlen) != 0)
+		return -1;
 	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
 	for (size_t i = 0; i < c->nlisten; i++) {
 		struct evconnlistener *l;
@@ -227,6 +229,8 @@ smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 	/* read the files again: a renewed certificate under the same name */
 	if (smtpd_tls_load(srv, conf, err, sizeof(err)) != 0)
 		log_warnx("reload: %s; the TLS certificate in use stays", err);
+	if (smtpd_policy_load(srv, conf, err, sizeof(err)) != 0)
+		log_warnx("reload: %s; %s stays", err, srv->postmaster);
 	srv->conf = conf;
 	srv->inflight_cap = smtpd_inflight_cap(conf);
 }
@@ -301,6 +305,7 @@ smtpd_server_free(struct smtpd_server *srv)
 		}
 	}
 	free(srv->iptab);
+	free(srv->postmaster);
 	SSL_CTX_free(srv->tls_ctx);
 	free(srv);
 }

@@ -265,6 +265,32 @@ smtpd_addr_domain(const char *addr)
 	return at ? at + 1 : NULL;
 }
 
+int
+smtpd_addr_routed(const char *addr)
+{
+	const char *dom = smtpd_addr_domain(addr);
+	size_t n = dom ? (size_t)(dom - 1 - addr) : strlen(addr);
+
+	for (size_t i = 0; i < n; i++)
+		if (addr[i] == '%' || addr[i] == '!' || addr[i] == '@')
+			return 1;
+	return 0;
+}
+
+int
+smtpd_addr_postmaster(const char *addr, const char *domain)
+{
+	const char *dom = smtpd_addr_domain(addr);
+	size_t n = dom ? (size_t)(dom - 1 - addr) : strlen(addr);
+
+	/* "postmaster" and "\"postmaster\"" are the same local part */
+	if (n == 12 && addr[0] == '"' && addr[11] == '"')
+		addr++, n -= 2;
+	if (n != 10 || !sl_strncaseeq(addr, "postmaster", 10))
+		return 0;
+	return dom == NULL || sl_strcaseeq(dom, domain);
+}
+
 /*
  * Find the '>' that closes the path opened at *lt, stepping over quoted
  * strings (a quoted local part may hold '>'). NULL if there is none.

@@ -69,6 +69,18 @@ enum smtpd_perr smtpd_parse_rcpt(char *arg, int smtputf8,
 int smtpd_addr_valid(const char *addr, size_t len, int allow_utf8);
 /* Domain part of a mailbox (after the last @), or NULL. */
 const char *smtpd_addr_domain(const char *addr);
+/*
+ * 1 if the local part of addr (all of it without a domain) holds
+ * sender-specified routing: '%' or '!' (user%host@relay, host!user@relay)
+ * or, quoted, '@' ("a@b"@relay).
+ */
+int smtpd_addr_routed(const char *addr);
+/*
+ * 1 if addr is the postmaster of domain (RFC 5321 4.5.1): the local part
+ * "postmaster" in any case (quoted or not), and no domain or domain (any
+ * case).
+ */
+int smtpd_addr_postmaster(const char *addr, const char *domain);
 
 /* Parse the argument of BDAT ("1024 LAST"); returns SMTPD_P_OK or SYNTAX. */
 enum smtpd_perr smtpd_parse_bdat(const char *arg, uint64_t *size, int *last);

@@ -621,21 +621,6 @@ smtpd_cmd_mail(struct smtpd_session *s, char *arg)
 	smtpd_reply(s, "250 2.1.0 Ok");
 }
 
-/* Relay policy: trusted clients anywhere, others only to our domains. */
-static int
-smtpd_relay_ok(struct smtpd_session *s, const char *addr)
-{
-	const struct sl_conf *c = s->srv->conf;
-	const char *dom;
-
-	if (s->trusted)
-		return 1;
-	if ((dom = smtpd_addr_domain(addr)) == NULL)
-		return 1;	/* <Postmaster>: always ours (RFC 5321 4.5.1) */
-	return conf_domain_in(c->local_domains, c->nlocal_domains, dom) ||
-	    conf_domain_in(c->relay_domains, c->nrelay_domains, dom);
-}
-
 static void
 smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 {
@@ -643,6 +628,7 @@ smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 	struct smtpd_rcpt_args r;
 	struct spool_rcpt *sr;
 	enum smtpd_perr e;
+	enum smtpd_rcpt_policy p;
 
 	if (s->state != SMTPD_ST_MAIL && s->state != SMTPD_ST_RCPT) {
 		smtpd_reject(s, "RCPT", "503 5.5.1 Error: need MAIL command");
@@ -656,7 +642,12 @@ smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 		smtpd_reject(s, "RCPT", "452 4.5.3 Too many recipients");
 		return;
 	}
-	if (!smtpd_relay_ok(s, r.addr)) {
+	if ((p = smtpd_policy_rcpt(s, r.addr)) == SMTPD_RCPT_ROUTED) {
+		smtpd_reject(s, "RCPT", "550 5.7.1 <%s>: Sender-specified "
+		    "routing is not allowed", r.addr);
+		return;
+	}
+	if (p == SMTPD_RCPT_RELAY) {
 		smtpd_reject(s, "RCPT", "554 5.7.1 <%s>: Relay access denied",
 		    r.addr);
 		return;
@@ -670,12 +661,22 @@ smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 	sr = &tx->rcpts[tx->nrcpt];
 	memset(sr, 0, sizeof(*sr));
 	sr->rid = (uint32_t)tx->nrcpt;
-	sr->addr = xstrdup(r.addr);
-	sr->orcpt = r.orcpt ? xstrdup(r.orcpt) : NULL;
 	sr->notify = (uint8_t)r.notify;
+	sr->orcpt = r.orcpt ? xstrdup(r.orcpt) : NULL;
+	if (p == SMTPD_RCPT_POSTMASTER) {
+		/* policy.c invariant 1: what the client chose gets no DSN */
+		sr->addr = xstrdup(s->srv->postmaster);
+		if (sr->orcpt == NULL)
+			sr->orcpt = smtpd_policy_orcpt(r.addr);
+		if (!s->trusted)
+			sr->notify = SPOOL_NOTIFY_NEVER;
+	} else {
+		sr->addr = xstrdup(r.addr);
+	}
 	sr->state = SPOOL_RCPT_QUEUED;
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, tx->mid,
-	    (int64_t)tx->nrcpt }, "To", "rcpt", sr->addr, NULL);
+	    (int64_t)tx->nrcpt }, "To", "rcpt", sr->addr,
+	    p == SMTPD_RCPT_POSTMASTER ? "for" : NULL, r.addr, NULL);
 	tx->nrcpt++;
 	smtpd_enter(s, SMTPD_ST_RCPT);
 	smtpd_reply(s, "250 2.1.5 Ok");

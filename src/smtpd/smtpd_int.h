@@ -108,6 +108,7 @@ struct smtpd_server {
 	size_t iptab_size;
 	struct smtpd_stats stats;	/* .inflight_bytes: body.c */
 	uint64_t inflight_cap;		/* [server] max_inflight_bytes */
+	char *postmaster;		/* [server] postmaster (policy.c) */
 	int stopping;
 	void (*stop_done)(void *);
 	void *stop_arg;
@@ -199,6 +200,26 @@ int smtpd_body_read_bdat(struct smtpd_session *s, struct evbuffer *in);
  * *tempfail is set for a 4xx that is not the client's fault.
  */
 const char *smtpd_body_refusal(struct smtpd_session *s, int *tempfail);
+
+/* policy.c: whom a client may send to */
+enum smtpd_rcpt_policy {
+	SMTPD_RCPT_OK = 0,
+	SMTPD_RCPT_POSTMASTER,	/* ours: store srv->postmaster instead */
+	SMTPD_RCPT_ROUTED,	/* untrusted sender-specified routing */
+	SMTPD_RCPT_RELAY,	/* untrusted, not one of our domains */
+};
+/*
+ * srv->postmaster from [server] postmaster (empty: postmaster@ the
+ * hostname). 0, or -1 with the setting and value in err (the one in use
+ * stays).
+ */
+int smtpd_policy_load(struct smtpd_server *srv, const struct sl_conf *c,
+    char *err, size_t errlen);
+/* What RCPT may do with addr (parsed: valid, or "Postmaster"). */
+enum smtpd_rcpt_policy smtpd_policy_rcpt(const struct smtpd_session *s,
+    const char *addr);
+/* The ORCPT of addr ("rfc822;" xtext); returns a new string (free()). */
+char *smtpd_policy_orcpt(const char *addr);
 
 /* listener.c */
 void smtpd_server_session_gone(struct smtpd_server *srv,

@@ -461,6 +461,57 @@ test_addr_domain(void **state)
 	}
 }
 
+/* Sender-specified routing in the local part (policy.c refuses it). */
+static void
+test_addr_routed(void **state)
+{
+	static const struct {
+		const char *addr;
+		int routed;
+	} cases[] = {
+		{ "user%host@relay.test", 1 },
+		{ "host!user@relay.test", 1 },
+		{ "\"a@b\"@relay.test", 1 },
+		{ "\"a%b\"@relay.test", 1 },
+		{ "user@relay.test", 0 },
+		{ "first.last+tag@relay.test", 0 },
+		{ "\"a b\"@relay.test", 0 },
+		/* only the local part counts */
+		{ "user@[IPv6:::1]", 0 },
+		{ "Postmaster", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		CASE("routed", i, cases[i].addr);
+		EQ_INT(smtpd_addr_routed(cases[i].addr), cases[i].routed);
+	}
+}
+
+static void
+test_addr_postmaster(void **state)
+{
+	static const struct {
+		const char *addr;
+		int pm;
+	} cases[] = {
+		{ "Postmaster", 1 },
+		{ "postmaster", 1 },
+		{ "POSTMASTER@MX.Example", 1 },
+		{ "postmaster@mx.example", 1 },
+		{ "\"postmaster\"@mx.example", 1 },
+		{ "postmaster@other.example", 0 },
+		{ "postmasters@mx.example", 0 },
+		{ "post.master@mx.example", 0 },
+		{ "abuse@mx.example", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		CASE("postmaster", i, cases[i].addr);
+		EQ_INT(smtpd_addr_postmaster(cases[i].addr, "mx.example"),
+		    cases[i].pm);
+	}
+}
+
 static void
 test_bdat(void **state)
 {
@@ -560,6 +611,8 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_rcpt),
 		cmocka_unit_test(test_addr_valid),
 		cmocka_unit_test(test_addr_domain),
+		cmocka_unit_test(test_addr_routed),
+		cmocka_unit_test(test_addr_postmaster),
 		cmocka_unit_test(test_bdat),
 		cmocka_unit_test(test_helo),
 	};
