@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh replay                replay every corpus through its
 #                                         target (make test-fuzz); needs cc
-#   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET (parse, data, reply) with
+#   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET (parse, data, reply, bdat) with
 #                                         libFuzzer; needs clang
 #
 # The targets link the parser sources directly, not build/libsluice.a, so
@@ -15,8 +15,8 @@ set -eu
 
 cd "$(dirname "$0")/.."
 OUT=fuzz/build
-TARGETS="parse data reply"
-SRCS="src/smtpd/parse.c src/smtpd/data.c src/smtpc/reply.c src/util/str.c src/util/xalloc.c"
+TARGETS="parse data reply bdat"
+SRCS="src/smtpd/parse.c src/smtpd/data.c src/smtpd/content.c src/smtpc/reply.c src/util/str.c src/util/xalloc.c"
 CFLAGS="-std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
