@@ -89,6 +89,7 @@ async def main_async(a):
         "rss_before_kb": before["VmRSS"],
         "rss_with_conns_kb": during["VmRSS"],
         "rss_after_close_kb": after["VmRSS"],
+        "hwm_after_close_kb": after.get("VmHWM"),
         "hwm_kb": during.get("VmHWM"),
         "rss_anon_with_conns_kb": during.get("RssAnon"),
         "threads": during.get("Threads"),
@@ -102,7 +103,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--pid", type=int, required=True)
-    ap.add_argument("--connections", type=int, default=5000)
+    ap.add_argument("--connections", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--settle", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=300)
