@@ -17,6 +17,8 @@ import os
 import socket
 import threading
 
+import pytest
+
 from sluicetest import NoopFlood, Raw, client_ctx, proc_status_kb, wait_until
 
 MB = 1 << 20
@@ -189,8 +191,12 @@ def test_never_reading_client_times_out(make_sluiced):
         sock.close()
 
 
-def test_noop_flood_without_reading_sink(make_sink):
-    sink = make_sink(maildir=False)
+@pytest.mark.parametrize("rules", [[], ["--rule", "delay 5ms"]],
+                         ids=["direct", "delayed-replies"])
+def test_noop_flood_without_reading_sink(make_sink, rules):
+    """The sink is the same server; with delayed replies its writes wait
+    on a timer, and reading must still resume once they are out."""
+    sink = make_sink(*rules, maildir=False)
     flood_and_check(sink.port, sink.proc.pid)
 
 
