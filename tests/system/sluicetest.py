@@ -17,6 +17,16 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / os.environ.get("SLUICE_BUILD", "build")
 SLUICED = BUILD / "sluiced"
 
+# The sanitizer build (make test-asan) runs every test, the slow ones with
+# smaller loads (scaled) so that make test stays within its time budget.
+ASAN = "asan" in os.environ.get("SLUICE_BUILD", "")
+
+
+def scaled(n, asan_n):
+    """n, or asan_n under the sanitizer build."""
+    return asan_n if ASAN else n
+
+
 # What a sanitizer prints when it finds something (ASan, UBSan, LSan).
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
                    "LeakSanitizer")
