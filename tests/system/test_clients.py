@@ -50,8 +50,17 @@ def test_swaks_several_recipients(sluiced, tmp_path, pipe):
         argv.append("--pipeline")
     rc, out, err = run(argv)
     assert rc == 0, out + err
+    # the transcript shows what swaks sent before each reply: pipelined,
+    # MAIL, the three RCPTs and DATA go out before the first reply
+    # (RFC 2920); plain, the reply to MAIL comes before the first RCPT
+    lines = [l for l in out.splitlines() if l.startswith((" -> ", "<-  "))]
+    i = lines.index(" -> MAIL FROM:<alice@client.sluice.test>")
+    head = lines[i + 1:i + 5]
     if pipe:
-        assert "PIPELINING" in out
+        assert head == [f" -> RCPT TO:<{r}>" for r in rcpts] + [" -> DATA"], \
+            lines[i:i + 10]
+    else:
+        assert head[0].startswith("<-  250 2.1.0"), lines[i:i + 10]
     mids = queued_mids(out)
     assert len(mids) == 1, out
     sp = sluiced.spool
