@@ -69,6 +69,26 @@ def port_listening(port):
     return False
 
 
+LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
+
+
+def log_times(text, pattern):
+    """[(seconds since the epoch, match)] of the log lines matching the
+    regex pattern, by the daemon's own timestamps (ms): timing checks use
+    these, never the test's clock."""
+    import datetime
+    rx = re.compile(pattern)
+    out = []
+    for line in text.splitlines():
+        m = rx.search(line)
+        t = LOG_TIME_RE.match(line)
+        if m and t:
+            dt = datetime.datetime.strptime(t.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+            out.append((dt.replace(tzinfo=datetime.timezone.utc).timestamp(),
+                        m))
+    return out
+
+
 def split_received(body):
     """(Received header, rest) of a stored body: the header sluice adds is
     the first field, with its continuation lines."""
