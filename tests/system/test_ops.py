@@ -475,8 +475,12 @@ def test_reload_keeps_sessions(ops, receiver):
         c.ehlo()
         c.expect_ok(f"MAIL FROM:<{SENDER}>")
         c.expect_ok("RCPT TO:<s@dest.sluice.test>")
+        n = d.log_text().count("configuration reloaded")
         assert run_sluice("reload", conf=d.conf_path).returncode == 0
         d.signal(signal.SIGHUP)
+        # both reloads done while the transaction is open
+        wait_until(lambda: d.log_text().count("configuration reloaded")
+                   >= n + 2, what="two 'configuration reloaded' lines")
         c.send("DATA\r\n")
         c.expect("354")
         c.send(b"Subject: across reloads\r\n\r\nhi\r\n.\r\n")
