@@ -20,7 +20,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
