@@ -74,11 +74,12 @@ test-unit: $(UNIT_BINS)
 test-system: all $(POWERCUT)
 	SLUICE_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
 
-# Unit and system tests again under AddressSanitizer and UBSan.
+# Unit and system tests again under AddressSanitizer and UBSan: every
+# system test, the slow ones with smaller loads (sluicetest.scaled).
 test-asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all test-unit build-asan/tests/powercut.so
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  SLUICE_BUILD=build-asan /usr/bin/python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/system $(PYTEST_ARGS)
+	  SLUICE_BUILD=build-asan /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
 
 # Replay the fuzz corpora through the fuzz targets (built as plain programs).
 test-fuzz:

@@ -3,7 +3,8 @@ conftest.py: fixtures of the system tests.
 
   sluiced          a started sluiced with the default test settings
   make_sluiced     a factory: make_sluiced(conf={...}, args=[...], wrapper=[...],
-                   start=True) for tests that need other settings
+                   start=True, listen="[::1]:{port}") for tests that need
+                   other settings
 
 Every daemon is stopped at teardown with SIGTERM; it must exit 0 and its
 stderr must hold no sanitizer report (ASan, UBSan, LSan: SLUICE_BUILD=
@@ -21,7 +22,7 @@ from sluicetest import SLUICED, Daemon  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: long tests; the ASan run skips them")
+        "markers", "slow: long tests; the ASan run runs them with smaller loads")
 
 
 def pytest_sessionstart(session):
@@ -34,9 +35,10 @@ def pytest_sessionstart(session):
 def make_sluiced(tmp_path):
     daemons = []
 
-    def make(conf=None, args=(), wrapper=(), start=True, name=None, env=None):
+    def make(conf=None, args=(), wrapper=(), start=True, name=None, env=None,
+             **kw):
         root = tmp_path / (name or f"d{len(daemons)}")
-        d = Daemon(root, conf=conf, args=args, wrapper=wrapper, env=env)
+        d = Daemon(root, conf=conf, args=args, wrapper=wrapper, env=env, **kw)
         daemons.append(d)
         if start:
             d.start()

@@ -53,12 +53,14 @@ def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def port_listening(port):
-    """True if something listens on 127.0.0.1:port (from /proc, no connect:
-    a probe connection would count against the connection limits)."""
-    want = f"0100007F:{port:04X}"
+def port_listening(port, v6=False):
+    """True if something listens on 127.0.0.1:port, or with v6 on
+    [::1]:port (from /proc, no connect: a probe connection would count
+    against the connection limits)."""
+    path, want = ("/proc/net/tcp6", "0" * 24 + f"01000000:{port:04X}") if v6 \
+        else ("/proc/net/tcp", f"0100007F:{port:04X}")
     try:
-        with open("/proc/net/tcp") as f:
+        with open(path) as f:
             next(f)
             for line in f:
                 parts = line.split()
@@ -194,8 +196,12 @@ class Spool:
 class Daemon:
     """One sluiced process on a temp dir: start, stop, restart, kill -9."""
 
-    def __init__(self, root, conf=None, args=(), wrapper=(), env=None):
+    def __init__(self, root, conf=None, args=(), wrapper=(), env=None,
+                 listen="127.0.0.1:{port}"):
         self.root = Path(root)
+        # [server] listen, {port} filled in at start; started means the
+        # first address listens (127.0.0.1 or [::1])
+        self.listen = listen
         self.root.mkdir(parents=True, exist_ok=True)
         self.spool_dir = self.root / "spool"
         self.conf_path = self.root / "sluiced.ini"
@@ -225,7 +231,7 @@ class Daemon:
     # -- the configuration --
 
     def write_conf(self):
-        self.conf["server"]["listen"] = f"127.0.0.1:{self.port}"
+        self.conf["server"]["listen"] = self.listen.format(port=self.port)
         lines = []
         for section, kv in self.conf.items():
             lines.append(f"[{section}]")
@@ -272,7 +278,8 @@ class Daemon:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if port_listening(self.port):
+                if port_listening(self.port,
+                                  v6=self.listen.startswith("[")):
                     return self
                 time.sleep(0.01)
             else:
