@@ -20,10 +20,9 @@ import re
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
-from sluicetest import free_port, wait_until
+from sluicetest import free_port, splice, wait_until
 
 
 def sh(*argv, timeout=60, **kw):
@@ -224,31 +223,15 @@ class Tap:
             rec = []
             with self.lock:
                 self.conns.append(rec)
-            threading.Thread(target=self._pump, args=(c, s, "c", rec, 0),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(s, c, "s", rec,
-                                                      self.hold),
-                             daemon=True).start()
+            for a, b, tag, hold in ((c, s, "c", 0), (s, c, "s", self.hold)):
+                threading.Thread(target=splice, args=(
+                    a, b, self._recorder(rec, tag), hold), daemon=True).start()
 
-    def _pump(self, a, b, tag, rec, hold):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                with self.lock:
-                    rec.append((tag, data))
-                if hold:
-                    time.sleep(hold)
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def _recorder(self, rec, tag):
+        def on_data(data):
+            with self.lock:
+                rec.append((tag, data))
+        return on_data
 
     def client_text(self):
         with self.lock:

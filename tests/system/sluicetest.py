@@ -103,6 +103,40 @@ def split_received(body):
             return body[:pos], body[pos:]
 
 
+def make_cert(d, cn):
+    """(certificate, key): a self-signed RSA pair for cn in directory d,
+    valid for a day."""
+    c, k = Path(d) / "cert.pem", Path(d) / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "1", "-subj", f"/CN={cn}",
+                    "-keyout", str(k), "-out", str(c)],
+                   check=True, capture_output=True, timeout=60)
+    return c, k
+
+
+def splice(a, b, on_data=None, hold=0):
+    """Copy what socket a sends to socket b until a closes, then shut both
+    down; on_data(bytes) sees each chunk, hold seconds before it goes on."""
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            if on_data:
+                on_data(data)
+            if hold:
+                time.sleep(hold)
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def sha256(b):
     return hashlib.sha256(b).hexdigest()
 

@@ -22,35 +22,13 @@ import time
 
 import pytest
 
-from sluicetest import free_port, port_listening, wait_until
+from sluicetest import (free_port, make_cert, port_listening, splice,
+                        wait_until)
 
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("osslcert")
-    c, k = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-days", "1", "-subj", "/CN=ossl.sluice.test",
-                    "-keyout", str(k), "-out", str(c)],
-                   check=True, capture_output=True, timeout=60)
-    return c, k
-
-
-def splice(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    return make_cert(tmp_path_factory.mktemp("osslcert"), "ossl.sluice.test")
 
 
 class SServerReceiver:

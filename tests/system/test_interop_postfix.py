@@ -18,27 +18,21 @@ server) cannot hide here.
 """
 import re
 import shutil
-import subprocess
 
 import pytest
 
 from delivery_util import FAST, Receiver, parse_dsn
 from ops_util import traversable_dir
 from postfix_util import Postfix, Tap
-from sluicetest import free_port, mid_of, split_received, wait_until
+from sluicetest import (free_port, make_cert, mid_of, split_received,
+                        wait_until)
 
 SIZE_LIMIT = 100000
 
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pfcert")
-    c, k = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-days", "1", "-subj", "/CN=pf.sluice.test",
-                    "-keyout", str(k), "-out", str(c)],
-                   check=True, capture_output=True, timeout=60)
-    return c, k
+    return make_cert(tmp_path_factory.mktemp("pfcert"), "pf.sluice.test")
 
 
 @pytest.fixture(scope="module")

@@ -24,19 +24,14 @@ import subprocess
 import pytest
 
 from sinkutil import Sink
-from sluicetest import SLUICED, Raw, mid_of, split_received, wait_until
+from sluicetest import (SLUICED, Raw, make_cert, mid_of, split_received,
+                        wait_until)
 
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
     """(certificate, key): a self-signed RSA pair for mx.test, 1 day."""
-    d = tmp_path_factory.mktemp("cert")
-    c, k = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-days", "1", "-subj", "/CN=mx.test",
-                    "-keyout", str(k), "-out", str(c)],
-                   check=True, capture_output=True, timeout=60)
-    return c, k
+    return make_cert(tmp_path_factory.mktemp("cert"), "mx.test")
 
 
 @pytest.fixture
