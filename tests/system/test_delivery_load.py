@@ -64,8 +64,11 @@ def test_1000_messages_one_domain_connections_bounded(net, make_sluiced):
 @pytest.mark.slow
 def test_kill9_during_delivery_loses_nothing(net, make_sluiced):
     N, CONC = scaled(500, 200), 5
-    # a slowish receiver: 40 ms before each end-of-data reply
-    d, rx, back = world(net, make_sluiced, delays={"data_end": 0.04},
+    # a slowish receiver: 40 ms before each end-of-data reply (200 ms under
+    # ASan, where an outcome's commit can take longer than 40 ms and more
+    # than two deliveries per connection would be unrecorded at the kill)
+    d, rx, back = world(net, make_sluiced,
+                        delays={"data_end": scaled(0.04, 0.2)},
                         destination_concurrency=CONC)
     mids = inject(d.port, items(N, "crash"), sessions=10)
     assert len(set(mids)) == N
