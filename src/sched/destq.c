@@ -400,6 +400,17 @@ sched_conn_send(struct sched_conn *c, struct sched_job *job)
 	smtpc_send(c->c, &c->m);
 }
 
+/* 1 if c has carried its messages_per_connection or is connection_max_age old. */
+static int
+sched_conn_worn(const struct sched_conn *c)
+{
+	const struct sl_conf *conf = c->s->conf;
+
+	return c->nmsgs >= conf->delivery_messages_per_connection ||
+	    sched_now_ms() - c->started >=
+	    conf->delivery_connection_max_age * 1000;
+}
+
 /* An idle connection: the next job of its destination, or rest, or go. */
 static void
 sched_conn_next(struct sched_conn *c)
@@ -408,9 +419,7 @@ sched_conn_next(struct sched_conn *c)
 	struct sched_dest *d = c->dest;
 	struct timeval tv = { s->conf->delivery_idle_timeout, 0 };
 
-	if (c->nmsgs >= s->conf->delivery_messages_per_connection ||
-	    sched_now_ms() - c->started >=
-	    s->conf->delivery_connection_max_age * 1000 ||
+	if (sched_conn_worn(c) ||
 	    (d->site && d->site->paused_until > sched_now_ms())) {
 		c->ready = 0;
 		smtpc_quit(c->c);
@@ -570,8 +579,15 @@ sched_dest_run(struct sched *s, struct sched_dest *d)
 	TAILQ_FOREACH(c, &d->conns, entry) {
 		if (d->nready == 0)
 			break;
-		if (c->ready && c->job == NULL)
-			sched_conn_send(c, TAILQ_FIRST(&d->ready));
+		if (!c->ready || c->job != NULL)
+			continue;
+		/* an idle connection is as bound by its limits as a busy one */
+		if (sched_conn_worn(c)) {
+			c->ready = 0;
+			smtpc_quit(c->c);
+			continue;
+		}
+		sched_conn_send(c, TAILQ_FIRST(&d->ready));
 	}
 	while (d->nready > (uint64_t)d->nconnecting) {
 		if (d->site->nconn >= d->site->limit) {

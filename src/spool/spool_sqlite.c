@@ -237,6 +237,37 @@ spool_db_max_mid(sqlite3 *db)
 	return (uint64_t)(a > b ? (a > 0 ? a : 0) : (b > 0 ? b : 0));
 }
 
+/*
+ * TEST ONLY, never for production: SLUICE_TEST_SPOOL_SYNC=OFF or NORMAL
+ * weakens the writer's commits (OFF: no sync at all; NORMAL: the WAL is
+ * synced only by checkpoints, so a commit returns before its data is on
+ * disk). The system tests use it to show that the power-cut model and the
+ * sync-order proof catch a spool that answers 250 too early
+ * (docs/TESTING.md). The checkpoint thread's connection keeps FULL.
+ */
+static int
+spool_db_test_sync(sqlite3 *db, char *err, size_t errlen)
+{
+	const char *v = getenv("SLUICE_TEST_SPOOL_SYNC");
+	char sql[64];
+
+	if (v == NULL || *v == '\0')
+		return 0;
+	if (strcmp(v, "OFF") != 0 && strcmp(v, "NORMAL") != 0) {
+		snprintf(err, errlen, "SLUICE_TEST_SPOOL_SYNC=%s: only OFF or"
+		    " NORMAL (a test-only switch)", v);
+		return -1;
+	}
+	snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s", v);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "spool pragmas: %s", sqlite3_errmsg(db));
+		return -1;
+	}
+	fprintf(stderr, "sluiced: TEST ONLY: SLUICE_TEST_SPOOL_SYNC=%s: the"
+	    " spool's commits are not durable\n", v);
+	return 0;
+}
+
 static int
 spool_db_pragmas(sqlite3 *db, char *err, size_t errlen)
 {
@@ -265,7 +296,7 @@ spool_db_pragmas(sqlite3 *db, char *err, size_t errlen)
 		snprintf(err, errlen, "spool pragmas: %s", sqlite3_errmsg(db));
 		return -1;
 	}
-	return 0;
+	return spool_db_test_sync(db, err, errlen);
 }
 
 struct spool_db *

@@ -3,7 +3,8 @@ conftest.py: fixtures of the system tests.
 
   sluiced          a started sluiced with the default test settings
   make_sluiced     a factory: make_sluiced(conf={...}, args=[...], wrapper=[...],
-                   start=True) for tests that need other settings
+                   start=True, listen="[::1]:{port}") for tests that need
+                   other settings
   cert             (certificate, key): a self-signed pair for mx.test, made
                    once per session with openssl
 
@@ -12,19 +13,18 @@ stderr must hold no sanitizer report (ASan, UBSan, LSan: SLUICE_BUILD=
 build-asan). Ports are chosen free at run time, files live in tmp_path.
 """
 import os
-import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from sluicetest import SLUICED, Daemon  # noqa: E402
+from sluicetest import SLUICED, Daemon, make_cert  # noqa: E402
 
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: long tests; the ASan run skips them")
+        "markers", "slow: long tests; the ASan run runs them with smaller loads")
 
 
 def pytest_sessionstart(session):
@@ -37,9 +37,10 @@ def pytest_sessionstart(session):
 def make_sluiced(tmp_path):
     daemons = []
 
-    def make(conf=None, args=(), wrapper=(), start=True, name=None, env=None):
+    def make(conf=None, args=(), wrapper=(), start=True, name=None, env=None,
+             **kw):
         root = tmp_path / (name or f"d{len(daemons)}")
-        d = Daemon(root, conf=conf, args=args, wrapper=wrapper, env=env)
+        d = Daemon(root, conf=conf, args=args, wrapper=wrapper, env=env, **kw)
         daemons.append(d)
         if start:
             d.start()
@@ -82,10 +83,4 @@ def make_sink(tmp_path):
 @pytest.fixture(scope="session")
 def cert(tmp_path_factory):
     """(certificate, key): a self-signed RSA pair for mx.test, 1 day."""
-    d = tmp_path_factory.mktemp("cert")
-    c, k = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-days", "1", "-subj", "/CN=mx.test",
-                    "-keyout", str(k), "-out", str(c)],
-                   check=True, capture_output=True, timeout=60)
-    return c, k
+    return make_cert(tmp_path_factory.mktemp("cert"), "mx.test")

@@ -17,6 +17,16 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / os.environ.get("SLUICE_BUILD", "build")
 SLUICED = BUILD / "sluiced"
 
+# The sanitizer build (make test-asan) runs every test, the slow ones with
+# smaller loads (scaled) so that make test stays within its time budget.
+ASAN = "asan" in os.environ.get("SLUICE_BUILD", "")
+
+
+def scaled(n, asan_n):
+    """n, or asan_n under the sanitizer build."""
+    return asan_n if ASAN else n
+
+
 # What a sanitizer prints when it finds something (ASan, UBSan, LSan).
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
                    "LeakSanitizer")
@@ -43,12 +53,14 @@ def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def port_listening(port):
-    """True if something listens on 127.0.0.1:port (from /proc, no connect:
-    a probe connection would count against the connection limits)."""
-    want = f"0100007F:{port:04X}"
+def port_listening(port, v6=False):
+    """True if something listens on 127.0.0.1:port, or with v6 on
+    [::1]:port (from /proc, no connect: a probe connection would count
+    against the connection limits)."""
+    path, want = ("/proc/net/tcp6", "0" * 24 + f"01000000:{port:04X}") if v6 \
+        else ("/proc/net/tcp", f"0100007F:{port:04X}")
     try:
-        with open("/proc/net/tcp") as f:
+        with open(path) as f:
             next(f)
             for line in f:
                 parts = line.split()
@@ -57,6 +69,26 @@ def port_listening(port):
     except OSError:
         pass
     return False
+
+
+LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
+
+
+def log_times(text, pattern):
+    """[(seconds since the epoch, match)] of the log lines matching the
+    regex pattern, by the daemon's own timestamps (ms): timing checks use
+    these, never the test's clock."""
+    import datetime
+    rx = re.compile(pattern)
+    out = []
+    for line in text.splitlines():
+        m = rx.search(line)
+        t = LOG_TIME_RE.match(line)
+        if m and t:
+            dt = datetime.datetime.strptime(t.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+            out.append((dt.replace(tzinfo=datetime.timezone.utc).timestamp(),
+                        m))
+    return out
 
 
 def split_received(body):
@@ -69,6 +101,40 @@ def split_received(body):
         pos = end
         if body[pos:pos + 1] not in (b" ", b"\t"):
             return body[:pos], body[pos:]
+
+
+def make_cert(d, cn):
+    """(certificate, key): a self-signed RSA pair for cn in directory d,
+    valid for a day."""
+    c, k = Path(d) / "cert.pem", Path(d) / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "1", "-subj", f"/CN={cn}",
+                    "-keyout", str(k), "-out", str(c)],
+                   check=True, capture_output=True, timeout=60)
+    return c, k
+
+
+def splice(a, b, on_data=None, hold=0):
+    """Copy what socket a sends to socket b until a closes, then shut both
+    down; on_data(bytes) sees each chunk, hold seconds before it goes on."""
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            if on_data:
+                on_data(data)
+            if hold:
+                time.sleep(hold)
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def sha256(b):
@@ -164,8 +230,12 @@ class Spool:
 class Daemon:
     """One sluiced process on a temp dir: start, stop, restart, kill -9."""
 
-    def __init__(self, root, conf=None, args=(), wrapper=(), env=None):
+    def __init__(self, root, conf=None, args=(), wrapper=(), env=None,
+                 listen="127.0.0.1:{port}"):
         self.root = Path(root)
+        # [server] listen, {port} filled in at start; started means the
+        # first address listens (127.0.0.1 or [::1])
+        self.listen = listen
         self.root.mkdir(parents=True, exist_ok=True)
         self.spool_dir = self.root / "spool"
         self.conf_path = self.root / "sluiced.ini"
@@ -195,7 +265,7 @@ class Daemon:
     # -- the configuration --
 
     def write_conf(self):
-        self.conf["server"]["listen"] = f"127.0.0.1:{self.port}"
+        self.conf["server"]["listen"] = self.listen.format(port=self.port)
         lines = []
         for section, kv in self.conf.items():
             lines.append(f"[{section}]")
@@ -242,7 +312,8 @@ class Daemon:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if port_listening(self.port):
+                if port_listening(self.port,
+                                  v6=self.listen.startswith("[")):
                     return self
                 time.sleep(0.01)
             else:

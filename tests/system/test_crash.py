@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from sluicetest import dot_stuff, mid_of, sha256, wait_until
+from sluicetest import dot_stuff, mid_of, scaled, sha256, wait_until
 
-TOTAL = 500
+TOTAL = scaled(500, 200)
 SESSIONS = 20
 
 

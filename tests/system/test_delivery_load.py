@@ -11,7 +11,7 @@ import time
 import pytest
 
 from delivery_util import inject, make_body, net  # noqa: F401
-from sluicetest import wait_until
+from sluicetest import scaled, wait_until
 
 SENDER = "sender@back.test"
 MX1 = "127.0.0.11"
@@ -32,7 +32,7 @@ def items(n, prefix):
 
 
 def test_1000_messages_one_domain_connections_bounded(net, make_sluiced):
-    N, CONC, PER_CONN = 1000, 5, 50
+    N, CONC, PER_CONN = scaled(1000, 400), 5, 50
     d, rx, back = world(net, make_sluiced, destination_concurrency=CONC,
                         messages_per_connection=PER_CONN, idle_timeout="2s")
     t0 = time.monotonic()
@@ -63,9 +63,12 @@ def test_1000_messages_one_domain_connections_bounded(net, make_sluiced):
 
 @pytest.mark.slow
 def test_kill9_during_delivery_loses_nothing(net, make_sluiced):
-    N, CONC = 500, 5
-    # a slowish receiver: 40 ms before each end-of-data reply
-    d, rx, back = world(net, make_sluiced, delays={"data_end": 0.04},
+    N, CONC = scaled(500, 200), 5
+    # a slowish receiver: 40 ms before each end-of-data reply (200 ms under
+    # ASan, where an outcome's commit can take longer than 40 ms and more
+    # than two deliveries per connection would be unrecorded at the kill)
+    d, rx, back = world(net, make_sluiced,
+                        delays={"data_end": scaled(0.04, 0.2)},
                         destination_concurrency=CONC)
     mids = inject(d.port, items(N, "crash"), sessions=10)
     assert len(set(mids)) == N

@@ -1,34 +1,66 @@
 """
-Full disk: the spool on a 3 MB tmpfs. When it fills, DATA gets 451 4.3.0,
-the daemon lives on, and what it accepted before is intact; with room again
-(remount bigger) the same session is answered 250. Needs root (mount): if
-mount fails the test fails.
+Full disk: the spool on a small ext4 file system (a loop-mounted image, so
+that fsync goes to a block device as on a real disk; tmpfs would make it
+free), filled up to a few MB by a ballast file. When it fills, DATA gets
+451 4.3.0, the daemon lives on, and what it accepted before is intact;
+with room again (the ballast removed) the same session is answered 250.
+Needs root (mkfs, mount -o loop): if that fails the test fails.
 """
+import os
 import subprocess
 
 import pytest
 
 from sluicetest import Raw, mid_of
 
+IMAGE_MB = 24
+ROOM_MB = 3
+
 
 def sh(*argv):
-    p = subprocess.run(list(argv), capture_output=True, timeout=30)
+    p = subprocess.run([str(a) for a in argv], capture_output=True,
+                       timeout=60)
     assert p.returncode == 0, f"{argv}: {p.stderr.decode()}"
+
+
+def ext4_mount(tmp_path):
+    """A fresh ext4 file system on a loop device, mounted; its path."""
+    img, mnt = tmp_path / "ext4.img", tmp_path / "ext4"
+    with open(img, "wb") as f:
+        f.truncate(IMAGE_MB << 20)
+    # -m 0: no blocks reserved for root (sluiced runs as root here)
+    sh("mkfs.ext4", "-q", "-F", "-m", "0", img)
+    mnt.mkdir()
+    sh("mount", "-o", "loop", img, mnt)
+    return mnt
+
+
+def fill(mnt, room):
+    """A ballast file that leaves about room bytes free on mnt."""
+    st = os.statvfs(mnt)
+    ballast = mnt / "ballast"
+    n = st.f_bfree * st.f_frsize - room
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, n)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return ballast
 
 
 @pytest.mark.slow
 def test_full_disk(make_sluiced, tmp_path):
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    sh("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt))
+    mnt = ext4_mount(tmp_path)
     d = None
     try:
         d = make_sluiced(conf={"spool": {"dir": str(mnt / "spool")}})
+        ballast = fill(mnt, ROOM_MB << 20)
         accepted = {}
         replies = []
         with Raw(d.port, timeout=60) as c:
             c.ehlo()
-            for i in range(60):
+            for i in range(200):
                 msg = (b"Subject: fill %d\r\n\r\n" % i
                        + (b"%05d" % i + b"x" * 993 + b"\r\n") * 200)
                 r = c.send_message("a@client.sluice.test", ["b@local.test"],
@@ -52,7 +84,7 @@ def test_full_disk(make_sluiced, tmp_path):
             for mid, msg in accepted.items():
                 assert d.spool.message(mid) == msg, f"MID {mid:016X} damaged"
 
-            sh("mount", "-o", "remount,size=20m", str(mnt))
+            ballast.unlink()
             msg = b"Subject: room again\r\n\r\nhello\r\n"
             r = c.send_message("a@client.sluice.test", ["b@local.test"], msg)
             assert r.startswith("250 2.0.0 Ok: queued as"), r

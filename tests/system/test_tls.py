@@ -20,7 +20,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
@@ -304,10 +303,14 @@ def test_relay_plaintext_without_offer(make_sluiced, make_sink):
 
 
 def test_relay_reuses_tls_connection(make_sluiced, make_sink, cert):
-    """Two messages in a row on one connection: one handshake."""
+    """Five messages to one destination, one connection at a time: one
+    connection, one handshake, five deliveries on it."""
     c, k = cert
     sink = make_sink("--tls-cert", str(c), "--tls-key", str(k))
-    d = make_sluiced(conf=relay_conf(sink))
+    conf = relay_conf(sink)
+    conf["delivery"].update({"destination_concurrency": "1",
+                             "idle_timeout": "30s"})
+    d = make_sluiced(conf=conf)
     with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as s:
         for i in range(5):
             s.sendmail("a@client.test", ["u@tls.test"],
@@ -315,6 +318,12 @@ def test_relay_reuses_tls_connection(make_sluiced, make_sink, cert):
     wait_until(lambda: len(sink.messages()) == 5, timeout=20,
                what="5 messages at the sink")
     assert all(e["tls"] for e in sink.index())
-    time.sleep(0.2)
-    n = len(re.findall(r"TLS established", d.log_text()))
-    assert 1 <= n <= 5
+    # (either form of the line: "DCID d MID m RID [r] Message done" or
+    # issue 9's "Message done DCID d MID m to RID [r]")
+    done = re.compile(r"DCID (\d+) [^\n]*Message done|Message done DCID (\d+)")
+    wait_until(lambda: len(done.findall(d.log_text())) == 5,
+               what="5 Message done lines")
+    log = d.log_text()
+    dcids = {a or b for a, b in done.findall(log)}
+    assert len(dcids) == 1, f"5 messages over connections {dcids}"
+    assert len(re.findall(r"TLS established relay=", log)) == 1, log

@@ -715,59 +715,6 @@ test_checkpoint(void **state)
 	free(wal);
 }
 
-/* A rough throughput figure, printed for the record; asserts only success. */
-static void
-test_insert_rate(void **state)
-{
-	struct fixture *f = *state;
-	enum { N = 2000 };
-	static struct res r[N];
-	struct spool_stats st;
-	int64_t t0;
-	int count = 0, i;
-
-	t0 = sl_mono_ms();
-	for (i = 0; i < N; i++) {
-		r[i] = (struct res){ .count = &count };
-		spool_insert(f->sp, make_msg(spool_mid_next(f->sp),
-		    (unsigned)i, 2, 4096), done_cb, &r[i]);
-		/* Let the loop breathe, as a server would between reads. */
-		if (i % 64 == 63)
-			event_base_loop(f->base, EVLOOP_NONBLOCK);
-	}
-	run_until(f, &count, N);
-	for (i = 0; i < N; i++)
-		assert_int_equal(r[i].st, SPOOL_OK);
-	spool_stats_get(f->sp, &st);
-	print_message("insert 4 KB: %d msgs in %lld ms (%.0f/s), %llu commits,"
-	    " %.2f ms per commit\n", N, (long long)(sl_mono_ms() - t0),
-	    N * 1000.0 / (double)(sl_mono_ms() - t0 + 1),
-	    (unsigned long long)st.commits,
-	    st.commit_ms_sum / (double)(st.commits ? st.commits : 1));
-}
-
-/* One request at a time: every insert pays its own commit and sync. */
-static void
-test_insert_serial(void **state)
-{
-	struct fixture *f = *state;
-	enum { N = 300 };
-	struct res r;
-	int64_t t0 = sl_mono_ms();
-	int count = 0, i;
-
-	for (i = 0; i < N; i++) {
-		r = (struct res){ .count = &count };
-		spool_insert(f->sp, make_msg(spool_mid_next(f->sp),
-		    (unsigned)i, 2, 4096), done_cb, &r);
-		run_until(f, &count, i + 1);
-		assert_int_equal(r.st, SPOOL_OK);
-	}
-	print_message("serial insert 4 KB: %d msgs in %lld ms (%.0f/s)\n", N,
-	    (long long)(sl_mono_ms() - t0),
-	    N * 1000.0 / (double)(sl_mono_ms() - t0 + 1));
-}
-
 int
 main(void)
 {
@@ -789,10 +736,6 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_backend_really_full, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_insert_serial, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_insert_rate, setup,
 		    teardown),
 	};
 
