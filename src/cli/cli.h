@@ -24,7 +24,18 @@ struct cli_cmd {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 	const char *help;
+	int talks_to_daemon;	/* takes -c FILE (also before the command) */
 };
+
+/*
+ * The configuration given before the command (`sluice -c FILE COMMAND`),
+ * or NULL. Used by a command that talks to sluiced when it has no -c of
+ * its own; both given and different is a usage error (cli_conf_pick).
+ */
+extern const char *cli_conf_path;
+/* The file to use: own (the command's -c) or cli_conf_path; NULL with a
+ * message on standard error when both are given and differ. *ok is 0 then. */
+const char *cli_conf_pick(const char *own, const char *prog, int *ok);
 
 int cmd_version(int argc, char **argv);
 int cmd_sink(int argc, char **argv);

@@ -80,6 +80,21 @@ cli_socket_path(const char *conf_path, const char *cmd)
 	return sock;
 }
 
+const char *
+cli_conf_pick(const char *own, const char *prog, int *ok)
+{
+	*ok = 1;
+	if (own == NULL)
+		return cli_conf_path;
+	if (cli_conf_path != NULL && strcmp(own, cli_conf_path) != 0) {
+		fprintf(stderr, "%s: two configuration files: -c %s before "
+		    "the command and -c %s after it\n", prog, cli_conf_path,
+		    own);
+		*ok = 0;
+	}
+	return own;
+}
+
 int
 cli_call(const char *conf_path, const char *cmd, json_t *args,
     json_t **result)
@@ -88,9 +103,11 @@ cli_call(const char *conf_path, const char *cmd, json_t *args,
 	enum control_call_status st;
 	char err[1024], *sock;
 	size_t i;
+	int ok;
 
 	*result = NULL;
-	if ((sock = cli_socket_path(conf_path, cmd)) == NULL)
+	conf_path = cli_conf_pick(conf_path, "sluice", &ok);
+	if (!ok || (sock = cli_socket_path(conf_path, cmd)) == NULL)
 		return CLI_USAGE;
 	st = control_call(sock, cmd, args, CLI_TIMEOUT_MS, &resp, err,
 	    sizeof(err));

@@ -399,11 +399,16 @@ cmd_sendmail(int argc, char **argv)
 	struct sm s = { .fd = -1 };
 	struct sl_conf *c;
 	char err[1024];
-	int list = 0, rc;
+	int list = 0, rc, ok;
 
 	if ((rc = sm_flags(&s, argc, argv, &list)) != 0) {
 		submit_addrs_free(&s.rcpts);
 		return rc < 0 ? EX_OK : rc;
+	}
+	s.conf_path = cli_conf_pick(s.conf_path, "sendmail", &ok);
+	if (!ok) {
+		submit_addrs_free(&s.rcpts);
+		return EX_USAGE;
 	}
 	if (list) {
 		char *qargv[] = { "mailq", "-c", (char *)s.conf_path, NULL };
