@@ -3,6 +3,11 @@
  * log.c: formats events as text or JSON lines into a buffer and writes the
  * buffer with one write(2) (O_APPEND, so lines from a rotated file or from
  * another writer never interleave mid-line).
+ *
+ * A JSON line is valid JSON in valid UTF-8 whatever bytes a peer put in a
+ * value (util/jsonw.h replaces ill-formed sequences with U+FFFD); a text
+ * line keeps the bytes as they came, quoting values with spaces, quotes or
+ * control bytes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +19,7 @@
 
 #include "log/log.h"
 #include "spool/spool.h"
+#include "util/jsonw.h"
 #include "util/util.h"
 
 #define LOG_BUF_FLUSH (64 * 1024)
@@ -73,23 +79,18 @@ log_printf(const char *fmt, ...)
 	free(big);
 }
 
-/* A JSON string with escapes; bytes >= 0x80 pass (UTF-8 is valid JSON). */
+static void
+log_put_cb(void *arg, const char *s, size_t n)
+{
+	log_put(s, n);
+}
+
+/* A JSON string: escaped, and valid UTF-8 whatever a peer sent (each
+ * ill-formed sequence becomes U+FFFD), so every line parses. */
 static void
 log_json_str(const char *s)
 {
-	log_put("\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			char e[2] = { '\\', (char)c };
-			log_put(e, 2);
-		} else if (c < 0x20 || c == 0x7f) {
-			log_printf("\\u%04x", c);
-		} else {
-			log_put(s, 1);
-		}
-	}
-	log_put("\"", 1);
+	sl_json_quote(s, strlen(s), log_put_cb, NULL);
 }
 
 /* A text value, quoted when it has spaces, quotes or control bytes. */
