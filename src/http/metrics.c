@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * metrics.c: /metrics (Prometheus text format 0.0.4) and /healthz on
- * evhttp, for monitoring and load balancers.
+ * metrics.c: /metrics (Prometheus text format 0.0.4) and /healthz, two
+ * routes of the HTTP listener (server.c), for monitoring and load
+ * balancers; neither needs the API token.
  *
  * Every scrape reads the counters of smtpd, the scheduler and the spool
  * (no state here), so the numbers are those of that moment. The gauge per
@@ -9,27 +10,17 @@
  * messages, and one series "_other" for the rest, so a queue of a million
  * domains still makes a page of a few kilobytes.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/http.h>
 
-#include "conf/conf.h"
+#include "http/http.h"
 #include "http/metrics.h"
 #include "sched/sched.h"
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
 #include "util/util.h"
-
-struct metrics {
-	struct evhttp *http;
-	struct metrics_src src;
-};
 
 void
 metrics_label_escape(const char *v, char *buf, size_t size)
@@ -214,83 +205,41 @@ metrics_render(const struct metrics_src *src, struct evbuffer *out)
 }
 
 static void
-metrics_reply(struct evhttp_request *req, int code, const char *reason,
-    const char *type, struct evbuffer *b)
+metrics_page(void *arg, struct http_req *req)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", type);
-	evhttp_send_reply(req, code, reason, b);
-}
-
-static void
-metrics_handle(struct evhttp_request *req, void *arg)
-{
-	struct metrics *m = arg;
+	const struct metrics_src *src = arg;
 	struct evbuffer *b = evbuffer_new();
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
-	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-		evbuffer_add_printf(b, "method not allowed\n");
-		metrics_reply(req, 405, "Method Not Allowed", "text/plain", b);
-	} else if (path != NULL && strcmp(path, "/metrics") == 0) {
-		metrics_render(&m->src, b);
-		metrics_reply(req, 200, "OK",
-		    "text/plain; version=0.0.4; charset=utf-8", b);
-	} else if (path != NULL && strcmp(path, "/healthz") == 0) {
-		evbuffer_add_printf(b, "ok\n");
-		metrics_reply(req, 200, "OK", "text/plain", b);
-	} else {
-		evbuffer_add_printf(b, "not found: try /metrics or /healthz\n");
-		metrics_reply(req, 404, "Not Found", "text/plain", b);
-	}
-	evbuffer_free(b);
+	metrics_render(src, b);
+	http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
 }
 
-struct metrics *
-metrics_new(struct event_base *base, const char *addr,
-    const struct metrics_src *src, char *err, size_t errlen)
+/* For load balancers: 200 while the node takes mail, 503 (with the
+ * reason) while it drains, stops or its spool fails. */
+static void
+metrics_healthz(void *arg, struct http_req *req)
 {
-	struct conf_addr a;
-	struct metrics *m;
-	evutil_socket_t fd;
+	const struct metrics_src *src = arg;
+	const char *why = src->unhealthy ? src->unhealthy(src->arg) : NULL;
+	struct evbuffer *b = evbuffer_new();
 
-	if (conf_addr_parse(addr, &a) != 0) {
-		snprintf(err, errlen, "not an address:port");
-		return NULL;
+	if (why == NULL) {
+		evbuffer_add_printf(b, "ok\n");
+		http_reply(req, 200, "text/plain; charset=utf-8", b);
+	} else {
+		evbuffer_add_printf(b, "unavailable: %s\n", why);
+		http_reply(req, 503, "text/plain; charset=utf-8", b);
 	}
-	free(a.text);
-	fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
-	if (fd < 0 || evutil_make_listen_socket_reuseable(fd) != 0 ||
-	    bind(fd, (struct sockaddr *)&a.ss, a.len) != 0 ||
-	    listen(fd, 64) != 0) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	m = xcalloc(1, sizeof(*m));
-	m->src = *src;
-	m->http = evhttp_new(base);
-	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
-	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
-	evhttp_set_timeout(m->http, 30);
-	evhttp_set_gencb(m->http, metrics_handle, m);
-	if (evhttp_accept_socket(m->http, fd) != 0) {
-		snprintf(err, errlen, "cannot accept on the socket");
-		close(fd);
-		metrics_free(m);
-		return NULL;
-	}
-	return m;
 }
+
+static const struct http_route metrics_routes[] = {
+	{ "/metrics", HTTP_GET, HTTP_AUTH_NONE, 0, metrics_page },
+	{ "/healthz", HTTP_GET, HTTP_AUTH_NONE, 0, metrics_healthz },
+};
 
 void
-metrics_free(struct metrics *m)
+metrics_add_routes(struct http_server *srv, const struct metrics_src *src)
 {
-	if (m == NULL)
-		return;
-	evhttp_free(m->http);
-	free(m);
+	http_server_add_routes(srv, metrics_routes,
+	    SL_ARRAY_LEN(metrics_routes), (void *)src);
 }

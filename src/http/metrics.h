@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * metrics.h: the HTTP listener for monitoring ([http] listen): GET /metrics
- * in the Prometheus text format (version 0.0.4), GET /healthz for load
- * balancers. Names and meanings are listed in docs/CONTROL.md.
+ * metrics.h: the monitoring routes of the HTTP listener (http.h): GET
+ * /metrics in the Prometheus text format (version 0.0.4), GET /healthz for
+ * load balancers. Names and meanings are listed in docs/HTTP.md.
  *
  * Threads: the event loop thread; the counters are read at each scrape.
  */
@@ -16,7 +16,7 @@ struct evbuffer;
 struct sched;
 struct smtpd_server;
 struct spool;
-struct metrics;
+struct http_server;
 
 /* The busiest destinations get a gauge each; the rest are summed. */
 #define METRICS_TOP_DESTINATIONS 10
@@ -26,15 +26,15 @@ struct metrics_src {
 	struct smtpd_server *smtpd;
 	struct sched *sched;
 	struct spool *spool;
+	/* NULL while the node takes mail; else why /healthz answers 503
+	 * ("draining", "the spool fails") */
+	const char *(*unhealthy)(void *arg);
+	void *arg;
 };
 
-/*
- * Listen on addr ("127.0.0.1:9025"); returns NULL with a message in err
- * if it cannot be bound.
- */
-struct metrics *metrics_new(struct event_base *base, const char *addr,
-    const struct metrics_src *src, char *err, size_t errlen);
-void metrics_free(struct metrics *m);
+/* Add /metrics and /healthz to srv; src is borrowed and outlives srv. */
+void metrics_add_routes(struct http_server *srv,
+    const struct metrics_src *src);
 
 /* Write the whole /metrics page for src into out. */
 void metrics_render(const struct metrics_src *src, struct evbuffer *out);

@@ -26,6 +26,8 @@
 
 #include "conf/conf.h"
 #include "control/control.h"
+#include "http/http.h"
+#include "http/metrics.h"
 #include "log/log.h"
 #include "sched/sched.h"
 #include "sluiced/sluiced.h"
@@ -52,6 +54,9 @@ struct sluiced_ctl {
 	struct event *sample_ev;
 	struct ctl_sample samples[CTL_SAMPLES];
 	size_t nsamples, next;
+	struct metrics_src msrc;	/* for the HTTP routes */
+	char *token;			/* read from [http] api_token_file */
+	char *next_token;		/* a reload's, checked, not used yet */
 };
 
 typedef void ctl_cmd_fn(struct sluiced_ctl *ctl, struct control_req *req,
@@ -820,5 +825,92 @@ sluiced_ctl_free(struct sluiced_ctl *ctl)
 	if (ctl == NULL)
 		return;
 	event_free(ctl->sample_ev);
+	free(ctl->token);
+	free(ctl->next_token);
 	free(ctl);
+}
+
+/* ---- the HTTP listener ---- */
+
+/* Why /healthz says 503, or NULL. */
+static const char *
+ctl_unhealthy(void *arg)
+{
+	struct sluiced_ctl *ctl = arg;
+
+	if (ctl->d->stopping)
+		return "stopping";
+	return NULL;
+}
+
+/* The token of conf's [http] api_token_file into *token (NULL: none). */
+static int
+ctl_token_read(const struct sl_conf *conf, char **token, char *err,
+    size_t errlen)
+{
+	char msg[400];
+
+	*token = NULL;
+	if (conf->http_api_token_file[0] == '\0')
+		return 0;
+	if ((*token = http_token_load(conf->http_api_token_file, msg,
+	    sizeof(msg))) == NULL) {
+		snprintf(err, errlen, "[http] api_token_file %s", msg);
+		return -1;
+	}
+	return 0;
+}
+
+int
+sluiced_http_start(struct sluiced_ctl *ctl)
+{
+	struct sluiced *d = ctl->d;
+	char err[512];
+
+	if (ctl_token_read(d->conf, &ctl->token, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	if (d->conf->http_listen[0] == '\0')
+		return 0;
+	d->http = http_server_new(d->base, d->conf->http_listen,
+	    (int)d->conf->http_max_connections, err, sizeof(err));
+	if (d->http == NULL) {
+		log_warnx("[http] listen %s: %s; running without metrics and "
+		    "the HTTP API", d->conf->http_listen, err);
+		return 0;
+	}
+	ctl->msrc = (struct metrics_src){ d->smtpd, d->sched, d->spool,
+		ctl_unhealthy, ctl };
+	metrics_add_routes(d->http, &ctl->msrc);
+	http_server_set_token(d->http, ctl->token);
+	return 0;
+}
+
+void
+sluiced_http_stop(struct sluiced_ctl *ctl)
+{
+	http_server_free(ctl->d->http);
+	ctl->d->http = NULL;
+}
+
+int
+sluiced_http_reload_check(struct sluiced_ctl *ctl, const struct sl_conf *conf,
+    char *err, size_t errlen)
+{
+	free(ctl->next_token);
+	return ctl_token_read(conf, &ctl->next_token, err, errlen);
+}
+
+void
+sluiced_http_reload(struct sluiced_ctl *ctl, const struct sl_conf *conf)
+{
+	free(ctl->token);
+	ctl->token = ctl->next_token;
+	ctl->next_token = NULL;
+	if (ctl->d->http == NULL)
+		return;
+	http_server_set_token(ctl->d->http, ctl->token);
+	http_server_set_max_connections(ctl->d->http,
+	    (int)conf->http_max_connections);
 }

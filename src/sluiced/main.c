@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * main.c: sluiced, the daemon. Flags, configuration, the event loop, the
- * spool, the SMTP server, the control socket and the metrics listener, and
+ * spool, the SMTP server, the control socket and the HTTP listener, and
  * the signals (or control commands) that stop or reload them.
  *
  * Shutdown order (SIGTERM, SIGINT): stop listening; sessions that are idle
@@ -32,7 +32,6 @@
 #include "conf/conf.h"
 #include "control/control.h"
 #include "dns/dns.h"
-#include "http/metrics.h"
 #include "log/log.h"
 #include "sched/sched.h"
 #include "sluiced/sluiced.h"
@@ -180,7 +179,14 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 		conf_free(nc);
 		return -1;
 	}
+	if (sluiced_http_reload_check(d->ctl, nc, err, errlen) != 0) {
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    err);
+		conf_free(nc);
+		return -1;
+	}
 	conf_keep_fixed(d->conf, nc, sluiced_fixed_changed);
+	sluiced_http_reload(d->ctl, nc);
 	smtpd_server_set_conf(d->smtpd, nc);
 	sched_set_conf(d->sched, nc);
 	/* sessions may still point into the old one: it goes next time */
@@ -216,12 +222,11 @@ sluiced_flush(evutil_socket_t fd, short what, void *arg)
 	log_flush();
 }
 
-/* The control socket (required) and the metrics listener (optional: a
- * port in use is a warning, so a second daemon on a host still runs). */
+/* The control socket (required) and the HTTP listener (optional: a port
+ * in use is a warning, so a second daemon on a host still runs). */
 static int
 sluiced_ops_start(struct sluiced *d)
 {
-	struct metrics_src src = { d->smtpd, d->sched, d->spool };
 	char err[512];
 
 	d->ctl = sluiced_ctl_new(d);
@@ -231,14 +236,7 @@ sluiced_ops_start(struct sluiced *d)
 		log_warnx("[control] socket %s", err);
 		return -1;
 	}
-	if (d->conf->http_listen[0] == '\0')
-		return 0;
-	d->metrics = metrics_new(d->base, d->conf->http_listen, &src, err,
-	    sizeof(err));
-	if (d->metrics == NULL)
-		log_warnx("[http] listen %s: %s; running without metrics",
-		    d->conf->http_listen, err);
-	return 0;
+	return sluiced_http_start(d->ctl);
 }
 
 static int
@@ -305,8 +303,7 @@ sluiced_run(struct sluiced *d)
 	/* no more commands or scrapes; answers still due are dropped */
 	control_server_free(d->control);
 	d->control = NULL;
-	metrics_free(d->metrics);
-	d->metrics = NULL;
+	sluiced_http_stop(d->ctl);
 	/* the spool answers what is still queued, then the sessions go;
 	 * deliveries in flight are retried at the next start */
 	sched_stop(d->sched);
@@ -329,7 +326,8 @@ sluiced_free(struct sluiced *d)
 		d->flush_ev, d->deadline_ev };
 
 	control_server_free(d->control);
-	metrics_free(d->metrics);
+	if (d->ctl)
+		sluiced_http_stop(d->ctl);
 	if (d->sched)
 		sched_stop(d->sched);
 	if (d->spool)

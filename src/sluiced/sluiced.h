@@ -16,8 +16,9 @@
 #include <jansson.h>
 
 struct control_server;
+struct sl_conf;
 struct control_req;
-struct metrics;
+struct http_server;
 struct sluiced_ctl;
 
 #define SLUICE_VERSION "0.1.0"
@@ -37,7 +38,7 @@ struct sluiced {
 	struct sched *sched;
 	struct smtpd_server *smtpd;
 	struct control_server *control;
-	struct metrics *metrics;
+	struct http_server *http;
 	struct sluiced_ctl *ctl;
 	struct event *sig_term, *sig_int, *sig_hup, *flush_ev, *deadline_ev;
 	int64_t started;		/* unix seconds */
@@ -60,5 +61,17 @@ struct sluiced_ctl *sluiced_ctl_new(struct sluiced *d);
 void sluiced_ctl_free(struct sluiced_ctl *ctl);
 void sluiced_ctl_cmd(void *arg, struct control_req *req, const char *cmd,
     json_t *args);
+/*
+ * The HTTP listener ([http] listen) with /metrics, /healthz and the API:
+ * 0, or -1 when [http] api_token_file cannot be read (a configuration
+ * error). A listen address that cannot be bound is only a warning.
+ */
+int sluiced_http_start(struct sluiced_ctl *ctl);
+void sluiced_http_stop(struct sluiced_ctl *ctl);
+/* Check what a reload to conf needs of the HTTP side (the token file):
+ * 0, or -1 with err; sluiced_http_reload then uses it. */
+int sluiced_http_reload_check(struct sluiced_ctl *ctl,
+    const struct sl_conf *conf, char *err, size_t errlen);
+void sluiced_http_reload(struct sluiced_ctl *ctl, const struct sl_conf *conf);
 
 #endif
