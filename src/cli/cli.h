@@ -55,6 +55,11 @@ int cmd_sendmail(int argc, char **argv);
  */
 int cli_call(const char *conf_path, const char *cmd, json_t *args,
     json_t **result);
+/* The same, handing the items of a streamed answer to cb as they come
+ * (control.h); *result is then the final result. */
+struct control_stream_cb;
+int cli_call_stream(const char *conf_path, const char *cmd, json_t *args,
+    const struct control_stream_cb *cb, json_t **result);
 /* Print j as indented JSON and a newline. */
 void cli_print_json(json_t *j);
 /* "1.2K", "2026-11-24 10:00:00" (local time; 0: "now"), "3m05s" */

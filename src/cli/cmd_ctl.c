@@ -99,6 +99,13 @@ int
 cli_call(const char *conf_path, const char *cmd, json_t *args,
     json_t **result)
 {
+	return cli_call_stream(conf_path, cmd, args, NULL, result);
+}
+
+int
+cli_call_stream(const char *conf_path, const char *cmd, json_t *args,
+    const struct control_stream_cb *cb, json_t **result)
+{
 	json_t *resp, *unknown, *v;
 	enum control_call_status st;
 	char err[1024], *sock;
@@ -109,8 +116,8 @@ cli_call(const char *conf_path, const char *cmd, json_t *args,
 	conf_path = cli_conf_pick(conf_path, "sluice", &ok);
 	if (!ok || (sock = cli_socket_path(conf_path, cmd)) == NULL)
 		return CLI_USAGE;
-	st = control_call(sock, cmd, args, CLI_TIMEOUT_MS, &resp, err,
-	    sizeof(err));
+	st = control_call_stream(sock, cmd, args, CLI_TIMEOUT_MS, cb, &resp,
+	    err, sizeof(err));
 	free(sock);
 	if (st != CONTROL_CALL_OK) {
 		fprintf(stderr, "sluice: %s\n", err);

@@ -3,7 +3,9 @@
  * cmd_queue.c: `sluice queue list|summary|show|flush|delete|hold|release|
  * bounce` (and `mailq`, which is `sluice queue list`). Each is one request
  * to the daemon's control socket (cmd_ctl.c); this file parses the flags
- * and prints tables for people, or the daemon's JSON with --json.
+ * and prints tables for people, or the daemon's JSON with --json. A list
+ * is printed as its messages come (the daemon streams them), so a queue
+ * of any size lists in constant memory and the first lines show at once.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "control/control.h"
 
 struct queue_opts {
 	const char *conf;
@@ -75,40 +78,64 @@ queue_print_msg(json_t *m, int64_t now)
 		queue_print_rcpt(r, now);
 }
 
+/* Printing a streamed listing as the messages come. */
+struct queue_list_out {
+	int json;
+	int64_t now;
+	size_t messages, recipients;
+};
+
+static int
+queue_list_item(void *arg, const char *text, size_t len)
+{
+	struct queue_list_out *out = arg;
+	json_t *m;
+
+	if (out->json) {
+		/* the daemon's JSON as it is: one element per line */
+		fputs(out->messages++ ? ",\n" : "[\n", stdout);
+		fwrite(text, 1, len, stdout);
+		return 0;
+	}
+	if ((m = json_loadb(text, len, 0, NULL)) == NULL)
+		return -1;
+	if (out->messages++ == 0)
+		printf("%-16s %7s  %-19s  %s\n", "MID", "SIZE", "ARRIVAL",
+		    "SENDER");
+	queue_print_msg(m, out->now);
+	out->recipients += json_array_size(json_object_get(m, "recipients"));
+	json_decref(m);
+	return 0;
+}
+
 static int
 queue_list(struct queue_opts *o)
 {
-	json_t *args = json_object(), *res, *m;
-	size_t i, nrcpt = 0;
-	int64_t now = (int64_t)time(NULL);
+	struct queue_list_out out = { .json = o->json,
+		.now = (int64_t)time(NULL) };
+	struct control_stream_cb cb = { NULL, queue_list_item, &out };
+	json_t *args = json_object(), *res;
 	int rc;
 
 	if (o->domain)
 		json_object_set_new(args, "domain", json_string(o->domain));
 	if (o->state)
 		json_object_set_new(args, "state", json_string(o->state));
-	rc = cli_call(o->conf, "queue.list", args, &res);
+	rc = cli_call_stream(o->conf, "queue.list", args, &cb, &res);
 	json_decref(args);
+	if (o->json && (out.messages > 0 || rc == CLI_OK))
+		fputs(out.messages ? "\n]\n" : "[]\n", stdout);
 	if (rc != CLI_OK)
 		return rc;
-	if (o->json) {
-		cli_print_json(res);
-		json_decref(res);
-		return CLI_OK;
-	}
-	if (json_array_size(res) == 0) {
-		printf("Mail queue is empty\n");
-		json_decref(res);
-		return CLI_OK;
-	}
-	printf("%-16s %7s  %-19s  %s\n", "MID", "SIZE", "ARRIVAL", "SENDER");
-	json_array_foreach(res, i, m) {
-		queue_print_msg(m, now);
-		nrcpt += json_array_size(json_object_get(m, "recipients"));
-	}
-	printf("-- %zu message%s, %zu recipient%s\n", json_array_size(res),
-	    json_array_size(res) == 1 ? "" : "s", nrcpt, nrcpt == 1 ? "" : "s");
 	json_decref(res);
+	if (o->json)
+		return CLI_OK;
+	if (out.messages == 0)
+		printf("Mail queue is empty\n");
+	else
+		printf("-- %zu message%s, %zu recipient%s\n", out.messages,
+		    out.messages == 1 ? "" : "s", out.recipients,
+		    out.recipients == 1 ? "" : "s");
 	return CLI_OK;
 }
 

@@ -183,3 +183,31 @@ fail:
 	json_decref(o);
 	return NULL;
 }
+
+char *
+control_stream_head_line(const char *key, enum control_stream_kind kind)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "v", json_integer(CONTROL_VERSION));
+	json_object_set_new(o, "ok", json_true());
+	json_object_set_new(o, "stream", json_string(key));
+	json_object_set_new(o, "kind", json_string(
+	    kind == CONTROL_STREAM_TEXT ? "text" : "array"));
+	return control_line(o);
+}
+
+int
+control_stream_head(json_t *resp, const char **key,
+    enum control_stream_kind *kind)
+{
+	json_t *k = json_object_get(resp, "stream");
+	const char *kn = json_string_value(json_object_get(resp, "kind"));
+
+	if (!json_is_string(k) || !json_is_true(json_object_get(resp, "ok")))
+		return 0;
+	*key = json_string_value(k);
+	*kind = kn != NULL && strcmp(kn, "text") == 0 ? CONTROL_STREAM_TEXT :
+	    CONTROL_STREAM_ARRAY;
+	return 1;
+}

@@ -41,22 +41,27 @@
 
 struct control_conn;
 
-struct control_req {
+/* A request that came over the socket. */
+struct control_sock_req {
+	struct control_req r;		/* first: the handlers see this */
 	struct control_conn *conn;	/* NULL once orphaned */
-	uid_t uid;
 };
 
 struct control_conn {
 	struct control_server *srv;
 	struct bufferevent *bev;
 	struct control_conn *prev, *next;
-	struct control_req *req;	/* waiting for its answer */
+	struct control_sock_req *req;	/* waiting for its answer */
 	uid_t uid;
 	int dispatching;		/* inside control_conn_process */
 	int closing;			/* close once the output is out */
 	void (*after)(void *);		/* control_reply_then */
 	void *after_arg;
+	void (*resume)(void *);		/* control_stream_wait */
+	void *resume_arg;
 };
+
+static const struct control_req_ops control_sock_ops;
 
 struct control_server {
 	struct event_base *base;
@@ -77,6 +82,8 @@ control_conn_free(struct control_conn *c)
 	struct control_server *srv = c->srv;
 	void (*after)(void *) = c->after;
 	void *after_arg = c->after_arg;
+	void (*resume)(void *) = c->resume;
+	void *resume_arg = c->resume_arg;
 
 	if (c->req != NULL)
 		c->req->conn = NULL;
@@ -92,6 +99,9 @@ control_conn_free(struct control_conn *c)
 	/* the client left before reading the answer: act anyway */
 	if (after != NULL)
 		after(after_arg);
+	/* a stream waiting for room: let it see the client went */
+	if (resume != NULL)
+		resume(resume_arg);
 }
 
 static void
@@ -110,17 +120,26 @@ control_conn_refuse(struct control_conn *c, const char *msg)
 	c->closing = 1;
 }
 
+/* The output drained (to the write low-water mark, or empty). */
 static void
 control_conn_written(struct bufferevent *bev, void *arg)
 {
 	struct control_conn *c = arg;
 	void (*after)(void *) = c->after;
+	void (*resume)(void *) = c->resume;
 
-	if (after != NULL) {
+	if (resume != NULL) {
+		c->resume = NULL;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		resume(c->resume_arg);
+	}
+	if (after != NULL &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
 		c->after = NULL;
 		after(c->after_arg);
 	}
-	if (c->closing)
+	if (c->closing &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		control_conn_free(c);
 }
 
@@ -167,9 +186,11 @@ control_conn_dispatch(struct control_conn *c, char *line, size_t len)
 	}
 	c->req = xcalloc(1, sizeof(*c->req));
 	c->req->conn = c;
-	c->req->uid = c->uid;
+	c->req->r.ops = &control_sock_ops;
+	snprintf(c->req->r.who, sizeof(c->req->r.who), "uid %u",
+	    (unsigned)c->uid);
 	bufferevent_disable(c->bev, EV_READ);
-	srv->fn(srv->arg, c->req, cmd, args);
+	srv->fn(srv->arg, &c->req->r, cmd, args);
 	json_decref(o);
 }
 
@@ -421,15 +442,23 @@ control_server_free(struct control_server *srv)
 	free(srv);
 }
 
+/* ---- answers (control_req_ops of the socket) ---- */
+
 static void
-control_answer(struct control_req *req, char *line, void (*done)(void *),
-    void *arg)
+control_sock_answer(struct control_req *r, struct evbuffer *result,
+    enum control_err err, const char *msg, json_t *unknown,
+    void (*done)(void *), void *arg)
 {
+	struct control_sock_req *req = (struct control_sock_req *)r;
 	struct control_conn *c = req->conn;
+	int streaming = r->streaming;
+	struct evbuffer *out;
 
 	free(req);
 	if (c == NULL) {
-		free(line);
+		if (result != NULL)
+			evbuffer_free(result);
+		json_decref(unknown);
 		if (done != NULL)
 			done(arg);
 		return;
@@ -437,38 +466,84 @@ control_answer(struct control_req *req, char *line, void (*done)(void *),
 	c->req = NULL;
 	c->after = done;
 	c->after_arg = arg;
-	control_conn_write(c, line);
+	out = bufferevent_get_output(c->bev);
+	if (streaming)
+		evbuffer_add(out, "\n", 1);
+	if (err == 0) {
+		evbuffer_add_printf(out, "{\"v\":%d,\"ok\":true,\"result\":",
+		    CONTROL_VERSION);
+		evbuffer_add_buffer(out, result);
+		evbuffer_add(out, "}\n", 2);
+		evbuffer_free(result);
+	} else {
+		if (result != NULL)
+			evbuffer_free(result);
+		control_conn_write(c, control_resp_err_line(msg, unknown));
+	}
 	control_conn_process(c);
 }
 
-void
-control_reply(struct control_req *req, json_t *result)
+static void
+control_sock_begin(struct control_req *r, const char *key,
+    enum control_stream_kind kind)
 {
-	control_answer(req, control_resp_ok_line(result), NULL, NULL);
+	struct control_sock_req *req = (struct control_sock_req *)r;
+
+	if (req->conn != NULL)
+		control_conn_write(req->conn, control_stream_head_line(key,
+		    kind));
 }
 
-void
-control_reply_then(struct control_req *req, json_t *result,
-    void (*done)(void *), void *arg)
+static void
+control_sock_item(struct control_req *r, const char *json, size_t len)
 {
-	control_answer(req, control_resp_ok_line(result), done, arg);
+	struct control_sock_req *req = (struct control_sock_req *)r;
+	struct evbuffer *out;
+
+	if (req->conn == NULL)
+		return;
+	out = bufferevent_get_output(req->conn->bev);
+	evbuffer_add(out, json, len);
+	evbuffer_add(out, "\n", 1);
 }
 
-void
-control_reply_err(struct control_req *req, json_t *unknown, const char *fmt,
-    ...)
+static size_t
+control_sock_backlog(struct control_req *r)
 {
-	va_list ap;
-	char msg[1024];
+	struct control_sock_req *req = (struct control_sock_req *)r;
 
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	control_answer(req, control_resp_err_line(msg, unknown), NULL, NULL);
+	if (req->conn == NULL)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_output(req->conn->bev));
 }
 
-uid_t
-control_req_uid(const struct control_req *req)
+static void
+control_sock_wait(struct control_req *r, void (*fn)(void *), void *arg)
 {
-	return req->uid;
+	struct control_sock_req *req = (struct control_sock_req *)r;
+	struct control_conn *c = req->conn;
+
+	if (c == NULL) {
+		fn(arg);
+		return;
+	}
+	c->resume = fn;
+	c->resume_arg = arg;
+	/* the write callback fires once the output is down to the mark */
+	bufferevent_setwatermark(c->bev, EV_WRITE, CONTROL_STREAM_LOW, 0);
 }
+
+static int
+control_sock_gone(struct control_req *r)
+{
+	return ((struct control_sock_req *)r)->conn == NULL;
+}
+
+static const struct control_req_ops control_sock_ops = {
+	.answer = control_sock_answer,
+	.begin = control_sock_begin,
+	.item = control_sock_item,
+	.backlog = control_sock_backlog,
+	.wait = control_sock_wait,
+	.gone = control_sock_gone,
+};

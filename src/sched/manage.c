@@ -1,11 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * manage.c: what the operator's queue commands do to the scheduler: views
- * of messages and destinations, and flush, hold, release, bounce, delete.
+ * of messages and destinations, walks (sched_iter) that listings take a
+ * slice at a time, and flush, hold, release, bounce, delete.
  *
  * These walk messages (an operator asked for them); the delivery path never
  * does. Each change of a recipient's state is recorded in the spool through
  * the same group commit as delivery outcomes.
+ *
+ * A walk stands on the next message it will show (it->next). Messages sit
+ * in two lists, s->expired then s->age, and move only by leaving the head
+ * of s->age for the tail of s->expired (expiry) or by leaving the queue
+ * (sched_msg_unqueue, which calls sched_iters_unlink first). So a walk
+ * steps from the end of s->expired to the head of s->age, and when the
+ * message it stands on leaves, it steps on to that message's successor:
+ * nothing is shown twice and nothing still queued is skipped.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +72,102 @@ sched_view_msg(struct sched_msg *m, sched_view_fn *fn, void *arg)
 	rc = fn(arg, &mv);
 	free(v);
 	return rc;
+}
+
+struct sched_iter {
+	struct sched *s;
+	struct sched_iter *prev, *next_iter;	/* s->iters */
+	struct sched_msg *next;			/* shown next; NULL: done */
+};
+
+/* The message a walk shows after m (m still in its list). */
+static struct sched_msg *
+sched_msg_after(struct sched *s, struct sched_msg *m)
+{
+	struct sched_msg *n = TAILQ_NEXT(m, age);
+
+	if (n == NULL && m->queued == 2)
+		n = TAILQ_FIRST(&s->age);
+	return n;
+}
+
+static struct sched_iter *
+sched_iter_link(struct sched *s, struct sched_msg *next)
+{
+	struct sched_iter *it = xcalloc(1, sizeof(*it));
+
+	it->s = s;
+	it->next = next;
+	it->next_iter = s->iters;
+	if (s->iters)
+		s->iters->prev = it;
+	s->iters = it;
+	return it;
+}
+
+struct sched_iter *
+sched_iter_new(struct sched *s)
+{
+	struct sched_msg *first = TAILQ_FIRST(&s->expired);
+
+	return sched_iter_link(s, first ? first : TAILQ_FIRST(&s->age));
+}
+
+struct sched_iter *
+sched_iter_at(struct sched *s, uint64_t mid)
+{
+	struct sched_msg *m = sched_msg_find(s, mid);
+
+	if (m == NULL || !m->queued)
+		return NULL;
+	return sched_iter_link(s, m);
+}
+
+int
+sched_iter_next(struct sched_iter *it, sched_view_fn *fn, void *arg)
+{
+	struct sched_msg *m;
+
+	while ((m = it->next) != NULL) {
+		it->next = sched_msg_after(it->s, m);
+		if (!m->deleted) {
+			sched_view_msg(m, fn, arg);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+uint64_t
+sched_iter_peek(const struct sched_iter *it)
+{
+	const struct sched_msg *m = it->next;
+
+	while (m != NULL && m->deleted)
+		m = sched_msg_after(it->s, (struct sched_msg *)m);
+	return m ? m->mid : 0;
+}
+
+void
+sched_iter_free(struct sched_iter *it)
+{
+	if (it == NULL)
+		return;
+	if (it->prev)
+		it->prev->next_iter = it->next_iter;
+	else
+		it->s->iters = it->next_iter;
+	if (it->next_iter)
+		it->next_iter->prev = it->prev;
+	free(it);
+}
+
+void
+sched_iters_unlink(struct sched *s, struct sched_msg *m)
+{
+	for (struct sched_iter *it = s->iters; it != NULL; it = it->next_iter)
+		if (it->next == m)
+			it->next = sched_msg_after(s, m);
 }
 
 void
@@ -313,24 +418,47 @@ sched_delete(struct sched *s, uint64_t mid, void (*cb)(void *, int),
 	spool_delete(s->spool, mid, sched_user_deleted, q);
 }
 
+static void
+sched_dest_fill(struct sched *s, const struct sched_dest *d,
+    struct sched_dest_view *v)
+{
+	*v = (struct sched_dest_view){
+		.name = d->name,
+		.jobs = d->njobs,
+		.ready = d->nready,
+		.connections = d->nconn,
+		.limit = d->site ? d->site->limit :
+		    (int)s->conf->delivery_destination_concurrency,
+		.waiting = d->blocked,
+	};
+}
+
 void
 sched_foreach_dest(struct sched *s, sched_dest_fn *fn, void *arg)
 {
+	struct sched_dest_view v;
+
 	for (size_t b = 0; b < s->dtab_size; b++) {
 		for (struct sched_dest *d = s->dtab[b]; d; d = d->hnext) {
-			struct sched_dest_view v = {
-				.name = d->name,
-				.jobs = d->njobs,
-				.ready = d->nready,
-				.connections = d->nconn,
-				.limit = d->site ? d->site->limit :
-				    (int)s->conf->delivery_destination_concurrency,
-				.waiting = d->blocked,
-			};
 			if (d->njobs == 0 && d->nconn == 0)
 				continue;
+			sched_dest_fill(s, d, &v);
 			if (fn(arg, &v))
 				return;
 		}
 	}
+}
+
+int
+sched_dest_find(struct sched *s, const char *name, struct sched_dest_view *out)
+{
+	size_t b = sl_hash_str(name) % s->dtab_size;
+
+	for (struct sched_dest *d = s->dtab[b]; d != NULL; d = d->hnext) {
+		if (strcmp(d->name, name) == 0) {
+			sched_dest_fill(s, d, out);
+			return 0;
+		}
+	}
+	return -1;
 }

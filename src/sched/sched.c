@@ -576,6 +576,7 @@ sched_msg_unqueue(struct sched *s, struct sched_msg *m)
 {
 	if (!m->queued)
 		return;
+	sched_iters_unlink(s, m);
 	if (m->queued == 2) {
 		TAILQ_REMOVE(&s->expired, m, age);
 	} else if (TAILQ_FIRST(&s->age) == m) {

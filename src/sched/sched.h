@@ -81,6 +81,29 @@ typedef int sched_view_fn(void *arg, const struct sched_msg_view *m);
 /* Every queued message in arrival order (an operator's walk, not the
  * scheduler's: delivery decisions never do this). */
 void sched_foreach(struct sched *s, sched_view_fn *fn, void *arg);
+
+/*
+ * A walk over the queued messages in arrival order that may be taken a few
+ * at a time, across loop turns, while the queue changes: a message that
+ * leaves the queue before the walk reaches it is skipped, none is visited
+ * twice, and messages that arrive meanwhile come at the end. Each step is
+ * O(1): this is how listings of a queue of any size stay responsive.
+ */
+struct sched_iter;
+/* A walk from the oldest message. Free with sched_iter_free. */
+struct sched_iter *sched_iter_new(struct sched *s);
+/* A walk from message mid; NULL if it is not queued. */
+struct sched_iter *sched_iter_at(struct sched *s, uint64_t mid);
+/* Show the next message to fn and step past it: 1, or 0 at the end. */
+int sched_iter_next(struct sched_iter *it, sched_view_fn *fn, void *arg);
+/* The MID the walk shows next, or 0 at the end. */
+uint64_t sched_iter_peek(const struct sched_iter *it);
+void sched_iter_free(struct sched_iter *it);
+
+/* A destination's view by name; 0, or -1 if no such destination. */
+struct sched_dest_view;
+int sched_dest_find(struct sched *s, const char *name,
+    struct sched_dest_view *out);
 /* One message; returns 0, or -1 if mid is not queued. */
 int sched_view(struct sched *s, uint64_t mid, sched_view_fn *fn, void *arg);
 

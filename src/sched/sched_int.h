@@ -162,6 +162,7 @@ struct sched {
 	int nconn;			/* all delivery connections */
 	int stopping;
 	struct sched_stats stats;
+	struct sched_iter *iters;	/* operators' walks (manage.c) */
 };
 
 /* sched.c */
@@ -180,6 +181,9 @@ void sched_job_fail_all(struct sched *s, struct sched_job *job,
     const char *reply);
 void sched_job_ready(struct sched *s, struct sched_job *job);
 int64_t sched_now_ms(void);
+
+/* manage.c: m leaves the queue's lists; walks standing on it step on. */
+void sched_iters_unlink(struct sched *s, struct sched_msg *m);
 
 /* destq.c */
 struct sched_dest *sched_dest_get(struct sched *s, const char *domain);

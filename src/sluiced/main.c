@@ -304,6 +304,7 @@ sluiced_run(struct sluiced *d)
 	control_server_free(d->control);
 	d->control = NULL;
 	sluiced_http_stop(d->ctl);
+	sluiced_ctl_stop(d->ctl);
 	/* the spool answers what is still queued, then the sessions go;
 	 * deliveries in flight are retried at the next start */
 	sched_stop(d->sched);
@@ -326,8 +327,10 @@ sluiced_free(struct sluiced *d)
 		d->flush_ev, d->deadline_ev };
 
 	control_server_free(d->control);
-	if (d->ctl)
+	if (d->ctl) {
 		sluiced_http_stop(d->ctl);
+		sluiced_ctl_stop(d->ctl);
+	}
 	if (d->sched)
 		sched_stop(d->sched);
 	if (d->spool)

@@ -59,6 +59,9 @@ void sluiced_stop(struct sluiced *d, const char *why);
 /* ctl.c: the control commands (a control_cmd_fn) and their state. */
 struct sluiced_ctl *sluiced_ctl_new(struct sluiced *d);
 void sluiced_ctl_free(struct sluiced_ctl *ctl);
+/* End the listings in progress (their readers are gone): before the
+ * scheduler is freed. */
+void sluiced_ctl_stop(struct sluiced_ctl *ctl);
 void sluiced_ctl_cmd(void *arg, struct control_req *req, const char *cmd,
     json_t *args);
 /*

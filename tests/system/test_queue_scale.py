@@ -106,11 +106,7 @@ def check_delete(d, r):
 
 
 COMMANDS = [
-    pytest.param(["queue", "list", "--json"], check_list, id="list",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "issue 9 item 19: the listing is one JSON line, over "
-                     "the 1 MB line limit at this size ('line longer than "
-                     "1048576 bytes'); it is being made streaming"))),
+    pytest.param(["queue", "list", "--json"], check_list, id="list"),
     pytest.param(["queue", "delete", "--all"], check_delete, id="delete-all",
                  marks=pytest.mark.xfail(strict=True, reason=(
                      "delete --all of 100 000 messages holds every "

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ctl_int.h: what ctl.c (status, reload, stop, drain, the HTTP listener,
+ * the dispatch) and ctl_queue.c (the queue commands) share.
+ */
+#ifndef SL_CTL_INT_H
+#define SL_CTL_INT_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "http/metrics.h"
+
+struct control_req;
+struct ctl_walk;
+struct ctl_cursor;
+
+/* Samples for the rates of `status`: every CTL_SAMPLE_S, CTL_SAMPLES kept. */
+#define CTL_SAMPLE_S 5
+#define CTL_SAMPLES 61
+
+struct ctl_sample {
+	int64_t at_ms;
+	uint64_t received, delivered;
+};
+
+struct sluiced_ctl {
+	struct sluiced *d;
+	struct event *sample_ev;
+	struct ctl_sample samples[CTL_SAMPLES];
+	size_t nsamples, next;
+	struct metrics_src msrc;	/* for the HTTP routes */
+	char *token;			/* read from [http] api_token_file */
+	char *next_token;		/* a reload's, checked, not used yet */
+	int draining;			/* `sluice drain`: listeners closed */
+	uint64_t spool_commits, spool_failures;	/* last look */
+	int spool_failing;
+	struct ctl_walk *walks;		/* listings in progress */
+	struct ctl_cursor *cursors;	/* pages of the HTTP API */
+	size_t ncursors;
+};
+
+typedef void ctl_cmd_fn(struct sluiced_ctl *ctl, struct control_req *req,
+    json_t *args);
+
+/* ctl_queue.c: the queue commands (docs/CONTROL.md). */
+ctl_cmd_fn ctl_list, ctl_summary, ctl_show, ctl_flush, ctl_hold,
+    ctl_release, ctl_bounce, ctl_delete;
+/* End every listing and page cursor (the daemon stops; before sched_free). */
+void ctl_queue_stop(struct sluiced_ctl *ctl);
+
+#endif
