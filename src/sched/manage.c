@@ -14,7 +14,9 @@
  * (sched_msg_unqueue, which calls sched_iters_unlink first). So a walk
  * steps from the end of s->expired to the head of s->age, and when the
  * message it stands on leaves, it steps on to that message's successor:
- * nothing is shown twice and nothing still queued is skipped.
+ * nothing is shown twice and nothing still queued is skipped. A walk ends
+ * at the first message newer than the newest one queued when it began, so
+ * a listing under a steady flow of new mail ends too.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -74,10 +76,15 @@ sched_view_msg(struct sched_msg *m, sched_view_fn *fn, void *arg)
 	return rc;
 }
 
+/* The layout of s->age and s->expired's heads, named for TAILQ_LAST. */
+TAILQ_HEAD(sched_msg_age, sched_msg);
+
 struct sched_iter {
 	struct sched *s;
 	struct sched_iter *prev, *next_iter;	/* s->iters */
 	struct sched_msg *next;			/* shown next; NULL: done */
+	uint64_t until;				/* the last MID queued when
+						   the walk began */
 };
 
 /* The message a walk shows after m (m still in its list). */
@@ -95,9 +102,14 @@ static struct sched_iter *
 sched_iter_link(struct sched *s, struct sched_msg *next)
 {
 	struct sched_iter *it = xcalloc(1, sizeof(*it));
+	struct sched_msg *last = TAILQ_LAST(&s->age, sched_msg_age);
+	struct sched_msg *xlast = TAILQ_LAST(&s->expired, sched_msg_age);
 
 	it->s = s;
 	it->next = next;
+	it->until = last ? last->mid : 0;
+	if (xlast != NULL && xlast->mid > it->until)
+		it->until = xlast->mid;
 	it->next_iter = s->iters;
 	if (s->iters)
 		s->iters->prev = it;
@@ -129,6 +141,10 @@ sched_iter_next(struct sched_iter *it, sched_view_fn *fn, void *arg)
 	struct sched_msg *m;
 
 	while ((m = it->next) != NULL) {
+		if (m->mid > it->until) {
+			it->next = NULL;	/* came after the walk began */
+			return 0;
+		}
 		it->next = sched_msg_after(it->s, m);
 		if (!m->deleted) {
 			sched_view_msg(m, fn, arg);
@@ -145,7 +161,7 @@ sched_iter_peek(const struct sched_iter *it)
 
 	while (m != NULL && m->deleted)
 		m = sched_msg_after(it->s, (struct sched_msg *)m);
-	return m ? m->mid : 0;
+	return m != NULL && m->mid <= it->until ? m->mid : 0;
 }
 
 void

@@ -11,10 +11,10 @@
  *   queue.delete {mids|domain|all}    answered once the spool removed them
  *
  * A listing of a queue of any size never holds the loop: a walk
- * (struct ctl_walk, over a sched_iter) takes at most CTL_SLICE_US per loop
- * turn, then yields to mail flow with a zero timer; it pauses while more
- * than CONTROL_STREAM_HIGH bytes wait for a slow reader, and stops early if
- * the reader left. Items are written as JSON text directly (util/jsonw.h:
+ * (struct ctl_walk, over a sched_iter) takes at most CTL_SLICE_US at a
+ * time, then yields to mail flow, for longer the busier the loop is
+ * (ctl_walk_pause); it pauses while more than CONTROL_STREAM_HIGH bytes
+ * wait for a slow reader, and stops early if the reader left. Items are written as JSON text directly (util/jsonw.h:
  * valid UTF-8 whatever the envelope holds), not built as jansson trees.
  *
  * A page (limit given) costs at most limit messages shown and CTL_PAGE_SCAN
@@ -42,7 +42,9 @@
 #include "util/jsonw.h"
 #include "util/util.h"
 
-#define CTL_SLICE_US 1000	/* a walk's share of one loop turn */
+#define CTL_SLICE_US 1000	/* one slice of a walk */
+#define CTL_BUSY_SHARE 0.05	/* of the time of a busy daemon, at most */
+#define CTL_BUSY_FULL 0.25	/* CPU use (cores) that counts as busy */
 #define CTL_PAGE_MAX 1000	/* messages in one page */
 #define CTL_PAGE_DEFAULT 100
 #define CTL_PAGE_SCAN 20000	/* messages one page may examine */
@@ -56,12 +58,18 @@ static const int ctl_age_minutes[] = { 5, 10, 20, 40, 80, 160, 320, 640,
 #define CTL_AGE_BUCKETS (SL_ARRAY_LEN(ctl_age_minutes) + 1)
 
 static int64_t
-ctl_mono_us(void)
+ctl_clock_us(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+ctl_mono_us(void)
+{
+	return ctl_clock_us(CLOCK_MONOTONIC);
 }
 
 /* ---- JSON text ---- */
@@ -455,6 +463,10 @@ struct ctl_walk {
 	struct ctl_summary sum;
 	struct evbuffer *body;		/* show --body: what is left */
 	struct evbuffer *final;		/* show: the message, sent last */
+	int64_t slice_at;		/* when the last slice began */
+	int64_t yield_at, yield_cpu;	/* when it ended: wall, process CPU */
+	int64_t next_at;		/* the next may begin (monotonic) */
+	double busy;			/* cores the daemon uses without us */
 };
 
 static void ctl_walk_slice(evutil_socket_t fd, short what, void *arg);
@@ -499,19 +511,64 @@ ctl_walk_free(struct ctl_walk *w)
 	free(w);
 }
 
-/* Go on at the next loop turn, after whatever else is due. */
+/*
+ * A slice ends: when may the next one begin? An idle daemon lists at full
+ * speed. The CPU time the process used between two slices (the loop, the
+ * spool thread, their system calls: mail flow) over the wall time between
+ * them says how busy it is (smoothed, in cores); from CTL_BUSY_FULL cores
+ * on, the walk takes CTL_BUSY_SHARE of the time, so a loaded daemon (on a
+ * machine whose cores mail flow fills) keeps its accept rate, and the
+ * listing takes longer.
+ */
 static void
-ctl_walk_yield(struct ctl_walk *w)
+ctl_walk_pause(struct ctl_walk *w)
 {
-	struct timeval now = { 0, 0 };
+	int64_t now = ctl_mono_us(), spent = now - w->slice_at;
+	double share = 1 - w->busy / CTL_BUSY_FULL;
 
-	evtimer_add(w->ev, &now);
+	if (share < CTL_BUSY_SHARE)
+		share = CTL_BUSY_SHARE;
+	w->yield_at = now;
+	w->yield_cpu = ctl_clock_us(CLOCK_PROCESS_CPUTIME_ID);
+	w->next_at = now + (int64_t)((double)spent * (1 - share) / share);
 }
 
+/* Run the next slice once its time has come. */
+static void
+ctl_walk_schedule(struct ctl_walk *w)
+{
+	int64_t wait = w->next_at - ctl_mono_us();
+	struct timeval tv = { 0, 0 };
+
+	if (wait > 0) {
+		tv.tv_sec = wait / 1000000;
+		tv.tv_usec = wait % 1000000;
+	}
+	evtimer_add(w->ev, &tv);
+}
+
+/* The reader took some of the backlog. */
 static void
 ctl_walk_resume(void *arg)
 {
-	ctl_walk_yield(arg);
+	ctl_walk_schedule(arg);
+}
+
+/* A slice begins: how much CPU the daemon used since the last one. */
+static void
+ctl_walk_measure(struct ctl_walk *w)
+{
+	int64_t now = ctl_mono_us(), wall = now - w->yield_at;
+	int64_t cpu = ctl_clock_us(CLOCK_PROCESS_CPUTIME_ID) - w->yield_cpu;
+	double b;
+
+	w->slice_at = now;
+	if (w->yield_at == 0 || wall <= 0)
+		return;
+	b = (double)cpu / (double)wall;
+	if (b > 1)
+		b = 1;
+	w->busy = (w->busy + b) / 2;
 }
 
 /* The final answer: what the walk counted; frees w. */
@@ -639,8 +696,10 @@ static void
 ctl_walk_slice(evutil_socket_t fd, short what, void *arg)
 {
 	struct ctl_walk *w = arg;
-	int64_t deadline = ctl_mono_us() + CTL_SLICE_US;
+	int64_t deadline;
 
+	ctl_walk_measure(w);
+	deadline = w->slice_at + CTL_SLICE_US;
 	for (unsigned n = 1;; n++) {
 		if (control_req_gone(w->req)) {
 			ctl_walk_finish(w);
@@ -651,11 +710,13 @@ ctl_walk_slice(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (control_stream_full(w->req)) {
+			ctl_walk_pause(w);
 			control_stream_wait(w->req, ctl_walk_resume, w);
 			return;
 		}
 		if (n % 16 == 0 && ctl_mono_us() >= deadline) {
-			ctl_walk_yield(w);
+			ctl_walk_pause(w);
+			ctl_walk_schedule(w);
 			return;
 		}
 	}
