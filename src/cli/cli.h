@@ -44,6 +44,8 @@ int cmd_queue(int argc, char **argv);
 int cmd_mailq(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
+int cmd_drain(int argc, char **argv);
+int cmd_undrain(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_sendmail(int argc, char **argv);
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd_ctl.c: `sluice reload` and `sluice stop`, and what every command
- * that talks to the daemon shares: find its control socket from the
+ * cmd_ctl.c: `sluice reload`, `stop`, `drain` and `undrain`, and what
+ * every command that talks to the daemon shares: find its socket from the
  * configuration (-c FILE, as sluiced), send one request, turn the answer
  * into the exit codes of cli.h, and the formats of the human tables.
  */
@@ -259,6 +259,48 @@ cmd_reload(int argc, char **argv)
 	}
 	printf("sluice: configuration reloaded from %s\n",
 	    json_string_value(json_object_get(res, "file")));
+	json_decref(res);
+	return CLI_OK;
+}
+
+int
+cmd_drain(int argc, char **argv)
+{
+	const char *conf = NULL;
+	json_t *res;
+	int rc;
+
+	rc = cli_ctl_flags(argc, argv, "usage: sluice drain [-c FILE]\n"
+	    "  stop accepting mail: sluiced closes its SMTP listeners (a load\n"
+	    "  balancer's check marks the node down, /healthz answers 503);\n"
+	    "  sessions in progress finish and delivery goes on. `sluice\n"
+	    "  undrain` opens them again.\n", &conf, NULL);
+	if (rc != 0)
+		return rc < 0 ? CLI_OK : rc;
+	if ((rc = cli_call(conf, "drain", NULL, &res)) != CLI_OK)
+		return rc;
+	printf("sluice: draining: the SMTP listeners are closed, %lld "
+	    "session(s) still open; delivery goes on\n",
+	    (long long)json_integer_value(json_object_get(res, "sessions")));
+	json_decref(res);
+	return CLI_OK;
+}
+
+int
+cmd_undrain(int argc, char **argv)
+{
+	const char *conf = NULL;
+	json_t *res;
+	int rc;
+
+	rc = cli_ctl_flags(argc, argv, "usage: sluice undrain [-c FILE]\n"
+	    "  accept mail again after `sluice drain`: the SMTP listeners\n"
+	    "  open on the same addresses\n", &conf, NULL);
+	if (rc != 0)
+		return rc < 0 ? CLI_OK : rc;
+	if ((rc = cli_call(conf, "undrain", NULL, &res)) != CLI_OK)
+		return rc;
+	printf("sluice: accepting mail again\n");
 	json_decref(res);
 	return CLI_OK;
 }

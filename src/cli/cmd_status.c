@@ -27,7 +27,9 @@ status_print(json_t *r)
 	printf("sluiced %s, pid %lld, up %s%s\n",
 	    json_string_value(json_object_get(r, "version")), ST_I(r, "pid"),
 	    cli_fmt_age(ST_I(r, "uptime"), up, sizeof(up)),
-	    json_is_true(json_object_get(r, "stopping")) ? " (stopping)" : "");
+	    json_is_true(json_object_get(r, "stopping")) ? " (stopping)" :
+	    json_is_true(json_object_get(r, "draining")) ? " (draining: not "
+	    "accepting mail)" : "");
 	printf("connections  in %lld (%lld since start, %lld refused), "
 	    "out %lld\n", ST_I(c, "in"), ST_I(c, "in_total"),
 	    ST_I(c, "in_refused"), ST_I(c, "out"));

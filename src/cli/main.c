@@ -24,6 +24,9 @@ static const struct cli_cmd cli_cmds[] = {
 	    "queued mail", 1 },
 	{ "status", cmd_status, "uptime, connections, rates, queue and spool",
 	    1 },
+	{ "drain", cmd_drain, "stop accepting mail (listeners closed); "
+	    "delivery goes on", 1 },
+	{ "undrain", cmd_undrain, "accept mail again after drain", 1 },
 	{ "reload", cmd_reload, "make sluiced re-read its configuration", 1 },
 	{ "stop", cmd_stop, "stop sluiced gracefully", 1 },
 	{ "sendmail", cmd_sendmail, "submit a message (sendmail-compatible)",

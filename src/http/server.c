@@ -90,6 +90,8 @@ struct http_server {
 	struct event *attach_ev;
 	struct http_req *reqs;
 	uint64_t refused;
+	int64_t unauth_at;		/* the last 401 logged, monotonic s */
+	uint64_t unauth_more;		/* 401s not logged since */
 };
 
 /* ---- connections and the cap ---- */
@@ -442,6 +444,26 @@ http_req_parse(struct http_req *req)
 	return 0;
 }
 
+/* One line per second at most: a client guessing tokens cannot flood the
+ * log. */
+static void
+http_log_unauthorized(struct http_server *srv, struct http_req *req)
+{
+	int64_t now = sl_mono_ms() / 1000;
+	char more[24];
+
+	if (now == srv->unauth_at) {
+		srv->unauth_more++;
+		return;
+	}
+	snprintf(more, sizeof(more), "%llu",
+	    (unsigned long long)srv->unauth_more);
+	log_ev(LOG_INFO, NULL, "http: unauthorized", "peer", req->peer,
+	    "path", req->path, srv->unauth_more ? "more" : NULL, more, NULL);
+	srv->unauth_at = now;
+	srv->unauth_more = 0;
+}
+
 static void
 http_dispatch(struct evhttp_request *ev, void *arg)
 {
@@ -473,12 +495,6 @@ http_dispatch(struct evhttp_request *ev, void *arg)
 	    cmd == EVHTTP_REQ_POST ? HTTP_POST : 0;
 	if ((r = http_route_find(srv, req, m, &rarg)) == NULL)
 		return;
-	blen = evbuffer_get_length(evhttp_request_get_input_buffer(ev));
-	if (blen > r->max_body) {
-		http_reply_error(req, 413, NULL, "%s takes %s", req->path,
-		    r->max_body ? "a smaller body" : "no body");
-		return;
-	}
 	if (r->auth == HTTP_AUTH_TOKEN && srv->token == NULL) {
 		http_reply_error(req, 403, NULL, "the HTTP API is off: "
 		    "[http] api_token_file is not set");
@@ -489,11 +505,16 @@ http_dispatch(struct evhttp_request *ev, void *arg)
 	    srv->token)) {
 		evhttp_add_header(evhttp_request_get_output_headers(ev),
 		    "WWW-Authenticate", "Bearer realm=\"sluice\"");
-		log_ev(LOG_INFO, NULL, "http: unauthorized", "peer", req->peer,
-		    "path", req->path, NULL);
+		http_log_unauthorized(srv, req);
 		http_reply_error(req, 401, NULL, "a bearer token is needed: "
 		    "Authorization: Bearer <the token of [http] "
 		    "api_token_file>");
+		return;
+	}
+	blen = evbuffer_get_length(evhttp_request_get_input_buffer(ev));
+	if (blen > r->max_body) {
+		http_reply_error(req, 413, NULL, "%s takes %s", req->path,
+		    r->max_body ? "a smaller body" : "no body");
 		return;
 	}
 	r->fn(rarg, req);

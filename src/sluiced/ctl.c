@@ -25,6 +25,7 @@
 
 #include "conf/conf.h"
 #include "control/control.h"
+#include "http/api.h"
 #include "http/http.h"
 #include "http/metrics.h"
 #include "log/log.h"
@@ -34,6 +35,96 @@
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
 #include "util/util.h"
+
+/* ---- health ---- */
+
+/*
+ * Whether the spool fails: it could not store the last message it was
+ * given (a full disk, an I/O error), within the last CTL_SPOOL_FAIL_S.
+ * Past that the node reports healthy again and the next message tells (a
+ * balancer that stopped sending would otherwise never find out that the
+ * disk has room again).
+ */
+static int
+ctl_spool_failing(struct sluiced_ctl *ctl)
+{
+	int64_t at = ctl->d->spool_failed_at;
+
+	return at != 0 && sl_mono_ms() - at < CTL_SPOOL_FAIL_S * 1000;
+}
+
+/* Why /healthz says 503, or NULL. */
+static const char *
+ctl_unhealthy(void *arg)
+{
+	struct sluiced_ctl *ctl = arg;
+
+	if (ctl->d->stopping)
+		return "stopping";
+	if (ctl->draining)
+		return "draining";
+	if (ctl_spool_failing(ctl))
+		return "the spool fails (see the log)";
+	return NULL;
+}
+
+/* ---- drain, undrain ---- */
+
+static json_t *
+ctl_drain_state(struct sluiced_ctl *ctl)
+{
+	struct smtpd_stats in;
+
+	smtpd_server_stats(ctl->d->smtpd, &in);
+	return json_pack("{s:b,s:I}", "draining", ctl->draining,
+	    "sessions", (json_int_t)in.sessions);
+}
+
+/* Stop accepting mail: the SMTP listeners close (a balancer's check then
+ * fails), sessions in progress and delivery go on. */
+static void
+ctl_drain(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
+{
+	int n;
+
+	if (ctl->d->stopping) {
+		control_reply_err(req, CONTROL_ERR_UNAVAILABLE, NULL,
+		    "sluiced is stopping");
+		return;
+	}
+	n = smtpd_server_pause(ctl->d->smtpd);
+	if (!ctl->draining)
+		log_ev(LOG_INFO, NULL, "draining: the SMTP listeners are "
+		    "closed, delivery goes on", "by", control_req_who(req),
+		    NULL);
+	else if (n > 0)
+		log_warnx("draining: %d listener(s) were open again", n);
+	ctl->draining = 1;
+	control_reply(req, ctl_drain_state(ctl));
+}
+
+static void
+ctl_undrain(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
+{
+	char err[512];
+
+	if (ctl->d->stopping) {
+		control_reply_err(req, CONTROL_ERR_UNAVAILABLE, NULL,
+		    "sluiced is stopping");
+		return;
+	}
+	if (smtpd_server_resume(ctl->d->smtpd, err, sizeof(err)) != 0) {
+		log_warnx("undrain: %s; still draining", err);
+		control_reply_err(req, CONTROL_ERR_FAILED, NULL, "%s; still "
+		    "draining", err);
+		return;
+	}
+	if (ctl->draining)
+		log_ev(LOG_INFO, NULL, "undrained: accepting mail again",
+		    "by", control_req_who(req), NULL);
+	ctl->draining = 0;
+	control_reply(req, ctl_drain_state(ctl));
+}
 
 /* ---- status ---- */
 
@@ -105,7 +196,7 @@ ctl_status(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 	sched_stats_get(d->sched, &out);
 	spool_stats_get(d->spool, &sp);
 	control_reply(req, json_pack(
-	    "{s:s,s:i,s:I,s:I,s:b,s:I,"
+	    "{s:s,s:i,s:I,s:I,s:b,s:b,s:I,"
 	    "s:{s:I,s:I,s:I,s:I},"
 	    "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
 	    "s:{s:o,s:o,s:f},"
@@ -114,7 +205,8 @@ ctl_status(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 	    "version", SLUICE_VERSION, "pid", (int)getpid(),
 	    "started", (json_int_t)d->started,
 	    "uptime", (json_int_t)(now - d->started),
-	    "stopping", d->stopping != 0, "reloads", (json_int_t)d->reloads,
+	    "stopping", d->stopping != 0, "draining", ctl->draining != 0,
+	    "reloads", (json_int_t)d->reloads,
 	    "connections",
 	    "in", (json_int_t)in.sessions, "in_total",
 	    (json_int_t)in.connections, "in_refused", (json_int_t)in.refused,
@@ -186,6 +278,8 @@ static const struct {
 	{ "queue.hold", ctl_hold },
 	{ "queue.release", ctl_release },
 	{ "queue.bounce", ctl_bounce },
+	{ "drain", ctl_drain },
+	{ "undrain", ctl_undrain },
 	{ "reload", ctl_reload },
 	{ "stop", ctl_stop },
 };
@@ -239,17 +333,6 @@ sluiced_ctl_free(struct sluiced_ctl *ctl)
 
 /* ---- the HTTP listener ---- */
 
-/* Why /healthz says 503, or NULL. */
-static const char *
-ctl_unhealthy(void *arg)
-{
-	struct sluiced_ctl *ctl = arg;
-
-	if (ctl->d->stopping)
-		return "stopping";
-	return NULL;
-}
-
 /* The token of conf's [http] api_token_file into *token (NULL: none). */
 static int
 ctl_token_read(const struct sl_conf *conf, char **token, char *err,
@@ -290,6 +373,7 @@ sluiced_http_start(struct sluiced_ctl *ctl)
 	ctl->msrc = (struct metrics_src){ d->smtpd, d->sched, d->spool,
 		ctl_unhealthy, ctl };
 	metrics_add_routes(d->http, &ctl->msrc);
+	ctl->api = http_api_new(d->http, sluiced_ctl_cmd, ctl);
 	http_server_set_token(d->http, ctl->token);
 	return 0;
 }
@@ -299,6 +383,8 @@ sluiced_http_stop(struct sluiced_ctl *ctl)
 {
 	http_server_free(ctl->d->http);
 	ctl->d->http = NULL;
+	http_api_free(ctl->api);
+	ctl->api = NULL;
 }
 
 int

@@ -13,12 +13,15 @@
 #include "http/metrics.h"
 
 struct control_req;
+struct http_api;
 struct ctl_walk;
 struct ctl_cursor;
 
 /* Samples for the rates of `status`: every CTL_SAMPLE_S, CTL_SAMPLES kept. */
 #define CTL_SAMPLE_S 5
 #define CTL_SAMPLES 61
+/* /healthz reports a spool failure this long after it was seen. */
+#define CTL_SPOOL_FAIL_S 30
 
 struct ctl_sample {
 	int64_t at_ms;
@@ -31,11 +34,10 @@ struct sluiced_ctl {
 	struct ctl_sample samples[CTL_SAMPLES];
 	size_t nsamples, next;
 	struct metrics_src msrc;	/* for the HTTP routes */
+	struct http_api *api;		/* the API's routes */
 	char *token;			/* read from [http] api_token_file */
 	char *next_token;		/* a reload's, checked, not used yet */
 	int draining;			/* `sluice drain`: listeners closed */
-	uint64_t spool_commits, spool_failures;	/* last look */
-	int spool_failing;
 	struct ctl_walk *walks;		/* listings in progress */
 	struct ctl_cursor *cursors;	/* pages of the HTTP API */
 	size_t ncursors;

@@ -789,35 +789,46 @@ ctl_cursor_new(struct sluiced_ctl *ctl, struct sched_iter *it)
 	return c;
 }
 
-/*
- * The walk a cursor string ("ID.MID", 16 hex digits each) names: the walk
- * ID if it is still kept (it stepped past messages that left meanwhile),
- * or a new one from MID if that message is still queued. NULL if neither.
- */
-static struct ctl_cursor *
-ctl_cursor_find(struct sluiced_ctl *ctl, const char *text)
+/* Parse a cursor string: "ID.MID", 16 hex digits each. */
+static int
+ctl_cursor_parse(const char *text, uint64_t *id, uint64_t *mid)
 {
-	struct sched_iter *it;
-	uint64_t id, mid;
 	char idtext[17];
 
 	if (strlen(text) != 33 || text[16] != '.')
-		return NULL;
+		return -1;
 	memcpy(idtext, text, 16);
 	idtext[16] = '\0';
-	if ((id = spool_mid_parse(idtext)) == 0 ||
-	    (mid = spool_mid_parse(text + 17)) == 0)
+	if ((*id = spool_mid_parse(idtext)) == 0 ||
+	    (*mid = spool_mid_parse(text + 17)) == 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * The walk of a cursor: the walk id when it stands on mid, or when mid
+ * left the queue (the walk stepped past it); a new walk from mid when that
+ * is still queued but the walk is elsewhere (the same page asked again);
+ * NULL if the walk is gone and so is mid.
+ */
+static struct ctl_cursor *
+ctl_cursor_find(struct sluiced_ctl *ctl, uint64_t id, uint64_t mid)
+{
+	struct ctl_cursor *c;
+	struct sched_iter *it;
+
+	for (c = ctl->cursors; c != NULL && c->id != id; c = c->next)
+		;
+	if (c != NULL && sched_iter_peek(c->it) == mid)
+		goto found;
+	if ((it = sched_iter_at(ctl->d->sched, mid)) != NULL)
+		return ctl_cursor_new(ctl, it);
+	if (c == NULL)
 		return NULL;
-	for (struct ctl_cursor *c = ctl->cursors; c != NULL; c = c->next) {
-		if (c->id == id) {
-			c->used = sl_mono_ms() / 1000;
-			ctl_cursor_front(ctl, c);
-			return c;
-		}
-	}
-	if ((it = sched_iter_at(ctl->d->sched, mid)) == NULL)
-		return NULL;
-	return ctl_cursor_new(ctl, it);
+found:
+	c->used = sl_mono_ms() / 1000;
+	ctl_cursor_front(ctl, c);
+	return c;
 }
 
 struct ctl_page {
@@ -853,7 +864,7 @@ ctl_list_page(struct sluiced_ctl *ctl, struct control_req *req, json_t *args,
 	json_int_t limit = CTL_PAGE_DEFAULT;
 	size_t scanned = 0;
 	char id[17], mid[17];
-	uint64_t next;
+	uint64_t next, cid, cmid;
 
 	if (lim != NULL && !json_is_null(lim)) {
 		if (!json_is_integer(lim) || (limit = json_integer_value(lim)) <
@@ -865,14 +876,13 @@ ctl_list_page(struct sluiced_ctl *ctl, struct control_req *req, json_t *args,
 		}
 	}
 	if (cur != NULL && !json_is_null(cur) && (!json_is_string(cur) ||
-	    json_string_length(cur) == 0)) {
+	    ctl_cursor_parse(json_string_value(cur), &cid, &cmid) != 0)) {
 		control_reply_err(req, CONTROL_ERR_BADARG, NULL,
 		    "cursor must be the next_cursor of the page before");
 		return;
 	}
 	if (json_is_string(cur)) {
-		if ((c = ctl_cursor_find(ctl, json_string_value(cur))) ==
-		    NULL) {
+		if ((c = ctl_cursor_find(ctl, cid, cmid)) == NULL) {
 			control_reply_err(req, CONTROL_ERR_GONE, NULL, "the "
 			    "cursor expired and its message left the queue: "
 			    "start again without a cursor");

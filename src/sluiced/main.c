@@ -69,6 +69,8 @@ sluiced_stored(void *arg, enum spool_status status)
 {
 	struct sluiced_pending *p = arg;
 
+	/* /healthz reports a spool that fails (ctl.c) */
+	p->d->spool_failed_at = status == SPOOL_OK ? 0 : sl_mono_ms();
 	if (status == SPOOL_OK)
 		sched_msg_commit(p->d->sched, p->msg);
 	else

@@ -45,6 +45,9 @@ struct sluiced {
 	uint64_t recovered;
 	uint64_t reloads;
 	int stopping;
+	int64_t spool_failed_at;	/* monotonic ms of the last message the
+					   spool failed to store, 0 if it stored
+					   the last one */
 };
 
 /*

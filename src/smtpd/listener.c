@@ -8,6 +8,11 @@
  * its size follows the number of distinct clients connected.
  * As Postfix does for mynetworks, trusted clients are exempt from the
  * per-address limit (the total limit still holds).
+ *
+ * Draining (`sluice drain`): smtpd_server_pause closes the listening
+ * sockets, so new connections are refused by the kernel (and a load
+ * balancer's SMTP check marks the node down) while sessions in progress
+ * go on; smtpd_server_resume binds the same addresses again.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -170,17 +175,12 @@ smtpd_accept_error(struct evconnlistener *l, void *arg)
 	}
 }
 
-int
-smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
+/* Bind and listen on every address of [server] listen. */
+static int
+smtpd_listen_all(struct smtpd_server *srv, char *err, size_t errlen)
 {
 	const struct sl_conf *c = srv->conf;
 
-	/* a certificate that does not load is a configuration error */
-	if (smtpd_tls_load(srv, c, err, errlen) != 0)
-		return -1;
-	if (smtpd_policy_load(srv, c, err, errlen) != 0)
-		return -1;
-	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
 	for (size_t i = 0; i < c->nlisten; i++) {
 		struct evconnlistener *l;
 		l = evconnlistener_new_bind(srv->base, smtpd_accept, srv,
@@ -197,12 +197,62 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 		log_ev(LOG_INFO, NULL, "listening", "address", c->listen[i].text,
 		    NULL);
 	}
+	return 0;
+}
+
+int
+smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
+{
+	const struct sl_conf *c = srv->conf;
+
+	/* a certificate that does not load is a configuration error */
+	if (smtpd_tls_load(srv, c, err, errlen) != 0)
+		return -1;
+	if (smtpd_policy_load(srv, c, err, errlen) != 0)
+		return -1;
+	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
+	if (smtpd_listen_all(srv, err, errlen) != 0)
+		return -1;
 	{
 		char cap[24];
 		snprintf(cap, sizeof(cap), "%llu",
 		    (unsigned long long)srv->inflight_cap);
 		log_ev(LOG_INFO, NULL, "message bodies in memory capped",
 		    "max_inflight_bytes", cap, NULL);
+	}
+	return 0;
+}
+
+/* Close the listening sockets; sessions go on. */
+static void
+smtpd_listen_close(struct smtpd_server *srv)
+{
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		evconnlistener_free(srv->listeners[i]);
+	srv->nlisteners = 0;
+}
+
+int
+smtpd_server_pause(struct smtpd_server *srv)
+{
+	int n = (int)srv->nlisteners;
+
+	smtpd_listen_close(srv);
+	return n;
+}
+
+int
+smtpd_server_resume(struct smtpd_server *srv, char *err, size_t errlen)
+{
+	if (srv->stopping) {
+		snprintf(err, errlen, "the server is stopping");
+		return -1;
+	}
+	if (srv->nlisteners > 0 || srv->listeners == NULL)
+		return 0;
+	if (smtpd_listen_all(srv, err, errlen) != 0) {
+		smtpd_listen_close(srv);
+		return -1;
 	}
 	return 0;
 }
@@ -262,9 +312,7 @@ smtpd_server_stop(struct smtpd_server *srv, void (*done)(void *), void *arg)
 	srv->stopping = 1;
 	srv->stop_done = done;
 	srv->stop_arg = arg;
-	for (size_t i = 0; i < srv->nlisteners; i++)
-		evconnlistener_free(srv->listeners[i]);
-	srv->nlisteners = 0;
+	smtpd_listen_close(srv);
 	/* sessions in the middle of a message finish it (session.c) */
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);

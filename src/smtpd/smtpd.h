@@ -101,6 +101,14 @@ struct smtpd_server *smtpd_server_new(struct event_base *base,
  * addr when not NULL). Returns 0, or -1 with a message in err.
  */
 int smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen);
+/*
+ * Drain: close the listening sockets (new connections are refused; the
+ * sessions in progress go on). Returns how many were open.
+ */
+int smtpd_server_pause(struct smtpd_server *srv);
+/* Listen again on the same addresses: 0, or -1 with err (then none is
+ * open). Nothing to do if they are open. */
+int smtpd_server_resume(struct smtpd_server *srv, char *err, size_t errlen);
 /* Use a new configuration for new sessions (reload); conf is borrowed. */
 void smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf);
 /*
