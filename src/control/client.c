@@ -116,8 +116,8 @@ control_reader_line(struct control_reader *r, size_t *len)
 	for (;;) {
 		ssize_t n;
 
-		if ((nl = memchr(r->buf + r->start + scanned, '\n',
-		    r->len - scanned)) != NULL) {
+		if (r->len > scanned && (nl = memchr(r->buf + r->start +
+		    scanned, '\n', r->len - scanned)) != NULL) {
 			char *line = r->buf + r->start;
 
 			*len = (size_t)(nl - line);

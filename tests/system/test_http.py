@@ -41,8 +41,8 @@ def raw(port, data, timeout=10):
     try:
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+    except OSError:
+        pass                # the server may have closed already
     out = b""
     try:
         while True:
