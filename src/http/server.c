@@ -235,8 +235,20 @@ http_reply(struct http_req *req, int code, const char *type,
 		h = evhttp_request_get_output_headers(req->ev);
 		evhttp_add_header(h, "Content-Type", type);
 		evhttp_add_header(h, "Cache-Control", "no-store");
-		/* evhttp leaves the body out for HEAD, and keeps the length */
-		evhttp_send_reply(req->ev, code, http_reason(code), body);
+		if (req->head) {
+			/* RFC 9110 9.3.2: the length, not the body (evhttp
+			 * 2.1 would send the body and no length) */
+			char len[24];
+
+			snprintf(len, sizeof(len), "%zu", body ?
+			    evbuffer_get_length(body) : (size_t)0);
+			evhttp_add_header(h, "Content-Length", len);
+			evhttp_send_reply(req->ev, code, http_reason(code),
+			    NULL);
+		} else {
+			evhttp_send_reply(req->ev, code, http_reason(code),
+			    body);
+		}
 	}
 	if (body != NULL)
 		evbuffer_free(body);
