@@ -263,46 +263,46 @@ cmd_reload(int argc, char **argv)
 	return CLI_OK;
 }
 
-int
-cmd_drain(int argc, char **argv)
+/* `sluice drain` and `undrain`: the same flags, one request each. */
+static int
+cli_drain(int argc, char **argv, const char *cmd, const char *usage)
 {
 	const char *conf = NULL;
 	json_t *res;
 	int rc;
 
-	rc = cli_ctl_flags(argc, argv, "usage: sluice drain [-c FILE]\n"
-	    "  stop accepting mail: sluiced closes its SMTP listeners (a load\n"
-	    "  balancer's check marks the node down, /healthz answers 503);\n"
-	    "  sessions in progress finish and delivery goes on. `sluice\n"
-	    "  undrain` opens them again.\n", &conf, NULL);
+	rc = cli_ctl_flags(argc, argv, usage, &conf, NULL);
 	if (rc != 0)
 		return rc < 0 ? CLI_OK : rc;
-	if ((rc = cli_call(conf, "drain", NULL, &res)) != CLI_OK)
+	if ((rc = cli_call(conf, cmd, NULL, &res)) != CLI_OK)
 		return rc;
-	printf("sluice: draining: the SMTP listeners are closed, %lld "
-	    "session(s) still open; delivery goes on\n",
-	    (long long)json_integer_value(json_object_get(res, "sessions")));
+	if (json_is_true(json_object_get(res, "draining")))
+		printf("sluice: draining: the SMTP listeners are closed, %lld "
+		    "session(s) still open; delivery goes on\n",
+		    (long long)json_integer_value(json_object_get(res,
+		    "sessions")));
+	else
+		printf("sluice: accepting mail again\n");
 	json_decref(res);
 	return CLI_OK;
 }
 
 int
+cmd_drain(int argc, char **argv)
+{
+	return cli_drain(argc, argv, "drain", "usage: sluice drain [-c FILE]\n"
+	    "  stop accepting mail: sluiced closes its SMTP listeners (a load\n"
+	    "  balancer's check marks the node down, /healthz answers 503);\n"
+	    "  sessions in progress finish and delivery goes on. `sluice\n"
+	    "  undrain` opens them again.\n");
+}
+
+int
 cmd_undrain(int argc, char **argv)
 {
-	const char *conf = NULL;
-	json_t *res;
-	int rc;
-
-	rc = cli_ctl_flags(argc, argv, "usage: sluice undrain [-c FILE]\n"
-	    "  accept mail again after `sluice drain`: the SMTP listeners\n"
-	    "  open on the same addresses\n", &conf, NULL);
-	if (rc != 0)
-		return rc < 0 ? CLI_OK : rc;
-	if ((rc = cli_call(conf, "undrain", NULL, &res)) != CLI_OK)
-		return rc;
-	printf("sluice: accepting mail again\n");
-	json_decref(res);
-	return CLI_OK;
+	return cli_drain(argc, argv, "undrain", "usage: sluice undrain "
+	    "[-c FILE]\n  accept mail again after `sluice drain`: the SMTP "
+	    "listeners\n  open on the same addresses\n");
 }
 
 /* 1 while the process exists and is not a zombie. */

@@ -5,6 +5,7 @@ conftest.py: fixtures of the system tests.
   make_sluiced     a factory: make_sluiced(conf={...}, args=[...], wrapper=[...],
                    start=True, listen="[::1]:{port}") for tests that need
                    other settings
+  receiver         an SMTP receiver the test controls (ops_util.Receiver)
   cert             (certificate, key): a self-signed pair for mx.test, made
                    once per session with openssl
 
@@ -84,3 +85,11 @@ def make_sink(tmp_path):
 def cert(tmp_path_factory):
     """(certificate, key): a self-signed RSA pair for mx.test, 1 day."""
     return make_cert(tmp_path_factory.mktemp("cert"), "mx.test")
+
+
+@pytest.fixture
+def receiver():
+    from ops_util import Receiver
+    r = Receiver()
+    yield r
+    r.close()

@@ -6,21 +6,14 @@ sessions in progress and delivery go on; `sluice undrain` opens them again;
 """
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from ops_util import Receiver, ops_conf, run_sluice, send, wait_rcpt_state
-from sluicetest import Raw, free_port, mid_of, port_listening, wait_until
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
+from ops_util import (ops_conf, port_open, run_sluice, send,
+                      wait_rcpt_state)
+from sluicetest import Raw, free_port, port_listening, wait_until
 
 
 @pytest.fixture
@@ -41,12 +34,14 @@ def healthz(port):
         return e.code, e.read().decode()
 
 
-def refused(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-        return False
-    except ConnectionRefusedError:
-        return True
+def via(port, subject):
+    """One message through port (HAProxy's); its reply."""
+    with Raw(port) as c:
+        c.ehlo()
+        r = c.send_message("a@src.sluice.test", ["b@dst.sluice.test"],
+                           f"Subject: {subject}\r\n\r\nhi\r\n".encode())
+        c.cmd("QUIT")
+    return r
 
 
 def test_drain_stops_accepting_delivery_goes_on(node, receiver):
@@ -59,7 +54,7 @@ def test_drain_stops_accepting_delivery_goes_on(node, receiver):
         r = run_sluice("drain", conf=node.conf_path)
         assert r.returncode == 0, r.stderr
         assert "1 session(s) still open" in r.stdout
-        assert not port_listening(node.port) and refused(node.port)
+        assert not port_listening(node.port) and not port_open(node.port)
         assert healthz(node.http_port) == (503, "unavailable: draining\n")
         st = run_sluice("status", conf=node.conf_path).stdout
         assert "draining" in st
@@ -76,7 +71,7 @@ def test_drain_stops_accepting_delivery_goes_on(node, receiver):
     wait_until(lambda: receiver.got("b@dst.sluice.test")
                and receiver.got("c@dst.sluice.test"), timeout=20,
                what="delivery while draining")
-    assert refused(node.port)
+    assert not port_open(node.port)
     # drain again: nothing changes
     assert run_sluice("drain", conf=node.conf_path).returncode == 0
     r = run_sluice("undrain", conf=node.conf_path)
@@ -139,24 +134,16 @@ def test_haproxy_smtpchk_follows_drain(node, tmp_path):
     try:
         wait_until(lambda: sock.exists() and haproxy_status(sock) == "UP",
                    timeout=20, what="haproxy sees the node UP")
-        with Raw(front) as c:
-            c.ehlo()
-            r = c.send_message("a@src.sluice.test", ["b@dst.sluice.test"],
-                               b"Subject: via haproxy\r\n\r\nhi\r\n")
-            assert r.startswith("250"), r
-            c.cmd("QUIT")
+        r = via(front, "via haproxy")
+        assert r.startswith("250"), r
         assert run_sluice("drain", conf=node.conf_path).returncode == 0
         wait_until(lambda: haproxy_status(sock) == "DOWN", timeout=20,
                    what="haproxy marks the drained node DOWN")
         assert run_sluice("undrain", conf=node.conf_path).returncode == 0
         wait_until(lambda: haproxy_status(sock) == "UP", timeout=20,
                    what="haproxy marks the node UP again")
-        with Raw(front) as c:
-            c.ehlo()
-            r = c.send_message("a@src.sluice.test", ["b@dst.sluice.test"],
-                               b"Subject: again\r\n\r\nhi\r\n")
-            assert r.startswith("250"), r
-            c.cmd("QUIT")
+        r = via(front, "again")
+        assert r.startswith("250"), r
     finally:
         hp.terminate()
         hp.wait(timeout=10)

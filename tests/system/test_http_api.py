@@ -252,7 +252,7 @@ def test_token_rotation_on_reload(api):
 
 def test_no_token_file_no_api(make_sluiced):
     port = free_port()
-    d = make_sluiced(conf={"http": {"listen": f"127.0.0.1:{port}"}})
+    make_sluiced(conf={"http": {"listen": f"127.0.0.1:{port}"}})
     for method, path in ROUTES:
         code, e = jcurl(port, method, path, token=TOKEN,
                         body='{"all":true}' if method == "POST" else None)

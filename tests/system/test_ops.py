@@ -22,13 +22,6 @@ SENDER = "alice@src.sluice.test"
 
 
 @pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def ops(make_sluiced, receiver, tmp_path):
     """A started daemon routing everything to receiver; retries every 1s."""
     def make(retry="1s", extra=None, sock=None, name=None):

@@ -6,14 +6,7 @@ import json
 
 import pytest
 
-from ops_util import Receiver, ops_conf, run_sluice, send
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
+from ops_util import ops_conf, run_sluice, send
 
 
 @pytest.fixture

@@ -260,33 +260,37 @@ test_connection_cap(void **state)
 	    "\r\n"), "200 OK"));
 }
 
-static void
-test_answer_later(void **state)
+/* Send req on a new connection; turn the loop until route_later has it. */
+static int
+held_request(struct fix *f, const char *req)
 {
-	struct fix *f = *state;
-	const char *req = "GET /later HTTP/1.1\r\nHost: x\r\n\r\n";
 	int fd = client(f);
 
-	/* answered later, while the client waits */
 	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
 	for (int i = 0; i < 200 && f->held == NULL; i++) {
 		event_base_loop(f->base, EVLOOP_NONBLOCK);
 		usleep(1000);
 	}
 	assert_non_null(f->held);
+	return fd;
+}
+
+static void
+test_answer_later(void **state)
+{
+	struct fix *f = *state;
+	const char *req = "GET /later HTTP/1.1\r\nHost: x\r\n\r\n";
+	int fd;
+
+	/* answered later, while the client waits */
+	fd = held_request(f, req);
 	assert_false(http_req_gone(f->held));
 	http_reply_json(f->held, 200, json_pack("{s:b}", "late", 1));
 	f->held = NULL;
 	assert_non_null(strstr(answer(f, fd), "{\"late\":true}"));
 	close(fd);
 	/* the client leaves first: the answer is dropped, nothing leaks */
-	fd = client(f);
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	for (int i = 0; i < 200 && f->held == NULL; i++) {
-		event_base_loop(f->base, EVLOOP_NONBLOCK);
-		usleep(1000);
-	}
-	assert_non_null(f->held);
+	fd = held_request(f, req);
 	close(fd);
 	for (int i = 0; i < 50; i++) {
 		event_base_loop(f->base, EVLOOP_NONBLOCK);
@@ -295,13 +299,7 @@ test_answer_later(void **state)
 	http_reply_json(f->held, 200, json_pack("{s:b}", "late", 1));
 	f->held = NULL;
 	/* the server goes first: answering afterwards is safe too */
-	fd = client(f);
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	for (int i = 0; i < 200 && f->held == NULL; i++) {
-		event_base_loop(f->base, EVLOOP_NONBLOCK);
-		usleep(1000);
-	}
-	assert_non_null(f->held);
+	fd = held_request(f, req);
 	http_server_free(f->srv);
 	f->srv = NULL;
 	assert_true(http_req_gone(f->held));
