@@ -448,7 +448,17 @@ ctl_summary_free(struct ctl_summary *s)
 
 /* ---- walks: a listing taken a slice at a time ---- */
 
-enum ctl_walk_kind { CTL_WALK_LIST, CTL_WALK_SUMMARY, CTL_WALK_BODY };
+enum ctl_walk_kind {
+	CTL_WALK_LIST,		/* queue.list: each message, streamed */
+	CTL_WALK_SUMMARY,	/* queue.summary: counted, then streamed */
+	CTL_WALK_BODY,		/* queue.show --body: the body in pieces */
+	CTL_WALK_DELETE,	/* queue.delete of a domain or all */
+};
+
+struct ctl_delete;
+static void ctl_delete_one(struct ctl_delete *cd, struct sched *s,
+    uint64_t mid);
+static void ctl_delete_release(struct ctl_delete *cd);
 
 struct ctl_walk {
 	struct ctl_walk *prev, *next;	/* ctl->walks */
@@ -463,6 +473,8 @@ struct ctl_walk {
 	struct ctl_summary sum;
 	struct evbuffer *body;		/* show --body: what is left */
 	struct evbuffer *final;		/* show: the message, sent last */
+	struct ctl_delete *del;		/* delete: the request's state */
+	uint64_t hit;			/* delete: the message just seen */
 	int64_t slice_at;		/* when the last slice began */
 	int64_t yield_at, yield_cpu;	/* when it ended: wall, process CPU */
 	int64_t next_at;		/* the next may begin (monotonic) */
@@ -611,6 +623,10 @@ ctl_walk_finish(struct ctl_walk *w)
 		control_reply_raw(w->req, w->final);
 		w->final = NULL;
 		break;
+	case CTL_WALK_DELETE:
+		/* answered once the spool removed the last one */
+		ctl_delete_release(w->del);
+		break;
 	}
 	free(t.p);
 	ctl_walk_free(w);
@@ -631,6 +647,21 @@ ctl_walk_list_msg(void *arg, const struct sched_msg_view *m)
 	return 0;
 }
 
+/* A message with a pending recipient at the domain (or any message). */
+static int
+ctl_walk_delete_msg(void *arg, const struct sched_msg_view *m)
+{
+	struct ctl_walk *w = arg;
+	int hit = w->filter.domain == NULL;
+
+	for (size_t i = 0; i < m->nrcpt && !hit; i++)
+		hit = !ctl_rcpt_final(&m->rcpts[i]) &&
+		    ctl_rcpt_at(&m->rcpts[i], w->filter.domain);
+	if (hit)
+		w->hit = m->mid;
+	return 0;
+}
+
 static int
 ctl_walk_summary_msg(void *arg, const struct sched_msg_view *m)
 {
@@ -645,9 +676,18 @@ ctl_walk_step(struct ctl_walk *w)
 	struct ctl_summary *s = &w->sum;
 	size_t n;
 
+	int more;
+
 	switch (w->kind) {
 	case CTL_WALK_LIST:
 		return sched_iter_next(w->it, ctl_walk_list_msg, w);
+	case CTL_WALK_DELETE:
+		/* delete outside the view: the walk has stepped past it */
+		w->hit = 0;
+		more = sched_iter_next(w->it, ctl_walk_delete_msg, w);
+		if (w->hit != 0)
+			ctl_delete_one(w->del, w->ctl->d->sched, w->hit);
+		return more;
 	case CTL_WALK_SUMMARY:
 		if (w->it != NULL) {
 			if (sched_iter_next(w->it, ctl_walk_summary_msg, w))
@@ -701,7 +741,8 @@ ctl_walk_slice(evutil_socket_t fd, short what, void *arg)
 	ctl_walk_measure(w);
 	deadline = w->slice_at + CTL_SLICE_US;
 	for (unsigned n = 1;; n++) {
-		if (control_req_gone(w->req)) {
+		/* a delete goes on without its reader: it was asked for */
+		if (w->kind != CTL_WALK_DELETE && control_req_gone(w->req)) {
 			ctl_walk_finish(w);
 			return;
 		}
@@ -1188,36 +1229,36 @@ ctl_deleted(void *arg, int status)
 		ctl_delete_answer(cd);
 }
 
-struct ctl_collect {
-	const char *domain;
-	uint64_t *mids;
-	size_t n, cap;
-};
-
-/* Messages with a pending recipient at the domain (or every message). */
-static int
-ctl_collect_msg(void *arg, const struct sched_msg_view *m)
+/* Delete one message; its answer counts down cd->pending. */
+static void
+ctl_delete_one(struct ctl_delete *cd, struct sched *s, uint64_t mid)
 {
-	struct ctl_collect *c = arg;
-	int hit = c->domain == NULL;
+	struct ctl_delete_one *one = xmalloc(sizeof(*one));
 
-	for (size_t i = 0; i < m->nrcpt && !hit; i++)
-		hit = !ctl_rcpt_final(&m->rcpts[i]) &&
-		    ctl_rcpt_at(&m->rcpts[i], c->domain);
-	if (!hit)
-		return 0;
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 64;
-		c->mids = xrealloc(c->mids, c->cap * sizeof(*c->mids));
-	}
-	c->mids[c->n++] = m->mid;
-	return 0;
+	one->cd = cd;
+	one->mid = mid;
+	cd->pending++;
+	sched_delete(s, mid, ctl_deleted, one);
 }
 
+/* Every delete is asked for: answer once the last one is done. */
+static void
+ctl_delete_release(struct ctl_delete *cd)
+{
+	if (--cd->pending == 0)
+		ctl_delete_answer(cd);
+}
+
+/*
+ * MIDs are deleted at once (the request bounds them); a domain or all is
+ * a walk over the queue, a slice at a time like a listing, deleting each
+ * message with a pending recipient there (or every message).
+ */
 void
 ctl_delete(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 {
 	struct ctl_delete *cd = xcalloc(1, sizeof(*cd));
+	struct ctl_walk *w;
 	char err[256];
 
 	cd->req = req;
@@ -1227,27 +1268,22 @@ ctl_delete(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 		free(cd);
 		return;
 	}
-	if (cd->sel.nmids == 0) {
-		struct ctl_collect c = { .domain = cd->sel.domain };
-
-		sched_foreach(ctl->d->sched, ctl_collect_msg, &c);
-		free(cd->sel.mids);
-		cd->sel.mids = c.mids;
-		cd->sel.nmids = c.n;
-		/* a domain or all: nothing to name as unknown */
-		cd->sel.domain = NULL;
-	}
 	/* one extra count, so no answer goes out before every call is made */
-	cd->pending = cd->sel.nmids + 1;
-	for (size_t i = 0; i < cd->sel.nmids; i++) {
-		struct ctl_delete_one *one = xmalloc(sizeof(*one));
-
-		one->cd = cd;
-		one->mid = cd->sel.mids[i];
-		sched_delete(ctl->d->sched, one->mid, ctl_deleted, one);
+	cd->pending = 1;
+	if (cd->sel.nmids == 0 && cd->sel.nasked == 0) {
+		w = ctl_walk_new(ctl, req, CTL_WALK_DELETE);
+		w->del = cd;
+		w->filter.domain = cd->sel.domain ? xstrdup(cd->sel.domain) :
+		    NULL;
+		/* the args go away: nothing to name as unknown either */
+		cd->sel.domain = NULL;
+		w->it = sched_iter_new(ctl->d->sched);
+		ctl_walk_slice(-1, 0, w);
+		return;
 	}
-	if (--cd->pending == 0)
-		ctl_delete_answer(cd);
+	for (size_t i = 0; i < cd->sel.nmids; i++)
+		ctl_delete_one(cd, ctl->d->sched, cd->sel.mids[i]);
+	ctl_delete_release(cd);
 }
 
 void
