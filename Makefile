@@ -104,4 +104,4 @@ install: all
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJS:.o=.d) $(SLUICED_OBJS:.o=.d) $(CLI_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(SLUICED_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(UNIT_BINS:=.d)

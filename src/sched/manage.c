@@ -414,7 +414,9 @@ sched_delete(struct sched *s, uint64_t mid, void (*cb)(void *, int),
 	q->m = m;
 	q->cb = cb;
 	q->arg = arg;
-	if (m == NULL || m->deleted) {
+	/* gone, going at the operator's word, or finishing on its own (its
+	 * own delete in flight): not queued, nothing to delete twice */
+	if (m == NULL || m->deleted || m->deleting) {
 		/* answer from the loop, never from inside this call */
 		event_base_once(s->base, -1, EV_TIMEOUT, sched_notfound, q,
 		    &(struct timeval){ 0, 0 });
