@@ -175,10 +175,31 @@ log_enabled(enum log_level level)
 	return level >= lg.min;
 }
 
+/* The key/value pairs of ap, in the form of the log. */
+static void
+log_pairs(va_list ap)
+{
+	const char *k, *v;
+
+	while ((k = va_arg(ap, const char *)) != NULL) {
+		v = va_arg(ap, const char *);
+		if (v == NULL)
+			v = "";
+		if (lg.json) {
+			log_puts(",");
+			log_json_str(k);
+			log_puts(":");
+			log_json_str(v);
+		} else {
+			log_printf(" %s=", k);
+			log_text_val(v);
+		}
+	}
+}
+
 void
 log_ev(enum log_level level, const struct log_ids *ids, const char *text, ...)
 {
-	const char *k, *v;
 	va_list ap;
 
 	if (level < lg.min)
@@ -197,20 +218,48 @@ log_ev(enum log_level level, const struct log_ids *ids, const char *text, ...)
 		log_puts(text);
 	}
 	va_start(ap, text);
-	while ((k = va_arg(ap, const char *)) != NULL) {
-		v = va_arg(ap, const char *);
-		if (v == NULL)
-			v = "";
-		if (lg.json) {
-			log_puts(",");
-			log_json_str(k);
-			log_puts(":");
-			log_json_str(v);
-		} else {
-			log_printf(" %s=", k);
-			log_text_val(v);
-		}
+	log_pairs(ap);
+	va_end(ap);
+	log_end();
+}
+
+void
+log_gw(enum log_gw ev, const struct log_ids *ids, ...)
+{
+	static const char *const words[] = {
+		[LOG_GW_QUEUED] = "queued for delivery",
+		[LOG_GW_START] = "Delivery start",
+		[LOG_GW_DONE] = "Message done",
+		[LOG_GW_DELAYED] = "Delayed",
+		[LOG_GW_REJECTED] = "Rejected",
+		[LOG_GW_FINISHED] = "Message finished",
+	};
+	char mid[17];
+	va_list ap;
+
+	if (LOG_INFO < lg.min)
+		return;
+	spool_mid_fmt(ids->mid, mid);
+	log_stamp();
+	if (lg.json) {
+		log_puts(",\"level\":\"info\"");
+		log_ids_put(ids);
+		log_puts(",\"event\":");
+		log_json_str(words[ev]);
+		if (ev == LOG_GW_FINISHED)
+			log_puts(",\"status\":\"done\"");
+	} else if (ev == LOG_GW_QUEUED) {
+		log_printf("Info: MID %s %s", mid, words[ev]);
+	} else if (ev == LOG_GW_FINISHED) {
+		log_printf("Info: %s MID %s done", words[ev], mid);
+	} else {
+		log_printf("Info: %s DCID %llu MID %s to RID [%lld]", words[ev],
+		    (unsigned long long)ids->dcid, mid, (long long)ids->rid);
 	}
+	if (!lg.json && ids->icid != 0)
+		log_printf(" icid=%llu", (unsigned long long)ids->icid);
+	va_start(ap, ids);
+	log_pairs(ap);
 	va_end(ap);
 	log_end();
 }

@@ -599,8 +599,7 @@ sched_deleted(void *arg, enum spool_status st)
 		 * finds it so and deletes it then */
 		log_ev(LOG_WARNING, MSG_IDS(m, -1), "spool delete failed", NULL);
 	} else {
-		log_ev(LOG_INFO, MSG_IDS(m, -1), "Message finished", "status",
-		    "done", NULL);
+		log_gw(LOG_GW_FINISHED, MSG_IDS(m, -1), NULL);
 	}
 	sched_msg_unqueue(s, m);
 	sched_msg_unindex(s, m);

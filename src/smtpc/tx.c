@@ -95,9 +95,9 @@ smtpc_send_mail(struct smtpc *c)
 	const char *ret = "";
 
 	for (size_t i = 0; i < m->nrcpt; i++)
-		log_ev(LOG_INFO, &(struct log_ids){ 0, c->dcid, m->mid,
-		    m->rcpts[i].rid }, "Delivery start", "rcpt",
-		    m->rcpts[i].addr, "relay", c->peer, NULL);
+		log_gw(LOG_GW_START, &(struct log_ids){ 0, c->dcid, m->mid,
+		    m->rcpts[i].rid }, "rcpt", m->rcpts[i].addr, "relay",
+		    c->peer, NULL);
 	if (c->ext & SMTPC_EXT_SIZE)
 		snprintf(size, sizeof(size), " SIZE=%zu",
 		    m->body ? evbuffer_get_length(m->body) : 0);
@@ -315,18 +315,17 @@ smtpc_tx_end(struct smtpc *c)
 
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		struct smtpc_rcpt *r = &m->rcpts[i];
-		const char *what;
+		enum log_gw what;
 
 		if (SL_NEVER(r->code == 0))
 			snprintf(r->reply, sizeof(r->reply),
 			    "451 4.3.0 no outcome");
 		if (r->code == 0)
 			r->code = 451;
-		what = r->code / 100 == 2 ? "Message done" :
-		    r->code / 100 == 5 ? "Rejected" : "Delayed";
-		log_ev(LOG_INFO, &(struct log_ids){ 0, c->dcid, m->mid,
-		    r->rid }, what, "rcpt", r->addr, "relay", c->peer, "reply",
-		    r->reply, NULL);
+		what = r->code / 100 == 2 ? LOG_GW_DONE :
+		    r->code / 100 == 5 ? LOG_GW_REJECTED : LOG_GW_DELAYED;
+		log_gw(what, &(struct log_ids){ 0, c->dcid, m->mid, r->rid },
+		    "rcpt", r->addr, "relay", c->peer, "reply", r->reply, NULL);
 	}
 	free(c->tx.rst);
 	memset(&c->tx, 0, sizeof(c->tx));

@@ -905,7 +905,7 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 	smtpd_enter(s, SMTPD_ST_IDLE);
 	if (status == SPOOL_OK) {
 		s->srv->stats.messages++;
-		log_ev(LOG_INFO, SMTPD_IDS(s), "queued for delivery", NULL);
+		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
 		if (!s->close_after)
 			smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
 	} else {

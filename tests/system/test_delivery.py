@@ -47,7 +47,7 @@ def finished(d, n, timeout=30):
     wait_until(lambda: d.spool.count() == 0, timeout=timeout,
                what="an empty spool")
     wait_until(lambda: len(re.findall(
-        r"MID [0-9A-F]{16} Message finished status=done", d.log_text())) >= n,
+        r"Info: Message finished MID [0-9A-F]{16} done", d.log_text())) >= n,
         timeout=5, what=f"{n} 'Message finished' lines")
 
 
@@ -124,8 +124,8 @@ def test_550_dsn_reaches_sender(net, make_sluiced, stage):
     else:
         assert rx.count() == 0 and len(rx.refused) == 1
     # attempted once: a 5xx is final
-    assert len(re.findall(rf"MID {mid:016X} RID \[\d\] Delivery start "
-                          r"rcpt=bad@", d.log_text())) == 1
+    assert len(re.findall(rf"Info: Delivery start DCID \d+ MID {mid:016X} to "
+                          r"RID \[\d\] rcpt=bad@", d.log_text())) == 1
 
 
 @pytest.mark.parametrize("stage", ["greeting", "mail"])
@@ -156,7 +156,7 @@ def test_dropped_mid_data_retried_delivered_once(net, make_sluiced):
     finished(d, 2)
     assert rx.tokens() == {t: 1 for t in toks}
     assert rx.conns >= 2
-    assert re.search(r"Delayed rcpt=drop-\d@dest\.test .*reply=\"?451 4\.4\.2 "
+    assert re.search(r"Delayed DCID \d+ MID [0-9A-F]{16} to RID \[0\] rcpt=drop-\d@dest\.test .*reply=\"?451 4\.4\.2 "
                      r"lost connection", d.log_text()), d.log_text()[-3000:]
     assert back.count() == 0
 
@@ -219,7 +219,7 @@ def test_queue_lifetime_expiry_bounces(net, make_sluiced):
     (t_exp, _), = log_times(log, rf"MID {mid:016X} expired")
     assert 2.99 <= t_exp - t_q < 60, f"expired after {t_exp - t_q:.3f}s"
     assert rx.count() == 0
-    tries = re.findall(rf"MID {mid:016X} RID \[0\] Delivery start",
+    tries = re.findall(rf"Delivery start DCID \d+ MID {mid:016X} to RID \[0\]",
                        d.log_text())
     assert len(tries) >= 2, "not retried before expiring"
     assert back.count() == 1
@@ -245,7 +245,7 @@ def test_notify_never_no_bounce(net, make_sluiced, how):
     finished(d, 1, timeout=20)
     assert d.spool.count() == 0
     log = d.log_text()
-    assert re.search(rf"MID {mid:016X} Message finished", log)
+    assert re.search(rf"Message finished MID {mid:016X} done", log)
     assert "bounced" not in log
     assert back.count() == 0 and back.conns == 0
     assert len(rx.refused) == 0 and rx.count() == 0

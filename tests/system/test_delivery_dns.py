@@ -21,7 +21,7 @@ def finished(d, n):
     more (DSNs are messages too)."""
     wait_spool_empty(d)
     wait_until(lambda: len(re.findall(
-        r"MID [0-9A-F]{16} Message finished status=done", d.log_text())) >= n,
+        r"Message finished MID [0-9A-F]{16} done", d.log_text())) >= n,
         timeout=5, what=f"{n} 'Message finished' lines")
 
 
@@ -60,7 +60,8 @@ def test_first_mx_down_second_gets_it(net, make_sluiced):
     # it did try mx1 first, and was refused there
     assert re.search(r"connect failed reason=\"?connect to mx1\.dest\.test"
                      r"\[127\.0\.0\.11\]", log), log[-3000:]
-    assert re.search(r"Message done rcpt=fallback-0@dest\.test "
+    assert re.search(r"Message done DCID \d+ MID [0-9A-F]{16} to RID \[0\] "
+                     r"rcpt=fallback-0@dest\.test "
                      r"relay=mx2\.dest\.test\[127\.0\.0\.12\]", log), log[-3000:]
 
 
@@ -99,7 +100,8 @@ def test_no_mx_uses_a_record(net, make_sluiced):
     finished(d, 1)
     assert rx.messages[0].rcpts == ["u@amx.test"]
     assert rx.tokens() == {"implicit": 1}
-    assert re.search(r"Message done rcpt=u@amx\.test relay=amx\.test"
+    assert re.search(r"Message done DCID \d+ MID [0-9A-F]{16} to RID \[0\] "
+                     r"rcpt=u@amx\.test relay=amx\.test"
                      r"\[127\.0\.0\.13\]", d.log_text())
 
 

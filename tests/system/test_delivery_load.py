@@ -55,7 +55,7 @@ def test_1000_messages_one_domain_connections_bounded(net, make_sluiced):
     for m in rx.messages:
         per_conn[m.conn] = per_conn.get(m.conn, 0) + 1
     assert max(per_conn.values()) <= PER_CONN, per_conn
-    wait_until(lambda: len(re.findall(r"Message finished status=done",
+    wait_until(lambda: len(re.findall(r"Message finished MID [0-9A-F]{16} done",
                                       d.log_text())) >= N,
                timeout=10, what=f"{N} 'Message finished'")
     assert back.count() == 0
@@ -112,7 +112,7 @@ def test_kill9_during_delivery_loses_nothing(net, make_sluiced):
     assert all(n == 2 for n in dups.values()), dups
     assert set(dups) == in_flight, (sorted(dups), sorted(in_flight))
     assert back.count() == 0
-    d.wait_log(r"Message finished status=done")
+    d.wait_log(r"Message finished MID [0-9A-F]{16} done")
 
 
 def test_total_concurrency_across_destinations(net, make_sluiced):

@@ -40,7 +40,9 @@ def test_text_log(sluiced):
                      text), text
     assert f"ICID {icid} MID {m} RID [0] To rcpt=bob@local.test" in text
     assert f"ICID {icid} MID {m} RID [1] To rcpt=carol@local.test" in text
-    assert f"ICID {icid} MID {m} queued for delivery" in text
+    # the gateway's words (issue 9 item 20), the ICID after them
+    assert re.search(rf"Z Info: MID {m} queued for delivery icid={icid}$",
+                     text, re.M), text
     assert re.search(rf"ICID {icid} .*rejected cmd=- reply=.*500 5\.5\.2", text)
     assert f"ICID {icid} connection closed" in text
 

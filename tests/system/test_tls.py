@@ -286,7 +286,8 @@ def test_relay_in_tls(make_sluiced, make_sink, cert):
     assert sink.index()[0]["tls"] is True
     d.wait_log(r"DCID \d+ TLS established relay=127\.0\.0\.1\[127\.0\.0\.1\] "
                r"version=TLSv1\.[23] cipher=\S+")
-    d.wait_log(r"Message done rcpt=u@tls\.test")
+    d.wait_log(r"Message done DCID \d+ MID [0-9A-F]{16} to RID \[0\] "
+               r"rcpt=u@tls\.test")
     wait_until(lambda: "TLS established" in sink.stderr_text(), timeout=5,
                what="the sink's TLS log line")
 
@@ -298,7 +299,8 @@ def test_relay_plaintext_without_offer(make_sluiced, make_sink):
     wait_until(lambda: len(sink.messages()) == 1, timeout=20,
                what="the message at the sink")
     assert sink.index()[0]["tls"] is False
-    d.wait_log(r"Message done rcpt=u@tls\.test")
+    d.wait_log(r"Message done DCID \d+ MID [0-9A-F]{16} to RID \[0\] "
+               r"rcpt=u@tls\.test")
     assert "TLS established" not in d.log_text()
 
 

@@ -70,6 +70,62 @@ test_bounce_goes_to_sender(void **state)
 	world_free(w);
 }
 
+/*
+ * Issue 9 item 20: the delivery lines in the gateway's words, text and
+ * JSON (on main: "DCID 1 MID m RID [0] Delivery start").
+ */
+static void
+gateway_lines(int json)
+{
+	struct world *w = world_new();
+	char smid[17], want[3][160];
+	uint64_t mid;
+
+	if (json)
+		assert_int_equal(log_open(w->logpath, 1, "info"), 0);
+	world_start(w);
+	mid = world_submit(w, "s@src.test", "a@dst.test",
+	    "Subject: t\r\n\r\nhello\r\n", 0);
+	world_run_until(w, peer_has_1, 10, "the delivery");
+	spool_mid_fmt(mid, smid);
+	if (json) {
+		snprintf(want[0], sizeof(want[0]), "\"level\":\"info\",\"dcid\":1,"
+		    "\"mid\":\"%s\",\"rid\":0,\"event\":\"Delivery start\","
+		    "\"rcpt\":\"a@dst.test\"", smid);
+		snprintf(want[1], sizeof(want[1]), "\"dcid\":1,\"mid\":\"%s\","
+		    "\"rid\":0,\"event\":\"Message done\",\"rcpt\":\"a@dst.test\"",
+		    smid);
+		snprintf(want[2], sizeof(want[2]), "\"mid\":\"%s\",\"event\":"
+		    "\"Message finished\",\"status\":\"done\"}", smid);
+	} else {
+		snprintf(want[0], sizeof(want[0]), "Z Info: Delivery start DCID 1 "
+		    "MID %s to RID [0] rcpt=a@dst.test relay=", smid);
+		snprintf(want[1], sizeof(want[1]), "Z Info: Message done DCID 1 "
+		    "MID %s to RID [0] rcpt=a@dst.test relay=", smid);
+		snprintf(want[2], sizeof(want[2]), "Z Info: Message finished MID "
+		    "%s done\n", smid);
+	}
+	for (int i = 0; i < 3; i++)
+		if (world_log_count(w, want[i]) != 1) {
+			char *log = world_log(w);
+			fail_msg("not once in the log: %s\n%s", want[i], log);
+		}
+	world_free(w);
+	assert_int_equal(log_open("-", 0, "info"), 0);
+}
+
+static void
+test_gateway_log_lines(void **state)
+{
+	gateway_lines(0);
+}
+
+static void
+test_gateway_log_json(void **state)
+{
+	gateway_lines(1);
+}
+
 /* ---- the operator's delete ---- */
 
 struct del_res {
@@ -206,6 +262,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_delivers),
 		cmocka_unit_test(test_bounce_goes_to_sender),
+		cmocka_unit_test(test_gateway_log_lines),
+		cmocka_unit_test(test_gateway_log_json),
 		cmocka_unit_test(test_delete_deferred),
 		cmocka_unit_test(test_delete_while_finishing),
 	};

@@ -991,14 +991,15 @@ test_log_lines(void **state)
 	buf[n] = '\0';
 	assert_non_null(strstr(buf, "DCID 7 New SMTP connection host=mx.test "
 	    "addr=[127.0.0.1]:"));
-	assert_non_null(strstr(buf, "DCID 7 MID 0000000000000006 RID [0] "
-	    "Delivery start"));
-	assert_non_null(strstr(buf, "DCID 7 MID 0000000000000006 RID [1] "
-	    "Delivery start"));
-	assert_non_null(strstr(buf, "DCID 7 MID 0000000000000006 RID [0] "
-	    "Message done"));
-	assert_non_null(strstr(buf, "DCID 7 MID 0000000000000006 RID [1] "
-	    "Rejected"));
+	/* the gateway's words (issue 9 item 20) */
+	assert_non_null(strstr(buf, "Info: Delivery start DCID 7 MID "
+	    "0000000000000006 to RID [0] rcpt="));
+	assert_non_null(strstr(buf, "Info: Delivery start DCID 7 MID "
+	    "0000000000000006 to RID [1] rcpt="));
+	assert_non_null(strstr(buf, "Info: Message done DCID 7 MID "
+	    "0000000000000006 to RID [0] rcpt="));
+	assert_non_null(strstr(buf, "Info: Rejected DCID 7 MID "
+	    "0000000000000006 to RID [1] rcpt="));
 	assert_non_null(strstr(buf, "DCID 7 close reason=quit"));
 	log_open("-", 0, "warning");
 	close(fd);
