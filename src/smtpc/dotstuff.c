@@ -4,6 +4,14 @@
  * added before every line that starts with '.', a CRLF added if the body
  * does not end with one, then the ".\r\n" that ends the data.
  *
+ * A line starts after CRLF, and also after a bare CR or a bare LF: many
+ * receivers end a line at either, and one that did would read an
+ * unstuffed "<CR>.<CR><LF>" or "<LF>.<LF>" as the end of the data (SMTP
+ * smuggling). NUL bytes at a line start keep it a line start, so a
+ * receiver that drops NULs cannot see "<CR><LF><NUL>.<CR><LF>" as the end
+ * either. Stuffing a dot more than RFC 5321 asks only ever adds a dot that
+ * a receiver reading bare line ends removes again.
+ *
  * Works over the body's chunks as evbuffer_peek() gives them, so the body
  * is never pulled up into one block; a line start can fall on a chunk
  * boundary, which the state carried between chunks (bol, the last two
@@ -23,6 +31,16 @@ struct dotstuff {
 	size_t seen;
 };
 
+/* The first CR or LF in p[0..n), or NULL. */
+static const char *
+dotstuff_brk(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] == '\r' || p[i] == '\n')
+			return p + i;
+	return NULL;
+}
+
 /* Copy one chunk, a '.' before each line that starts with '.'. */
 static void
 dotstuff_chunk(struct dotstuff *st, struct evbuffer *out, const char *p,
@@ -31,15 +49,20 @@ dotstuff_chunk(struct dotstuff *st, struct evbuffer *out, const char *p,
 	const char *end = p + n;
 
 	while (p < end) {
-		const char *nl;
+		const char *brk;
 		size_t run;
 
+		if (st->bol && *p == '\0') {
+			/* a NUL at a line start: the line starts after it */
+			evbuffer_add(out, p++, 1);
+			continue;
+		}
 		if (st->bol && *p == '.')
 			evbuffer_add(out, ".", 1);
-		nl = memchr(p, '\n', (size_t)(end - p));
-		run = nl != NULL ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+		brk = dotstuff_brk(p, (size_t)(end - p));
+		run = brk != NULL ? (size_t)(brk - p) + 1 : (size_t)(end - p);
 		evbuffer_add(out, p, run);
-		st->bol = nl != NULL;
+		st->bol = brk != NULL;
 		p += run;
 	}
 	if (n >= 2) {

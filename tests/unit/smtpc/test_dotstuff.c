@@ -16,10 +16,30 @@
 
 #include "smtpc/smtpc.h"
 
+/* '#' in chunks and want stands for a NUL byte. */
 struct dcase {
 	const char *chunks[6];	/* the body, added piece by piece */
 	const char *want;
 };
+
+/* s with '#' made NUL, in buf (of at least strlen(s) bytes). */
+static const char *
+nul(const char *s, char *buf)
+{
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n; i++)
+		buf[i] = s[i] == '#' ? '\0' : s[i];
+	return buf;
+}
+
+static void
+add(struct evbuffer *b, const char *s, size_t n)
+{
+	char buf[256];
+
+	evbuffer_add(b, nul(s, buf), n);
+}
 
 static const struct dcase cases[] = {
 	{ { NULL }, ".\r\n" },
@@ -36,6 +56,17 @@ static const struct dcase cases[] = {
 	{ { "Subject: x\r\n\r\n", ".\r\n", "end\r", "\n" },
 	    "Subject: x\r\n\r\n..\r\nend\r\n.\r\n" },
 	{ { "", "a\r\n", "" }, "a\r\n.\r\n" },
+	/* issue 9 item 8: a bare CR or LF starts a line for many receivers */
+	{ { "a\r.\r\nb\r\n" }, "a\r..\r\nb\r\n.\r\n" },
+	{ { "a\n.\nb\r\n" }, "a\n..\nb\r\n.\r\n" },
+	{ { "a\n.\r\nb\r\n" }, "a\n..\r\nb\r\n.\r\n" },
+	{ { "a\r\n.\nb\r\n" }, "a\r\n..\nb\r\n.\r\n" },
+	{ { "a\r", ".", "\r\n" }, "a\r..\r\n.\r\n" },
+	/* a NUL ('#' here) at a line start keeps it one (a receiver may drop
+	 * NULs) */
+	{ { "a\r\n#.\r\nb\r\n" }, "a\r\n#..\r\nb\r\n.\r\n" },
+	{ { "a\r\n#", "#.x\r\n" }, "a\r\n##..x\r\n.\r\n" },
+	{ { "a#.\r\n" }, "a#.\r\n.\r\n" },
 };
 
 static char *
@@ -60,8 +91,9 @@ check(size_t i, const char *how, struct evbuffer *body, const char *want)
 {
 	size_t n, blen = evbuffer_get_length(body);
 	char *got = run(body, &n);
+	char w[256];
 
-	if (n != strlen(want) || memcmp(got, want, n) != 0)
+	if (n != strlen(want) || memcmp(got, nul(want, w), n) != 0)
 		fail_msg("case %zu (%s): got \"%s\", want \"%s\"", i, how, got,
 		    want);
 	/* The body is borrowed: still all there. */
@@ -76,7 +108,7 @@ test_chunks(void **state)
 		struct evbuffer *body = evbuffer_new();
 
 		for (int k = 0; cases[i].chunks[k] != NULL; k++)
-			evbuffer_add(body, cases[i].chunks[k],
+			add(body, cases[i].chunks[k],
 			    strlen(cases[i].chunks[k]));
 		check(i, "chunks", body, cases[i].want);
 		evbuffer_free(body);
@@ -99,8 +131,8 @@ test_every_cut(void **state)
 			struct evbuffer *tail = evbuffer_new();
 
 			/* Separate chains: evbuffer_add_buffer moves them. */
-			evbuffer_add(body, whole, cut);
-			evbuffer_add(tail, whole + cut, n - cut);
+			add(body, whole, cut);
+			add(tail, whole + cut, n - cut);
 			evbuffer_add_buffer(body, tail);
 			check(i, "cut", body, cases[i].want);
 			evbuffer_free(tail);
@@ -136,6 +168,75 @@ test_many_chunks(void **state)
 	evbuffer_free(body);
 }
 
+/*
+ * Issue 9 item 8: whatever the body, no receiver that ends lines at CRLF,
+ * a bare CR or a bare LF, and that keeps or drops NUL bytes, finds an end
+ * of data ("<line end>.<line end>") before the one we send last. Random
+ * bodies over the bytes that matter, a fixed seed.
+ */
+static const char *const brks[] = { "\r\n", "\r", "\n" };
+
+/* The first end of data a lenient receiver sees in s[0..n), or n. */
+static size_t
+first_end(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (int a = 0; a < 3; a++) {
+			size_t la = strlen(brks[a]);
+			if (i + la >= n || memcmp(s + i, brks[a], la) != 0 ||
+			    s[i + la] != '.')
+				continue;
+			for (int b = 0; b < 3; b++) {
+				size_t lb = strlen(brks[b]);
+				if (i + la + 1 + lb <= n &&
+				    memcmp(s + i + la + 1, brks[b], lb) == 0)
+					return i;
+			}
+		}
+	}
+	return n;
+}
+
+static void
+test_no_early_end(void **state)
+{
+	static const char alpha[] = { '\r', '\n', '.', 'a', '\0' };
+	uint64_t rng = 42;
+	char body[48], wire[256], seen[256];
+
+	for (int iter = 0; iter < 300000; iter++) {
+		struct evbuffer *b = evbuffer_new(), *out = evbuffer_new();
+		size_t len, n;
+
+		rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+		len = (size_t)(rng >> 59) % 24;
+		for (size_t i = 0; i < len; i++) {
+			rng = rng * 6364136223846793005ull + 1;
+			body[i] = alpha[(rng >> 33) % sizeof(alpha)];
+		}
+		evbuffer_add(b, body, len);
+		/* the command line before it: the data starts a line */
+		evbuffer_add(out, "\r\n", 2);
+		smtpc_dotstuff(out, b);
+		n = evbuffer_get_length(out);
+		assert_true(n < sizeof(wire));
+		evbuffer_remove(out, wire, n);
+		for (int drop = 0; drop < 2; drop++) {
+			size_t m = 0;
+			for (size_t i = 0; i < n; i++)
+				if (!drop || wire[i] != '\0')
+					seen[m++] = wire[i];
+			/* the end we sent: the last five bytes */
+			if (first_end(seen, m) < m - 5)
+				fail_msg("body of %zu bytes ends early (NULs %s)"
+				    " at %zu of %zu", len, drop ? "dropped" :
+				    "kept", first_end(seen, m), m);
+		}
+		evbuffer_free(b);
+		evbuffer_free(out);
+	}
+}
+
 int
 main(void)
 {
@@ -143,6 +244,7 @@ main(void)
 		cmocka_unit_test(test_chunks),
 		cmocka_unit_test(test_every_cut),
 		cmocka_unit_test(test_many_chunks),
+		cmocka_unit_test(test_no_early_end),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
