@@ -53,5 +53,10 @@ struct bounce_info {
  * free with evbuffer_free(). now: unix seconds, for Date:.
  */
 struct evbuffer *bounce_build(const struct bounce_info *b, int64_t now);
+/*
+ * 1 if a built DSN holds 8-bit text (a returned header or message, an
+ * SMTPUTF8 address): it must go out with BODY=8BITMIME (RFC 6152).
+ */
+int bounce_8bit(struct evbuffer *dsn);
 
 #endif

@@ -720,6 +720,12 @@ bounce_put_part(struct evbuffer *out, const char *bnd, const char *desc,
 	evbuffer_add_buffer(out, content);
 }
 
+int
+bounce_8bit(struct evbuffer *dsn)
+{
+	return !bounce_evb_ascii(dsn, evbuffer_get_length(dsn));
+}
+
 struct evbuffer *
 bounce_build(const struct bounce_info *b, int64_t now)
 {

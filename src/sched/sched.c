@@ -533,10 +533,12 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	dm->mid = spool_mid_next(s->spool);
 	dm->arrival = sl_now_us() / 1000000;
 	dm->sender = xstrdup("");
-	dm->flags = SPOOL_F_BOUNCE | (bi.smtputf8 ? SPOOL_F_SMTPUTF8 : 0);
 	dm->client_addr = xstrdup("127.0.0.1");
 	dm->helo = xstrdup(s->conf->server_hostname);
 	dm->body = bounce_build(&bi, dm->arrival);
+	/* RFC 6152: 8-bit text goes with BODY=8BITMIME */
+	dm->flags = SPOOL_F_BOUNCE | (bi.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) |
+	    (bounce_8bit(dm->body) ? SPOOL_F_8BITMIME : 0);
 	dm->size = evbuffer_get_length(dm->body);
 	dm->nrcpt = 1;
 	dm->rcpts = xcalloc(1, sizeof(*dm->rcpts));

@@ -192,7 +192,34 @@ struct smtpc_reply {
 void smtpc_reply_init(struct smtpc_reply *r);
 size_t smtpc_reply_feed(struct smtpc_reply *r, const char *p, size_t n);
 
-/* Append body to out with dot-stuffing and the final ".\r\n" (RFC 5321 4.5.2). */
+/*
+ * The body as sent (dotstuff.c): with stuff (DATA), dot-stuffed at every
+ * line start (after CRLF, a bare CR or a bare LF) and ended with ".\r\n"
+ * (RFC 5321 4.5.2); with fold, no line over SMTPC_LINE_MAX octets before
+ * its CRLF: longer ones get "\r\n " inserted (RFC 5321 4.5.3.1.6, as
+ * Postfix's smtp_line_length_limit). Resumable: feed bytes in any chunks,
+ * then end; out may be NULL to count the bytes only (e->out).
+ */
+#define SMTPC_LINE_MAX 998
+struct smtpc_enc {
+	unsigned stuff : 1;	/* DATA: dot-stuffing and the final dot */
+	unsigned fold : 1;	/* fold long lines */
+	unsigned bol : 1;	/* the next byte starts a line */
+	unsigned cr : 1;	/* a CR held: a line end or content? */
+	unsigned crlf : 1;	/* the last bytes written were a CRLF */
+	size_t col;		/* octets since the last CRLF */
+	uint64_t in, out;	/* body bytes taken, wire bytes made */
+};
+void smtpc_enc_init(struct smtpc_enc *e, int stuff, int fold);
+void smtpc_enc_feed(struct smtpc_enc *e, struct evbuffer *out,
+    const char *p, size_t n);
+void smtpc_enc_end(struct smtpc_enc *e, struct evbuffer *out);
+/* Feed at most max bytes of body from offset off; returns bytes taken. */
+size_t smtpc_enc_body(struct smtpc_enc *e, struct evbuffer *out,
+    struct evbuffer *body, size_t off, size_t max);
+/* The whole body dot-stuffed and folded, then ".\r\n", appended to out. */
 void smtpc_dotstuff(struct evbuffer *out, struct evbuffer *body);
+/* The bytes the whole body makes on the wire. */
+uint64_t smtpc_enc_size(struct evbuffer *body, int stuff, int fold);
 
 #endif

@@ -21,6 +21,7 @@
  * waits for the RCPT replies, and so does everything without PIPELINING.
  * MAIL refused -> DONE at once; no RCPT taken -> DONE without DATA.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,33 +142,28 @@ smtpc_send_rcpt(struct smtpc *c, size_t i)
 	    dsn && r->orcpt != NULL ? r->orcpt : "");
 }
 
+/* Fold long lines unless the body is binary (RFC 3030 3). */
+static int
+smtpc_tx_fold(const struct smtpc *c)
+{
+	return !(c->tx.m->flags & SPOOL_F_BINARYMIME);
+}
+
 static void
 smtpc_send_body_bdat(struct smtpc *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct evbuffer *body = c->tx.m->body;
-	size_t n = body != NULL ? evbuffer_get_length(body) : 0;
-	struct evbuffer_iovec iov[16];
-	struct evbuffer_ptr pos;
-	size_t done = 0;
+	int fold = smtpc_tx_fold(c);
+	struct smtpc_enc e;
 
-	/* RFC 3030 2: the chunk is the body as it is, no dot-stuffing. */
-	smtpc_cmd(c, SMTPC_CMD_BDAT, 0, "BDAT %zu LAST", n);
-	while (done < n) {
-		size_t before = done;
-		int k;
-
-		evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_SET);
-		k = evbuffer_peek(body, -1, &pos, iov, 16);
-		if (k > 16)
-			k = 16;
-		for (int i = 0; i < k; i++) {
-			evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
-			done += iov[i].iov_len;
-		}
-		if (done == before)
-			break;
-	}
+	/* RFC 3030 2: the chunk is the body as it is, no dot-stuffing; its
+	 * size is what folding leaves of it */
+	smtpc_cmd(c, SMTPC_CMD_BDAT, 0, "BDAT %llu LAST",
+	    (unsigned long long)smtpc_enc_size(body, 0, fold));
+	smtpc_enc_init(&e, 0, fold);
+	smtpc_enc_body(&e, out, body, 0, SIZE_MAX);
+	smtpc_enc_end(&e, out);
 	c->tx.body_writing = 1;
 }
 
@@ -256,8 +252,11 @@ smtpc_data_reply(struct smtpc *c)
 		if (tx->mail_failed || tx->accepted == 0) {
 			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
 		} else {
-			smtpc_dotstuff(bufferevent_get_output(c->bev),
-			    tx->m->body);
+			struct smtpc_enc e;
+			smtpc_enc_init(&e, 1, smtpc_tx_fold(c));
+			smtpc_enc_body(&e, bufferevent_get_output(c->bev),
+			    tx->m->body, 0, SIZE_MAX);
+			smtpc_enc_end(&e, bufferevent_get_output(c->bev));
 			tx->body_writing = 1;
 		}
 		smtpc_q_push(c, SMTPC_CMD_DOT, 0);

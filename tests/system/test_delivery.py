@@ -496,3 +496,22 @@ def test_delay_notice_once_then_delivered(net, make_sluiced, notify):
     else:
         assert back.count() == 0
         assert "delay notice" not in log
+
+
+def test_long_line_folded(net, make_sluiced):
+    """Issue 9 item 10: a body line longer than 998 octets goes out folded
+    with CRLF SPACE (as Postfix's smtp_line_length_limit does): every line
+    the receiver gets fits RFC 5321 4.5.3.1.6, and taking the folds out
+    gives the message back."""
+    d, rx, back = world(net, make_sluiced)
+    long_line = b"X-Long: " + b"y" * 2500
+    body = (b"Subject: long\r\nX-Token: long\r\n" + long_line + b"\r\n\r\n"
+            + b"z" * 1500 + b"\r\nend\r\n")
+    send(d.port, SENDER, ["a@dest.test"], body)
+    wait_until(lambda: rx.count() == 1, timeout=15, what="delivery")
+    got = rx.messages[0].data
+    for line in got.split(b"\r\n"):
+        assert len(line) <= 998, len(line)
+    assert got.count(b"\r\n ") == 3       # 2508 = 998+997+513, 1500
+    assert got.replace(b"\r\n ", b"").endswith(body)
+    finished(d, 1)

@@ -59,6 +59,7 @@
 
 struct pmsg {
 	char *from;
+	char *params;		/* MAIL FROM parameters as sent */
 	char *rcpts;		/* "a@x,b@y" */
 	char *data;		/* as received, dot-stuffing and all */
 	size_t len;
@@ -89,6 +90,7 @@ struct pconn {
 	int no;
 	int in_data;
 	char *from;
+	char *params;
 	char rcpts[1024];
 	struct evbuffer *data;
 };
@@ -120,6 +122,7 @@ pconn_free(struct pconn *pc)
 	bufferevent_free(pc->bev);
 	evbuffer_free(pc->data);
 	free(pc->from);
+	free(pc->params);
 	free(pc);
 }
 
@@ -134,6 +137,7 @@ pconn_dot(struct pconn *pc)
 	if (p->nmsg < PEER_MAXMSG) {
 		m = &p->msgs[p->nmsg++];
 		m->from = strdup(pc->from ? pc->from : "");
+		m->params = strdup(pc->params ? pc->params : "");
 		m->rcpts = strdup(pc->rcpts);
 		m->len = n;
 		m->data = malloc(n + 1);
@@ -175,6 +179,8 @@ pconn_line(struct pconn *pc, const char *line)
 		free(pc->from);
 		pc->from = s && e ? strndup(s + 1, (size_t)(e - s - 1)) :
 		    strdup("?");
+		free(pc->params);
+		pc->params = strdup(e ? e + 1 : "");
 		pc->rcpts[0] = '\0';
 		pconn_say(pc, p->mail_reply ? p->mail_reply : "250 2.1.0 Ok\r\n");
 	} else if (strncasecmp(line, "RCPT TO:", 8) == 0) {
@@ -303,6 +309,7 @@ peer_stop(struct peer *p)
 		pconn_free(p->conns);
 	for (int i = 0; i < p->nmsg; i++) {
 		free(p->msgs[i].from);
+		free(p->msgs[i].params);
 		free(p->msgs[i].rcpts);
 		free(p->msgs[i].data);
 	}

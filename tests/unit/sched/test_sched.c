@@ -61,6 +61,7 @@ test_bounce_goes_to_sender(void **state)
 		if (m->from[0] != '\0')
 			continue;
 		assert_string_equal(m->rcpts, "s@src.test");
+		assert_null(strstr(m->params, "BODY=8BITMIME"));
 		assert_non_null(strstr(m->data, "Action: failed"));
 		assert_non_null(strstr(m->data, "Status: 5.1.1"));
 		assert_non_null(strstr(m->data,
@@ -124,6 +125,29 @@ static void
 test_gateway_log_json(void **state)
 {
 	gateway_lines(1);
+}
+
+/*
+ * Issue 9 item 10: a DSN that carries 8-bit text (here the returned
+ * header section) goes out with BODY=8BITMIME (on main: without).
+ */
+static void
+test_dsn_8bit_body(void **state)
+{
+	struct world *w = world_new();
+	const struct pmsg *dsn = NULL;
+
+	world_start(w);
+	world_submit(w, "s@src.test", "bad@dst.test",
+	    "Subject: caf\xc3\xa9\r\n\r\nhello\r\n", 0);
+	world_run_until(w, peer_has_1, 10, "the bounce");
+	for (int i = 0; i < w->peer.nmsg; i++)
+		if (w->peer.msgs[i].from[0] == '\0')
+			dsn = &w->peer.msgs[i];
+	assert_non_null(dsn);
+	assert_non_null(strstr(dsn->data, "Subject: caf\xc3\xa9"));
+	assert_non_null(strstr(dsn->params, " BODY=8BITMIME"));
+	world_free(w);
 }
 
 /* ---- the operator's delete ---- */
@@ -264,6 +288,7 @@ main(void)
 		cmocka_unit_test(test_bounce_goes_to_sender),
 		cmocka_unit_test(test_gateway_log_lines),
 		cmocka_unit_test(test_gateway_log_json),
+		cmocka_unit_test(test_dsn_8bit_body),
 		cmocka_unit_test(test_delete_deferred),
 		cmocka_unit_test(test_delete_while_finishing),
 	};

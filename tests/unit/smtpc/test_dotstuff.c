@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,8 @@
 #include <event2/buffer.h>
 
 #include "smtpc/smtpc.h"
+
+#define SL_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* '#' in chunks and want stands for a NUL byte. */
 struct dcase {
@@ -237,6 +240,173 @@ test_no_early_end(void **state)
 	}
 }
 
+/* Issue 9 item 10: the wire lines of a body, each at most 998 octets. */
+static void
+check_lines(const char *wire, size_t n, const char *what)
+{
+	size_t start = 0;
+
+	for (size_t i = 0; i + 1 < n; i++) {
+		if (wire[i] != '\r' || wire[i + 1] != '\n')
+			continue;
+		/* a strict receiver takes the first dot of a line away */
+		size_t len = i - start - (wire[start] == '.' ? 1 : 0);
+		if (len > SMTPC_LINE_MAX)
+			fail_msg("%s: a line of %zu octets at %zu", what, len,
+			    start);
+		start = i + 2;
+	}
+}
+
+static char *
+encode(const char *body, size_t n, size_t cut, size_t *outlen)
+{
+	struct evbuffer *b = evbuffer_new(), *t = evbuffer_new();
+	struct evbuffer *out = evbuffer_new();
+	char *s;
+
+	evbuffer_add(b, body, cut);
+	evbuffer_add(t, body + cut, n - cut);
+	evbuffer_add_buffer(b, t);
+	smtpc_dotstuff(out, b);
+	*outlen = evbuffer_get_length(out);
+	s = malloc(*outlen + 1);
+	evbuffer_remove(out, s, *outlen);
+	s[*outlen] = '\0';
+	evbuffer_free(out);
+	evbuffer_free(t);
+	evbuffer_free(b);
+	return s;
+}
+
+static void
+test_fold_long_lines(void **state)
+{
+	static const struct {
+		size_t x;		/* 'x' bytes in the line */
+		const char *before;	/* before them */
+		const char *after;	/* after them */
+		int folds;		/* "\r\n " inserted */
+	} fc[] = {
+		{ 998, "", "\r\n", 0 },
+		{ 999, "", "\r\n", 1 },
+		{ 1996, "", "\r\n", 2 },	/* 998 + 997 + 1 */
+		{ 2500, "", "", 2 },
+		{ 998, ".", "\r\n", 1 },	/* the dot counts, the stuffed not */
+		{ 997, ".", "\r\n", 0 },
+		{ 998, "Subject: ", "\r\n\r\nbody\r\n", 1 },
+		{ 998, "", "\r\r\n", 1 },	/* a bare CR is content */
+		{ 3000, "a\n", "\n", 3 },	/* bare LFs do not end lines */
+	};
+	char *body = malloc(4096);
+
+	for (size_t i = 0; i < SL_LEN(fc); i++) {
+		size_t n = 0;
+
+		n += (size_t)sprintf(body, "%s", fc[i].before);
+		memset(body + n, 'x', fc[i].x);
+		n += fc[i].x;
+		n += (size_t)sprintf(body + n, "%s", fc[i].after);
+		for (size_t cut = 0; cut <= n; cut += cut < 990 ? 97 : 1) {
+			size_t wl, folds = 0;
+			char *wire = encode(body, n, cut, &wl), what[64];
+
+			snprintf(what, sizeof(what), "case %zu cut %zu", i, cut);
+			check_lines(wire, wl, what);
+			for (char *p = wire; (p = strstr(p, "\r\n ")) != NULL;
+			    p += 3)
+				folds++;
+			if (folds != (size_t)fc[i].folds)
+				fail_msg("%s: %zu folds, want %d", what, folds,
+				    fc[i].folds);
+			/* taking the folds out gives the body back */
+			{
+				char *q = wire, *w = wire;
+				size_t k = 0;
+				while (q < wire + wl) {
+					if (q + 3 <= wire + wl &&
+					    memcmp(q, "\r\n ", 3) == 0) {
+						q += 3;
+						continue;
+					}
+					w[k++] = *q++;
+				}
+				assert_true(k >= n);
+				/* less the dot stuffed at the start */
+				assert_memory_equal(w + (body[0] == '.'), body,
+				    n);
+			}
+			free(wire);
+			if (cut >= n)
+				break;
+		}
+	}
+	free(body);
+}
+
+/* Random bodies with long lines: every wire line fits. */
+static void
+test_fold_random(void **state)
+{
+	static const char alpha[] = { '\r', '\n', '.', 'a', '\0' };
+	uint64_t rng = 7;
+	char *body = malloc(8192);
+
+	for (int iter = 0; iter < 2000; iter++) {
+		size_t n = 0, wl;
+		char *wire;
+
+		while (n < 6000) {
+			rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+			if ((rng >> 60) < 2) {
+				size_t run = (size_t)(rng >> 40) % 2100;
+				memset(body + n, 'y', run);
+				n += run;
+			} else {
+				body[n++] = alpha[(rng >> 33) % sizeof(alpha)];
+			}
+		}
+		wire = encode(body, n, (size_t)(rng >> 20) % n, &wl);
+		check_lines(wire, wl, "random");
+		free(wire);
+	}
+	free(body);
+}
+
+/* The resumable encoder counts what it would write (the BDAT size). */
+static void
+test_enc_size(void **state)
+{
+	struct evbuffer *b = evbuffer_new(), *out = evbuffer_new();
+	char line[3000];
+
+	memset(line, 'z', sizeof(line));
+	evbuffer_add(b, "a\r\n.b\r\n", 8);
+	evbuffer_add(b, line, sizeof(line));
+	evbuffer_add(b, "\r\nend", 5);
+	for (int stuff = 0; stuff < 2; stuff++) {
+		for (int fold = 0; fold < 2; fold++) {
+			struct smtpc_enc e;
+			size_t took;
+
+			smtpc_enc_init(&e, stuff, fold);
+			took = smtpc_enc_body(&e, out, b, 0, 1000);
+			assert_int_equal(took, 1000);
+			took += smtpc_enc_body(&e, out, b, took, (size_t)-1);
+			assert_int_equal(took, evbuffer_get_length(b));
+			smtpc_enc_end(&e, out);
+			assert_int_equal(e.out, evbuffer_get_length(out));
+			assert_int_equal(smtpc_enc_size(b, stuff, fold),
+			    evbuffer_get_length(out));
+			if (!stuff && !fold)	/* BDAT of a binary body */
+				assert_int_equal(e.out, evbuffer_get_length(b));
+			evbuffer_drain(out, evbuffer_get_length(out));
+		}
+	}
+	evbuffer_free(out);
+	evbuffer_free(b);
+}
+
 int
 main(void)
 {
@@ -245,6 +415,9 @@ main(void)
 		cmocka_unit_test(test_every_cut),
 		cmocka_unit_test(test_many_chunks),
 		cmocka_unit_test(test_no_early_end),
+		cmocka_unit_test(test_fold_long_lines),
+		cmocka_unit_test(test_fold_random),
+		cmocka_unit_test(test_enc_size),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

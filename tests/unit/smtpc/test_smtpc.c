@@ -952,6 +952,43 @@ test_params_and_bdat(void **state)
 	tmsg_free(&t);
 }
 
+/*
+ * Issue 9 item 10: a BDAT chunk carries the body folded (its size counted
+ * after folding); a BINARYMIME body goes as it is.
+ */
+static void
+test_bdat_folds_long_lines(void **state)
+{
+	struct fixture *f = *state;
+	struct smtpc_params p = params_fast;
+	char body[1300], cmd[32];
+	struct tmsg t;
+	char *data;
+
+	memset(body, 'x', 1200);
+	memcpy(body + 1200, "\r\n", 3);
+	p.use_bdat = 1;
+	connect_ready(f, &p);
+	for (int bin = 0; bin < 2; bin++) {
+		tmsg_init(&t, body, "a@test", NULL);
+		t.m.flags = bin ? SPOOL_F_BINARYMIME : 0;
+		evbuffer_drain(f->fp.data, evbuffer_get_length(f->fp.data));
+		drv_send(&f->d, &t.m);
+		run_until(&f->d, &f->d.done, bin + 1);
+		snprintf(cmd, sizeof(cmd), "BDAT %d LAST", bin ? 1202 : 1205);
+		assert_string_equal(f->fp.cmd[f->fp.ncmd - 1], cmd);
+		data = fp_data_str(&f->fp);
+		assert_int_equal(strlen(data), bin ? 1202 : 1205);
+		if (!bin) {
+			assert_memory_equal(data + 998, "\r\n x", 4);
+			assert_int_equal(strspn(data + 1001, "x"), 202);
+		}
+		free(data);
+		assert_int_equal(t.r[0].code, 250);
+		tmsg_free(&t);
+	}
+}
+
 /* The idle connection: the peer hangs up -> CLOSED. */
 static void
 test_idle_peer_closes(void **state)
@@ -1213,6 +1250,7 @@ main(void)
 		T(test_size_limit),
 		T(test_smtputf8_needed),
 		T(test_params_and_bdat),
+		T(test_bdat_folds_long_lines),
 		T(test_idle_peer_closes),
 		T(test_log_lines),
 		T(test_tls_may),
