@@ -111,6 +111,9 @@ static const struct {
 	{ "[server]\n[nosuch]\nlisten = 1.2.3.4:25\n", 2, "unknown section" },
 	{ "[server]\ncommand_timeout = 5x\n", 2, "not a duration" },
 	{ "[server]\nmax_message_size = lots\n", 2, "not a size" },
+	/* issue 9 item 18: no larger than the spool can store */
+	{ "[server]\nmax_message_size = 1G\n", 2,
+	    "1G is above the maximum 996147200" },
 	{ "[server]\nlisten = nowhere\n", 2, "not an address" },
 	{ "[server]\ntrusted_networks = 10.0.0.0/33\n", 2, "not a network" },
 	{ "[server]\nmax_recipients = 12abc\n", 2, "not a whole number" },
