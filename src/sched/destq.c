@@ -191,6 +191,13 @@ sched_dest_resolved(void *arg, struct dns_result *r)
 	d->query = NULL;
 	switch (r->status) {
 	case DNS_OK:
+		if (sched_hops_trim_self(s, d->name, r, reply,
+		    sizeof(reply)) != 0) {
+			log_ev(LOG_INFO, NULL, "mail loop", "destination",
+			    d->name, "reason", reply, NULL);
+			sched_dest_all(s, d, 1, 554, reply, NULL);
+			break;
+		}
 		dns_result_free(d->hops);
 		d->hops = r;
 		d->hops_expire = sched_now_ms() + (int64_t)(r->ttl ? r->ttl :

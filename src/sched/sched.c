@@ -921,5 +921,6 @@ sched_free(struct sched *s)
 	free(s->dtab);
 	free(s->stab);
 	free(s->mtab);
+	free(s->self);
 	free(s);
 }

@@ -161,6 +161,9 @@ struct sched {
 	uint64_t next_dcid;
 	int nconn;			/* all delivery connections */
 	int stopping;
+	struct sockaddr_storage *self;	/* this machine's addresses (loop.c) */
+	size_t nself;
+	int64_t self_expire;		/* unix ms */
 	struct sched_stats stats;
 	struct sched_iter *iters;	/* operators' walks (manage.c) */
 };
@@ -184,6 +187,11 @@ int64_t sched_now_ms(void);
 
 /* manage.c: m leaves the queue's lists; walks standing on it step on. */
 void sched_iters_unlink(struct sched *s, struct sched_msg *m);
+/* loop.c */
+/* 1 if addr (with its port) is one of our [server] listen sockets. */
+int sched_addr_is_self(struct sched *s, const struct sockaddr_storage *addr);
+int sched_hops_trim_self(struct sched *s, const char *dest,
+    struct dns_result *r, char *why, size_t len);
 
 /* destq.c */
 struct sched_dest *sched_dest_get(struct sched *s, const char *domain);

@@ -233,3 +233,47 @@ def test_static_routes(net, make_sluiced):
     assert lit.tokens() == {"lit": 1}
     assert viamx.tokens() == {"viamx": 1}
     assert wrong.conns == 0
+
+
+def test_best_mx_is_ourselves_bounces_5_4_6(net, make_sluiced):
+    """Issue 9 item 9: sluiced listens on 127.0.0.1 at the smtp_port, and
+    the best MX of dest.test is 127.0.0.1: the mail would come back to us.
+    It fails with 5.4.6 'mail loops back to myself' (as Postfix does) and
+    the worse MX is not tried either."""
+    net.dns.mx("dest.test", "self.dest.test", 10).host("self.dest.test",
+                                                        "127.0.0.1")
+    net.dns.mx("dest.test", "mx2.dest.test", 20).host("mx2.dest.test",
+                                                       "127.0.0.12")
+    net.dns.start()
+    mx2 = net.receiver("127.0.0.12")
+    d = make_sluiced(conf=net.conf(), start=False)
+    d.start(port=net.smtp_port)
+    mid = send(d.port, SENDER, ["u@dest.test"], make_body("loop"))
+    _, rcpts = one_bounce(net, d, mid)
+    assert rcpts[0]["action"] == "failed", rcpts
+    assert rcpts[0]["status"] == "5.4.6", rcpts
+    assert "mail loops back to myself" in rcpts[0]["diagnostic-code"], rcpts
+    assert mx2.count() == 0 and mx2.conns == 0
+    # the only inbound connection was the test's own
+    assert len(re.findall(r"New SMTP connection address=", d.log_text())) == 1
+
+
+def test_worse_mx_that_is_ourselves_not_tried(net, make_sluiced):
+    """The best MX is down and the next one is us: the message waits for
+    the best one instead of coming back to us (on main it was handed to
+    ourselves, a loop)."""
+    net.dns.mx("dest.test", "mx1.dest.test", 10).host("mx1.dest.test",
+                                                       "127.0.0.11")
+    net.dns.mx("dest.test", "self.dest.test", 20).host("self.dest.test",
+                                                        "127.0.0.1")
+    net.dns.start()
+    d = make_sluiced(conf=net.conf(), start=False)
+    d.start(port=net.smtp_port)
+    mid = send(d.port, SENDER, ["u@dest.test"], make_body("loop2"))
+    d.wait_log(rf"MID {mid:016X} RID \[0\] deferred attempts=1 .*"
+               r"connect to mx1\.dest\.test", timeout=15)
+    rx = net.receiver("127.0.0.11")
+    wait_until(lambda: rx.count() == 1, timeout=15, what="delivery to mx1")
+    finished(d, 1)
+    assert rx.tokens() == {"loop2": 1}
+    assert len(re.findall(r"New SMTP connection address=", d.log_text())) == 1

@@ -150,6 +150,66 @@ test_dsn_8bit_body(void **state)
 	world_free(w);
 }
 
+/*
+ * Issue 9 item 9: never connect to a next hop that is one of our own
+ * listening sockets: the recipient fails with 5.4.6 (its DSN, routed to
+ * us too, is dropped as a double bounce). On main the peer (standing in
+ * for ourselves) gets the message.
+ */
+static int
+loop_done(struct world *w)
+{
+	return w->committed >= 1 && world_empty(w);
+}
+
+/* listen: a format for the peer's port (%d) plus delta. */
+static void
+loop_case(const char *listen, int delta, int loops)
+{
+	struct world *w = world_new();
+
+	world_set(w, listen, w->peer.port + delta);
+	world_start(w);
+	world_submit(w, "s@src.test", "a@dst.test",
+	    "Subject: t\r\n\r\nhello\r\n", 0);
+	if (loops) {
+		world_run_until(w, loop_done, 10, "the message to fail");
+		assert_int_equal(w->peer.nconn, 0);
+		assert_int_equal(w->peer.nmsg, 0);
+		if (world_log_count(w, "5.4.6 mail loops back to myself (mail "
+		    "for [127.0.0.1]:") != 2)
+			fail_msg("%s", world_log(w));
+		assert_int_equal(world_log_count(w, "double bounce"), 1);
+	} else {
+		world_run_until(w, peer_has_1, 10, "the delivery");
+		assert_int_equal(world_log_count(w, "loops back"), 0);
+	}
+	world_free(w);
+}
+
+static void
+test_loop_same_socket(void **state)
+{
+	loop_case("server.listen=127.0.0.1:%d", 0, 1);
+}
+
+static void
+test_loop_wildcard(void **state)
+{
+	loop_case("server.listen=*:%d", 0, 1);
+	loop_case("server.listen=[::]:%d", 0, 1);
+	/* among other listeners */
+	loop_case("server.listen=127.0.0.2:25, 0.0.0.0:%d", 0, 1);
+}
+
+static void
+test_loop_not_other_sockets(void **state)
+{
+	/* another port; another address on the peer's port */
+	loop_case("server.listen=127.0.0.1:%d", 1, 0);
+	loop_case("server.listen=127.0.0.2:%d", 0, 0);
+}
+
 /* ---- the operator's delete ---- */
 
 struct del_res {
@@ -289,6 +349,9 @@ main(void)
 		cmocka_unit_test(test_gateway_log_lines),
 		cmocka_unit_test(test_gateway_log_json),
 		cmocka_unit_test(test_dsn_8bit_body),
+		cmocka_unit_test(test_loop_same_socket),
+		cmocka_unit_test(test_loop_wildcard),
+		cmocka_unit_test(test_loop_not_other_sockets),
 		cmocka_unit_test(test_delete_deferred),
 		cmocka_unit_test(test_delete_while_finishing),
 	};
