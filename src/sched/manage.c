@@ -11,7 +11,7 @@
  * A walk stands on the next message it will show (it->next). Messages sit
  * in two lists, s->expired then s->age, and move only by leaving the head
  * of s->age for the tail of s->expired (expiry) or by leaving the queue
- * (sched_msg_unqueue, which calls sched_iters_unlink first). So a walk
+ * (sched_msg_enter, which calls sched_iters_unlink first). So a walk
  * steps from the end of s->expired to the head of s->age, and when the
  * message it stands on leaves, it steps on to that message's successor:
  * nothing is shown twice and nothing still queued is skipped. A walk ends
@@ -93,7 +93,7 @@ sched_msg_after(struct sched *s, struct sched_msg *m)
 {
 	struct sched_msg *n = TAILQ_NEXT(m, age);
 
-	if (n == NULL && m->queued == 2)
+	if (n == NULL && m->in_expired)
 		n = TAILQ_FIRST(&s->age);
 	return n;
 }
@@ -130,7 +130,7 @@ sched_iter_at(struct sched *s, uint64_t mid)
 {
 	struct sched_msg *m = sched_msg_find(s, mid);
 
-	if (m == NULL || !m->queued)
+	if (m == NULL || !sched_msg_queued(m))
 		return NULL;
 	return sched_iter_link(s, m);
 }
@@ -146,7 +146,7 @@ sched_iter_next(struct sched_iter *it, sched_view_fn *fn, void *arg)
 			return 0;
 		}
 		it->next = sched_msg_after(it->s, m);
-		if (!m->deleted) {
+		if (sched_msg_queued(m)) {
 			sched_view_msg(m, fn, arg);
 			return 1;
 		}
@@ -159,7 +159,7 @@ sched_iter_peek(const struct sched_iter *it)
 {
 	const struct sched_msg *m = it->next;
 
-	while (m != NULL && m->deleted)
+	while (m != NULL && !sched_msg_queued(m))
 		m = sched_msg_after(it->s, (struct sched_msg *)m);
 	return m != NULL && m->mid <= it->until ? m->mid : 0;
 }
@@ -193,10 +193,10 @@ sched_foreach(struct sched *s, sched_view_fn *fn, void *arg)
 
 	/* expired messages are the oldest: they come first */
 	TAILQ_FOREACH(m, &s->expired, age)
-		if (!m->deleted && sched_view_msg(m, fn, arg))
+		if (sched_msg_queued(m) && sched_view_msg(m, fn, arg))
 			return;
 	TAILQ_FOREACH(m, &s->age, age)
-		if (!m->deleted && sched_view_msg(m, fn, arg))
+		if (sched_msg_queued(m) && sched_view_msg(m, fn, arg))
 			return;
 }
 
@@ -205,7 +205,7 @@ sched_view(struct sched *s, uint64_t mid, sched_view_fn *fn, void *arg)
 {
 	struct sched_msg *m = sched_msg_find(s, mid);
 
-	if (m == NULL || m->deleted)
+	if (m == NULL || !sched_msg_queued(m))
 		return -1;
 	sched_view_msg(m, fn, arg);
 	return 0;
@@ -237,7 +237,8 @@ sched_apply(struct sched *s, const struct sched_sel *sel, sched_job_op *op)
 
 	if (sel->mid != 0) {
 		struct sched_job *j, *jn;
-		if ((m = sched_msg_find(s, sel->mid)) == NULL || m->deleted)
+		if ((m = sched_msg_find(s, sel->mid)) == NULL ||
+		    !sched_msg_queued(m))
 			return -1;
 		for (j = m->jobs; j != NULL; j = jn) {
 			jn = j->next;
@@ -252,7 +253,7 @@ sched_apply(struct sched *s, const struct sched_sel *sel, sched_job_op *op)
 		for (; m != NULL; m = mn) {
 			struct sched_job *j, *jn;
 			mn = TAILQ_NEXT(m, age);
-			if (m->deleted)
+			if (!sched_msg_queued(m))
 				continue;
 			for (j = m->jobs; j != NULL; j = jn) {
 				jn = j->next;
@@ -359,7 +360,8 @@ sched_op_bounce(struct sched *s, struct sched_job *job)
 {
 	long n = job->nrcpt;
 
-	job->msg->returned = 1;
+	if (job->msg->state != SCHED_MSG_RETURNED)
+		sched_msg_enter(s, job->msg, SCHED_MSG_RETURNED);
 	if (job->state != SCHED_JOB_ACTIVE)
 		sched_job_fail_all(s, job, "550 5.0.0 Returned to the sender "
 		    "by the operator");
@@ -389,8 +391,8 @@ sched_user_deleted(void *arg, enum spool_status st)
 	log_ev(LOG_INFO, &(struct log_ids){ 0, 0, m->mid, -1 },
 	    "deleted by the operator", NULL);
 	q->cb(q->arg, st == SPOOL_ERR_NOTFOUND ? SPOOL_OK : st);
-	sched_msg_gc(q->s, m);
 	free(q);
+	sched_msg_enter(m->s, m, SCHED_MSG_DONE);
 }
 
 static void
@@ -416,13 +418,13 @@ sched_delete(struct sched *s, uint64_t mid, void (*cb)(void *, int),
 	q->arg = arg;
 	/* gone, going at the operator's word, or finishing on its own (its
 	 * own delete in flight): not queued, nothing to delete twice */
-	if (m == NULL || m->deleted || m->deleting) {
+	if (m == NULL || !sched_msg_queued(m)) {
 		/* answer from the loop, never from inside this call */
 		event_base_once(s->base, -1, EV_TIMEOUT, sched_notfound, q,
 		    &(struct timeval){ 0, 0 });
 		return;
 	}
-	m->deleted = 1;
+	sched_msg_enter(s, m, SCHED_MSG_REMOVED);
 	for (j = m->jobs; j != NULL; j = jn) {
 		jn = j->next;
 		if (j->state != SCHED_JOB_ACTIVE)

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sched.c: messages and their recipients through delivery: jobs, retries,
- * expiry, outcomes recorded in the spool, DSNs, and the final delete.
+ * sched.c: messages and their recipients through delivery: the message's
+ * state (sched_msg_enter), jobs, retries, expiry, outcomes recorded in
+ * the spool, and the final delete. Which DSNs outcomes call for is
+ * dsn.c's.
  *
  * A job is the recipients of one message at one destination (at most
  * [delivery] recipients_per_transaction): one SMTP transaction. Jobs move:
  *   READY (destination's ready list) -> ACTIVE (on a connection)
  *   ACTIVE -> gone (every recipient final) | DEFERRED (retry heap)
  *   DEFERRED -(retry time)-> READY
+ * A message moves as sched_int.h draws it: NEW -> QUEUED -> (EXPIRED,
+ * RETURNED) -> DELETING or REMOVED -> DONE, freed in DONE only.
  * Expiry needs no scan either: messages sit in arrival order (MIDs grow with
  * arrival and the lifetime is one setting), so one timer at the oldest
  * message's deadline finds every message that expires.
@@ -16,7 +20,9 @@
  *  1. A message is deleted from the spool only after every recipient is
  *     final, their states are recorded, and the DSNs they call for are queued
  *     (sched_msg_maybe_done waits for every spool answer: msg->inflight).
- *  2. A bounce (SPOOL_F_BOUNCE) or a message from <> never causes a DSN.
+ *  2. sched_msg_enter() is the only writer of m->state; DONE is terminal;
+ *     sched_msg_gc() is the only free of a queued message, in DONE with no
+ *     job and no spool request left.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -31,7 +37,6 @@
 #include "util/intern.h"
 #include "util/util.h"
 
-static void sched_msg_maybe_done(struct sched *s, struct sched_msg *m);
 static void sched_expire_arm(struct sched *s);
 static void sched_retry_arm(struct sched *s);
 
@@ -62,6 +67,7 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	s->stab = xcalloc(s->stab_size, sizeof(*s->stab));
 	TAILQ_INIT(&s->age);
 	TAILQ_INIT(&s->expired);
+	TAILQ_INIT(&s->leaving);
 	TAILQ_INIT(&s->starved);
 	return s;
 }
@@ -154,7 +160,7 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 void
 sched_msg_abort(struct sched *s, struct sched_msg *m)
 {
-	sched_msg_free(m);
+	sched_msg_enter(s, m, SCHED_MSG_DONE);
 }
 
 /* The lower-case domain of a recipient ("" for <Postmaster>). */
@@ -272,12 +278,7 @@ sched_msg_commit(struct sched *s, struct sched_msg *m)
 	m->hnext = s->mtab[b];
 	s->mtab[b] = m;
 	s->nindexed++;
-	TAILQ_INSERT_TAIL(&s->age, m, age);
-	m->queued = 1;
-	s->stats.messages++;
-	s->stats.recipients += m->npending;
-	if (TAILQ_FIRST(&s->age) == m)
-		sched_expire_arm(s);
+	sched_msg_enter(s, m, SCHED_MSG_QUEUED);
 	sched_msg_jobs(s, m);
 	/* recovered with every recipient final: finish it */
 	sched_msg_maybe_done(s, m);
@@ -402,200 +403,143 @@ sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
 	free(v);	/* the spool copied what it needs */
 }
 
-/* ---- DSNs ---- */
+/* ---- the state of a message ---- */
 
-struct sched_dsn {
-	struct sched *s;
-	struct sched_msg *orig;
-	struct sched_msg *dsn;
-	enum bounce_action action;
-	size_t n;
-	uint32_t idx[];
+static const char *const sched_msg_state_names[] = {
+	[SCHED_MSG_NEW] = "new",
+	[SCHED_MSG_QUEUED] = "queued",
+	[SCHED_MSG_EXPIRED] = "expired",
+	[SCHED_MSG_RETURNED] = "returned",
+	[SCHED_MSG_DELETING] = "deleting",
+	[SCHED_MSG_REMOVED] = "removed",
+	[SCHED_MSG_DONE] = "done",
 };
 
-static void
-sched_dsn_stored(void *arg, enum spool_status st)
+/* 1 if a message may move from a to b (sched_int.h draws them). */
+static int
+sched_msg_move_ok(enum sched_msg_state a, enum sched_msg_state b)
 {
-	struct sched_dsn *q = arg;
-	struct sched_msg *m = q->orig;
-	char mid[17];
-
-	m->inflight--;
-	if (st == SPOOL_OK) {
-		spool_mid_fmt(q->dsn->mid, mid);
-		log_ev(LOG_INFO, MSG_IDS(m, -1), q->action == BOUNCE_FAILED ?
-		    "bounced" : q->action == BOUNCE_DELAYED ? "delay notice" :
-		    "success notice", "dsn_mid", mid, NULL);
-		q->s->stats.dsn_sent++;
-		if (q->action == BOUNCE_FAILED)
-			for (size_t i = 0; i < q->n; i++)
-				m->rcpts[q->idx[i]].dsn_due = 0;
-		sched_msg_commit(q->s, q->dsn);
-	} else {
-		/* the recipients keep dsn_due: the message stays, and the
-		 * DSN is tried again with the next outcome or at restart */
-		log_ev(LOG_WARNING, MSG_IDS(m, -1), "DSN not queued",
-		    "status", st == SPOOL_ERR_NOSPACE ? "no space" : "io error",
-		    NULL);
-		sched_msg_abort(q->s, q->dsn);
+	switch (b) {
+	case SCHED_MSG_QUEUED:
+		return a == SCHED_MSG_NEW;
+	case SCHED_MSG_EXPIRED:
+		return a == SCHED_MSG_QUEUED;
+	case SCHED_MSG_RETURNED:
+		return a == SCHED_MSG_QUEUED || a == SCHED_MSG_EXPIRED;
+	case SCHED_MSG_DELETING:
+	case SCHED_MSG_REMOVED:
+		return a == SCHED_MSG_QUEUED || a == SCHED_MSG_EXPIRED ||
+		    a == SCHED_MSG_RETURNED;
+	case SCHED_MSG_DONE:
+		return a == SCHED_MSG_NEW || a == SCHED_MSG_DELETING ||
+		    a == SCHED_MSG_REMOVED;
+	default:
+		return 0;
 	}
-	free(q);
-	sched_msg_maybe_done(m->s, m);
 }
 
-static const char *
-sched_status_of(const char *reply, char *buf, size_t size, int code)
+/* The list a message in state st sits on; NULL for NEW. */
+static struct sched_msg_list *
+sched_msg_list(struct sched *s, const struct sched_msg *m,
+    enum sched_msg_state st)
 {
-	/* "550 5.1.1 ..." -> "5.1.1"; else from the code's class */
-	if (reply != NULL && strlen(reply) > 9 && reply[3] == ' ' &&
-	    (reply[4] == '2' || reply[4] == '4' || reply[4] == '5') &&
-	    reply[5] == '.') {
-		size_t n = strcspn(reply + 4, " ");
-		if (n < size) {
-			memcpy(buf, reply + 4, n);
-			buf[n] = '\0';
-			return buf;
-		}
+	switch (st) {
+	case SCHED_MSG_NEW:
+		return NULL;
+	case SCHED_MSG_QUEUED:
+		return &s->age;
+	case SCHED_MSG_EXPIRED:
+		return &s->expired;
+	case SCHED_MSG_RETURNED:
+		/* returned where it was; expiry moves it on (age_out) */
+		return m->in_expired ? &s->expired : &s->age;
+	default:
+		return &s->leaving;
 	}
-	snprintf(buf, size, "%d.0.0", code >= 500 ? 5 : code >= 400 ? 4 : 2);
-	return buf;
 }
 
 /*
- * Queue one DSN about the recipients idx[0..n) of m. Nothing for bounces,
- * for mail from <>, or for recipients that asked for no notice.
+ * The head of s->age is past its lifetime: to the tail of s->expired (the
+ * one move between the two lists that walks, manage.c, expect).
  */
 static void
-sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
-    const uint32_t *idx, size_t n)
+sched_msg_age_out(struct sched *s, struct sched_msg *m)
 {
-	struct bounce_rcpt *br;
-	struct bounce_info bi = { 0 };
-	struct spool_msg *dm;
-	struct sched_dsn *q;
-	struct evbuffer *orig;
-	char (*status)[16];
-	size_t k = 0;
-
-	if (n == 0)
-		return;
-	if ((m->flags & SPOOL_F_BOUNCE) || m->sender[0] == '\0') {
-		for (size_t i = 0; i < n; i++)
-			m->rcpts[idx[i]].dsn_due = 0;
-		if (action == BOUNCE_FAILED)
-			log_ev(LOG_INFO, MSG_IDS(m, -1), "double bounce: "
-			    "not returned", "sender", m->sender, NULL);
-		return;
-	}
-	q = xcalloc(1, sizeof(*q) + n * sizeof(uint32_t));
-	br = xcalloc(n, sizeof(*br));
-	status = xcalloc(n, sizeof(*status));
-	for (size_t i = 0; i < n; i++) {
-		struct sched_rcpt *r = &m->rcpts[idx[i]];
-		int code = r->last_reply ? atoi(r->last_reply) : 0;
-		if (action == BOUNCE_FAILED &&
-		    (r->notify & SPOOL_NOTIFY_NEVER ||
-		    (r->notify && !(r->notify & SPOOL_NOTIFY_FAILURE)))) {
-			r->dsn_due = 0;
-			continue;
-		}
-		br[k].addr = r->addr;
-		br[k].orcpt = sched_rcpt_orcpt(r);
-		br[k].action = action;
-		br[k].status = sched_status_of(r->last_reply, status[k],
-		    sizeof(status[k]), code);
-		br[k].remote_mta = r->remote;
-		br[k].diagnostic = r->last_reply;
-		br[k].last_attempt = sl_now_us() / 1000000;
-		q->idx[k++] = idx[i];
-	}
-	if (k == 0) {
-		free(q);
-		free(br);
-		free(status);
-		return;
-	}
-	orig = spool_body_load(s->spool, m->mid);
-	bi.reporting_mta = s->conf->server_hostname;
-	bi.mid = m->mid;
-	bi.envid = m->envid;
-	bi.sender = m->sender;
-	bi.arrival = m->arrival;
-	/* RFC 3461 4.3: RET=FULL is for failure reports only */
-	bi.ret_full = action == BOUNCE_FAILED && m->ret == SPOOL_RET_FULL;
-	bi.smtputf8 = (m->flags & SPOOL_F_SMTPUTF8) != 0;
-	bi.original = orig;
-	bi.max_original = (size_t)s->conf->delivery_bounce_max_original;
-	bi.nrcpt = k;
-	bi.rcpts = br;
-
-	dm = xcalloc(1, sizeof(*dm));
-	dm->mid = spool_mid_next(s->spool);
-	dm->arrival = sl_now_us() / 1000000;
-	dm->sender = xstrdup("");
-	dm->client_addr = xstrdup("127.0.0.1");
-	dm->helo = xstrdup(s->conf->server_hostname);
-	dm->body = bounce_build(&bi, dm->arrival);
-	/* RFC 6152: 8-bit text goes with BODY=8BITMIME */
-	dm->flags = SPOOL_F_BOUNCE | (bi.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) |
-	    (bounce_8bit(dm->body) ? SPOOL_F_8BITMIME : 0);
-	dm->size = evbuffer_get_length(dm->body);
-	dm->nrcpt = 1;
-	dm->rcpts = xcalloc(1, sizeof(*dm->rcpts));
-	dm->rcpts[0].addr = xstrdup(m->sender);
-	if (orig)
-		evbuffer_free(orig);
-	free(br);
-	free(status);
-
-	q->s = s;
-	q->orig = m;
-	q->action = action;
-	q->n = k;
-	q->dsn = sched_msg_new(s, dm);
-	m->inflight++;
-	spool_insert(s->spool, dm, sched_dsn_stored, q);
+	TAILQ_REMOVE(&s->age, m, age);
+	TAILQ_INSERT_TAIL(&s->expired, m, age);
+	m->in_expired = 1;
 }
 
-/* Send the DSNs still due for failed recipients (after a failed try). */
-static void
-sched_dsn_pending(struct sched *s, struct sched_msg *m)
+/*
+ * Move m to state st: the one writer of m->state. Moves it between the
+ * lists, keeps the counts and the expiry timer, and frees it in DONE
+ * once nothing refers to it.
+ */
+void
+sched_msg_enter(struct sched *s, struct sched_msg *m, enum sched_msg_state st)
 {
-	uint32_t *idx = xcalloc(m->nrcpt, sizeof(*idx));
-	size_t n = 0;
+	struct sched_msg_list *from = sched_msg_list(s, m, m->state);
+	/* a message the spool never took is on no list */
+	struct sched_msg_list *to = m->state == SCHED_MSG_NEW &&
+	    st == SCHED_MSG_DONE ? NULL : sched_msg_list(s, m, st);
+	int head = from != NULL && TAILQ_FIRST(from) == m;
 
-	for (uint32_t i = 0; i < m->nrcpt; i++)
-		if (m->rcpts[i].dsn_due)
-			idx[n++] = i;
-	sched_dsn(s, m, BOUNCE_FAILED, idx, n);
-	free(idx);
-}
-
-/* ---- the end of a message ---- */
-
-static void
-sched_msg_unqueue(struct sched *s, struct sched_msg *m)
-{
-	if (!m->queued)
-		return;
-	sched_iters_unlink(s, m);
-	if (m->queued == 2) {
-		TAILQ_REMOVE(&s->expired, m, age);
-	} else if (TAILQ_FIRST(&s->age) == m) {
-		TAILQ_REMOVE(&s->age, m, age);
+	if (!sched_msg_move_ok(m->state, st))
+		SL_PANIC("MID %016llX: %s -> %s", (unsigned long long)m->mid,
+		    sched_msg_state_names[m->state], sched_msg_state_names[st]);
+	if (log_enabled(LOG_DEBUG))
+		log_ev(LOG_DEBUG, MSG_IDS(m, -1), "message state", "from",
+		    sched_msg_state_names[m->state], "to",
+		    sched_msg_state_names[st], NULL);
+	if (st == SCHED_MSG_EXPIRED) {
+		sched_msg_age_out(s, m);	/* only ever the head */
+	} else if (from != to) {
+		/* leaving the queue: walks standing on m step on first */
+		if (from == &s->age || from == &s->expired)
+			sched_iters_unlink(s, m);
+		if (from != NULL)
+			TAILQ_REMOVE(from, m, age);
+		if (to != NULL)
+			TAILQ_INSERT_TAIL(to, m, age);
+	}
+	if (m->state == SCHED_MSG_NEW && st == SCHED_MSG_QUEUED) {
+		m->listed = 1;
+		s->stats.messages++;
+		s->stats.recipients += m->npending;
+	}
+	if (st == SCHED_MSG_DONE && m->listed)
+		s->stats.messages--;
+	m->state = st;
+	/* the oldest queued message came or went: its deadline is next */
+	if ((from == &s->age && head) ||
+	    (to == &s->age && TAILQ_FIRST(&s->age) ==
+	    m))
 		sched_expire_arm(s);
-	} else {
-		TAILQ_REMOVE(&s->age, m, age);
-	}
-	m->queued = 0;
+	if (st == SCHED_MSG_DONE)
+		sched_msg_gc(s, m);
 }
 
+/* Free m once it is DONE and nothing refers to it: the one free path. */
+void
+sched_msg_gc(struct sched *s, struct sched_msg *m)
+{
+	if (m->state != SCHED_MSG_DONE || m->jobs != NULL || m->inflight > 0)
+		return;
+	if (m->listed) {
+		TAILQ_REMOVE(&s->leaving, m, age);
+		sched_msg_unindex(s, m);
+	}
+	sched_msg_free(m);
+}
+
+/* The answer to our own delete of a finished message. */
 static void
 sched_deleted(void *arg, enum spool_status st)
 {
 	struct sched_msg *m = arg;
 	struct sched *s = m->s;
 
+	m->inflight--;
 	if (st != SPOOL_OK && st != SPOOL_ERR_NOTFOUND) {
 		/* it stays on disk with every recipient final; the next start
 		 * finds it so and deletes it then */
@@ -603,32 +547,22 @@ sched_deleted(void *arg, enum spool_status st)
 	} else {
 		log_gw(LOG_GW_FINISHED, MSG_IDS(m, -1), NULL);
 	}
-	sched_msg_unqueue(s, m);
-	sched_msg_unindex(s, m);
-	s->stats.messages--;
-	sched_msg_free(m);
+	sched_msg_enter(s, m, SCHED_MSG_DONE);
 }
 
-/* Free a message the operator deleted once nothing refers to it. */
+/*
+ * After any change of m: once every recipient is final and every spool
+ * request answered, queue the DSNs still due, then delete it; a message
+ * that is going already is freed when nothing refers to it.
+ */
 void
-sched_msg_gc(struct sched *s, struct sched_msg *m)
-{
-	if (!m->deleted || m->jobs != NULL || m->inflight > 0)
-		return;
-	sched_msg_unqueue(s, m);
-	sched_msg_unindex(s, m);
-	s->stats.messages--;
-	sched_msg_free(m);
-}
-
-static void
 sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 {
-	if (m->deleted) {
+	if (!sched_msg_queued(m)) {
 		sched_msg_gc(s, m);
 		return;
 	}
-	if (m->npending > 0 || m->inflight > 0 || m->deleting)
+	if (m->npending > 0 || m->inflight > 0)
 		return;
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		if (m->rcpts[i].dsn_due) {
@@ -638,7 +572,8 @@ sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 			break;
 		}
 	}
-	m->deleting = 1;
+	sched_msg_enter(s, m, SCHED_MSG_DELETING);
+	m->inflight++;
 	spool_delete(s->spool, m->mid, sched_deleted, m);
 }
 
@@ -647,7 +582,7 @@ sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 static int
 sched_is_expired(struct sched *s, struct sched_msg *m)
 {
-	return m->expired || sl_now_us() / 1000000 >=
+	return m->state == SCHED_MSG_EXPIRED || sl_now_us() / 1000000 >=
 	    m->arrival + s->conf->delivery_queue_lifetime;
 }
 
@@ -663,10 +598,11 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 	uint32_t *delayed = xcalloc(n, sizeof(*delayed));
 	int64_t warn_after = s->conf->delivery_delay_warning;
 	size_t nf = 0, ns = 0, nd = 0, keep = 0;
-	int expired = sched_is_expired(s, m) || m->returned;
+	int returned = m->state == SCHED_MSG_RETURNED;
+	int expired = returned || sched_is_expired(s, m);
 
 	SL_ALWAYS(n == job->nrcpt);
-	if (m->deleted) {
+	if (!sched_msg_queued(m)) {
 		/* deleted while this delivery was in flight: forget it */
 		sched_job_unlink(s, job);
 		free(failed);
@@ -696,7 +632,7 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			if ((r->notify & SPOOL_NOTIFY_SUCCESS) && !peer_dsn)
 				ok_notify[ns++] = ri;
 		} else if (code >= 500 || (expired && code < 500)) {
-			if (code < 500 && m->returned) {
+			if (code < 500 && returned) {
 				sched_rcpt_set_reply(r, "550 5.0.0 Returned to "
 				    "the sender by the operator", NULL);
 			} else if (code < 500) {
@@ -848,14 +784,15 @@ sched_expire_fire(evutil_socket_t fd, short what, void *arg)
 	while ((m = TAILQ_FIRST(&s->age)) != NULL &&
 	    m->arrival + s->conf->delivery_queue_lifetime <= now) {
 		struct sched_job *j, *next;
-		TAILQ_REMOVE(&s->age, m, age);
-		m->expired = 1;
-		TAILQ_INSERT_TAIL(&s->expired, m, age);
-		m->queued = 2;
+		if (m->state == SCHED_MSG_RETURNED) {
+			sched_msg_age_out(s, m);	/* failing already */
+			continue;
+		}
+		sched_msg_enter(s, m, SCHED_MSG_EXPIRED);
 		log_ev(LOG_INFO, MSG_IDS(m, -1), "expired", "lifetime",
 		    s->conf->delivery_queue_lifetime >= 86400 ? "days" :
 		    "short", NULL);
-		/* active jobs see m->expired when their outcome comes */
+		/* active jobs see the EXPIRED state when their outcome comes */
 		for (j = m->jobs; j != NULL; j = next) {
 			next = j->next;
 			if (j->state == SCHED_JOB_ACTIVE)
@@ -905,12 +842,17 @@ sched_free(struct sched *s)
 	if (s == NULL)
 		return;
 	sched_dest_free_all(s);
+	/* what is left at exit, in any state */
 	while ((m = TAILQ_FIRST(&s->age)) != NULL) {
 		TAILQ_REMOVE(&s->age, m, age);
 		sched_msg_free(m);
 	}
 	while ((m = TAILQ_FIRST(&s->expired)) != NULL) {
 		TAILQ_REMOVE(&s->expired, m, age);
+		sched_msg_free(m);
+	}
+	while ((m = TAILQ_FIRST(&s->leaving)) != NULL) {
+		TAILQ_REMOVE(&s->leaving, m, age);
 		sched_msg_free(m);
 	}
 	sl_heap_free(&s->retry);

@@ -11,6 +11,7 @@
 
 #include <sys/queue.h>
 
+#include "bounce/bounce.h"
 #include "conf/conf.h"
 #include "dns/dns.h"
 #include "sched/sched.h"
@@ -43,8 +44,42 @@ sched_rcpt_orcpt(const struct sched_rcpt *r)
 	return r->has_orcpt ? r->addr + __builtin_strlen(r->addr) + 1 : NULL;
 }
 
+/*
+ * The life of a message (sched.c, sched_msg_enter() is the only writer of
+ * m->state and checks each move):
+ *
+ *   NEW -(spool commit: sched_msg_commit)-> QUEUED
+ *   NEW -(not stored: sched_msg_abort)-> DONE
+ *   QUEUED -(lifetime over: sched_expire_fire)-> EXPIRED
+ *   QUEUED|EXPIRED -(operator's bounce: sched_bounce)-> RETURNED
+ *   QUEUED|EXPIRED|RETURNED -(every recipient final, their states and
+ *       DSNs in the spool: sched_msg_maybe_done)-> DELETING
+ *   QUEUED|EXPIRED|RETURNED -(operator's delete: sched_delete)-> REMOVED
+ *   DELETING|REMOVED -(the spool's answer to the delete)-> DONE
+ *
+ * DONE is terminal and the only state a message is freed in, by
+ * sched_msg_gc() once no job and no spool request refer to it
+ * (m->inflight). Lists: QUEUED in s->age (arrival order: the expiry
+ * timer looks at the head), EXPIRED in s->expired, RETURNED in s->age
+ * until its lifetime is over, then in s->expired (m->in_expired), the
+ * rest in s->leaving until freed. A queued message moves between the
+ * two lists only from the head of s->age to the tail of s->expired, and
+ * the operator's walks (manage.c) are told when one leaves them
+ * (sched_iters_unlink).
+ */
+enum sched_msg_state {
+	SCHED_MSG_NEW,		/* made, waiting for the spool's commit */
+	SCHED_MSG_QUEUED,	/* being delivered */
+	SCHED_MSG_EXPIRED,	/* lifetime over: pending recipients fail as
+				   their tries end */
+	SCHED_MSG_RETURNED,	/* bounced by the operator: the same */
+	SCHED_MSG_DELETING,	/* finished: our spool delete in flight */
+	SCHED_MSG_REMOVED,	/* deleted by the operator: outcomes ignored */
+	SCHED_MSG_DONE,		/* gone from the spool (or never there) */
+};
+
 struct sched_msg {
-	TAILQ_ENTRY(sched_msg) age;	/* the expiry queue, by arrival */
+	TAILQ_ENTRY(sched_msg) age;	/* the list of its state (above) */
 	struct sched_msg *hnext;	/* the MID index */
 	struct sched *s;
 	uint64_t mid;
@@ -52,19 +87,25 @@ struct sched_msg {
 	const char *sender;		/* these strings live in the block */
 	const char *envid;
 	uint8_t ret, flags;
+	uint8_t state;			/* enum sched_msg_state */
+	unsigned warned : 1;		/* a delay notice went out */
+	unsigned listed : 1;		/* indexed and on a list */
+	unsigned in_expired : 1;	/* queued, in s->expired */
 	uint64_t size;
 	uint32_t nrcpt, npending;	/* recipients, those not final */
 	struct sched_job *jobs;		/* jobs of this message (job->next) */
 	int inflight;			/* spool requests not yet answered */
-	unsigned expired : 1;
-	unsigned returned : 1;		/* bounced by the operator */
-	unsigned warned : 1;		/* a delay notice went out */
-	unsigned deleted : 1;		/* deleted by the operator */
-	unsigned deleting : 1;
-	unsigned queued : 2;		/* 1: in s->age, 2: in s->expired */
 	struct sched_rcpt rcpts[];	/* nrcpt of them, then the strings:
 					   one allocation per message */
 };
+
+/* 1 while the message is in the queue (listed, selectable, deletable). */
+static inline int
+sched_msg_queued(const struct sched_msg *m)
+{
+	return m->state == SCHED_MSG_QUEUED || m->state == SCHED_MSG_EXPIRED ||
+	    m->state == SCHED_MSG_RETURNED;
+}
 
 enum sched_job_state {
 	SCHED_JOB_READY,	/* in its destination's ready list */
@@ -140,6 +181,8 @@ struct sched_conn {
 	struct event *idle_ev;
 };
 
+TAILQ_HEAD(sched_msg_list, sched_msg);
+
 struct sched {
 	struct event_base *base;
 	const struct sl_conf *conf;
@@ -151,8 +194,9 @@ struct sched {
 	size_t dtab_size, ndest;
 	struct sched_site **stab;
 	size_t stab_size, nsite;
-	TAILQ_HEAD(, sched_msg) age;	/* every queued message, by arrival */
-	TAILQ_HEAD(, sched_msg) expired; /* expired, finishing */
+	struct sched_msg_list age;	/* QUEUED messages, by arrival */
+	struct sched_msg_list expired;	/* EXPIRED and RETURNED */
+	struct sched_msg_list leaving;	/* DELETING, REMOVED, DONE */
 	TAILQ_HEAD(, sched_dest) starved;
 	struct sl_heap retry;		/* deferred jobs */
 	struct event *retry_ev;
@@ -170,7 +214,10 @@ struct sched {
 
 /* sched.c */
 struct sched_msg *sched_msg_find(struct sched *s, uint64_t mid);
+void sched_msg_enter(struct sched *s, struct sched_msg *m,
+    enum sched_msg_state st);
 void sched_msg_gc(struct sched *s, struct sched_msg *m);
+void sched_msg_maybe_done(struct sched *s, struct sched_msg *m);
 void sched_job_unlink(struct sched *s, struct sched_job *job);
 void sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
     size_t n);
@@ -192,6 +239,14 @@ void sched_iters_unlink(struct sched *s, struct sched_msg *m);
 int sched_addr_is_self(struct sched *s, const struct sockaddr_storage *addr);
 int sched_hops_trim_self(struct sched *s, const char *dest,
     struct dns_result *r, char *why, size_t len);
+
+/* dsn.c */
+/* Queue one DSN about the recipients idx[0..n) of m (none for bounces, for
+ * mail from <>, or for recipients that asked for none). */
+void sched_dsn(struct sched *s, struct sched_msg *m,
+    enum bounce_action action, const uint32_t *idx, size_t n);
+/* Queue the failure DSNs still due (after one that could not be queued). */
+void sched_dsn_pending(struct sched *s, struct sched_msg *m);
 
 /* destq.c */
 struct sched_dest *sched_dest_get(struct sched *s, const char *domain);

@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dsn.c: the delivery status notifications a message's outcomes call for
+ * (RFC 3461, RFC 3464): which recipients get one, what it says about each
+ * (status, diagnostic, remote MTA), and queuing it in the spool as a new
+ * message from <> to the original sender. The report itself is written
+ * by src/bounce (bounce_build).
+ *
+ * Callers: sched.c (outcomes, the final check of a message) and manage.c.
+ *
+ * Invariants
+ *  1. A bounce (SPOOL_F_BOUNCE) or a message from <> never causes a DSN
+ *     (no loops of reports about reports); NOTIFY=NEVER, or a NOTIFY
+ *     without FAILURE, means no failure report for that recipient.
+ *  2. A failed recipient keeps dsn_due until its DSN is in the spool: the
+ *     original is not deleted before (sched_msg_maybe_done waits).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "bounce/bounce.h"
+#include "log/log.h"
+#include "sched/sched_int.h"
+#include "util/util.h"
+
+#define MSG_IDS(m) (&(struct log_ids){ 0, 0, (m)->mid, -1 })
+
+/* One DSN on its way into the spool. */
+struct sched_dsn {
+	struct sched *s;
+	struct sched_msg *orig;
+	struct sched_msg *dsn;
+	enum bounce_action action;
+	size_t n;
+	uint32_t idx[];		/* its recipients in orig->rcpts */
+};
+
+static void
+sched_dsn_stored(void *arg, enum spool_status st)
+{
+	struct sched_dsn *q = arg;
+	struct sched_msg *m = q->orig;
+	char mid[17];
+
+	m->inflight--;
+	if (st == SPOOL_OK) {
+		spool_mid_fmt(q->dsn->mid, mid);
+		log_ev(LOG_INFO, MSG_IDS(m), q->action == BOUNCE_FAILED ?
+		    "bounced" : q->action == BOUNCE_DELAYED ? "delay notice" :
+		    "success notice", "dsn_mid", mid, NULL);
+		q->s->stats.dsn_sent++;
+		if (q->action == BOUNCE_FAILED)
+			for (size_t i = 0; i < q->n; i++)
+				m->rcpts[q->idx[i]].dsn_due = 0;
+		sched_msg_commit(q->s, q->dsn);
+	} else {
+		/* the recipients keep dsn_due: the message stays, and the
+		 * DSN is tried again with the next outcome or at restart */
+		log_ev(LOG_WARNING, MSG_IDS(m), "DSN not queued",
+		    "status", st == SPOOL_ERR_NOSPACE ? "no space" : "io error",
+		    NULL);
+		sched_msg_abort(q->s, q->dsn);
+	}
+	free(q);
+	sched_msg_maybe_done(m->s, m);
+}
+
+static const char *
+sched_status_of(const char *reply, char *buf, size_t size, int code)
+{
+	/* "550 5.1.1 ..." -> "5.1.1"; else from the code's class */
+	if (reply != NULL && strlen(reply) > 9 && reply[3] == ' ' &&
+	    (reply[4] == '2' || reply[4] == '4' || reply[4] == '5') &&
+	    reply[5] == '.') {
+		size_t n = strcspn(reply + 4, " ");
+		if (n < size) {
+			memcpy(buf, reply + 4, n);
+			buf[n] = '\0';
+			return buf;
+		}
+	}
+	snprintf(buf, size, "%d.0.0", code >= 500 ? 5 : code >= 400 ? 4 : 2);
+	return buf;
+}
+
+void
+sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
+    const uint32_t *idx, size_t n)
+{
+	struct bounce_rcpt *br;
+	struct bounce_info bi = { 0 };
+	struct spool_msg *dm;
+	struct sched_dsn *q;
+	struct evbuffer *orig;
+	char (*status)[16];
+	size_t k = 0;
+
+	if (n == 0)
+		return;
+	if ((m->flags & SPOOL_F_BOUNCE) || m->sender[0] == '\0') {
+		for (size_t i = 0; i < n; i++)
+			m->rcpts[idx[i]].dsn_due = 0;
+		if (action == BOUNCE_FAILED)
+			log_ev(LOG_INFO, MSG_IDS(m), "double bounce: "
+			    "not returned", "sender", m->sender, NULL);
+		return;
+	}
+	q = xcalloc(1, sizeof(*q) + n * sizeof(uint32_t));
+	br = xcalloc(n, sizeof(*br));
+	status = xcalloc(n, sizeof(*status));
+	for (size_t i = 0; i < n; i++) {
+		struct sched_rcpt *r = &m->rcpts[idx[i]];
+		int code = r->last_reply ? atoi(r->last_reply) : 0;
+		if (action == BOUNCE_FAILED &&
+		    (r->notify & SPOOL_NOTIFY_NEVER ||
+		    (r->notify && !(r->notify & SPOOL_NOTIFY_FAILURE)))) {
+			r->dsn_due = 0;
+			continue;
+		}
+		br[k].addr = r->addr;
+		br[k].orcpt = sched_rcpt_orcpt(r);
+		br[k].action = action;
+		br[k].status = sched_status_of(r->last_reply, status[k],
+		    sizeof(status[k]), code);
+		br[k].remote_mta = r->remote;
+		br[k].diagnostic = r->last_reply;
+		br[k].last_attempt = sl_now_us() / 1000000;
+		q->idx[k++] = idx[i];
+	}
+	if (k == 0) {
+		free(q);
+		free(br);
+		free(status);
+		return;
+	}
+	orig = spool_body_load(s->spool, m->mid);
+	bi.reporting_mta = s->conf->server_hostname;
+	bi.mid = m->mid;
+	bi.envid = m->envid;
+	bi.sender = m->sender;
+	bi.arrival = m->arrival;
+	/* RFC 3461 4.3: RET=FULL is for failure reports only */
+	bi.ret_full = action == BOUNCE_FAILED && m->ret == SPOOL_RET_FULL;
+	bi.smtputf8 = (m->flags & SPOOL_F_SMTPUTF8) != 0;
+	bi.original = orig;
+	bi.max_original = (size_t)s->conf->delivery_bounce_max_original;
+	bi.nrcpt = k;
+	bi.rcpts = br;
+
+	dm = xcalloc(1, sizeof(*dm));
+	dm->mid = spool_mid_next(s->spool);
+	dm->arrival = sl_now_us() / 1000000;
+	dm->sender = xstrdup("");
+	dm->client_addr = xstrdup("127.0.0.1");
+	dm->helo = xstrdup(s->conf->server_hostname);
+	dm->body = bounce_build(&bi, dm->arrival);
+	/* RFC 6152: 8-bit text goes with BODY=8BITMIME */
+	dm->flags = SPOOL_F_BOUNCE | (bi.smtputf8 ? SPOOL_F_SMTPUTF8 : 0) |
+	    (bounce_8bit(dm->body) ? SPOOL_F_8BITMIME : 0);
+	dm->size = evbuffer_get_length(dm->body);
+	dm->nrcpt = 1;
+	dm->rcpts = xcalloc(1, sizeof(*dm->rcpts));
+	dm->rcpts[0].addr = xstrdup(m->sender);
+	if (orig)
+		evbuffer_free(orig);
+	free(br);
+	free(status);
+
+	q->s = s;
+	q->orig = m;
+	q->action = action;
+	q->n = k;
+	q->dsn = sched_msg_new(s, dm);
+	m->inflight++;
+	spool_insert(s->spool, dm, sched_dsn_stored, q);
+}
+
+void
+sched_dsn_pending(struct sched *s, struct sched_msg *m)
+{
+	uint32_t *idx = xcalloc(m->nrcpt, sizeof(*idx));
+	size_t n = 0;
+
+	for (uint32_t i = 0; i < m->nrcpt; i++)
+		if (m->rcpts[i].dsn_due)
+			idx[n++] = i;
+	sched_dsn(s, m, BOUNCE_FAILED, idx, n);
+	free(idx);
+}
