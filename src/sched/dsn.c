@@ -12,8 +12,12 @@
  *  1. A bounce (SPOOL_F_BOUNCE) or a message from <> never causes a DSN
  *     (no loops of reports about reports); NOTIFY=NEVER, or a NOTIFY
  *     without FAILURE, means no failure report for that recipient.
- *  2. A failed recipient keeps dsn_due until its DSN is in the spool: the
+ *  2. A failed recipient stays FAILED (its DSN due) until the DSN is in
+ *     the spool, and becomes BOUNCED in the same transaction (in the spool
+ *     too: spool_insert_dsn), so a restart never reports it again; the
  *     original is not deleted before (sched_msg_maybe_done waits).
+ *  3. A DSN that cannot be queued leaves its recipients FAILED: it is
+ *     tried again later.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,10 +58,10 @@ sched_dsn_stored(void *arg, enum spool_status st)
 		q->s->stats.dsn_sent++;
 		if (q->action == BOUNCE_FAILED)
 			for (size_t i = 0; i < q->n; i++)
-				m->rcpts[q->idx[i]].dsn_due = 0;
+				m->rcpts[q->idx[i]].state = SPOOL_RCPT_BOUNCED;
 		sched_msg_commit(q->s, q->dsn);
 	} else {
-		/* the recipients keep dsn_due: the message stays, and the
+		/* the recipients stay FAILED: the message stays, and the
 		 * DSN is tried again with the next outcome or at restart */
 		log_ev(LOG_WARNING, MSG_IDS(m), "DSN not queued",
 		    "status", st == SPOOL_ERR_NOSPACE ? "no space" : "io error",
@@ -101,8 +105,8 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	if (n == 0)
 		return;
 	if ((m->flags & SPOOL_F_BOUNCE) || m->sender[0] == '\0') {
-		for (size_t i = 0; i < n; i++)
-			m->rcpts[idx[i]].dsn_due = 0;
+		for (size_t i = 0; i < n && action == BOUNCE_FAILED; i++)
+			m->rcpts[idx[i]].state = SPOOL_RCPT_BOUNCED;
 		if (action == BOUNCE_FAILED)
 			log_ev(LOG_INFO, MSG_IDS(m), "double bounce: "
 			    "not returned", "sender", m->sender, NULL);
@@ -117,7 +121,7 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 		if (action == BOUNCE_FAILED &&
 		    (r->notify & SPOOL_NOTIFY_NEVER ||
 		    (r->notify && !(r->notify & SPOOL_NOTIFY_FAILURE)))) {
-			r->dsn_due = 0;
+			r->state = SPOOL_RCPT_BOUNCED;	/* none asked for */
 			continue;
 		}
 		br[k].addr = r->addr;
@@ -175,7 +179,16 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	q->n = k;
 	q->dsn = sched_msg_new(s, dm);
 	m->inflight++;
-	spool_insert(s->spool, dm, sched_dsn_stored, q);
+	if (action == BOUNCE_FAILED) {
+		uint32_t *rids = xcalloc(k, sizeof(*rids));
+		for (size_t i = 0; i < k; i++)
+			rids[i] = m->rcpts[q->idx[i]].rid;
+		spool_insert_dsn(s->spool, dm, m->mid, rids, k,
+		    sched_dsn_stored, q);
+		free(rids);
+	} else {
+		spool_insert(s->spool, dm, sched_dsn_stored, q);
+	}
 }
 
 void
@@ -185,7 +198,7 @@ sched_dsn_pending(struct sched *s, struct sched_msg *m)
 	size_t n = 0;
 
 	for (uint32_t i = 0; i < m->nrcpt; i++)
-		if (m->rcpts[i].dsn_due)
+		if (m->rcpts[i].state == SPOOL_RCPT_FAILED)
 			idx[n++] = i;
 	sched_dsn(s, m, BOUNCE_FAILED, idx, n);
 	free(idx);

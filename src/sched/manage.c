@@ -432,8 +432,6 @@ sched_delete(struct sched *s, uint64_t mid, void (*cb)(void *, int),
 	}
 	s->stats.recipients -= m->npending;
 	m->npending = 0;
-	for (uint32_t i = 0; i < m->nrcpt; i++)
-		m->rcpts[i].dsn_due = 0;
 	m->inflight++;
 	spool_delete(s->spool, mid, sched_user_deleted, q);
 }

@@ -148,11 +148,9 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 		r->next_retry = sr->next_retry;
 		r->state = sr->state;
 		r->notify = sr->notify;
-		if (r->state != SPOOL_RCPT_DELIVERED &&
-		    r->state != SPOOL_RCPT_FAILED)
+		/* FAILED (not BOUNCED) from the spool: its DSN is due */
+		if (!sched_rcpt_final(r))
 			m->npending++;
-		else if (r->state == SPOOL_RCPT_FAILED)
-			r->dsn_due = 1;	/* recovered: its DSN may not be out */
 	}
 	return m;
 }
@@ -189,8 +187,7 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 		struct sched_dest *d;
 		struct sched_job *j;
 
-		if (r->state == SPOOL_RCPT_DELIVERED ||
-		    r->state == SPOOL_RCPT_FAILED || r->job != NULL)
+		if (sched_rcpt_final(r) || r->job != NULL)
 			continue;
 		sched_rcpt_domain(r->addr, dom, sizeof(dom));
 		d = sched_dest_get(s, dom);
@@ -301,6 +298,10 @@ sched_recover(void *arg, struct spool_msg *msg)
 
 	spool_msg_free(msg);
 	sched_msg_commit(s, m);
+	/* a failure recorded before a crash whose DSN did not make it: now,
+	 * not when the rest of the message is done */
+	if (sched_msg_queued(m) && m->npending > 0)
+		sched_dsn_pending(s, m);
 }
 
 /* ---- jobs ---- */
@@ -565,7 +566,7 @@ sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 	if (m->npending > 0 || m->inflight > 0)
 		return;
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		if (m->rcpts[i].dsn_due) {
+		if (m->rcpts[i].state == SPOOL_RCPT_FAILED) {
 			sched_dsn_pending(s, m);
 			if (m->inflight > 0)
 				return;
@@ -643,8 +644,7 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 				free(why);
 				s->stats.expired++;
 			}
-			r->state = SPOOL_RCPT_FAILED;
-			r->dsn_due = 1;
+			r->state = SPOOL_RCPT_FAILED;	/* its DSN due */
 			failed[nf++] = ri;
 			s->stats.failed++;
 		} else {

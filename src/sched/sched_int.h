@@ -30,12 +30,20 @@ struct sched_rcpt {
 	uint32_t rid;
 	uint32_t attempts;
 	int64_t next_retry;
-	uint8_t state;		/* enum spool_rcpt_state */
+	uint8_t state;		/* enum spool_rcpt_state; FAILED: its DSN
+				   is due, BOUNCED: queued or none due */
 	uint8_t notify;
-	uint8_t dsn_due;	/* final, and its DSN is not queued yet */
 	uint8_t has_orcpt;
 	struct sched_job *job;
 };
+
+/* 1 if r has its outcome. */
+static inline int
+sched_rcpt_final(const struct sched_rcpt *r)
+{
+	return r->state == SPOOL_RCPT_DELIVERED ||
+	    r->state == SPOOL_RCPT_FAILED || r->state == SPOOL_RCPT_BOUNCED;
+}
 
 /* The ORCPT of r, or NULL. */
 static inline const char *

@@ -394,6 +394,25 @@ spool_insert(struct spool *sp, struct spool_msg *msg, spool_done_fn *cb,
 	spool_enqueue(sp, r, cb, arg);
 }
 
+void
+spool_insert_dsn(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
+    const uint32_t *rids, size_t n, spool_done_fn *cb, void *arg)
+{
+	struct spool_req *r = xcalloc(1, sizeof(*r));
+
+	r->type = SPOOL_REQ_INSERT;
+	r->mid = dsn->mid;
+	r->msg = dsn;
+	r->orig = orig;
+	r->nrcpt = n;
+	r->rcpts = n ? xcalloc(n, sizeof(*r->rcpts)) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		r->rcpts[i].rid = rids[i];
+		r->rcpts[i].state = SPOOL_RCPT_BOUNCED;
+	}
+	spool_enqueue(sp, r, cb, arg);
+}
+
 /* Only what the update writes is copied; the caller keeps rcpts. */
 void
 spool_update_rcpts(struct spool *sp, uint64_t mid,

@@ -57,7 +57,9 @@ enum spool_rcpt_state {
 	SPOOL_RCPT_DEFERRED,	/* failed temporarily, see next_retry */
 	SPOOL_RCPT_HELD,	/* held by the operator */
 	SPOOL_RCPT_DELIVERED,	/* final */
-	SPOOL_RCPT_FAILED,	/* final; the bounce (if any) is queued */
+	SPOOL_RCPT_FAILED,	/* final; its bounce may not be queued yet */
+	SPOOL_RCPT_BOUNCED,	/* final: failed, and its bounce is queued
+				   (or none was due): never report it again */
 };
 
 struct spool_rcpt {
@@ -116,6 +118,14 @@ uint64_t spool_mid_parse(const char *s);
 /* Store msg durably; takes msg (freed by the spool). */
 void spool_insert(struct spool *sp, struct spool_msg *msg, spool_done_fn *cb,
     void *arg);
+/*
+ * Store dsn (takes it), a DSN about the recipients rids[0..n) of the
+ * message orig, and in the same transaction mark those recipients
+ * SPOOL_RCPT_BOUNCED: after a crash either both are there or neither, so
+ * a recipient is never reported twice nor never.
+ */
+void spool_insert_dsn(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
+    const uint32_t *rids, size_t n, spool_done_fn *cb, void *arg);
 /* Store the state, attempts, next_retry and last_reply of n recipients of mid. */
 void spool_update_rcpts(struct spool *sp, uint64_t mid,
     const struct spool_rcpt *rcpts, size_t n, spool_done_fn *cb, void *arg);

@@ -32,7 +32,9 @@ struct spool_req {
 	enum spool_req_type type;
 	uint64_t mid;
 	struct spool_msg *msg;		/* INSERT: owned */
-	struct spool_rcpt *rcpts;	/* UPDATE: owned copy of n recipients */
+	uint64_t orig;			/* INSERT of a DSN: its message */
+	struct spool_rcpt *rcpts;	/* UPDATE: owned copy of n recipients;
+					   INSERT of a DSN: orig's to mark */
 	size_t nrcpt;
 	spool_done_fn *cb;
 	void *arg;

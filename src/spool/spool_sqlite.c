@@ -66,6 +66,7 @@ enum {
 	ST_INS_BODY,
 	ST_HAS_ENV,
 	ST_UPD_RCPT,
+	ST_UPD_STATE,
 	ST_DEL_ENV,
 	ST_DEL_RCPTS,
 	ST_DEL_BODY,
@@ -89,6 +90,8 @@ static const char *const spool_db_sql[ST_MAX] = {
 	[ST_HAS_ENV] = "SELECT 1 FROM envelopes WHERE mid = ?1",
 	[ST_UPD_RCPT] = "UPDATE recipients SET state = ?3, attempts = ?4,"
 	    " next_retry = ?5, last_reply = ?6 WHERE mid = ?1 AND rid = ?2",
+	[ST_UPD_STATE] = "UPDATE recipients SET state = ?3"
+	    " WHERE mid = ?1 AND rid = ?2",
 	[ST_DEL_ENV] = "DELETE FROM envelopes WHERE mid = ?1",
 	[ST_DEL_RCPTS] = "DELETE FROM recipients WHERE mid = ?1",
 	[ST_DEL_BODY] = "DELETE FROM bodies WHERE mid = ?1",
@@ -525,8 +528,18 @@ spool_db_insert(struct spool_db *d, struct spool_req *r)
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)blen);
 	if ((rc = spool_db_step(d, st)) != SQLITE_OK)
 		return rc;
-	if (blen > 0)
-		return spool_db_body_write(d, m->mid, m->body);
+	if (blen > 0 && (rc = spool_db_body_write(d, m->mid, m->body)) !=
+	    SQLITE_OK)
+		return rc;
+	/* a DSN: its recipients are reported, in the same transaction */
+	st = d->st[ST_UPD_STATE];
+	for (i = 0; i < r->nrcpt; i++) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)r->orig);
+		sqlite3_bind_int64(st, 2, r->rcpts[i].rid);
+		sqlite3_bind_int(st, 3, r->rcpts[i].state);
+		if ((rc = spool_db_step(d, st)) != SQLITE_OK)
+			return rc;
+	}
 	return SQLITE_OK;
 }
 

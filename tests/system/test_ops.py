@@ -295,8 +295,11 @@ def test_metrics_scraped_and_counters_match(ops, receiver):
     wait_until(lambda: len(receiver.messages) == 5, what="5 delivered")
 
     def delivered():
+        # a delivered message leaves the queue two spool commits later
+        # (its outcome, then its delete): wait for both
         samples, _ = parse_prom(scrape(d.metrics_port)[2])
-        if metric(samples, "sluice_messages_delivered_total") == rcpts:
+        if metric(samples, "sluice_messages_delivered_total") == rcpts and \
+                metric(samples, "sluice_queue_messages") == 1:
             return samples
     samples = wait_until(delivered, what="delivered counter")
     status, ctype, text = scrape(d.metrics_port)

@@ -74,6 +74,7 @@ struct peer {
 	int nconn, open, peak;	/* connections: all, open now, most open */
 	int hold_dot;		/* answer no final dot until released */
 	int close_after_mail;	/* hang up when MAIL arrives */
+	int accept_later;	/* take "later" recipients too */
 	const char *mail_reply;	/* NULL: 250 */
 	struct pconn *held[64];	/* connections waiting for their dot reply */
 	int nheld;
@@ -187,7 +188,7 @@ pconn_line(struct pconn *pc, const char *line)
 		const char *s = strchr(line, '<'), *e = s ? strchr(s, '>') : NULL;
 		if (strstr(line, "bad") != NULL) {
 			pconn_say(pc, "550 5.1.1 No such user\r\n");
-		} else if (strstr(line, "later") != NULL) {
+		} else if (strstr(line, "later") != NULL && !p->accept_later) {
 			pconn_say(pc, "451 4.7.1 Try again later\r\n");
 		} else {
 			size_t n = strlen(pc->rcpts);

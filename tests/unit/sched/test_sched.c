@@ -210,6 +210,70 @@ test_loop_not_other_sockets(void **state)
 	loop_case("server.listen=127.0.0.2:%d", 0, 0);
 }
 
+/*
+ * Issue 9 item 13: a failed recipient's DSN is queued once. The message
+ * stays (another recipient is deferred), sluiced restarts, the deferred
+ * recipient is delivered: no second bounce (on main the failed recipient
+ * was bounced again when the message finished after the restart).
+ */
+static int
+bounced_once(struct world *w)
+{
+	/* and the DSN itself finished: only the original is left */
+	return peer_dsns(&w->peer) >= 1 && world_log_count(w,
+	    "deferred attempts=1") >= 1 && world_queued(w) == 1;
+}
+
+static int
+all_done(struct world *w)
+{
+	return world_empty(w) && w->peer.nmsg >= 2;
+}
+
+static void
+test_bounce_not_repeated_after_restart(void **state)
+{
+	struct world *w = world_new();
+
+	world_start(w);
+	world_submit(w, "s@src.test", "bad@dst.test,later@dst.test",
+	    "Subject: t\r\n\r\nhello\r\n", 0);
+	world_run_until(w, bounced_once, 10, "the bounce and the deferral");
+	assert_int_equal(world_restart(w), 1);
+	w->peer.accept_later = 1;
+	world_run_until(w, all_done, 10, "the deferred recipient");
+	world_run_for(w, 300);
+	assert_int_equal(peer_dsns(&w->peer), 1);
+	assert_int_equal(w->peer.nmsg, 2);
+	assert_int_equal(world_restart(w), 0);
+	world_free(w);
+}
+
+/* A message the spool could not store is forgotten; the next one goes. */
+static int
+one_failed(struct world *w)
+{
+	return w->failed == 1;
+}
+
+static void
+test_not_stored_forgotten(void **state)
+{
+	struct world *w = world_new();
+
+	world_start(w);
+	spool_fault_inject(w->sp, 1, SPOOL_ERR_NOSPACE);
+	world_submit(w, "s@src.test", "a@dst.test", "Subject: t\r\n\r\nx\r\n",
+	    0);
+	world_run_until(w, one_failed, 10, "the failed insert");
+	assert_int_equal(world_queued(w), 0);
+	world_submit(w, "s@src.test", "a@dst.test", "Subject: t\r\n\r\ny\r\n",
+	    0);
+	world_run_until(w, peer_has_1, 10, "the delivery");
+	assert_string_equal(w->peer.msgs[0].data, "Subject: t\r\n\r\ny\r\n");
+	world_free(w);
+}
+
 /* ---- the operator's delete ---- */
 
 struct del_res {
@@ -345,10 +409,12 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_delivers),
+		cmocka_unit_test(test_not_stored_forgotten),
 		cmocka_unit_test(test_bounce_goes_to_sender),
 		cmocka_unit_test(test_gateway_log_lines),
 		cmocka_unit_test(test_gateway_log_json),
 		cmocka_unit_test(test_dsn_8bit_body),
+		cmocka_unit_test(test_bounce_not_repeated_after_restart),
 		cmocka_unit_test(test_loop_same_socket),
 		cmocka_unit_test(test_loop_wildcard),
 		cmocka_unit_test(test_loop_not_other_sockets),

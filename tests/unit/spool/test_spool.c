@@ -512,6 +512,53 @@ test_fault_all(void **state)
 	found_free(&fd);
 }
 
+/*
+ * Issue 9 item 13: a DSN and the mark on the recipients it reports go in
+ * one transaction: both there, or (a failed commit) neither.
+ */
+static void
+test_insert_dsn(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t orig = spool_mid_next(f->sp), dsn1, dsn2;
+	struct spool_msg *m = make_msg(orig, 1, 3, 100);
+	struct found fd = { .n = 0 };
+	struct res r[3];
+	uint32_t rids[2] = { 0, 2 };
+	int count = 0;
+
+	for (int i = 0; i < 3; i++)
+		m->rcpts[i].state = SPOOL_RCPT_FAILED;
+	r[0] = (struct res){ .count = &count };
+	spool_insert(f->sp, m, done_cb, &r[0]);
+	run_until(f, &count, 1);
+	/* the first fails to commit: nothing of it stays */
+	spool_fault_inject(f->sp, 1, SPOOL_ERR_NOSPACE);
+	dsn1 = spool_mid_next(f->sp);
+	r[1] = (struct res){ .count = &count };
+	spool_insert_dsn(f->sp, make_msg(dsn1, 2, 1, 50), orig, rids, 1,
+	    done_cb, &r[1]);
+	run_until(f, &count, 2);
+	assert_int_equal(r[1].st, SPOOL_ERR_NOSPACE);
+	dsn2 = spool_mid_next(f->sp);
+	r[2] = (struct res){ .count = &count };
+	spool_insert_dsn(f->sp, make_msg(dsn2, 3, 1, 50), orig, rids, 2,
+	    done_cb, &r[2]);
+	run_until(f, &count, 3);
+	assert_int_equal(r[2].st, SPOOL_OK);
+	reopen(f);
+	assert_int_equal(spool_recover(f->sp, recover_cb, &fd), 2);
+	assert_int_equal(fd.m[0]->mid, orig);
+	assert_int_equal(fd.m[1]->mid, dsn2);
+	assert_int_equal(fd.m[0]->rcpts[0].state, SPOOL_RCPT_BOUNCED);
+	assert_int_equal(fd.m[0]->rcpts[1].state, SPOOL_RCPT_FAILED);
+	assert_int_equal(fd.m[0]->rcpts[2].state, SPOOL_RCPT_BOUNCED);
+	/* nothing else of the recipients changed */
+	assert_int_equal(fd.m[0]->rcpts[2].attempts, 2);
+	assert_body(f->sp, dsn2, 3, 50);
+	found_free(&fd);
+}
+
 static void
 test_fault_one(void **state)
 {
@@ -729,6 +776,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_fault_all, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_one, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_insert_dsn, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_bad_request_isolated, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_close_drains, setup,
