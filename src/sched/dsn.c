@@ -16,14 +16,19 @@
  *     the spool, and becomes BOUNCED in the same transaction (in the spool
  *     too: spool_insert_dsn), so a restart never reports it again; the
  *     original is not deleted before (sched_msg_maybe_done waits).
- *  3. A DSN that cannot be queued leaves its recipients FAILED: it is
- *     tried again later.
+ *  3. A DSN that cannot be queued (a full disk) leaves its recipients
+ *     FAILED: the message waits in s->dsn_wait, held like a request in
+ *     flight, and the DSN is tried again from one timer whose wait doubles
+ *     from SCHED_DSN_RETRY_MIN_MS to SCHED_DSN_RETRY_MAX_MS while the
+ *     spool keeps refusing (never in a loop), back to the start after a
+ *     DSN is taken.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "bounce/bounce.h"
 #include "log/log.h"
@@ -31,6 +36,11 @@
 #include "util/util.h"
 
 #define MSG_IDS(m) (&(struct log_ids){ 0, 0, (m)->mid, -1 })
+
+#define SCHED_DSN_RETRY_MIN_MS 1000
+#define SCHED_DSN_RETRY_MAX_MS 60000
+
+static void sched_dsn_wait(struct sched *s, struct sched_msg *m);
 
 /* One DSN on its way into the spool. */
 struct sched_dsn {
@@ -56,17 +66,20 @@ sched_dsn_stored(void *arg, enum spool_status st)
 		    "bounced" : q->action == BOUNCE_DELAYED ? "delay notice" :
 		    "success notice", "dsn_mid", mid, NULL);
 		q->s->stats.dsn_sent++;
+		q->s->dsn_backoff_ms = 0;
 		if (q->action == BOUNCE_FAILED)
 			for (size_t i = 0; i < q->n; i++)
 				m->rcpts[q->idx[i]].state = SPOOL_RCPT_BOUNCED;
 		sched_msg_commit(q->s, q->dsn);
 	} else {
 		/* the recipients stay FAILED: the message stays, and the
-		 * DSN is tried again with the next outcome or at restart */
+		 * DSN is tried again from the timer */
 		log_ev(LOG_WARNING, MSG_IDS(m), "DSN not queued",
 		    "status", st == SPOOL_ERR_NOSPACE ? "no space" : "io error",
 		    NULL);
 		sched_msg_abort(q->s, q->dsn);
+		if (q->action == BOUNCE_FAILED)
+			sched_dsn_wait(q->s, m);
 	}
 	free(q);
 	sched_msg_maybe_done(m->s, m);
@@ -189,6 +202,66 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	} else {
 		spool_insert(s->spool, dm, sched_dsn_stored, q);
 	}
+}
+
+/* The timer: every waiting message tries its DSNs again. */
+static void
+sched_dsn_retry_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched *s = arg;
+	struct sched_msg **v = s->dsn_wait;
+	size_t n = s->ndsn_wait;
+
+	s->dsn_wait = NULL;
+	s->ndsn_wait = s->dsn_wait_cap = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct sched_msg *m = v[i];
+		m->dsn_wait = 0;
+		m->inflight--;
+		/* with no DSN in flight, none is sent twice; else the last
+		 * answer's sched_msg_maybe_done tries it */
+		if (sched_msg_queued(m) && m->inflight == 0)
+			sched_dsn_pending(s, m);
+		sched_msg_maybe_done(s, m);
+	}
+	free(v);
+}
+
+/* m's failure DSN was refused: hold m and try again after the backoff. */
+static void
+sched_dsn_wait(struct sched *s, struct sched_msg *m)
+{
+	struct timeval tv;
+
+	if (m->dsn_wait)
+		return;
+	if (s->ndsn_wait == s->dsn_wait_cap) {
+		s->dsn_wait_cap = s->dsn_wait_cap ? s->dsn_wait_cap * 2 : 16;
+		s->dsn_wait = xrealloc(s->dsn_wait, s->dsn_wait_cap *
+		    sizeof(*s->dsn_wait));
+	}
+	s->dsn_wait[s->ndsn_wait++] = m;
+	m->dsn_wait = 1;
+	m->inflight++;
+	if (s->dsn_retry_ev == NULL)
+		s->dsn_retry_ev = evtimer_new(s->base, sched_dsn_retry_fire, s);
+	if (evtimer_pending(s->dsn_retry_ev, NULL))
+		return;
+	s->dsn_backoff_ms = s->dsn_backoff_ms == 0 ? SCHED_DSN_RETRY_MIN_MS :
+	    s->dsn_backoff_ms * 2;
+	if (s->dsn_backoff_ms > SCHED_DSN_RETRY_MAX_MS)
+		s->dsn_backoff_ms = SCHED_DSN_RETRY_MAX_MS;
+	tv.tv_sec = s->dsn_backoff_ms / 1000;
+	tv.tv_usec = (s->dsn_backoff_ms % 1000) * 1000;
+	evtimer_add(s->dsn_retry_ev, &tv);
+}
+
+void
+sched_dsn_free(struct sched *s)
+{
+	if (s->dsn_retry_ev != NULL)
+		event_free(s->dsn_retry_ev);
+	free(s->dsn_wait);
 }
 
 void

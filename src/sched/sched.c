@@ -855,6 +855,7 @@ sched_free(struct sched *s)
 		TAILQ_REMOVE(&s->leaving, m, age);
 		sched_msg_free(m);
 	}
+	sched_dsn_free(s);
 	sl_heap_free(&s->retry);
 	if (s->retry_ev)
 		event_free(s->retry_ev);

@@ -99,6 +99,7 @@ struct sched_msg {
 	unsigned warned : 1;		/* a delay notice went out */
 	unsigned listed : 1;		/* indexed and on a list */
 	unsigned in_expired : 1;	/* queued, in s->expired */
+	unsigned dsn_wait : 1;		/* in s->dsn_wait (dsn.c) */
 	uint64_t size;
 	uint32_t nrcpt, npending;	/* recipients, those not final */
 	struct sched_job *jobs;		/* jobs of this message (job->next) */
@@ -213,6 +214,12 @@ struct sched {
 	uint64_t next_dcid;
 	int nconn;			/* all delivery connections */
 	int stopping;
+	/* messages whose failure DSN the spool refused, waiting for
+	 * dsn_retry_ev; each counts as a request in flight (dsn.c) */
+	struct sched_msg **dsn_wait;
+	size_t ndsn_wait, dsn_wait_cap;
+	struct event *dsn_retry_ev;
+	int64_t dsn_backoff_ms;		/* the next wait; 0: the first */
 	struct sockaddr_storage *self;	/* this machine's addresses (loop.c) */
 	size_t nself;
 	int64_t self_expire;		/* unix ms */
@@ -255,6 +262,8 @@ void sched_dsn(struct sched *s, struct sched_msg *m,
     enum bounce_action action, const uint32_t *idx, size_t n);
 /* Queue the failure DSNs still due (after one that could not be queued). */
 void sched_dsn_pending(struct sched *s, struct sched_msg *m);
+/* Free what dsn.c keeps in s (at exit). */
+void sched_dsn_free(struct sched *s);
 
 /* destq.c */
 struct sched_dest *sched_dest_get(struct sched *s, const char *domain);

@@ -274,6 +274,46 @@ test_not_stored_forgotten(void **state)
 	world_free(w);
 }
 
+/*
+ * Issue 9 item 14: a DSN the spool cannot take (full disk) is tried again
+ * from a timer with backoff (1 s, 2 s, ...), not at once in a loop; once
+ * there is room it goes (on main: thousands of tries in 1.5 s).
+ */
+static int
+committed(struct world *w)
+{
+	return w->committed >= 1;
+}
+
+static int
+bounce_delivered(struct world *w)
+{
+	return peer_dsns(&w->peer) == 1 && world_empty(w);
+}
+
+static void
+test_dsn_retry_backoff(void **state)
+{
+	struct world *w = world_new();
+	int tries;
+
+	world_start(w);
+	world_submit(w, "s@src.test", "bad@dst.test", "Subject: t\r\n\r\nx\r\n",
+	    0);
+	/* the disk fills while the delivery is under way */
+	world_run_until(w, committed, 10, "the commit");
+	spool_fault_inject(w->sp, 1000000, SPOOL_ERR_NOSPACE);
+	world_run_for(w, 1500);
+	tries = world_log_count(w, "DSN not queued");
+	/* the first try, then one after 1 s: never more than three */
+	if (tries < 1 || tries > 3)
+		fail_msg("%d tries of the DSN in 1.5 s", tries);
+	spool_fault_inject(w->sp, 0, SPOOL_OK);
+	world_run_until(w, bounce_delivered, 10, "the DSN, once there is room");
+	assert_int_equal(world_restart(w), 0);
+	world_free(w);
+}
+
 /* ---- the operator's delete ---- */
 
 struct del_res {
@@ -415,6 +455,7 @@ main(void)
 		cmocka_unit_test(test_gateway_log_json),
 		cmocka_unit_test(test_dsn_8bit_body),
 		cmocka_unit_test(test_bounce_not_repeated_after_restart),
+		cmocka_unit_test(test_dsn_retry_backoff),
 		cmocka_unit_test(test_loop_same_socket),
 		cmocka_unit_test(test_loop_wildcard),
 		cmocka_unit_test(test_loop_not_other_sockets),
