@@ -28,6 +28,9 @@ struct bounce_rcpt {
 	const char *status;	/* "5.1.1" */
 	const char *remote_mta;	/* "mx.example.net", or NULL */
 	const char *diagnostic;	/* "550 5.1.1 <x@y>: User unknown", or NULL */
+	const char *note;	/* for the reader, before the diagnostic in
+				   part 1 ("delivery time expired after 5
+				   days"), or NULL */
 	int64_t last_attempt;	/* unix seconds, or 0 */
 };
 

@@ -353,21 +353,24 @@ bounce_text_rcpt(struct bounce_ctx *c, struct evbuffer *out,
 	char *addr = bounce_clean(r->addr, c->global, 400);
 	char *host = bounce_clean(r->remote_mta, 0, 255);
 	char *diag = bounce_clean(r->diagnostic, c->global, BOUNCE_FIELD_MAX);
+	char *note = bounce_clean(r->note, 0, 200);
 	char *first = xasprintf("<%s>:", addr);
 	char *text;
 
 	if (*diag && *host)
-		text = xasprintf("host %s said: %s (status %s)", host, diag,
-		    bounce_status(r));
+		text = xasprintf("%s%shost %s said: %s (status %s)", note,
+		    *note ? "; " : "", host, diag, bounce_status(r));
 	else if (*diag)
-		text = xasprintf("%s (status %s)", diag, bounce_status(r));
+		text = xasprintf("%s%s%s (status %s)", note, *note ? "; " : "",
+		    diag, bounce_status(r));
 	else
-		text = xasprintf("%s (status %s)", bounce_outcome[r->action],
-		    bounce_status(r));
+		text = xasprintf("%s (status %s)", *note ? note :
+		    bounce_outcome[r->action], bounce_status(r));
 	evbuffer_add(out, "\r\n", 2);
 	bounce_wrap(out, first, text, 4);
 	free(text);
 	free(first);
+	free(note);
 	free(diag);
 	free(host);
 	free(addr);

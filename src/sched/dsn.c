@@ -85,10 +85,23 @@ sched_dsn_stored(void *arg, enum spool_status st)
 	sched_msg_maybe_done(m->s, m);
 }
 
+/*
+ * The status a DSN gives a recipient (RFC 3463). A failure after nothing
+ * but temporary replies is an expiry: 5.4.7, and a delay notice says
+ * 4.4.7 ("delivery time expired"); the last reply stays the diagnostic.
+ * Otherwise the reply's own enhanced code: "550 5.1.1 ..." -> "5.1.1",
+ * or one made from its class.
+ */
 static const char *
-sched_status_of(const char *reply, char *buf, size_t size, int code)
+sched_status_of(enum bounce_action action, const char *reply, char *buf,
+    size_t size)
 {
-	/* "550 5.1.1 ..." -> "5.1.1"; else from the code's class */
+	int code = reply != NULL ? atoi(reply) : 0;
+
+	if (action == BOUNCE_DELAYED)
+		return "4.4.7";
+	if (action == BOUNCE_FAILED && code < 500)
+		return "5.4.7";
 	if (reply != NULL && strlen(reply) > 9 && reply[3] == ' ' &&
 	    (reply[4] == '2' || reply[4] == '4' || reply[4] == '5') &&
 	    reply[5] == '.') {
@@ -103,6 +116,27 @@ sched_status_of(const char *reply, char *buf, size_t size, int code)
 	return buf;
 }
 
+/* "delivery time expired after 5 days in the queue"; free(). */
+static char *
+sched_dsn_expiry_note(const struct sched_msg *m)
+{
+	long long age = sl_now_us() / 1000000 - m->arrival;
+	const char *unit = "seconds";
+
+	if (age >= 2 * 86400) {
+		age /= 86400;
+		unit = "days";
+	} else if (age >= 2 * 3600) {
+		age /= 3600;
+		unit = "hours";
+	} else if (age >= 120) {
+		age /= 60;
+		unit = "minutes";
+	}
+	return xasprintf("delivery time expired after %lld %s in the queue",
+	    age, unit);
+}
+
 void
 sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
     const uint32_t *idx, size_t n)
@@ -112,7 +146,7 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	struct spool_msg *dm;
 	struct sched_dsn *q;
 	struct evbuffer *orig;
-	char (*status)[16];
+	char (*status)[16], *expiry = NULL;
 	size_t k = 0;
 
 	if (n == 0)
@@ -130,7 +164,6 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	status = xcalloc(n, sizeof(*status));
 	for (size_t i = 0; i < n; i++) {
 		struct sched_rcpt *r = &m->rcpts[idx[i]];
-		int code = r->last_reply ? atoi(r->last_reply) : 0;
 		if (action == BOUNCE_FAILED &&
 		    (r->notify & SPOOL_NOTIFY_NEVER ||
 		    (r->notify && !(r->notify & SPOOL_NOTIFY_FAILURE)))) {
@@ -140,17 +173,23 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 		br[k].addr = r->addr;
 		br[k].orcpt = sched_rcpt_orcpt(r);
 		br[k].action = action;
-		br[k].status = sched_status_of(r->last_reply, status[k],
-		    sizeof(status[k]), code);
+		br[k].status = sched_status_of(action, r->last_reply, status[k],
+		    sizeof(status[k]));
 		br[k].remote_mta = r->remote;
 		br[k].diagnostic = r->last_reply;
 		br[k].last_attempt = sl_now_us() / 1000000;
+		if (strcmp(br[k].status, "5.4.7") == 0) {
+			if (expiry == NULL)
+				expiry = sched_dsn_expiry_note(m);
+			br[k].note = expiry;
+		}
 		q->idx[k++] = idx[i];
 	}
 	if (k == 0) {
 		free(q);
 		free(br);
 		free(status);
+		free(expiry);
 		return;
 	}
 	orig = spool_body_load(s->spool, m->mid);
@@ -185,6 +224,7 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 		evbuffer_free(orig);
 	free(br);
 	free(status);
+	free(expiry);
 
 	q->s = s;
 	q->orig = m;

@@ -637,11 +637,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 				sched_rcpt_set_reply(r, "550 5.0.0 Returned to "
 				    "the sender by the operator", NULL);
 			} else if (code < 500) {
-				char *why = xasprintf("%s (message expired "
-				    "after %llds in the queue)", res[i].reply,
-				    (long long)(now - m->arrival));
-				sched_rcpt_set_reply(r, why, remote);
-				free(why);
+				/* expired: the last reply stays its diagnostic;
+				 * the DSN says 5.4.7 (dsn.c) */
 				s->stats.expired++;
 			}
 			r->state = SPOOL_RCPT_FAILED;	/* its DSN due */

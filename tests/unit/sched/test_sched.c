@@ -314,6 +314,47 @@ test_dsn_retry_backoff(void **state)
 	world_free(w);
 }
 
+/*
+ * Issue 9 item 21: a recipient that expires after temporary refusals is
+ * reported with Status 5.4.7 (RFC 3463: delivery time expired) and the
+ * last reply as its Diagnostic-Code; the delay notice before says 4.4.7.
+ * On main: Status 4.7.1 (the last reply's), the reply with our words.
+ */
+static int
+expired_bounce(struct world *w)
+{
+	return peer_dsns(&w->peer) >= 2 && world_empty(w);
+}
+
+static void
+test_expiry_status(void **state)
+{
+	struct world *w = world_new();
+	const struct pmsg *delay = NULL, *fail = NULL;
+
+	world_set(w, "delivery.queue_lifetime=3s");
+	world_set(w, "delivery.delay_warning=1s");
+	world_start(w);
+	world_submit(w, "s@src.test", "later@dst.test",
+	    "Subject: t\r\n\r\nx\r\n", 0);
+	world_run_until(w, expired_bounce, 15, "the delay notice and bounce");
+	for (int i = 0; i < w->peer.nmsg; i++) {
+		const struct pmsg *m = &w->peer.msgs[i];
+		if (strstr(m->data, "Action: delayed") != NULL)
+			delay = m;
+		else if (strstr(m->data, "Action: failed") != NULL)
+			fail = m;
+	}
+	assert_non_null(delay);
+	assert_non_null(fail);
+	assert_non_null(strstr(delay->data, "\r\nStatus: 4.4.7\r\n"));
+	assert_non_null(strstr(fail->data, "\r\nStatus: 5.4.7\r\n"));
+	assert_non_null(strstr(fail->data, "\r\nDiagnostic-Code: smtp; 451 "
+	    "4.7.1 Try again later\r\n"));
+	assert_non_null(strstr(fail->data, "delivery time expired after"));
+	world_free(w);
+}
+
 /* ---- the operator's delete ---- */
 
 struct del_res {
@@ -456,6 +497,7 @@ main(void)
 		cmocka_unit_test(test_dsn_8bit_body),
 		cmocka_unit_test(test_bounce_not_repeated_after_restart),
 		cmocka_unit_test(test_dsn_retry_backoff),
+		cmocka_unit_test(test_expiry_status),
 		cmocka_unit_test(test_loop_same_socket),
 		cmocka_unit_test(test_loop_wildcard),
 		cmocka_unit_test(test_loop_not_other_sockets),
