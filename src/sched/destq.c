@@ -11,7 +11,10 @@
  * sched_dest_run() is the one place that decides to send: it feeds idle
  * connections, then opens new ones while the backlog exceeds the
  * connections on their way and the site's and the total limits allow.
- * Whatever stops it is logged once per change of reason.
+ * Whatever stops it is logged once per change of reason; a destination
+ * held back by its site's limit waits on the site (site->waiting) and is
+ * run again when a connection of that site closes, one held back by the
+ * total limit on s->starved.
  *
  * Connection life (smtpc events):
  *   new -(READY)-> idle -(send)-> busy -(done, READY)-> idle ... -> quit
@@ -106,6 +109,7 @@ sched_site_get(struct sched *s, const char *key)
 	}
 	s->nsite++;
 	site = xcalloc(1, sizeof(*site));
+	TAILQ_INIT(&site->waiting);
 	site->key = xstrdup(key);
 	site->limit = (int)s->conf->delivery_destination_concurrency;
 	site->hnext = s->stab[b];
@@ -166,18 +170,76 @@ sched_dest_all(struct sched *s, struct sched_dest *d, int perm, int code,
 	}
 }
 
-/* The site key: the next hops' names, so equal MX sets share limits. */
+static int
+sched_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * The site key: the next hops' names, lower case, sorted, each once; so
+ * equal MX sets share limits whatever order DNS (or the shuffle of equal
+ * preferences) gave them in. Returns a new string.
+ */
 static char *
 sched_site_key(const struct dns_result *r)
 {
-	char *key = xstrdup("");
+	char **names = xcalloc(r->nhost ? r->nhost : 1, sizeof(*names));
+	size_t len = 1, n = 0;
+	char *key;
 
 	for (size_t i = 0; i < r->nhost; i++) {
-		char *k = xasprintf("%s%s%s", key, i ? "," : "", r->hosts[i].name);
-		free(key);
-		key = k;
+		names[i] = xstrdup(r->hosts[i].name);
+		for (char *p = names[i]; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p + 32);
+		len += strlen(names[i]) + 1;
 	}
+	qsort(names, r->nhost, sizeof(*names), sched_name_cmp);
+	key = xcalloc(1, len);
+	for (size_t i = 0; i < r->nhost; i++) {
+		if (i == 0 || strcmp(names[i], names[i - 1]) != 0) {
+			if (n++ > 0)
+				strcat(key, ",");
+			strcat(key, names[i]);
+		}
+	}
+	for (size_t i = 0; i < r->nhost; i++)
+		free(names[i]);
+	free(names);
 	return key;
+}
+
+/* d counts on site (or on none: NULL). */
+static void
+sched_dest_set_site(struct sched_dest *d, struct sched_site *site)
+{
+	if (d->site == site)
+		return;
+	if (d->waits_on != NULL) {
+		TAILQ_REMOVE(&d->waits_on->waiting, d, site_wait);
+		d->waits_on = NULL;
+	}
+	if (d->site != NULL)
+		d->site->refs--;
+	d->site = site;
+	if (site != NULL)
+		site->refs++;
+}
+
+static void sched_kick_fire(evutil_socket_t fd, short what, void *arg);
+
+/* Run d when the loop is back (never from inside a connection's callback). */
+static void
+sched_dest_kick_later(struct sched *s, struct sched_dest *d)
+{
+	if (s->kick_ev == NULL)
+		s->kick_ev = event_new(s->base, -1, 0, sched_kick_fire, s);
+	if (!d->in_kick) {
+		TAILQ_INSERT_TAIL(&s->kick, d, kick);
+		d->in_kick = 1;
+	}
+	event_active(s->kick_ev, EV_TIMEOUT, 1);
 }
 
 static void
@@ -203,7 +265,7 @@ sched_dest_resolved(void *arg, struct dns_result *r)
 		d->hops_expire = sched_now_ms() + (int64_t)(r->ttl ? r->ttl :
 		    300) * 1000;
 		key = d->route ? xstrdup(d->route) : sched_site_key(r);
-		d->site = sched_site_get(s, key);
+		sched_dest_set_site(d, sched_site_get(s, key));
 		free(key);
 		sched_dest_run(s, d);
 		return;
@@ -321,6 +383,8 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 
 	c->s = s;
 	c->dest = d;
+	c->site = d->site;
+	c->site->refs++;
 	c->dcid = ++s->next_dcid;
 	c->started = sched_now_ms();
 	c->connecting = 1;
@@ -328,7 +392,7 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 	TAILQ_INSERT_TAIL(&d->conns, c, entry);
 	d->nconn++;
 	d->nconnecting++;
-	d->site->nconn++;
+	c->site->nconn++;
 	s->nconn++;
 	c->c = smtpc_new(s->base, c->dcid, &p, addrs, n, &cb);
 }
@@ -343,7 +407,8 @@ sched_conn_free(struct sched_conn *c)
 	d->nconn--;
 	if (c->connecting)
 		d->nconnecting--;
-	d->site->nconn--;
+	c->site->nconn--;
+	c->site->refs--;
 	s->nconn--;
 	if (c->idle_ev)
 		event_free(c->idle_ev);
@@ -427,7 +492,7 @@ sched_conn_next(struct sched_conn *c)
 	struct timeval tv = { s->conf->delivery_idle_timeout, 0 };
 
 	if (sched_conn_worn(c) ||
-	    (d->site && d->site->paused_until > sched_now_ms())) {
+	    c->site->paused_until > sched_now_ms()) {
 		c->ready = 0;
 		smtpc_quit(c->c);
 		return;
@@ -441,11 +506,12 @@ sched_conn_next(struct sched_conn *c)
 	evtimer_add(c->idle_ev, &tv);
 }
 
-/* 421 or "too many connections": fewer connections, and a pause. */
+/* 421 or "too many connections" from a host of site: fewer connections,
+ * and a pause. */
 static void
-sched_site_throttle(struct sched *s, struct sched_dest *d, const char *reply)
+sched_site_throttle(struct sched *s, struct sched_site *site,
+    struct sched_dest *d, const char *reply)
 {
-	struct sched_site *site = d->site;
 	int limit = site->nconn > 1 ? site->nconn - 1 : 1;
 
 	if (limit > site->limit / 2 && site->limit > 1)
@@ -481,23 +547,45 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 			delivered = 1;
 	}
 	if (throttled)
-		sched_site_throttle(s, c->dest, m->rcpts[0].reply);
-	else if (delivered && c->dest->site->limit <
+		sched_site_throttle(s, c->site, c->dest, m->rcpts[0].reply);
+	else if (delivered && c->site->limit <
 	    s->conf->delivery_destination_concurrency)
-		c->dest->site->limit++;	/* recover, one step at a time */
+		c->site->limit++;	/* recover, one step at a time */
 	if (job != NULL)
 		sched_job_outcome(s, job, m->rcpts, m->nrcpt,
 		    smtpc_peer_host(sc),
 		    (smtpc_peer_ext(sc) & SMTPC_EXT_DSN) != 0);
 }
 
+/* The loop is back: run the destinations a closed connection made room
+ * for, then those waiting for total capacity. */
 static void
-sched_dest_kick(evutil_socket_t fd, short what, void *arg)
+sched_kick_fire(evutil_socket_t fd, short what, void *arg)
 {
-	struct sched_dest *d = arg;
+	struct sched *s = arg;
+	struct sched_dest *d;
 
-	sched_dest_run(d->wake_s, d);
-	sched_run_starved(d->wake_s);
+	while ((d = TAILQ_FIRST(&s->kick)) != NULL) {
+		TAILQ_REMOVE(&s->kick, d, kick);
+		d->in_kick = 0;
+		sched_dest_run(s, d);
+	}
+	sched_run_starved(s);
+}
+
+/* A connection of site closed: its destination and those waiting on the
+ * site get their turn once the socket is gone. */
+static void
+sched_conn_gone(struct sched *s, struct sched_dest *d, struct sched_site *site)
+{
+	struct sched_dest *w;
+
+	sched_dest_kick_later(s, d);
+	while ((w = TAILQ_FIRST(&site->waiting)) != NULL) {
+		TAILQ_REMOVE(&site->waiting, w, site_wait);
+		w->waits_on = NULL;
+		sched_dest_kick_later(s, w);
+	}
 }
 
 static void
@@ -521,7 +609,7 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 		char reply[600];
 		if (code == 421 || (code >= 400 && code < 500)) {
 			snprintf(reply, sizeof(reply), "%s", reason);
-			sched_site_throttle(s, d, reply);
+			sched_site_throttle(s, c->site, d, reply);
 		} else {
 			snprintf(reply, sizeof(reply), "451 4.4.1 %s", reason);
 			d->paused_until = sched_now_ms() +
@@ -531,20 +619,17 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 			/* every ready job of d: all its hosts are down */
 			sched_dest_all(s, d, 0, 451, reply, NULL);
 		}
-		smtpc_free(sc);	/* the owner releases it (smtpc.h) */
-		sched_conn_free(c);
 		break;
 	}
 	case SMTPC_CLOSED:
-		smtpc_free(sc);
-		sched_conn_free(c);
 		break;
 	}
 	/* smtpc closes the socket only once this callback returns: open the
 	 * next connection after that, so the receiver never sees one more
 	 * than the limit */
-	event_base_once(s->base, -1, EV_TIMEOUT, sched_dest_kick, d,
-	    &(struct timeval){ 0, 0 });
+	sched_conn_gone(s, d, c->site);
+	smtpc_free(sc);	/* the owner releases it (smtpc.h) */
+	sched_conn_free(c);
 }
 
 static const struct smtpc_cb sched_conn_cb = {
@@ -599,6 +684,11 @@ sched_dest_run(struct sched *s, struct sched_dest *d)
 	while (d->nready > (uint64_t)d->nconnecting) {
 		if (d->site->nconn >= d->site->limit) {
 			sched_dest_blocked(d, "destination concurrency limit");
+			if (d->waits_on == NULL) {
+				TAILQ_INSERT_TAIL(&d->site->waiting, d,
+				    site_wait);
+				d->waits_on = d->site;
+			}
 			return;
 		}
 		if (s->nconn >= s->conf->delivery_total_concurrency) {
@@ -674,4 +764,7 @@ sched_dest_free_all(struct sched *s)
 		}
 		s->stab[b] = NULL;
 	}
+	if (s->kick_ev != NULL)
+		event_free(s->kick_ev);
+	s->kick_ev = NULL;
 }

@@ -69,6 +69,7 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	TAILQ_INIT(&s->expired);
 	TAILQ_INIT(&s->leaving);
 	TAILQ_INIT(&s->starved);
+	TAILQ_INIT(&s->kick);
 	return s;
 }
 

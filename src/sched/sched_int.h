@@ -138,24 +138,35 @@ struct sched_job {
 
 TAILQ_HEAD(sched_job_list, sched_job);
 
-/* Connection limits and throttle state, shared by destinations whose
- * next hops are the same hosts (limits protect the receiver). */
+struct sched_conn;
+TAILQ_HEAD(sched_conn_list, sched_conn);
+TAILQ_HEAD(sched_dest_list, sched_dest);
+
+/*
+ * Connection limits and throttle state, shared by destinations whose
+ * next hops are the same hosts (limits protect the receiver). The key is
+ * the sorted set of host names, so the shuffle of equal MX preferences
+ * never splits a site. A connection counts against the site it was opened
+ * for until it closes, wherever its destination's hops have gone since.
+ */
 struct sched_site {
 	struct sched_site *hnext;
 	char *key;
 	int nconn;
 	int limit;		/* current: lowered on 421, raised on success */
 	int64_t paused_until;	/* unix ms */
-	int refs;
+	int refs;		/* destinations and connections on it */
+	struct sched_dest_list waiting;	/* held back by its limit */
 };
-
-struct sched_conn;
-TAILQ_HEAD(sched_conn_list, sched_conn);
 
 struct sched_dest {
 	struct sched_dest *hnext;	/* hash chain */
 	TAILQ_ENTRY(sched_dest) starved;	/* waiting for total capacity */
 	int in_starved;
+	TAILQ_ENTRY(sched_dest) site_wait;	/* in site->waiting */
+	struct sched_site *waits_on;	/* that site, or NULL */
+	TAILQ_ENTRY(sched_dest) kick;	/* in s->kick */
+	int in_kick;
 	char *name;			/* domain, or route value */
 	char *route;			/* static route hosts, or NULL: MX */
 	struct sched_job_list ready;
@@ -177,6 +188,7 @@ struct sched_conn {
 	TAILQ_ENTRY(sched_conn) entry;
 	struct sched *s;
 	struct sched_dest *dest;
+	struct sched_site *site;	/* counted against until freed */
 	struct smtpc *c;
 	uint64_t dcid;
 	int nmsgs;
@@ -206,7 +218,9 @@ struct sched {
 	struct sched_msg_list age;	/* QUEUED messages, by arrival */
 	struct sched_msg_list expired;	/* EXPIRED and RETURNED */
 	struct sched_msg_list leaving;	/* DELETING, REMOVED, DONE */
-	TAILQ_HEAD(, sched_dest) starved;
+	struct sched_dest_list starved;
+	struct sched_dest_list kick;	/* to run once the loop is back */
+	struct event *kick_ev;
 	struct sl_heap retry;		/* deferred jobs */
 	struct event *retry_ev;
 	int64_t retry_at;		/* when retry_ev fires, unix s; 0 none */

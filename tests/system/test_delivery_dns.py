@@ -8,6 +8,7 @@ servers on 127.0.0.x at the test's smtp_port. The sender's domain back.test
 has its own receiver so that bounces come back to the test.
 """
 import re
+import time
 
 from delivery_util import (inject, make_body, net, parse_dsn, send,  # noqa: F401
                            wait_spool_empty)
@@ -279,3 +280,61 @@ def test_worse_mx_that_is_ourselves_not_tried(net, make_sluiced):
     finished(d, 1)
     assert rx.tokens() == {"loop2": 1}
     assert len(re.findall(r"New SMTP connection address=", d.log_text())) == 1
+
+
+def test_equal_mx_set_is_one_site(net, make_sluiced):
+    """Issue 9 item 12: six domains whose MX are the same two hosts at one
+    preference share one site, and so its connection limit, whatever
+    order the shuffle of equal preferences gives (on main the site key
+    followed that order, so the domains split into two sites and two
+    connections ran at once against a limit of 1)."""
+    from delivery_util import Gauge
+    doms = [f"share{i}.test" for i in range(6)]
+    for dom in doms:
+        net.dns.mx(dom, "mxa.share.test", 10).mx(dom, "mxb.share.test", 10)
+    net.dns.host("mxa.share.test", "127.0.0.11").host("mxb.share.test",
+                                                       "127.0.0.12")
+    net.dns.start()
+    gauge = Gauge()
+    rxs = [net.receiver(a, gauge=gauge, delays={"data_end": 0.3})
+           for a in ("127.0.0.11", "127.0.0.12")]
+    d = make_sluiced(conf=net.conf(destination_concurrency=1))
+    inject(d.port, [(SENDER, [f"u@{dom}"], make_body(dom)) for dom in doms],
+           sessions=6)
+    wait_until(lambda: sum(r.count() for r in rxs) == 6, timeout=40,
+               what="six deliveries, one connection at a time")
+    finished(d, 6)
+    assert gauge.peak == 1, f"{gauge.peak} connections at once to one site"
+
+
+def test_connection_keeps_its_site(net, make_sluiced):
+    """A connection counts against the site it was opened for, even when
+    its destination has since moved to other hosts: on main the first
+    connection, closing, took its count off the new site, so the new
+    site let two connections run against a limit of 1."""
+    zone = net.dns.script("mv.test")
+    zone.fail = False
+    zone.zones["mv.test"] = [(10, "mx1.mv.test")]
+    net.dns.host("mx1.mv.test", "127.0.0.11").host("mx2.mv.test",
+                                                     "127.0.0.12")
+    net.dns.start()
+    # the first connection is busy 2.5 s, then idle 1 s; the second busy
+    # 3 s from about 1.5 s: it is still busy when the first one closes
+    rx1 = net.receiver("127.0.0.11", delays={"data_end": 2.5})
+    rx2 = net.receiver("127.0.0.12", delays={"data_end": 3})
+    d = make_sluiced(conf=net.conf(destination_concurrency=1,
+                                   data_timeout="10s"))
+    send(d.port, SENDER, ["a@mv.test"], make_body("mv1"))
+    wait_until(lambda: rx1.conns == 1, timeout=10, what="mx1 connected")
+    zone.zones["mv.test"] = [(10, "mx2.mv.test")]
+    time.sleep(1.5)       # the answer's TTL (1 s) runs out
+    send(d.port, SENDER, ["b@mv.test"], make_body("mv2"))
+    wait_until(lambda: rx2.conns == 1, timeout=10, what="mx2 connected")
+    d.wait_log(r"DCID 1 close reason=", timeout=15)
+    assert rx2.count() == 0, "the second connection is not busy any more"
+    send(d.port, SENDER, ["c@mv.test"], make_body("mv3"))
+    wait_until(lambda: rx2.count() == 2, timeout=20, what="two at mx2")
+    finished(d, 3)
+    assert rx1.tokens() == {"mv1": 1}
+    assert rx2.tokens() == {"mv2": 1, "mv3": 1}
+    assert rx2.peak == 1, f"{rx2.peak} connections at once, limit 1"
