@@ -16,6 +16,11 @@
  * run again when a connection of that site closes, one held back by the
  * total limit on s->starved.
  *
+ * A destination with no job and no connection left is freed (the gc
+ * event, so never under a caller's feet), and with it its site once no
+ * destination and no connection counts on it (site->refs): memory follows
+ * the domains mail is waiting for, not every domain ever mailed.
+ *
  * Connection life (smtpc events):
  *   new -(READY)-> idle -(send)-> busy -(done, READY)-> idle ... -> quit
  *   -(CLOSED)-> freed;  new -(FAILED)-> freed, destination deferred or
@@ -210,9 +215,12 @@ sched_site_key(const struct dns_result *r)
 	return key;
 }
 
+static void sched_site_unref(struct sched *s, struct sched_site *site);
+
 /* d counts on site (or on none: NULL). */
 static void
-sched_dest_set_site(struct sched_dest *d, struct sched_site *site)
+sched_dest_set_site(struct sched *s, struct sched_dest *d,
+    struct sched_site *site)
 {
 	if (d->site == site)
 		return;
@@ -221,7 +229,7 @@ sched_dest_set_site(struct sched_dest *d, struct sched_site *site)
 		d->waits_on = NULL;
 	}
 	if (d->site != NULL)
-		d->site->refs--;
+		sched_site_unref(s, d->site);
 	d->site = site;
 	if (site != NULL)
 		site->refs++;
@@ -265,7 +273,7 @@ sched_dest_resolved(void *arg, struct dns_result *r)
 		d->hops_expire = sched_now_ms() + (int64_t)(r->ttl ? r->ttl :
 		    300) * 1000;
 		key = d->route ? xstrdup(d->route) : sched_site_key(r);
-		sched_dest_set_site(d, sched_site_get(s, key));
+		sched_dest_set_site(s, d, sched_site_get(s, key));
 		free(key);
 		sched_dest_run(s, d);
 		return;
@@ -408,8 +416,10 @@ sched_conn_free(struct sched_conn *c)
 	if (c->connecting)
 		d->nconnecting--;
 	c->site->nconn--;
-	c->site->refs--;
+	sched_site_unref(s, c->site);
 	s->nconn--;
+	if (d->nconn == 0)
+		sched_dest_maybe_idle(s, d);
 	if (c->idle_ev)
 		event_free(c->idle_ev);
 	if (c->body)
@@ -717,6 +727,106 @@ sched_run_starved(struct sched *s)
 	}
 }
 
+/* ---- freeing what is idle ---- */
+
+static void
+sched_site_free(struct sched *s, struct sched_site *site)
+{
+	struct sched_site **pp;
+
+	for (pp = &s->stab[sl_hash_str(site->key) % s->stab_size]; *pp != NULL;
+	    pp = &(*pp)->hnext) {
+		if (*pp == site) {
+			*pp = site->hnext;
+			break;
+		}
+	}
+	s->nsite--;
+	free(site->key);
+	free(site);
+}
+
+/* Free d: it has no job and no connection; nothing else keeps it. */
+static void
+sched_dest_free(struct sched *s, struct sched_dest *d)
+{
+	struct sched_dest **pp;
+
+	for (pp = &s->dtab[sl_hash_str(d->name) % s->dtab_size]; *pp != NULL;
+	    pp = &(*pp)->hnext) {
+		if (*pp == d) {
+			*pp = d->hnext;
+			break;
+		}
+	}
+	s->ndest--;
+	if (d->in_starved)
+		TAILQ_REMOVE(&s->starved, d, starved);
+	if (d->in_kick)
+		TAILQ_REMOVE(&s->kick, d, kick);
+	sched_dest_set_site(s, d, NULL);
+	if (d->query)
+		dns_query_cancel(d->query);
+	dns_result_free(d->hops);
+	if (d->wake)
+		event_free(d->wake);
+	free(d->name);
+	free(d->route);
+	free(d);
+}
+
+static void
+sched_gc_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched *s = arg;
+	struct sched_dest *d;
+	struct sched_site *site;
+
+	while ((d = TAILQ_FIRST(&s->idle)) != NULL) {
+		TAILQ_REMOVE(&s->idle, d, idle);
+		d->in_idle = 0;
+		if (d->njobs == 0 && d->nconn == 0)
+			sched_dest_free(s, d);
+	}
+	while ((site = s->idle_sites) != NULL) {
+		s->idle_sites = site->idle_next;
+		site->in_idle = 0;
+		if (site->refs == 0)
+			sched_site_free(s, site);
+	}
+}
+
+static void
+sched_gc_later(struct sched *s)
+{
+	if (s->gc_ev == NULL)
+		s->gc_ev = event_new(s->base, -1, 0, sched_gc_fire, s);
+	event_active(s->gc_ev, EV_TIMEOUT, 1);
+}
+
+void
+sched_dest_maybe_idle(struct sched *s, struct sched_dest *d)
+{
+	if (d->in_idle || s->stopping)
+		return;
+	TAILQ_INSERT_TAIL(&s->idle, d, idle);
+	d->in_idle = 1;
+	sched_gc_later(s);
+}
+
+/* A destination or connection stops counting on site: once none does,
+ * the gc event frees it. */
+static void
+sched_site_unref(struct sched *s, struct sched_site *site)
+{
+	if (--site->refs > 0 || site->in_idle || s->stopping)
+		return;
+	site->idle_next = s->idle_sites;
+	s->idle_sites = site;
+	site->in_idle = 1;
+	sched_gc_later(s);
+}
+
 void
 sched_stop(struct sched *s)
 {
@@ -767,4 +877,7 @@ sched_dest_free_all(struct sched *s)
 	if (s->kick_ev != NULL)
 		event_free(s->kick_ev);
 	s->kick_ev = NULL;
+	if (s->gc_ev != NULL)
+		event_free(s->gc_ev);
+	s->gc_ev = NULL;
 }

@@ -70,6 +70,7 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	TAILQ_INIT(&s->leaving);
 	TAILQ_INIT(&s->starved);
 	TAILQ_INIT(&s->kick);
+	TAILQ_INIT(&s->idle);
 	return s;
 }
 
@@ -331,7 +332,8 @@ sched_job_unlink(struct sched *s, struct sched_job *job)
 	} else if (job->state == SCHED_JOB_DEFERRED) {
 		sl_heap_remove(&s->retry, &job->timer);
 	}
-	job->dest->njobs--;
+	if (--job->dest->njobs == 0)
+		sched_dest_maybe_idle(s, job->dest);
 	for (pp = &m->jobs; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == job) {
 			*pp = job->next;

@@ -157,6 +157,8 @@ struct sched_site {
 	int64_t paused_until;	/* unix ms */
 	int refs;		/* destinations and connections on it */
 	struct sched_dest_list waiting;	/* held back by its limit */
+	struct sched_site *idle_next;	/* in s->idle_sites */
+	int in_idle;
 };
 
 struct sched_dest {
@@ -167,6 +169,8 @@ struct sched_dest {
 	struct sched_site *waits_on;	/* that site, or NULL */
 	TAILQ_ENTRY(sched_dest) kick;	/* in s->kick */
 	int in_kick;
+	TAILQ_ENTRY(sched_dest) idle;	/* in s->idle: may be freed */
+	int in_idle;
 	char *name;			/* domain, or route value */
 	char *route;			/* static route hosts, or NULL: MX */
 	struct sched_job_list ready;
@@ -221,6 +225,9 @@ struct sched {
 	struct sched_dest_list starved;
 	struct sched_dest_list kick;	/* to run once the loop is back */
 	struct event *kick_ev;
+	struct sched_dest_list idle;	/* no job, no connection: to free */
+	struct sched_site *idle_sites;	/* refs came to 0: to free */
+	struct event *gc_ev;
 	struct sl_heap retry;		/* deferred jobs */
 	struct event *retry_ev;
 	int64_t retry_at;		/* when retry_ev fires, unix s; 0 none */
@@ -283,6 +290,9 @@ void sched_dsn_free(struct sched *s);
 struct sched_dest *sched_dest_get(struct sched *s, const char *domain);
 void sched_dest_run(struct sched *s, struct sched_dest *d);
 void sched_dest_free_all(struct sched *s);
+/* d may have no job and no connection left: free it (and its site) once
+ * the loop is back, if it still has none. */
+void sched_dest_maybe_idle(struct sched *s, struct sched_dest *d);
 void sched_run_starved(struct sched *s);
 
 #endif

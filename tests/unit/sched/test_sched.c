@@ -9,6 +9,8 @@
  */
 #include "harness.h"
 
+#include "sched/sched_int.h"	/* the counts of destinations and sites */
+
 static int
 peer_has_1(struct world *w)
 {
@@ -355,6 +357,45 @@ test_expiry_status(void **state)
 	world_free(w);
 }
 
+/*
+ * Issue 9 item 16: a destination and its site are freed once they have no
+ * job and no connection (on main they stayed for the life of the daemon:
+ * one per domain ever mailed).
+ */
+static int
+idle_everywhere(struct world *w)
+{
+	struct sched_stats st;
+
+	sched_stats_get(w->s, &st);
+	return world_empty(w) && st.connections == 0 && w->peer.open == 0 &&
+	    w->peer.nmsg >= 1;
+}
+
+static void
+test_idle_destinations_freed(void **state)
+{
+	struct world *w = world_new();
+	struct sched_stats st;
+
+	world_start(w);
+	world_submit(w, "s@src.test", "a@dst.test", "Subject: t\r\n\r\nx\r\n",
+	    0);
+	world_run_until(w, idle_everywhere, 10, "delivery and the idle close");
+	world_run_for(w, 100);
+	sched_stats_get(w->s, &st);
+	assert_int_equal(st.destinations, 0);
+	assert_int_equal(w->s->ndest, 0);
+	assert_int_equal(w->s->nsite, 0);
+	/* and the next message makes them again */
+	world_submit(w, "s@src.test", "b@dst.test", "Subject: t\r\n\r\ny\r\n",
+	    0);
+	world_run_until(w, peer_has_2, 10, "the second delivery");
+	sched_stats_get(w->s, &st);
+	assert_int_equal(st.destinations, 1);
+	world_free(w);
+}
+
 /* ---- the operator's delete ---- */
 
 struct del_res {
@@ -498,6 +539,7 @@ main(void)
 		cmocka_unit_test(test_bounce_not_repeated_after_restart),
 		cmocka_unit_test(test_dsn_retry_backoff),
 		cmocka_unit_test(test_expiry_status),
+		cmocka_unit_test(test_idle_destinations_freed),
 		cmocka_unit_test(test_loop_same_socket),
 		cmocka_unit_test(test_loop_wildcard),
 		cmocka_unit_test(test_loop_not_other_sockets),
