@@ -21,10 +21,13 @@
  * destination and no connection counts on it (site->refs): memory follows
  * the domains mail is waiting for, not every domain ever mailed.
  *
- * Connection life (smtpc events):
- *   new -(READY)-> idle -(send)-> busy -(done, READY)-> idle ... -> quit
- *   -(CLOSED)-> freed;  new -(FAILED)-> freed, destination deferred or
- *   throttled.
+ * Connection life: one state (sched_int.h draws it), moved only by
+ * sched_conn_enter():
+ *   CONNECTING -(READY)-> IDLE -(a job)-> LOADING -(its body is in,
+ *   body.c)-> BUSY -(done, READY)-> IDLE ... -(idle, limits)-> QUITTING;
+ *   LOADING -(no body: the job deferred)-> IDLE; any -(CLOSED or
+ *   FAILED)-> freed by sched_conn_free (FAILED also defers or throttles
+ *   the destination; a job still LOADING goes back to the ready list).
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -36,8 +39,6 @@
 #include "log/log.h"
 #include "sched/sched_int.h"
 #include "util/util.h"
-
-static void sched_conn_next(struct sched_conn *c);
 
 /* The route for a domain: an exact [routes] key, else "*", else NULL. */
 static const char *
@@ -375,6 +376,43 @@ sched_conn_addrs(struct sched *s, struct sched_dest *d, struct smtpc_addr *out,
 	return n;
 }
 
+static const char *const sched_conn_state_names[] = {
+	[SCHED_CONN_CONNECTING] = "connecting",
+	[SCHED_CONN_IDLE] = "idle",
+	[SCHED_CONN_LOADING] = "loading",
+	[SCHED_CONN_BUSY] = "busy",
+	[SCHED_CONN_QUITTING] = "quitting",
+};
+
+/* Move c to state st: the one writer of c->state (sched_int.h). */
+static void
+sched_conn_enter(struct sched_conn *c, enum sched_conn_state st)
+{
+	static const unsigned ok[] = {
+		/* the states each may be entered from */
+		[SCHED_CONN_CONNECTING] = 0,
+		[SCHED_CONN_IDLE] = 1u << SCHED_CONN_CONNECTING |
+		    1u << SCHED_CONN_LOADING | 1u << SCHED_CONN_BUSY,
+		[SCHED_CONN_LOADING] = 1u << SCHED_CONN_IDLE,
+		[SCHED_CONN_BUSY] = 1u << SCHED_CONN_LOADING,
+		[SCHED_CONN_QUITTING] = 1u << SCHED_CONN_IDLE |
+		    1u << SCHED_CONN_BUSY,
+	};
+
+	if (!(ok[st] & (1u << c->state)))
+		SL_PANIC("DCID %llu: %s -> %s", (unsigned long long)c->dcid,
+		    sched_conn_state_names[c->state],
+		    sched_conn_state_names[st]);
+	if (log_enabled(LOG_DEBUG))
+		log_ev(LOG_DEBUG, &(struct log_ids){ 0, c->dcid, 0, -1 },
+		    "connection state", "from",
+		    sched_conn_state_names[c->state], "to",
+		    sched_conn_state_names[st], NULL);
+	if (c->state == SCHED_CONN_CONNECTING)
+		c->dest->nconnecting--;
+	c->state = st;
+}
+
 static void
 sched_conn_open(struct sched *s, struct sched_dest *d)
 {
@@ -395,7 +433,7 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 	c->site->refs++;
 	c->dcid = ++s->next_dcid;
 	c->started = sched_now_ms();
-	c->connecting = 1;
+	c->state = SCHED_CONN_CONNECTING;
 	cb.arg = c;
 	TAILQ_INSERT_TAIL(&d->conns, c, entry);
 	d->nconn++;
@@ -405,16 +443,24 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 	c->c = smtpc_new(s->base, c->dcid, &p, addrs, n, &cb);
 }
 
+/* The one free path of a connection (smtpc is freed by the caller). */
 static void
 sched_conn_free(struct sched_conn *c)
 {
 	struct sched *s = c->s;
 	struct sched_dest *d = c->dest;
 
+	if (c->state == SCHED_CONN_LOADING && c->job != NULL) {
+		/* never sent: back to the head of the ready list, no attempt
+		 * counted; the destination is run again after the close */
+		c->job->state = SCHED_JOB_READY;
+		TAILQ_INSERT_HEAD(&d->ready, c->job, entry);
+		d->nready++;
+	}
+	if (c->state == SCHED_CONN_CONNECTING)
+		d->nconnecting--;
 	TAILQ_REMOVE(&d->conns, c, entry);
 	d->nconn--;
-	if (c->connecting)
-		d->nconnecting--;
 	c->site->nconn--;
 	sched_site_unref(s, c->site);
 	s->nconn--;
@@ -422,10 +468,19 @@ sched_conn_free(struct sched_conn *c)
 		sched_dest_maybe_idle(s, d);
 	if (c->idle_ev)
 		event_free(c->idle_ev);
-	if (c->body)
-		evbuffer_free(c->body);
+	if (c->wait.body != NULL)
+		sched_body_cancel(s, &c->wait);
+	else
+		sched_body_put(s, c->body);
 	free(c->rcpts);
 	free(c);
+}
+
+static void
+sched_conn_quit(struct sched_conn *c)
+{
+	sched_conn_enter(c, SCHED_CONN_QUITTING);
+	smtpc_quit(c->c);
 }
 
 static void
@@ -433,31 +488,41 @@ sched_conn_idle_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct sched_conn *c = arg;
 
-	if (c->job == NULL && c->ready) {
-		c->ready = 0;
-		smtpc_quit(c->c);
-	}
+	if (c->state == SCHED_CONN_IDLE)
+		sched_conn_quit(c);
 }
 
-/* Hand job to the idle connection c. */
+static void sched_conn_next(struct sched_conn *c);
+
+/* The body is in (or not): send the job, or defer it and go on. */
 static void
-sched_conn_send(struct sched_conn *c, struct sched_job *job)
+sched_conn_loaded(struct sched_conn *c)
 {
 	struct sched *s = c->s;
+	struct sched_job *job = c->job;
 	struct sched_msg *m = job->msg;
 
-	TAILQ_REMOVE(&c->dest->ready, job, entry);
-	c->dest->nready--;
-	job->state = SCHED_JOB_ACTIVE;
-	c->job = job;
-	if (c->idle_ev)
-		evtimer_del(c->idle_ev);
-	c->body = spool_body_load(s->spool, m->mid);
-	if (c->body == NULL) {
-		/* nothing to send: retry later rather than lose it */
+	if (c->body->buf == NULL) {
+		/* nothing to send: retry later rather than lose it, and let
+		 * the connection take the next job or go (issue 9 item 17) */
 		c->job = NULL;
+		sched_body_put(s, c->body);
+		c->body = NULL;
+		sched_conn_enter(c, SCHED_CONN_IDLE);
 		sched_job_defer_all(s, job, 451, "451 4.3.0 message body "
 		    "could not be read from the spool", NULL);
+		sched_conn_next(c);
+		return;
+	}
+	if (!sched_msg_queued(m)) {
+		/* deleted while its body was read: forget the job */
+		c->job = NULL;
+		sched_body_put(s, c->body);
+		c->body = NULL;
+		sched_conn_enter(c, SCHED_CONN_IDLE);
+		sched_job_unlink(s, job);
+		sched_msg_gc(s, m);
+		sched_conn_next(c);
 		return;
 	}
 	c->rcpts = xrealloc(c->rcpts, job->nrcpt * sizeof(*c->rcpts));
@@ -475,10 +540,11 @@ sched_conn_send(struct sched_conn *c, struct sched_job *job)
 	c->m.flags = m->flags;
 	c->m.ret = m->ret;
 	c->m.envid = m->envid;
-	c->m.body = c->body;
+	c->m.body = c->body->buf;	/* shared, read-only, held until done */
 	c->m.nrcpt = job->nrcpt;
 	c->m.rcpts = c->rcpts;
 	c->m.owner = c;
+	sched_conn_enter(c, SCHED_CONN_BUSY);
 	smtpc_send(c->c, &c->m);
 }
 
@@ -493,6 +559,32 @@ sched_conn_worn(const struct sched_conn *c)
 	    conf->delivery_connection_max_age * 1000;
 }
 
+static void
+sched_conn_body_cb(void *arg, struct sched_body *b)
+{
+	sched_conn_loaded(arg);
+}
+
+/* Hand job to the idle connection c: its body first (body.c). */
+static void
+sched_conn_send(struct sched_conn *c, struct sched_job *job)
+{
+	struct sched *s = c->s;
+
+	TAILQ_REMOVE(&c->dest->ready, job, entry);
+	c->dest->nready--;
+	job->state = SCHED_JOB_ACTIVE;
+	c->job = job;
+	if (c->idle_ev)
+		evtimer_del(c->idle_ev);
+	sched_conn_enter(c, SCHED_CONN_LOADING);
+	c->wait.cb = sched_conn_body_cb;
+	c->wait.arg = c;
+	c->body = sched_body_get(s, job->msg->mid, &c->wait);
+	if (!c->body->loading)
+		sched_conn_loaded(c);
+}
+
 /* An idle connection: the next job of its destination, or rest, or go. */
 static void
 sched_conn_next(struct sched_conn *c)
@@ -503,8 +595,7 @@ sched_conn_next(struct sched_conn *c)
 
 	if (sched_conn_worn(c) ||
 	    c->site->paused_until > sched_now_ms()) {
-		c->ready = 0;
-		smtpc_quit(c->c);
+		sched_conn_quit(c);
 		return;
 	}
 	if (d->nready > 0) {
@@ -537,6 +628,8 @@ sched_site_throttle(struct sched *s, struct sched_site *site,
 	}
 }
 
+/* A message's outcome; the connection stays BUSY until smtpc says READY
+ * (or CLOSED). */
 static void
 sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 {
@@ -546,10 +639,9 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 	int throttled = 0, delivered = 0;
 
 	c->job = NULL;
-	c->ready = 0;		/* busy until smtpc says READY again */
 	c->nmsgs++;
-	if (c->body)
-		c->body = (evbuffer_free(c->body), NULL);
+	sched_body_put(s, c->body);
+	c->body = NULL;
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		if (m->rcpts[i].code == 421)
 			throttled = 1;
@@ -608,11 +700,9 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 
 	switch (ev) {
 	case SMTPC_READY:
-		if (c->connecting) {
-			c->connecting = 0;
-			d->nconnecting--;
-		}
-		c->ready = 1;
+		if (c->state == SCHED_CONN_QUITTING)
+			return;		/* a QUIT asked for while busy */
+		sched_conn_enter(c, SCHED_CONN_IDLE);
 		sched_conn_next(c);
 		return;
 	case SMTPC_FAILED: {
@@ -681,12 +771,11 @@ sched_dest_run(struct sched *s, struct sched_dest *d)
 	TAILQ_FOREACH(c, &d->conns, entry) {
 		if (d->nready == 0)
 			break;
-		if (!c->ready || c->job != NULL)
+		if (c->state != SCHED_CONN_IDLE)
 			continue;
 		/* an idle connection is as bound by its limits as a busy one */
 		if (sched_conn_worn(c)) {
-			c->ready = 0;
-			smtpc_quit(c->c);
+			sched_conn_quit(c);
 			continue;
 		}
 		sched_conn_send(c, TAILQ_FIRST(&d->ready));

@@ -4,7 +4,8 @@
  * (RFC 3461, RFC 3464): which recipients get one, what it says about each
  * (status, diagnostic, remote MTA), and queuing it in the spool as a new
  * message from <> to the original sender. The report itself is written
- * by src/bounce (bounce_build).
+ * by src/bounce (bounce_build), once the original's body is in: it is
+ * read off the loop thread and shared with the deliveries (body.c).
  *
  * Callers: sched.c (outcomes, the final check of a message) and manage.c.
  *
@@ -42,15 +43,50 @@
 
 static void sched_dsn_wait(struct sched *s, struct sched_msg *m);
 
-/* One DSN on its way into the spool. */
+/*
+ * One DSN on its way: decided (sched_dsn), waiting for the original's
+ * body (body.c: read off the loop thread, shared with the deliveries),
+ * built (sched_dsn_build), then into the spool. What it reports about each
+ * recipient is copied here when it is decided: a deferred recipient's
+ * reply may change before the body is in.
+ */
 struct sched_dsn {
 	struct sched *s;
-	struct sched_msg *orig;
+	struct sched_msg *orig;		/* held: orig->inflight */
 	struct sched_msg *dsn;
 	enum bounce_action action;
+	struct sched_body_wait wait;
+	struct sched_body *body;
+	struct bounce_rcpt *br;		/* n of them; strings below */
+	char **strs;			/* the copies br points to */
+	size_t nstrs;
+	char (*status)[16];
+	char *expiry;
 	size_t n;
 	uint32_t idx[];		/* its recipients in orig->rcpts */
 };
+
+static void
+sched_dsn_q_free(struct sched_dsn *q)
+{
+	for (size_t i = 0; i < q->nstrs; i++)
+		free(q->strs[i]);
+	free(q->strs);
+	free(q->br);
+	free(q->status);
+	free(q->expiry);
+	free(q);
+}
+
+/* A copy of str kept by q (NULL stays NULL). */
+static const char *
+sched_dsn_keep(struct sched_dsn *q, const char *str)
+{
+	if (str == NULL)
+		return NULL;
+	q->strs[q->nstrs] = xstrdup(str);
+	return q->strs[q->nstrs++];
+}
 
 static void
 sched_dsn_stored(void *arg, enum spool_status st)
@@ -81,7 +117,7 @@ sched_dsn_stored(void *arg, enum spool_status st)
 		if (q->action == BOUNCE_FAILED)
 			sched_dsn_wait(q->s, m);
 	}
-	free(q);
+	sched_dsn_q_free(q);
 	sched_msg_maybe_done(m->s, m);
 }
 
@@ -137,74 +173,36 @@ sched_dsn_expiry_note(const struct sched_msg *m)
 	    age, unit);
 }
 
-void
-sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
-    const uint32_t *idx, size_t n)
+/* The original's body is in (or could not be read): build and queue. */
+static void
+sched_dsn_build(struct sched_dsn *q)
 {
-	struct bounce_rcpt *br;
+	struct sched *s = q->s;
+	struct sched_msg *m = q->orig;
 	struct bounce_info bi = { 0 };
 	struct spool_msg *dm;
-	struct sched_dsn *q;
-	struct evbuffer *orig;
-	char (*status)[16], *expiry = NULL;
-	size_t k = 0;
 
-	if (n == 0)
-		return;
-	if ((m->flags & SPOOL_F_BOUNCE) || m->sender[0] == '\0') {
-		for (size_t i = 0; i < n && action == BOUNCE_FAILED; i++)
-			m->rcpts[idx[i]].state = SPOOL_RCPT_BOUNCED;
-		if (action == BOUNCE_FAILED)
-			log_ev(LOG_INFO, MSG_IDS(m), "double bounce: "
-			    "not returned", "sender", m->sender, NULL);
+	if (!sched_msg_queued(m)) {
+		/* deleted by the operator meanwhile: no report */
+		sched_body_put(s, q->body);
+		m->inflight--;
+		sched_dsn_q_free(q);
+		sched_msg_maybe_done(s, m);
 		return;
 	}
-	q = xcalloc(1, sizeof(*q) + n * sizeof(uint32_t));
-	br = xcalloc(n, sizeof(*br));
-	status = xcalloc(n, sizeof(*status));
-	for (size_t i = 0; i < n; i++) {
-		struct sched_rcpt *r = &m->rcpts[idx[i]];
-		if (action == BOUNCE_FAILED &&
-		    (r->notify & SPOOL_NOTIFY_NEVER ||
-		    (r->notify && !(r->notify & SPOOL_NOTIFY_FAILURE)))) {
-			r->state = SPOOL_RCPT_BOUNCED;	/* none asked for */
-			continue;
-		}
-		br[k].addr = r->addr;
-		br[k].orcpt = sched_rcpt_orcpt(r);
-		br[k].action = action;
-		br[k].status = sched_status_of(action, r->last_reply, status[k],
-		    sizeof(status[k]));
-		br[k].remote_mta = r->remote;
-		br[k].diagnostic = r->last_reply;
-		br[k].last_attempt = sl_now_us() / 1000000;
-		if (strcmp(br[k].status, "5.4.7") == 0) {
-			if (expiry == NULL)
-				expiry = sched_dsn_expiry_note(m);
-			br[k].note = expiry;
-		}
-		q->idx[k++] = idx[i];
-	}
-	if (k == 0) {
-		free(q);
-		free(br);
-		free(status);
-		free(expiry);
-		return;
-	}
-	orig = spool_body_load(s->spool, m->mid);
 	bi.reporting_mta = s->conf->server_hostname;
 	bi.mid = m->mid;
 	bi.envid = m->envid;
 	bi.sender = m->sender;
 	bi.arrival = m->arrival;
 	/* RFC 3461 4.3: RET=FULL is for failure reports only */
-	bi.ret_full = action == BOUNCE_FAILED && m->ret == SPOOL_RET_FULL;
+	bi.ret_full = q->action == BOUNCE_FAILED && m->ret == SPOOL_RET_FULL;
 	bi.smtputf8 = (m->flags & SPOOL_F_SMTPUTF8) != 0;
-	bi.original = orig;
+	/* a body that could not be read: the report goes without it */
+	bi.original = q->body->buf;
 	bi.max_original = (size_t)s->conf->delivery_bounce_max_original;
-	bi.nrcpt = k;
-	bi.rcpts = br;
+	bi.nrcpt = q->n;
+	bi.rcpts = q->br;
 
 	dm = xcalloc(1, sizeof(*dm));
 	dm->mid = spool_mid_next(s->spool);
@@ -220,28 +218,87 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 	dm->nrcpt = 1;
 	dm->rcpts = xcalloc(1, sizeof(*dm->rcpts));
 	dm->rcpts[0].addr = xstrdup(m->sender);
-	if (orig)
-		evbuffer_free(orig);
-	free(br);
-	free(status);
-	free(expiry);
+	sched_body_put(s, q->body);
+	q->body = NULL;
 
-	q->s = s;
-	q->orig = m;
-	q->action = action;
-	q->n = k;
 	q->dsn = sched_msg_new(s, dm);
-	m->inflight++;
-	if (action == BOUNCE_FAILED) {
-		uint32_t *rids = xcalloc(k, sizeof(*rids));
-		for (size_t i = 0; i < k; i++)
+	if (q->action == BOUNCE_FAILED) {
+		uint32_t *rids = xcalloc(q->n, sizeof(*rids));
+		for (size_t i = 0; i < q->n; i++)
 			rids[i] = m->rcpts[q->idx[i]].rid;
-		spool_insert_dsn(s->spool, dm, m->mid, rids, k,
+		spool_insert_dsn(s->spool, dm, m->mid, rids, q->n,
 		    sched_dsn_stored, q);
 		free(rids);
 	} else {
 		spool_insert(s->spool, dm, sched_dsn_stored, q);
 	}
+}
+
+static void
+sched_dsn_body_cb(void *arg, struct sched_body *b)
+{
+	sched_dsn_build(arg);
+}
+
+void
+sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
+    const uint32_t *idx, size_t n)
+{
+	struct sched_dsn *q;
+	size_t k = 0;
+
+	if (n == 0)
+		return;
+	if ((m->flags & SPOOL_F_BOUNCE) || m->sender[0] == '\0') {
+		for (size_t i = 0; i < n && action == BOUNCE_FAILED; i++)
+			m->rcpts[idx[i]].state = SPOOL_RCPT_BOUNCED;
+		if (action == BOUNCE_FAILED)
+			log_ev(LOG_INFO, MSG_IDS(m), "double bounce: "
+			    "not returned", "sender", m->sender, NULL);
+		return;
+	}
+	q = xcalloc(1, sizeof(*q) + n * sizeof(uint32_t));
+	q->br = xcalloc(n, sizeof(*q->br));
+	q->status = xcalloc(n, sizeof(*q->status));
+	q->strs = xcalloc(2 * n, sizeof(*q->strs));
+	for (size_t i = 0; i < n; i++) {
+		struct sched_rcpt *r = &m->rcpts[idx[i]];
+		struct bounce_rcpt *br = &q->br[k];
+		if (action == BOUNCE_FAILED &&
+		    (r->notify & SPOOL_NOTIFY_NEVER ||
+		    (r->notify && !(r->notify & SPOOL_NOTIFY_FAILURE)))) {
+			r->state = SPOOL_RCPT_BOUNCED;	/* none asked for */
+			continue;
+		}
+		br->addr = r->addr;		/* the message's block: kept */
+		br->orcpt = sched_rcpt_orcpt(r);
+		br->action = action;
+		br->status = sched_status_of(action, r->last_reply,
+		    q->status[k], sizeof(q->status[k]));
+		br->remote_mta = sched_dsn_keep(q, r->remote);
+		br->diagnostic = sched_dsn_keep(q, r->last_reply);
+		br->last_attempt = sl_now_us() / 1000000;
+		if (strcmp(br->status, "5.4.7") == 0) {
+			if (q->expiry == NULL)
+				q->expiry = sched_dsn_expiry_note(m);
+			br->note = q->expiry;
+		}
+		q->idx[k++] = idx[i];
+	}
+	if (k == 0) {
+		sched_dsn_q_free(q);
+		return;
+	}
+	q->s = s;
+	q->orig = m;
+	q->action = action;
+	q->n = k;
+	m->inflight++;
+	q->wait.cb = sched_dsn_body_cb;
+	q->wait.arg = q;
+	q->body = sched_body_get(s, m->mid, &q->wait);
+	if (!q->body->loading)
+		sched_dsn_build(q);
 }
 
 /* The timer: every waiting message tries its DSNs again. */

@@ -856,6 +856,7 @@ sched_free(struct sched *s)
 		sched_msg_free(m);
 	}
 	sched_dsn_free(s);
+	sched_body_free_all(s);
 	sl_heap_free(&s->retry);
 	if (s->retry_ev)
 		event_free(s->retry_ev);

@@ -188,6 +188,49 @@ struct sched_dest {
 	const char *blocked;		/* last reason logged for not sending */
 };
 
+/* One shared copy of a message's body (body.c). */
+struct sched_body;
+
+/* Someone waiting for a body being read: cb(arg, body) once it is in
+ * (body->buf NULL: it could not be read); the waiter owns a reference. */
+struct sched_body_wait {
+	struct sched_body_wait *next;
+	struct sched_body *body;	/* waited for, or NULL */
+	void (*cb)(void *arg, struct sched_body *body);
+	void *arg;
+};
+
+struct sched_body {
+	struct sched_body *hnext;	/* s->btab */
+	struct sched *s;
+	uint64_t mid;
+	struct evbuffer *buf;		/* read-only once in; NULL before */
+	int refs;
+	unsigned loading : 1;
+	unsigned hashed : 1;
+	struct sched_body_wait *waiters;
+};
+
+/*
+ * A delivery connection (destq.c; sched_conn_enter() is the only writer
+ * of c->state):
+ *   CONNECTING -(smtpc READY)-> IDLE -(a job: sched_conn_send)-> LOADING
+ *   LOADING -(the body is in: smtpc_send)-> BUSY
+ *   LOADING -(the body could not be read: job deferred)-> IDLE
+ *   BUSY -(outcome, then smtpc READY)-> IDLE
+ *   IDLE -(idle timeout, message or age limit, pause: smtpc_quit)->
+ *     QUITTING
+ * and from any state -(smtpc CLOSED or FAILED, or sched_stop)-> freed by
+ * sched_conn_free (a job still LOADING goes back to the ready list).
+ */
+enum sched_conn_state {
+	SCHED_CONN_CONNECTING,	/* connecting and greeting */
+	SCHED_CONN_IDLE,	/* ready for a job; the idle timer runs */
+	SCHED_CONN_LOADING,	/* a job taken, its body being read */
+	SCHED_CONN_BUSY,	/* a message in flight */
+	SCHED_CONN_QUITTING,	/* QUIT said: no more jobs */
+};
+
 struct sched_conn {
 	TAILQ_ENTRY(sched_conn) entry;
 	struct sched *s;
@@ -195,14 +238,14 @@ struct sched_conn {
 	struct sched_site *site;	/* counted against until freed */
 	struct smtpc *c;
 	uint64_t dcid;
+	int state;			/* enum sched_conn_state */
 	int nmsgs;
 	int64_t started;		/* unix ms */
-	int connecting;			/* not greeted yet */
-	int ready;			/* greeted and not quitting */
-	struct sched_job *job;		/* in flight */
+	struct sched_job *job;		/* LOADING or BUSY */
 	struct smtpc_msg m;
 	struct smtpc_rcpt *rcpts;
-	struct evbuffer *body;
+	struct sched_body *body;	/* held while LOADING or BUSY */
+	struct sched_body_wait wait;
 	struct event *idle_ev;
 };
 
@@ -241,6 +284,8 @@ struct sched {
 	size_t ndsn_wait, dsn_wait_cap;
 	struct event *dsn_retry_ev;
 	int64_t dsn_backoff_ms;		/* the next wait; 0: the first */
+	struct sched_body **btab;	/* bodies read or being read (body.c) */
+	size_t btab_size, nbody;
 	struct sockaddr_storage *self;	/* this machine's addresses (loop.c) */
 	size_t nself;
 	int64_t self_expire;		/* unix ms */
@@ -270,6 +315,19 @@ int64_t sched_now_ms(void);
 
 /* manage.c: m leaves the queue's lists; walks standing on it step on. */
 void sched_iters_unlink(struct sched *s, struct sched_msg *m);
+/* body.c */
+/*
+ * The shared body of mid, one more reference (sched_body_put). If it is
+ * being read (body->loading), w is called once it is in, with body->buf
+ * NULL if it could not be read; else body->buf is there now.
+ */
+struct sched_body *sched_body_get(struct sched *s, uint64_t mid,
+    struct sched_body_wait *w);
+/* Stop waiting (w->body NULL: not waiting) and put its reference. */
+void sched_body_cancel(struct sched *s, struct sched_body_wait *w);
+void sched_body_put(struct sched *s, struct sched_body *b);
+void sched_body_free_all(struct sched *s);
+
 /* loop.c */
 /* 1 if addr (with its port) is one of our [server] listen sockets. */
 int sched_addr_is_self(struct sched *s, const struct sockaddr_storage *addr);

@@ -116,6 +116,7 @@ smtpc_close(struct smtpc *c, const char *why)
 	c->tls = 0;
 	c->qhead = c->qlen = 0;
 	c->tx.body_writing = 0;
+	c->tx.body_left = 0;
 	evtimer_del(c->timer);
 	if (c->state != SMTPC_ST_START)
 		c->state = SMTPC_ST_CLOSED;
@@ -275,6 +276,7 @@ smtpc_connect_start(struct smtpc *c)
 	fd = -1;
 	bufferevent_setcb(c->bev, smtpc_on_read, smtpc_on_write, smtpc_on_event,
 	    c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, SMTPC_BODY_LOWAT, 0);
 	if (bufferevent_socket_connect(c->bev, NULL, 0) != 0)
 		goto fail;
 	c->state = SMTPC_ST_CONNECT;
@@ -447,6 +449,10 @@ smtpc_tls_start(struct smtpc *c)
 	smtpc_tls_sni(c, ssl);
 	/* bytes after the 220 came unprotected: never read them as replies */
 	evbuffer_drain(in, evbuffer_get_length(in));
+	/* the filter writes into the socket's buffer up to its high mark
+	 * only, so a body streams through TLS in pieces too */
+	bufferevent_setwatermark(c->bev, EV_WRITE, SMTPC_BODY_LOWAT,
+	    SMTPC_BODY_HIWAT);
 	bev = bufferevent_openssl_filter_new(c->base, c->bev, ssl,
 	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)	/* only out of memory: the input was drained */
@@ -456,6 +462,7 @@ smtpc_tls_start(struct smtpc *c)
 	/* the socket's bufferevent keeps its write timeout; TIMEOUT comes up */
 	c->bev = bev;
 	bufferevent_setcb(bev, smtpc_on_read, smtpc_on_write, smtpc_on_event, c);
+	bufferevent_setwatermark(bev, EV_WRITE, SMTPC_BODY_LOWAT, 0);
 	bufferevent_enable(bev, EV_READ);
 	c->state = SMTPC_ST_TLS;
 	smtpc_timer_update(c);
@@ -665,8 +672,11 @@ smtpc_on_write(struct bufferevent *bev, void *arg)
 {
 	struct smtpc *c = arg;
 
-	/* The body is out: now the final reply has data_timeout. */
-	if (c->tx.body_writing) {
+	/* More of the body; once it is all out, the final reply has
+	 * data_timeout. */
+	if (c->tx.body_left) {
+		smtpc_body_pump(c);
+	} else if (c->tx.body_writing) {
 		c->tx.body_writing = 0;
 		smtpc_timer_update(c);
 	}

@@ -67,9 +67,23 @@ struct smtpc_tx {
 	size_t replied;		/* RCPT replies received */
 	size_t accepted;	/* of them 2xx */
 	int mail_failed;
-	int body_writing;	/* body queued, output not yet drained */
+	int body_writing;	/* body being sent, output not yet drained */
+	int body_left;		/* more of it to queue (smtpc_body_pump) */
+	size_t body_off;	/* body bytes queued so far */
+	struct smtpc_enc enc;	/* how they go on the wire */
 	int local;		/* outcome decided here; done is deferred */
 };
+
+/*
+ * The body goes out in pieces: at most SMTPC_BODY_HIWAT bytes wait in the
+ * socket's buffer, more are encoded (SMTPC_BODY_CHUNK at a time) when it
+ * drains below SMTPC_BODY_LOWAT (the write callback). So a connection
+ * holds a few hundred KB of a message, never a copy of all of it, and
+ * many connections can send one shared body at once.
+ */
+#define SMTPC_BODY_CHUNK (64 * 1024)
+#define SMTPC_BODY_HIWAT (256 * 1024)
+#define SMTPC_BODY_LOWAT (64 * 1024)
 
 struct smtpc {
 	struct event_base *base;
@@ -135,5 +149,6 @@ const char *smtpc_cmd_name(const struct smtpc *c);
 void smtpc_tx_reply(struct smtpc *c, const struct smtpc_sent *s);
 void smtpc_tx_end(struct smtpc *c);
 void smtpc_tx_break(struct smtpc *c, const char *why);
+void smtpc_body_pump(struct smtpc *c);
 
 #endif

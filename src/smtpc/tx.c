@@ -149,22 +149,48 @@ smtpc_tx_fold(const struct smtpc *c)
 	return !(c->tx.m->flags & SPOOL_F_BINARYMIME);
 }
 
+/* Start sending the body (after 354, or with BDAT): in pieces. */
+static void
+smtpc_body_start(struct smtpc *c, int stuff)
+{
+	smtpc_enc_init(&c->tx.enc, stuff, smtpc_tx_fold(c));
+	c->tx.body_off = 0;
+	c->tx.body_left = 1;
+	c->tx.body_writing = 1;
+	smtpc_body_pump(c);
+}
+
+void
+smtpc_body_pump(struct smtpc *c)
+{
+	struct smtpc_tx *tx = &c->tx;
+	struct evbuffer *out;
+	size_t total;
+
+	if (!tx->body_left || c->bev == NULL || tx->m == NULL)
+		return;
+	out = bufferevent_get_output(c->bev);
+	total = tx->m->body != NULL ? evbuffer_get_length(tx->m->body) : 0;
+	while (evbuffer_get_length(out) < SMTPC_BODY_HIWAT) {
+		if (tx->body_off >= total) {
+			smtpc_enc_end(&tx->enc, out);
+			tx->body_left = 0;
+			break;
+		}
+		tx->body_off += smtpc_enc_body(&tx->enc, out, tx->m->body,
+		    tx->body_off, SMTPC_BODY_CHUNK);
+	}
+}
+
 static void
 smtpc_send_body_bdat(struct smtpc *c)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	struct evbuffer *body = c->tx.m->body;
-	int fold = smtpc_tx_fold(c);
-	struct smtpc_enc e;
-
 	/* RFC 3030 2: the chunk is the body as it is, no dot-stuffing; its
 	 * size is what folding leaves of it */
 	smtpc_cmd(c, SMTPC_CMD_BDAT, 0, "BDAT %llu LAST",
-	    (unsigned long long)smtpc_enc_size(body, 0, fold));
-	smtpc_enc_init(&e, 0, fold);
-	smtpc_enc_body(&e, out, body, 0, SIZE_MAX);
-	smtpc_enc_end(&e, out);
-	c->tx.body_writing = 1;
+	    (unsigned long long)smtpc_enc_size(c->tx.m->body, 0,
+	    smtpc_tx_fold(c)));
+	smtpc_body_start(c, 0);
 }
 
 /* Send what may go now: everything with PIPELINING, else one command. */
@@ -249,17 +275,11 @@ smtpc_data_reply(struct smtpc *c)
 		 * came; a server that still says 354 with no recipient gets
 		 * an empty message, whose reply is then ignored.
 		 */
-		if (tx->mail_failed || tx->accepted == 0) {
-			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
-		} else {
-			struct smtpc_enc e;
-			smtpc_enc_init(&e, 1, smtpc_tx_fold(c));
-			smtpc_enc_body(&e, bufferevent_get_output(c->bev),
-			    tx->m->body, 0, SIZE_MAX);
-			smtpc_enc_end(&e, bufferevent_get_output(c->bev));
-			tx->body_writing = 1;
-		}
 		smtpc_q_push(c, SMTPC_CMD_DOT, 0);
+		if (tx->mail_failed || tx->accepted == 0)
+			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
+		else
+			smtpc_body_start(c, 1);
 		return;
 	}
 	if (tx->mail_failed || tx->accepted == 0)

@@ -10,6 +10,11 @@
  * the loop thread: it takes the done list and calls each callback in queue
  * order. When nothing waits, the spool thread checkpoints the WAL.
  *
+ * Body reads (spool_body_read) go to a third thread, the reader, with its
+ * own read-only connection: a read of a large body never holds up a
+ * commit (and so the 250s), nor the loop thread. Its outcomes come back
+ * through the same eventfd.
+ *
  * Invariants
  *  1. A request is on exactly one of: pending list, spool thread's batch,
  *     done list; it is freed right after its callback returns.
@@ -72,6 +77,14 @@ spool_req_free(struct spool_req *r)
 	for (i = 0; i < r->nrcpt && r->rcpts != NULL; i++)
 		free(r->rcpts[i].last_reply);
 	free(r->rcpts);
+	free(r);
+}
+
+static void
+spool_rreq_free(struct spool_rreq *r)
+{
+	if (r->body != NULL)
+		evbuffer_free(r->body);
 	free(r);
 }
 
@@ -187,6 +200,43 @@ spool_ckpt_thread(void *arg)
 	return NULL;
 }
 
+/* The reader thread: each body read in turn, outside the lock. */
+static void *
+spool_reader_thread(void *arg)
+{
+	struct spool *sp = arg;
+	char err[SPOOL_ERRLEN];
+
+	pthread_mutex_lock(&sp->mu);
+	for (;;) {
+		struct spool_rreq *r;
+
+		while (sp->rd_pend == NULL && !sp->stopping)
+			pthread_cond_wait(&sp->rdcv, &sp->mu);
+		if ((r = sp->rd_pend) == NULL)
+			break;		/* stopping, nothing left */
+		if ((sp->rd_pend = r->next) == NULL)
+			sp->rd_pend_tail = &sp->rd_pend;
+		pthread_mutex_unlock(&sp->mu);
+		err[0] = '\0';
+		r->body = spool_rdb_body_load(sp->rd_db, r->mid, err,
+		    sizeof(err));
+		r->status = r->body != NULL ? SPOOL_OK :
+		    spool_rdb_notfound(sp->rd_db) ? SPOOL_ERR_NOTFOUND :
+		    SPOOL_ERR_IO;
+		pthread_mutex_lock(&sp->mu);
+		if (err[0] != '\0')
+			memcpy(sp->err_shared, err, sizeof(err));
+		sp->stats.body_reads++;
+		r->next = NULL;
+		*sp->rd_done_tail = r;
+		sp->rd_done_tail = &r->next;
+		spool_wake_loop(sp);
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return NULL;
+}
+
 /*
  * Idle means no request for SPOOL_IDLE_MS: under a steady trickle a
  * checkpoint after every batch would double the syncs and delay the next.
@@ -242,11 +292,15 @@ static void
 spool_deliver(struct spool *sp)
 {
 	struct spool_req *r, *next;
+	struct spool_rreq *rr, *rnext;
 
 	pthread_mutex_lock(&sp->mu);
 	r = sp->done_head;
 	sp->done_head = NULL;
 	sp->done_tail = &sp->done_head;
+	rr = sp->rd_done;
+	sp->rd_done = NULL;
+	sp->rd_done_tail = &sp->rd_done;
 	if (sp->err_shared[0] != '\0')
 		memcpy(sp->err, sp->err_shared, sizeof(sp->err));
 	pthread_mutex_unlock(&sp->mu);
@@ -255,6 +309,13 @@ spool_deliver(struct spool *sp)
 		if (r->cb != NULL)
 			r->cb(r->arg, r->status);
 		spool_req_free(r);
+	}
+	for (; rr != NULL; rr = rnext) {
+		struct evbuffer *body = rr->body;
+		rnext = rr->next;
+		rr->body = NULL;	/* the callback takes it */
+		rr->cb(rr->arg, body, rr->status);
+		spool_rreq_free(rr);
 	}
 }
 
@@ -279,9 +340,12 @@ spool_open(const char *dir, struct event_base *base, char *err,
 	sp->dir = xstrdup(dir);
 	sp->pend_tail = &sp->pend_head;
 	sp->done_tail = &sp->done_head;
+	sp->rd_pend_tail = &sp->rd_pend;
+	sp->rd_done_tail = &sp->rd_done;
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_cond_init(&sp->cv, NULL);
 	pthread_cond_init(&sp->ckcv, NULL);
+	pthread_cond_init(&sp->rdcv, NULL);
 
 	if ((sp->db = spool_db_open(dir, &sp->last_mid, err, errlen)) == NULL)
 		goto fail;
@@ -289,6 +353,14 @@ spool_open(const char *dir, struct event_base *base, char *err,
 		goto fail;
 	if ((sp->cdb = spool_cdb_open(dir, err, errlen)) == NULL)
 		goto fail;
+	if ((sp->rd_db = spool_rdb_open(dir, err, errlen)) == NULL)
+		goto fail;
+	if ((errno = pthread_create(&sp->rd_thread, NULL, spool_reader_thread,
+	    sp)) != 0) {
+		snprintf(err, errlen, "spool: thread: %s", strerror(errno));
+		goto fail;
+	}
+	sp->rd_started = 1;
 	if ((errno = pthread_create(&sp->ckpt_thread, NULL, spool_ckpt_thread,
 	    sp)) != 0) {
 		snprintf(err, errlen, "spool: thread: %s", strerror(errno));
@@ -332,6 +404,16 @@ spool_close(struct spool *sp)
 		pthread_join(sp->ckpt_thread, NULL);
 	}
 	spool_cdb_close(sp->cdb);
+	if (sp->rd_started) {
+		/* the reader finishes the reads queued, then stops */
+		pthread_mutex_lock(&sp->mu);
+		sp->stopping = 1;
+		pthread_cond_signal(&sp->rdcv);
+		pthread_mutex_unlock(&sp->mu);
+		pthread_join(sp->rd_thread, NULL);
+	}
+	spool_rdb_close(sp->rd_db);
+	sp->rd_db = NULL;
 	if (sp->thread_started) {
 		pthread_mutex_lock(&sp->mu);
 		sp->stopping = 1;
@@ -345,7 +427,7 @@ spool_close(struct spool *sp)
 	 * The loop may never run again: call back what is left here. A
 	 * callback may queue more, which fails at once (spool_enqueue).
 	 */
-	while (sp->done_head != NULL)
+	while (sp->done_head != NULL || sp->rd_done != NULL)
 		spool_deliver(sp);
 	if (sp->done_ev != NULL)
 		event_free(sp->done_ev);
@@ -354,6 +436,7 @@ spool_close(struct spool *sp)
 	spool_rdb_close(sp->rdb);
 	pthread_cond_destroy(&sp->cv);
 	pthread_cond_destroy(&sp->ckcv);	/* the writer may signal it to the end */
+	pthread_cond_destroy(&sp->rdcv);
 	pthread_mutex_destroy(&sp->mu);
 	free(sp->dir);
 	free(sp);
@@ -450,6 +533,28 @@ long
 spool_recover(struct spool *sp, spool_recover_fn *fn, void *arg)
 {
 	return spool_rdb_recover(sp->rdb, fn, arg, sp->err, sizeof(sp->err));
+}
+
+void
+spool_body_read(struct spool *sp, uint64_t mid, spool_body_fn *cb, void *arg)
+{
+	struct spool_rreq *r = xcalloc(1, sizeof(*r));
+
+	r->mid = mid;
+	r->cb = cb;
+	r->arg = arg;
+	pthread_mutex_lock(&sp->mu);
+	if (sp->closing || !sp->rd_started) {
+		/* the reader is gone or going: fail it, spool_close calls back */
+		r->status = SPOOL_ERR_IO;
+		*sp->rd_done_tail = r;
+		sp->rd_done_tail = &r->next;
+	} else {
+		*sp->rd_pend_tail = r;
+		sp->rd_pend_tail = &r->next;
+		pthread_cond_signal(&sp->rdcv);
+	}
+	pthread_mutex_unlock(&sp->mu);
 }
 
 struct evbuffer *

@@ -138,8 +138,22 @@ void spool_delete(struct spool *sp, uint64_t mid, spool_done_fn *cb,
  * count, or -1 on error. Call before any write is queued.
  */
 long spool_recover(struct spool *sp, spool_recover_fn *fn, void *arg);
-/* Read a message's body into a new evbuffer (free with evbuffer_free), or NULL. */
+/*
+ * Read a message's body into a new evbuffer (free with evbuffer_free), or
+ * NULL, synchronously on the calling (event loop) thread: for the
+ * operator's commands. Delivery reads with spool_body_read().
+ */
 struct evbuffer *spool_body_load(struct spool *sp, uint64_t mid);
+/*
+ * The body of mid, read on the spool's reader thread (a read never waits
+ * for a commit, nor a commit for a read); cb runs on the loop thread with
+ * a new evbuffer it owns, or NULL and a status (SPOOL_ERR_NOTFOUND, or
+ * SPOOL_ERR_IO, also for reads still queued at spool_close).
+ */
+typedef void spool_body_fn(void *arg, struct evbuffer *body,
+    enum spool_status status);
+void spool_body_read(struct spool *sp, uint64_t mid, spool_body_fn *cb,
+    void *arg);
 
 void spool_msg_free(struct spool_msg *msg);
 
@@ -155,6 +169,7 @@ struct spool_stats {
 	uint64_t failures;	/* transactions that failed */
 	uint64_t checkpoints;
 	uint64_t max_batch;
+	uint64_t body_reads;	/* spool_body_read()s done */
 	double commit_ms_sum;	/* time in BEGIN..COMMIT, milliseconds */
 	/* Histograms per committed batch (metrics): commit time in seconds
 	 * and requests per batch; counts per bucket, the last one +Inf. */

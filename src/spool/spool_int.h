@@ -41,6 +41,16 @@ struct spool_req {
 	enum spool_status status;	/* set by the spool thread */
 };
 
+/* One body read (spool_body_read), on the reader thread's lists. */
+struct spool_rreq {
+	struct spool_rreq *next;
+	uint64_t mid;
+	spool_body_fn *cb;
+	void *arg;
+	struct evbuffer *body;		/* the result, or NULL */
+	enum spool_status status;
+};
+
 /* The writer connection and its statements (spool_sqlite.c). */
 struct spool_db;
 /* The read-only connection of the event loop thread (spool_sqlite.c). */
@@ -73,6 +83,14 @@ struct spool {
 
 	/* Spool thread only (after spool_open). */
 	struct spool_db *db;
+	/* The reader thread: body reads on its own connection (rd_db), woken
+	 * through rdcv; its lists are guarded by mu. */
+	struct spool_rdb *rd_db;
+	pthread_t rd_thread;
+	int rd_started;
+	pthread_cond_t rdcv;
+	struct spool_rreq *rd_pend, **rd_pend_tail;
+	struct spool_rreq *rd_done, **rd_done_tail;
 	/* The checkpoint thread: woken through ckcv when ck_wanted (mu). */
 	struct spool_cdb *cdb;
 	pthread_t ckpt_thread;
@@ -134,5 +152,7 @@ long spool_rdb_recover(struct spool_rdb *rdb, spool_recover_fn *fn, void *arg,
     char *err, size_t errlen);
 struct evbuffer *spool_rdb_body_load(struct spool_rdb *rdb, uint64_t mid,
     char *err, size_t errlen);
+/* 1 if the last spool_rdb_body_load of rdb failed for want of the row. */
+int spool_rdb_notfound(struct spool_rdb *rdb);
 
 #endif

@@ -148,6 +148,7 @@ struct spool_rdb {
 	sqlite3 *db;
 	sqlite3_stmt *env;
 	sqlite3_stmt *rcpt;
+	int notfound;		/* the last body load found no row */
 };
 
 /* mkdir -p: create dir and its missing parents. */
@@ -976,6 +977,12 @@ fail:
 	return -1;
 }
 
+int
+spool_rdb_notfound(struct spool_rdb *r)
+{
+	return r->notfound;
+}
+
 /* Read the blob straight into the evbuffer's own space: one copy. */
 struct evbuffer *
 spool_rdb_body_load(struct spool_rdb *r, uint64_t mid, char *err,
@@ -988,6 +995,8 @@ spool_rdb_body_load(struct spool_rdb *r, uint64_t mid, char *err,
 
 	rc = sqlite3_blob_open(r->db, "main", "bodies", "data",
 	    (sqlite3_int64)mid, 0, &blob);
+	/* SQLITE_ERROR with "no such rowid": the message is gone */
+	r->notfound = rc == SQLITE_ERROR;
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "spool: MID %016llX: body: %s",
 		    (unsigned long long)mid, sqlite3_errmsg(r->db));

@@ -526,6 +526,111 @@ test_delete_while_finishing(void **state)
 	world_free(w);
 }
 
+/*
+ * Issue 9 item 17: a job whose body cannot be read is deferred, and its
+ * connection does not stay open holding a slot: it takes the next job or
+ * closes after the idle timeout (on main it stayed, idle, for good).
+ */
+static int
+no_connection(struct world *w)
+{
+	struct sched_stats st;
+
+	sched_stats_get(w->s, &st);
+	return st.connections == 0 && world_empty(w);
+}
+
+static int
+peer_has_3(struct world *w)
+{
+	return w->peer.nmsg >= 3 && world_empty(w);
+}
+
+static int
+first_closed(struct world *w)
+{
+	return world_log_count(w, "DCID 1 close reason=") >= 1;
+}
+
+static void
+test_unreadable_body_frees_connection(void **state)
+{
+	struct world *w = world_new();
+	struct spool_rcpt r = { .addr = "a@dst.test" };
+	struct spool_msg sm = {
+		.sender = "s@src.test", .nrcpt = 1, .rcpts = &r, .size = 10,
+	};
+	struct sched_stats st;
+	struct sched_msg *m;
+	struct del_res d = { 0 };
+
+	world_start(w);
+	/* in the scheduler, but not in the spool: its body cannot be read */
+	sm.mid = spool_mid_next(w->sp);
+	sm.arrival = sl_now_us() / 1000000;
+	m = sched_msg_new(w->s, &sm);
+	sched_msg_commit(w->s, m);
+	world_run_until(w, first_closed, 8, "the first connection to close");
+	assert_true(world_log_count(w, "451 4.3.0 message body could not be "
+	    "read from the spool") >= 1);
+	assert_int_equal(w->peer.nmsg, 0);
+	run_delete(w, sm.mid, &d);
+	world_run_until(w, no_connection, 8, "no connection");
+	sched_stats_get(w->s, &st);
+	assert_int_equal(st.connections, 0);
+	world_free(w);
+}
+
+/*
+ * Issue 9 item 15: the body is read once, off the loop thread, and shared:
+ * a message to three destinations, all three connections sending it at
+ * once, makes one read of the spool.
+ */
+static int
+three_held(struct world *w)
+{
+	return w->peer.nheld == 3;
+}
+
+static void
+test_body_read_once_shared(void **state)
+{
+	struct world *w = world_new();
+	struct spool_stats st;
+	char body[70000];
+
+	world_set(w, "routes.one.test=[127.0.0.1]:%d", w->peer.port);
+	world_set(w, "routes.two.test=[127.0.0.1]:0%d", w->peer.port);
+	world_set(w, "routes.three.test=[127.0.0.1]:00%d", w->peer.port);
+	world_start(w);
+	w->peer.hold_dot = 1;
+	memset(body, 'b', sizeof(body) - 3);
+	memcpy(body + sizeof(body) - 3, "\r\n", 3);
+	world_submit(w, "s@src.test", "a@one.test,b@two.test,c@three.test",
+	    body, 0);
+	world_run_until(w, three_held, 10, "three connections at the dot");
+	spool_stats_get(w->sp, &st);
+	assert_int_equal(st.body_reads, 1);
+	peer_release(&w->peer);
+	world_run_until(w, peer_has_3, 10, "the three deliveries");
+	for (int i = 0; i < 3; i++) {
+		struct pmsg *m = &w->peer.msgs[i];
+		size_t k = 0;
+		/* as sent, less the folds of the long line */
+		for (size_t j = 0; j < m->len; j++) {
+			if (j + 2 < m->len && memcmp(m->data + j, "\r\n ", 3) ==
+			    0 && j + 3 < m->len - 2) {
+				j += 2;
+				continue;
+			}
+			m->data[k++] = m->data[j];
+		}
+		assert_int_equal(k, sizeof(body) - 1);
+		assert_memory_equal(m->data, body, k);
+	}
+	world_free(w);
+}
+
 int
 main(void)
 {
@@ -540,6 +645,8 @@ main(void)
 		cmocka_unit_test(test_dsn_retry_backoff),
 		cmocka_unit_test(test_expiry_status),
 		cmocka_unit_test(test_idle_destinations_freed),
+		cmocka_unit_test(test_unreadable_body_frees_connection),
+		cmocka_unit_test(test_body_read_once_shared),
 		cmocka_unit_test(test_loop_same_socket),
 		cmocka_unit_test(test_loop_wildcard),
 		cmocka_unit_test(test_loop_not_other_sockets),

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * body.c: message bodies for delivery, one shared copy per message.
+ *
+ * A delivery connection (and a DSN about a message) asks for the body of
+ * a MID with sched_body_get(). The first asker starts one read on the
+ * spool's reader thread (spool_body_read: never a disk read on the loop
+ * thread); every asker meanwhile waits on the same entry, and all get the
+ * same evbuffer, read-only, reference-counted: a message going to 200
+ * destinations is read once and held once, however many connections send
+ * it at the same time (each streams it out in pieces, smtpc tx.c). The
+ * copy is freed when the last user puts it back; a failed read is not
+ * kept, so the next asker reads again.
+ *
+ * Entry life: get (none) -> LOADING (waiters) -> loaded: READY, or
+ * failed: unhashed -> last put -> freed.
+ * Callers: destq.c (connections), dsn.c (reports).
+ */
+#include <stddef.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+
+#include "log/log.h"
+#include "sched/sched_int.h"
+#include "util/util.h"
+
+static uint32_t
+sched_body_hash(const void *node)
+{
+	uint64_t mid = ((const struct sched_body *)node)->mid;
+
+	return (uint32_t)(mid ^ (mid >> 32));
+}
+
+static struct sched_body *
+sched_body_find(struct sched *s, uint64_t mid)
+{
+	struct sched_body *b;
+
+	if (s->btab == NULL)
+		return NULL;
+	for (b = s->btab[(uint32_t)(mid ^ (mid >> 32)) % s->btab_size];
+	    b != NULL; b = b->hnext)
+		if (b->mid == mid)
+			return b;
+	return NULL;
+}
+
+static void
+sched_body_unhash(struct sched *s, struct sched_body *b)
+{
+	struct sched_body **pp;
+
+	if (!b->hashed)
+		return;
+	for (pp = &s->btab[sched_body_hash(b) % s->btab_size]; *pp != NULL;
+	    pp = &(*pp)->hnext) {
+		if (*pp == b) {
+			*pp = b->hnext;
+			break;
+		}
+	}
+	b->hashed = 0;
+	s->nbody--;
+}
+
+void
+sched_body_put(struct sched *s, struct sched_body *b)
+{
+	if (b == NULL || --b->refs > 0)
+		return;
+	sched_body_unhash(s, b);
+	if (b->buf != NULL)
+		evbuffer_free(b->buf);
+	free(b);
+}
+
+/* The spool's answer: every waiter hears, the loader's reference goes. */
+static void
+sched_body_loaded(void *arg, struct evbuffer *buf, enum spool_status st)
+{
+	struct sched_body *b = arg;
+	struct sched *s = b->s;
+	struct sched_body_wait *w;
+
+	b->loading = 0;
+	b->buf = buf;
+	if (buf == NULL) {
+		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, b->mid, -1 },
+		    "body not read", "reason", st == SPOOL_ERR_NOTFOUND ?
+		    "not in the spool" : spool_last_error(s->spool), NULL);
+		sched_body_unhash(s, b);	/* the next asker reads again */
+	}
+	/* a waiter may cancel others from its callback: take them one by
+	 * one from the list */
+	b->refs++;
+	while ((w = b->waiters) != NULL) {
+		b->waiters = w->next;
+		w->body = NULL;
+		w->cb(w->arg, b);
+	}
+	sched_body_put(s, b);		/* the loader's */
+	sched_body_put(s, b);		/* held over the callbacks */
+}
+
+struct sched_body *
+sched_body_get(struct sched *s, uint64_t mid, struct sched_body_wait *w)
+{
+	struct sched_body *b = sched_body_find(s, mid);
+	size_t i;
+
+	if (b == NULL) {
+		if (s->btab == NULL) {
+			s->btab_size = 256;
+			s->btab = xcalloc(s->btab_size, sizeof(*s->btab));
+		} else if (s->nbody >= s->btab_size) {
+			s->btab = (struct sched_body **)sl_chain_rehash(
+			    (void **)s->btab, s->btab_size, s->btab_size * 2,
+			    offsetof(struct sched_body, hnext),
+			    sched_body_hash);
+			s->btab_size *= 2;
+		}
+		b = xcalloc(1, sizeof(*b));
+		b->s = s;
+		b->mid = mid;
+		b->refs = 1;		/* the loader's */
+		b->loading = 1;
+		b->hashed = 1;
+		i = sched_body_hash(b) % s->btab_size;
+		b->hnext = s->btab[i];
+		s->btab[i] = b;
+		s->nbody++;
+		spool_body_read(s->spool, mid, sched_body_loaded, b);
+	}
+	b->refs++;
+	if (b->loading) {
+		w->body = b;
+		w->next = b->waiters;
+		b->waiters = w;
+	}
+	return b;
+}
+
+void
+sched_body_cancel(struct sched *s, struct sched_body_wait *w)
+{
+	struct sched_body *b = w->body;
+	struct sched_body_wait **pp;
+
+	if (b == NULL)
+		return;
+	for (pp = &b->waiters; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	w->body = NULL;
+	sched_body_put(s, b);
+}
+
+void
+sched_body_free_all(struct sched *s)
+{
+	free(s->btab);
+	s->btab = NULL;
+}
