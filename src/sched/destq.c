@@ -536,10 +536,10 @@ sched_conn_loaded(struct sched_conn *c)
 	}
 	memset(&c->m, 0, sizeof(c->m));
 	c->m.mid = m->mid;
-	c->m.sender = m->sender;
+	c->m.sender = sched_msg_sender(m);
 	c->m.flags = m->flags;
 	c->m.ret = m->ret;
-	c->m.envid = m->envid;
+	c->m.envid = sched_msg_envid(m);
 	c->m.body = c->body->buf;	/* shared, read-only, held until done */
 	c->m.nrcpt = job->nrcpt;
 	c->m.rcpts = c->rcpts;

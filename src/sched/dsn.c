@@ -93,6 +93,7 @@ sched_dsn_stored(void *arg, enum spool_status st)
 {
 	struct sched_dsn *q = arg;
 	struct sched_msg *m = q->orig;
+	struct sched *s;
 	char mid[17];
 
 	m->inflight--;
@@ -117,8 +118,9 @@ sched_dsn_stored(void *arg, enum spool_status st)
 		if (q->action == BOUNCE_FAILED)
 			sched_dsn_wait(q->s, m);
 	}
+	s = q->s;
 	sched_dsn_q_free(q);
-	sched_msg_maybe_done(m->s, m);
+	sched_msg_maybe_done(s, m);
 }
 
 /*
@@ -192,8 +194,8 @@ sched_dsn_build(struct sched_dsn *q)
 	}
 	bi.reporting_mta = s->conf->server_hostname;
 	bi.mid = m->mid;
-	bi.envid = m->envid;
-	bi.sender = m->sender;
+	bi.envid = sched_msg_envid(m);
+	bi.sender = sched_msg_sender(m);
 	bi.arrival = m->arrival;
 	/* RFC 3461 4.3: RET=FULL is for failure reports only */
 	bi.ret_full = q->action == BOUNCE_FAILED && m->ret == SPOOL_RET_FULL;
@@ -217,7 +219,7 @@ sched_dsn_build(struct sched_dsn *q)
 	dm->size = evbuffer_get_length(dm->body);
 	dm->nrcpt = 1;
 	dm->rcpts = xcalloc(1, sizeof(*dm->rcpts));
-	dm->rcpts[0].addr = xstrdup(m->sender);
+	dm->rcpts[0].addr = xstrdup(sched_msg_sender(m));
 	sched_body_put(s, q->body);
 	q->body = NULL;
 
@@ -249,12 +251,12 @@ sched_dsn(struct sched *s, struct sched_msg *m, enum bounce_action action,
 
 	if (n == 0)
 		return;
-	if ((m->flags & SPOOL_F_BOUNCE) || m->sender[0] == '\0') {
+	if ((m->flags & SPOOL_F_BOUNCE) || sched_msg_sender(m)[0] == '\0') {
 		for (size_t i = 0; i < n && action == BOUNCE_FAILED; i++)
 			m->rcpts[idx[i]].state = SPOOL_RCPT_BOUNCED;
 		if (action == BOUNCE_FAILED)
 			log_ev(LOG_INFO, MSG_IDS(m), "double bounce: "
-			    "not returned", "sender", m->sender, NULL);
+			    "not returned", "sender", sched_msg_sender(m), NULL);
 		return;
 	}
 	q = xcalloc(1, sizeof(*q) + n * sizeof(uint32_t));

@@ -28,9 +28,9 @@
 #include "util/util.h"
 
 static const char *
-sched_rcpt_state_name(const struct sched_rcpt *r)
+sched_rcpt_state_name(const struct sched_rcpt *r, const struct sched_job *j)
 {
-	if (r->job != NULL && r->job->state == SCHED_JOB_ACTIVE)
+	if (j != NULL && j->state == SCHED_JOB_ACTIVE)
 		return "active";
 	switch (r->state) {
 	case SPOOL_RCPT_QUEUED:
@@ -51,7 +51,8 @@ sched_view_msg(struct sched_msg *m, sched_view_fn *fn, void *arg)
 {
 	struct sched_rcpt_view *v = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*v));
 	struct sched_msg_view mv = {
-		.mid = m->mid, .arrival = m->arrival, .sender = m->sender,
+		.mid = m->mid, .arrival = m->arrival,
+		.sender = sched_msg_sender(m),
 		.size = m->size, .bounce = (m->flags & SPOOL_F_BOUNCE) != 0,
 		.nrcpt = m->nrcpt, .rcpts = v,
 	};
@@ -59,16 +60,17 @@ sched_view_msg(struct sched_msg *m, sched_view_fn *fn, void *arg)
 
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		const struct sched_rcpt *r = &m->rcpts[i];
+		const struct sched_job *j = sched_rcpt_job(m, i);
 		v[i].rid = r->rid;
 		v[i].addr = r->addr;
-		v[i].state = sched_rcpt_state_name(r);
+		v[i].state = sched_rcpt_state_name(r, j);
 		v[i].attempts = r->attempts;
 		v[i].next_retry = r->next_retry;
 		v[i].last_reply = r->last_reply;
-		if (r->job != NULL) {
-			v[i].destination = r->job->dest->name;
-			if (r->job->state == SCHED_JOB_READY)
-				v[i].waiting = r->job->dest->blocked;
+		if (j != NULL) {
+			v[i].destination = j->dest->name;
+			if (j->state == SCHED_JOB_READY)
+				v[i].waiting = j->dest->blocked;
 		}
 	}
 	rc = fn(arg, &mv);
@@ -386,13 +388,14 @@ sched_user_deleted(void *arg, enum spool_status st)
 {
 	struct sched_del *q = arg;
 	struct sched_msg *m = q->m;
+	struct sched *s = q->s;
 
 	m->inflight--;
 	log_ev(LOG_INFO, &(struct log_ids){ 0, 0, m->mid, -1 },
 	    "deleted by the operator", NULL);
 	q->cb(q->arg, st == SPOOL_ERR_NOTFOUND ? SPOOL_OK : st);
 	free(q);
-	sched_msg_enter(m->s, m, SCHED_MSG_DONE);
+	sched_msg_enter(s, m, SCHED_MSG_DONE);
 }
 
 static void

@@ -101,6 +101,13 @@ sched_msg_free(struct sched_msg *m)
 	free(m);
 }
 
+/* Unix seconds as kept in memory: 0 to 2106. */
+static uint32_t
+sched_time32(int64_t t)
+{
+	return t <= 0 ? 0 : t >= UINT32_MAX ? UINT32_MAX : (uint32_t)t;
+}
+
 /* Copy s (may be NULL) to *p and move *p past it; returns the copy. */
 static const char *
 sched_put(char **p, const char *s)
@@ -130,15 +137,15 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 	/* the message, its recipients and its strings: one block */
 	m = xcalloc(1, sizeof(*m) + msg->nrcpt * sizeof(m->rcpts[0]) + strs);
 	p = (char *)&m->rcpts[msg->nrcpt];
-	m->s = s;
 	m->mid = msg->mid;
-	m->arrival = msg->arrival;
-	m->sender = sched_put(&p, msg->sender ? msg->sender : "");
-	m->envid = sched_put(&p, msg->envid);
+	m->arrival = (uint32_t)(msg->arrival > 0 ? msg->arrival : 0);
+	m->nrcpt = (uint32_t)msg->nrcpt;
+	/* sched_msg_sender and sched_msg_envid find these two */
+	sched_put(&p, msg->sender ? msg->sender : "");
+	m->has_envid = sched_put(&p, msg->envid) != NULL;
 	m->ret = msg->ret;
 	m->flags = msg->flags;
-	m->size = msg->size;
-	m->nrcpt = (uint32_t)msg->nrcpt;
+	m->size = msg->size < UINT32_MAX ? (uint32_t)msg->size : UINT32_MAX;
 	for (size_t i = 0; i < msg->nrcpt; i++) {
 		const struct spool_rcpt *sr = &msg->rcpts[i];
 		struct sched_rcpt *r = &m->rcpts[i];
@@ -146,8 +153,9 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 		r->has_orcpt = sched_put(&p, sr->orcpt) != NULL;
 		r->last_reply = sl_intern(sr->last_reply);
 		r->rid = sr->rid;
-		r->attempts = sr->attempts;
-		r->next_retry = sr->next_retry;
+		r->attempts = sr->attempts < UINT16_MAX ?
+		    (uint16_t)sr->attempts : UINT16_MAX;
+		r->next_retry = sched_time32(sr->next_retry);
 		r->state = sr->state;
 		r->notify = sr->notify;
 		/* FAILED (not BOUNCED) from the spool: its DSN is due */
@@ -189,7 +197,7 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 		struct sched_dest *d;
 		struct sched_job *j;
 
-		if (sched_rcpt_final(r) || r->job != NULL)
+		if (sched_rcpt_final(r))
 			continue;
 		sched_rcpt_domain(r->addr, dom, sizeof(dom));
 		d = sched_dest_get(s, dom);
@@ -210,7 +218,6 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 			d->njobs++;
 		}
 		j->ridx[j->nrcpt++] = i;
-		r->job = j;
 		if (r->next_retry > j->timer.key)
 			j->timer.key = r->next_retry;
 	}
@@ -244,6 +251,27 @@ sched_msg_find(struct sched *s, uint64_t mid)
 	    m = m->hnext)
 		if (m->mid == mid)
 			return m;
+	return NULL;
+}
+
+/* The job recipient i of m is in: a walk of its (few) jobs, each list of
+ * recipients in ascending order. */
+struct sched_job *
+sched_rcpt_job(const struct sched_msg *m, uint32_t i)
+{
+	for (struct sched_job *j = m->jobs; j != NULL; j = j->next) {
+		uint32_t lo = 0, hi = j->nrcpt;
+
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+			if (j->ridx[mid] < i)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < j->nrcpt && j->ridx[lo] == i)
+			return j;
+	}
 	return NULL;
 }
 
@@ -340,8 +368,6 @@ sched_job_unlink(struct sched *s, struct sched_job *job)
 			break;
 		}
 	}
-	for (uint32_t i = 0; i < job->nrcpt; i++)
-		m->rcpts[job->ridx[i]].job = NULL;
 	free(job);
 }
 
@@ -370,17 +396,37 @@ sched_rcpt_set_reply(struct sched_rcpt *r, const char *reply,
 
 /* ---- recording outcomes ---- */
 
+/* A spool request about a message: its callback's argument. */
+struct sched_req {
+	struct sched *s;
+	struct sched_msg *m;
+};
+
+static struct sched_req *
+sched_req_new(struct sched *s, struct sched_msg *m)
+{
+	struct sched_req *q = xmalloc(sizeof(*q));
+
+	q->s = s;
+	q->m = m;
+	m->inflight++;
+	return q;
+}
+
 static void
 sched_spool_done(void *arg, enum spool_status st)
 {
-	struct sched_msg *m = arg;
+	struct sched_req *q = arg;
+	struct sched_msg *m = q->m;
+	struct sched *s = q->s;
 
+	free(q);
 	if (st != SPOOL_OK)
 		log_ev(LOG_WARNING, MSG_IDS(m, -1), "recipient states not "
 		    "recorded", "status", st == SPOOL_ERR_NOSPACE ? "no space" :
 		    st == SPOOL_ERR_NOTFOUND ? "not found" : "io error", NULL);
 	m->inflight--;
-	sched_msg_maybe_done(m->s, m);
+	sched_msg_maybe_done(s, m);
 }
 
 /* Record the states of the recipients listed (indices into m->rcpts). */
@@ -402,8 +448,8 @@ sched_record(struct sched *s, struct sched_msg *m, const uint32_t *idx,
 		v[i].next_retry = r->next_retry;
 		v[i].last_reply = (char *)r->last_reply; /* copied */
 	}
-	m->inflight++;
-	spool_update_rcpts(s->spool, m->mid, v, n, sched_spool_done, m);
+	spool_update_rcpts(s->spool, m->mid, v, n, sched_spool_done,
+	    sched_req_new(s, m));
 	free(v);	/* the spool copied what it needs */
 }
 
@@ -540,9 +586,11 @@ sched_msg_gc(struct sched *s, struct sched_msg *m)
 static void
 sched_deleted(void *arg, enum spool_status st)
 {
-	struct sched_msg *m = arg;
-	struct sched *s = m->s;
+	struct sched_req *q = arg;
+	struct sched_msg *m = q->m;
+	struct sched *s = q->s;
 
+	free(q);
 	m->inflight--;
 	if (st != SPOOL_OK && st != SPOOL_ERR_NOTFOUND) {
 		/* it stays on disk with every recipient final; the next start
@@ -577,8 +625,7 @@ sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 		}
 	}
 	sched_msg_enter(s, m, SCHED_MSG_DELETING);
-	m->inflight++;
-	spool_delete(s->spool, m->mid, sched_deleted, m);
+	spool_delete(s->spool, m->mid, sched_deleted, sched_req_new(s, m));
 }
 
 /* ---- outcomes ---- */
@@ -622,7 +669,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		int code = res[i].code;
 
 		all[i] = ri;
-		r->attempts++;
+		if (r->attempts < UINT16_MAX)
+			r->attempts++;
 		sched_rcpt_set_reply(r, res[i].reply, remote);
 		if (code >= 200 && code < 300) {
 			double lat = (double)sl_now_us() / 1e6 - (double)m->arrival;
@@ -649,7 +697,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			s->stats.failed++;
 		} else {
 			r->state = SPOOL_RCPT_DEFERRED;
-			r->next_retry = now + sched_backoff(s, r->attempts);
+			r->next_retry = sched_time32(now + sched_backoff(s,
+			    r->attempts));
 			if (r->next_retry > next)
 				next = r->next_retry;
 			s->stats.deferred++;
@@ -670,7 +719,6 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			}
 			continue;
 		}
-		r->job = NULL;
 		m->npending--;
 		s->stats.recipients--;
 	}

@@ -3,8 +3,15 @@
  * sched_int.h: the scheduler's own structures, shared by sched.c (messages,
  * outcomes, timers) and destq.c (destinations, connections, dispatch).
  *
- * Memory per queued recipient: one struct sched_rcpt (its address and last
- * reply as strings) and a share of a job; bodies stay in the spool.
+ * Memory per queued recipient (issue 9 item 24: at most 300 bytes with
+ * one recipient per message, bench/queue-scale): a share of one block per
+ * message (struct sched_msg, its struct sched_rcpt array and their
+ * strings: sender, envid, addresses, ORCPTs), a share of a job, an entry
+ * of the retry heap and of the MID index. Last replies and remote hosts
+ * are interned. Nothing in these is derivable from the rest: the sender
+ * and the envid are found in the block, the job of a recipient from its
+ * message's jobs, the scheduler from the callback's request. Bodies stay
+ * in the spool.
  */
 #ifndef SL_SCHED_INT_H
 #define SL_SCHED_INT_H
@@ -28,13 +35,12 @@ struct sched_rcpt {
 	const char *last_reply;	/* interned (util/intern.h) */
 	const char *remote;	/* the host that gave last_reply; interned */
 	uint32_t rid;
-	uint32_t attempts;
-	int64_t next_retry;
+	uint32_t next_retry;	/* unix seconds (to 2106) */
+	uint16_t attempts;	/* stops at 65535 */
 	uint8_t state;		/* enum spool_rcpt_state; FAILED: its DSN
 				   is due, BOUNCED: queued or none due */
-	uint8_t notify;
-	uint8_t has_orcpt;
-	struct sched_job *job;
+	uint8_t notify : 4;	/* SPOOL_NOTIFY_* */
+	uint8_t has_orcpt : 1;
 };
 
 /* 1 if r has its outcome. */
@@ -89,24 +95,40 @@ enum sched_msg_state {
 struct sched_msg {
 	TAILQ_ENTRY(sched_msg) age;	/* the list of its state (above) */
 	struct sched_msg *hnext;	/* the MID index */
-	struct sched *s;
 	uint64_t mid;
-	int64_t arrival;
-	const char *sender;		/* these strings live in the block */
-	const char *envid;
+	struct sched_job *jobs;		/* jobs of this message (job->next) */
+	uint32_t arrival;		/* unix seconds (to 2106) */
+	uint32_t size;			/* max_message_size is below 1 GB */
+	uint32_t nrcpt, npending;	/* recipients, those not final */
+	uint32_t inflight;		/* spool requests not yet answered */
 	uint8_t ret, flags;
 	uint8_t state;			/* enum sched_msg_state */
 	unsigned warned : 1;		/* a delay notice went out */
 	unsigned listed : 1;		/* indexed and on a list */
 	unsigned in_expired : 1;	/* queued, in s->expired */
 	unsigned dsn_wait : 1;		/* in s->dsn_wait (dsn.c) */
-	uint64_t size;
-	uint32_t nrcpt, npending;	/* recipients, those not final */
-	struct sched_job *jobs;		/* jobs of this message (job->next) */
-	int inflight;			/* spool requests not yet answered */
-	struct sched_rcpt rcpts[];	/* nrcpt of them, then the strings:
-					   one allocation per message */
+	unsigned has_envid : 1;
+	struct sched_rcpt rcpts[];	/* nrcpt of them, then the strings
+					   (sender, envid if any, each
+					   address and its ORCPT): one
+					   allocation per message */
 };
+
+/* The sender ("" for <>): the first string after the recipients. */
+static inline const char *
+sched_msg_sender(const struct sched_msg *m)
+{
+	return (const char *)&m->rcpts[m->nrcpt];
+}
+
+/* The ENVID, or NULL: after the sender. */
+static inline const char *
+sched_msg_envid(const struct sched_msg *m)
+{
+	const char *s = sched_msg_sender(m);
+
+	return m->has_envid ? s + __builtin_strlen(s) + 1 : NULL;
+}
 
 /* 1 while the message is in the queue (listed, selectable, deletable). */
 static inline int
@@ -125,15 +147,18 @@ enum sched_job_state {
 
 /* The recipients of one message at one destination: one transaction. */
 struct sched_job {
-	struct sl_heap_item timer;	/* key: next retry, unix seconds */
-	TAILQ_ENTRY(sched_job) entry;	/* the destination's ready list */
+	union {				/* a job is in one of the two */
+		struct sl_heap_item timer; /* DEFERRED: the retry heap; key:
+					   next retry, unix seconds */
+		TAILQ_ENTRY(sched_job) entry; /* READY: its ready list */
+	};
 	struct sched_job *next;		/* the message's jobs */
 	struct sched_msg *msg;
 	struct sched_dest *dest;
-	int state;
-	int hold;			/* held while active: hold after it */
+	uint8_t state;			/* enum sched_job_state */
+	uint8_t hold;			/* held while active: hold after it */
 	uint32_t nrcpt;
-	uint32_t ridx[];		/* indices into msg->rcpts */
+	uint32_t ridx[];		/* indices into msg->rcpts, ascending */
 };
 
 TAILQ_HEAD(sched_job_list, sched_job);
@@ -295,6 +320,8 @@ struct sched {
 
 /* sched.c */
 struct sched_msg *sched_msg_find(struct sched *s, uint64_t mid);
+/* The job recipient i of m is in, or NULL (final). */
+struct sched_job *sched_rcpt_job(const struct sched_msg *m, uint32_t i);
 void sched_msg_enter(struct sched *s, struct sched_msg *m,
     enum sched_msg_state st);
 void sched_msg_gc(struct sched *s, struct sched_msg *m);
