@@ -50,17 +50,10 @@ sched_body_find(struct sched *s, uint64_t mid)
 static void
 sched_body_unhash(struct sched *s, struct sched_body *b)
 {
-	struct sched_body **pp;
-
 	if (!b->hashed)
 		return;
-	for (pp = &s->btab[sched_body_hash(b) % s->btab_size]; *pp != NULL;
-	    pp = &(*pp)->hnext) {
-		if (*pp == b) {
-			*pp = b->hnext;
-			break;
-		}
-	}
+	sl_chain_unlink((void **)&s->btab[sched_body_hash(b) % s->btab_size],
+	    b, offsetof(struct sched_body, hnext));
 	b->hashed = 0;
 	s->nbody--;
 }

@@ -821,39 +821,17 @@ sched_run_starved(struct sched *s)
 static void
 sched_site_free(struct sched *s, struct sched_site *site)
 {
-	struct sched_site **pp;
-
-	for (pp = &s->stab[sl_hash_str(site->key) % s->stab_size]; *pp != NULL;
-	    pp = &(*pp)->hnext) {
-		if (*pp == site) {
-			*pp = site->hnext;
-			break;
-		}
-	}
+	sl_chain_unlink((void **)&s->stab[sl_hash_str(site->key) %
+	    s->stab_size], site, offsetof(struct sched_site, hnext));
 	s->nsite--;
 	free(site->key);
 	free(site);
 }
 
-/* Free d: it has no job and no connection; nothing else keeps it. */
+/* What d owns itself: its DNS query and answer, its timer, its names. */
 static void
-sched_dest_free(struct sched *s, struct sched_dest *d)
+sched_dest_destroy(struct sched_dest *d)
 {
-	struct sched_dest **pp;
-
-	for (pp = &s->dtab[sl_hash_str(d->name) % s->dtab_size]; *pp != NULL;
-	    pp = &(*pp)->hnext) {
-		if (*pp == d) {
-			*pp = d->hnext;
-			break;
-		}
-	}
-	s->ndest--;
-	if (d->in_starved)
-		TAILQ_REMOVE(&s->starved, d, starved);
-	if (d->in_kick)
-		TAILQ_REMOVE(&s->kick, d, kick);
-	sched_dest_set_site(s, d, NULL);
 	if (d->query)
 		dns_query_cancel(d->query);
 	dns_result_free(d->hops);
@@ -862,6 +840,21 @@ sched_dest_free(struct sched *s, struct sched_dest *d)
 	free(d->name);
 	free(d->route);
 	free(d);
+}
+
+/* Free d: it has no job and no connection; nothing else keeps it. */
+static void
+sched_dest_free(struct sched *s, struct sched_dest *d)
+{
+	sl_chain_unlink((void **)&s->dtab[sl_hash_str(d->name) % s->dtab_size],
+	    d, offsetof(struct sched_dest, hnext));
+	s->ndest--;
+	if (d->in_starved)
+		TAILQ_REMOVE(&s->starved, d, starved);
+	if (d->in_kick)
+		TAILQ_REMOVE(&s->kick, d, kick);
+	sched_dest_set_site(s, d, NULL);
+	sched_dest_destroy(d);
 }
 
 static void
@@ -943,14 +936,7 @@ sched_dest_free_all(struct sched *s)
 				smtpc_free(c->c);
 				sched_conn_free(c);
 			}
-			if (d->query)
-				dns_query_cancel(d->query);
-			dns_result_free(d->hops);
-			if (d->wake)
-				event_free(d->wake);
-			free(d->name);
-			free(d->route);
-			free(d);
+			sched_dest_destroy(d);	/* the sites go below */
 		}
 		s->dtab[b] = NULL;
 	}

@@ -278,16 +278,9 @@ sched_rcpt_job(const struct sched_msg *m, uint32_t i)
 static void
 sched_msg_unindex(struct sched *s, struct sched_msg *m)
 {
-	struct sched_msg **pp;
-
-	for (pp = &s->mtab[sched_msg_hash(m) % s->mtab_size]; *pp;
-	    pp = &(*pp)->hnext) {
-		if (*pp == m) {
-			*pp = m->hnext;
-			s->nindexed--;
-			return;
-		}
-	}
+	if (sl_chain_unlink((void **)&s->mtab[sched_msg_hash(m) %
+	    s->mtab_size], m, offsetof(struct sched_msg, hnext)))
+		s->nindexed--;
 }
 
 void

@@ -184,6 +184,19 @@ sl_chain_rehash(void **tab, size_t size, size_t newsize, size_t next_off,
 }
 
 int
+sl_chain_unlink(void **bucket, void *node, size_t next_off)
+{
+	for (void **pp = bucket; *pp != NULL;
+	    pp = (void **)((char *)*pp + next_off)) {
+		if (*pp == node) {
+			*pp = *(void **)((char *)node + next_off);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int
 sl_hexval(int c)
 {
 	if (c >= '0' && c <= '9')

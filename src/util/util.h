@@ -64,6 +64,8 @@ uint32_t sl_hash_str(const char *s);
  */
 void **sl_chain_rehash(void **tab, size_t size, size_t newsize,
     size_t next_off, uint32_t (*hash)(const void *node));
+/* Take node out of the chain that starts at *bucket; 1 if it was there. */
+int sl_chain_unlink(void **bucket, void *node, size_t next_off);
 
 /* Wall clock in microseconds since the epoch; monotonic clock in ms. */
 int64_t sl_now_us(void);
