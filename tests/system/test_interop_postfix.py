@@ -87,7 +87,7 @@ def send(d, rcpts, msg, mail_opts=(), rcpt_opts=()):
 
 
 def done(d, mid):
-    d.wait_log(rf"MID {mid:016X} Message finished status=done", timeout=30)
+    d.wait_log(rf"Message finished MID {mid:016X} done", timeout=30)
 
 
 # ---- sluiced -> Postfix ----
@@ -152,7 +152,8 @@ def test_size_limit_bounces_5_3_4(postfix, make_sluiced, back, how):
     assert rs[0]["status"] == "5.3.4", rs
     assert rs[0]["action"] == "failed", rs
     assert "552" in rs[0].get("diagnostic-code", ""), rs
-    rejected = re.findall(rf"MID {mid:016X} RID \[0\] Rejected .*reply="
+    rejected = re.findall(rf"Rejected DCID \d+ MID {mid:016X} to RID \[0\] "
+                          r".*reply="
                           r'"?(552 5\.3\.4 [^"\n]*)', d.log_text())
     assert len(rejected) == 1, d.log_text()[-3000:]
     if how == "enforced":

@@ -50,7 +50,7 @@ def send_to(d, rcpt, token):
 def finished(d, mid):
     wait_until(lambda: d.spool.count() == 0, timeout=30,
                what="an empty spool")
-    d.wait_log(rf"MID {mid:016X} Message finished", timeout=10)
+    d.wait_log(rf"Message finished MID {mid:016X} done", timeout=10)
 
 
 @pytest.mark.parametrize("rcpt", ["Postmaster", "postmaster",
@@ -77,7 +77,8 @@ def test_postmaster_failure_sends_no_dsn(net, make_sluiced):
     mid = send_to(d, "<Postmaster>", "pm-fail")
     finished(d, mid)
     log = d.log_text()
-    assert re.search(rf"MID {mid:016X} RID \[0\].*550 5.1.1", log), log[-3000:]
+    assert re.search(rf"Rejected DCID \d+ MID {mid:016X} to RID \[0\].*550 "
+                     r"5.1.1", log), log[-3000:]
     assert "bounced" not in log and "notice" not in log
     assert back.count() == 0 and back.conns == 0
     assert rx.count() == 0
