@@ -11,7 +11,8 @@
 
 #include "harness.h"
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+/* the ASan runtime's (GCC ships no header for it) */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 #include "sched/sched_int.h"	/* the counts of destinations and sites */
