@@ -5,7 +5,9 @@ set -e
 PKGS="build-essential pkg-config libevent-dev libinih-dev libsqlite3-dev
 libjansson-dev libc-ares-dev libssl-dev libcmocka-dev clang
 python3 python3-pytest swaks libnet-ssleay-perl openssl curl postfix
-dnsmasq-base strace sqlite3 iproute2 procps psmisc haproxy"
+dnsmasq-base strace sqlite3 iproute2 procps psmisc haproxy
+libgmime-3.0-dev librabbitmq-dev libcurl4-openssl-dev libzstd-dev
+rabbitmq-server python3-pika"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
