@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh replay                replay every corpus through its
 #                                         target (make test-fuzz); needs cc
-#   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET (parse, data, reply, bdat) with
+#   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET (parse, data, reply,
+#                                         bdat, template, inject) with
 #                                         libFuzzer; needs clang
 #
 # The targets link the parser sources directly, not build/libsluice.a, so
@@ -15,8 +16,10 @@ set -eu
 
 cd "$(dirname "$0")/.."
 OUT=fuzz/build
-TARGETS="parse data reply bdat"
-SRCS="src/smtpd/parse.c src/smtpd/data.c src/smtpd/content.c src/smtpc/reply.c src/util/str.c src/util/xalloc.c"
+TARGETS="parse data reply bdat template inject"
+SRCS="src/smtpd/parse.c src/smtpd/data.c src/smtpd/content.c src/smtpc/reply.c src/util/str.c src/util/xalloc.c
+src/inject/template.c src/inject/request.c"
+LIBS="$(pkg-config --cflags --libs jansson)"
 CFLAGS="-std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
@@ -30,7 +33,7 @@ replay() {
 	pass=0 fail=0
 	for t in $TARGETS; do
 		${CC:-cc} $CFLAGS $SAN -o "$OUT/replay-$t" "fuzz/fuzz_$t.c" \
-		    fuzz/replay_main.c $SRCS
+		    fuzz/replay_main.c $SRCS $LIBS
 		line=$(ASAN_OPTIONS=detect_leaks=1 "$OUT/replay-$t" \
 		    "fuzz/corpus/$t") || true
 		p=$(echo "$line" | sed -n 's/^replay: \([0-9]*\) passed.*/\1/p')
@@ -48,7 +51,7 @@ run() {
 	[ -f "fuzz/fuzz_$t.c" ] || usage
 	mkdir -p "$OUT/work-$t" "fuzz/corpus/$t"
 	clang $CFLAGS -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -o "$OUT/fuzz-$t" "fuzz/fuzz_$t.c" $SRCS
+	    -fno-sanitize-recover=undefined -o "$OUT/fuzz-$t" "fuzz/fuzz_$t.c" $SRCS $LIBS
 	dict=""
 	[ -f "fuzz/$t.dict" ] && dict="-dict=fuzz/$t.dict"
 	"$OUT/fuzz-$t" -max_total_time="$secs" -max_len=1024 -timeout=10 \
