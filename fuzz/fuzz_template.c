@@ -59,7 +59,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				CHECK((unsigned char)b.data[i] >= 0x20 &&
 				    b.data[i] != 0x7f);
 		if (esc == INJECT_ESC_URL && rc == 0 && inject_tpl_is_literal(t))
-			CHECK(b.len == size);
+			CHECK(b.len <= size);	/* "\\{{" renders as "{{" */
 		inject_buf_free(&b);
 	}
 	inject_tpl_free(t);

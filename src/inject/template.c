@@ -254,6 +254,7 @@ inject_tpl_render(const struct inject_tpl *t, enum inject_esc esc,
     inject_var_fn *lookup, void *arg, struct inject_buf *out, size_t max)
 {
 	size_t start = out->len;
+	int rc = 0;
 
 	inject_buf_add(out, "", 0);
 	for (size_t i = 0; i < t->n; i++) {
@@ -272,13 +273,16 @@ inject_tpl_render(const struct inject_tpl *t, enum inject_esc esc,
 			else if (v != NULL)
 				tpl_escape(out, esc, v, vlen);
 		}
-		if (out->len - start > max)
-			return -1;
+		if (out->len - start > max) {
+			rc = -1;
+			break;
+		}
 	}
+	/* the prefix left on failure is made safe too */
 	if (esc == INJECT_ESC_HEADER)
 		for (size_t i = start; i < out->len; i++)
 			if ((unsigned char)out->data[i] < 0x20 ||
 			    out->data[i] == 0x7f)
 				out->data[i] = ' ';
-	return 0;
+	return rc;
 }
