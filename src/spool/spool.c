@@ -57,8 +57,11 @@ spool_msg_free(struct spool_msg *msg)
 		free(msg->rcpts[i].addr);
 		free(msg->rcpts[i].orcpt);
 		free(msg->rcpts[i].last_reply);
+		free(msg->rcpts[i].vars);
 	}
 	free(msg->rcpts);
+	free(msg->idem_key);
+	free(msg->idem_answer);
 	if (msg->body != NULL)
 		evbuffer_free(msg->body);
 	free(msg->sender);
@@ -561,6 +564,29 @@ struct evbuffer *
 spool_body_load(struct spool *sp, uint64_t mid)
 {
 	return spool_rdb_body_load(sp->rdb, mid, sp->err, sizeof(sp->err));
+}
+
+char *
+spool_rcpt_vars(struct spool *sp, uint64_t mid, uint32_t rid)
+{
+	return spool_rdb_rcpt_vars(sp->rdb, mid, rid);
+}
+
+char *
+spool_idem_get(struct spool *sp, const char *key, int64_t since)
+{
+	return spool_rdb_idem_get(sp->rdb, key, since);
+}
+
+void
+spool_idem_expire(struct spool *sp, int64_t before, spool_done_fn *cb,
+    void *arg)
+{
+	struct spool_req *r = xcalloc(1, sizeof(*r));
+
+	r->type = SPOOL_REQ_IDEM_EXPIRE;
+	r->mid = (uint64_t)before;
+	spool_enqueue(sp, r, cb, arg);
 }
 
 const char *

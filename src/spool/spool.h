@@ -50,6 +50,9 @@ enum {
 	SPOOL_F_SMTPUTF8 = 2,	/* SMTPUTF8 given at MAIL */
 	SPOOL_F_BINARYMIME = 4,	/* BODY=BINARYMIME (BDAT only) */
 	SPOOL_F_BOUNCE = 8,	/* a DSN we generated: never bounce it */
+	SPOOL_F_BATCH = 16,	/* an injected batch: the body is its template
+				   (src/inject), each recipient gets its own
+				   message built at delivery */
 };
 
 enum spool_rcpt_state {
@@ -71,6 +74,9 @@ struct spool_rcpt {
 	uint32_t attempts;
 	int64_t next_retry;	/* unix seconds; 0 = now */
 	char *last_reply;	/* last remote reply or reason, or NULL; owned */
+	char *vars;		/* an injected recipient's template values
+				   (compact JSON), or NULL; owned; written by
+				   spool_insert, read by spool_rcpt_vars */
 };
 
 struct spool_msg {
@@ -87,6 +93,10 @@ struct spool_msg {
 	struct spool_rcpt *rcpts; /* owned array of nrcpt */
 	struct evbuffer *body;	/* whole message as stored (Received: first);
 				   owned; NULL in envelopes read back */
+	char *idem_key;		/* an injection's Idempotency-Key, stored
+				   with the message (same transaction) with
+				   idem_answer; NULL: none. Both owned. */
+	char *idem_answer;
 };
 
 /* Called on the event loop thread with the outcome of one request. */
@@ -153,6 +163,16 @@ struct evbuffer *spool_body_load(struct spool *sp, uint64_t mid);
 typedef void spool_body_fn(void *arg, struct evbuffer *body,
     enum spool_status status);
 void spool_body_read(struct spool *sp, uint64_t mid, spool_body_fn *cb,
+    void *arg);
+/* An injected recipient's vars (a new string, free()), or NULL. */
+char *spool_rcpt_vars(struct spool *sp, uint64_t mid, uint32_t rid);
+/*
+ * The answer stored with Idempotency-Key key at or after since (unix s),
+ * as a new string (free()), or NULL when there is none.
+ */
+char *spool_idem_get(struct spool *sp, const char *key, int64_t since);
+/* Forget the idempotency keys stored before `before` (unix s). */
+void spool_idem_expire(struct spool *sp, int64_t before, spool_done_fn *cb,
     void *arg);
 
 void spool_msg_free(struct spool_msg *msg);

@@ -24,6 +24,7 @@ enum spool_req_type {
 	SPOOL_REQ_INSERT,
 	SPOOL_REQ_UPDATE,
 	SPOOL_REQ_DELETE,
+	SPOOL_REQ_IDEM_EXPIRE,		/* mid holds the cutoff (unix s) */
 };
 
 /* One queued write; lives from spool_insert() & co. until its callback ran. */
@@ -154,5 +155,8 @@ struct evbuffer *spool_rdb_body_load(struct spool_rdb *rdb, uint64_t mid,
     char *err, size_t errlen);
 /* 1 if the last spool_rdb_body_load of rdb failed for want of the row. */
 int spool_rdb_notfound(struct spool_rdb *rdb);
+char *spool_rdb_idem_get(struct spool_rdb *rdb, const char *key,
+    int64_t since);
+char *spool_rdb_rcpt_vars(struct spool_rdb *rdb, uint64_t mid, uint32_t rid);
 
 #endif

@@ -43,7 +43,7 @@
 
 #include "spool/spool_int.h"
 
-#define SPOOL_SCHEMA_VERSION 1
+#define SPOOL_SCHEMA_VERSION 2
 /* Past this, an idle spool thread truncates the WAL. */
 #define SPOOL_WAL_LIMIT ((int64_t)64 * 1024 * 1024)
 /*
@@ -70,6 +70,10 @@ enum {
 	ST_DEL_ENV,
 	ST_DEL_RCPTS,
 	ST_DEL_BODY,
+	ST_INS_VARS,
+	ST_DEL_VARS,
+	ST_INS_IDEM,
+	ST_DEL_IDEM,
 	ST_MAX
 };
 
@@ -95,6 +99,11 @@ static const char *const spool_db_sql[ST_MAX] = {
 	[ST_DEL_ENV] = "DELETE FROM envelopes WHERE mid = ?1",
 	[ST_DEL_RCPTS] = "DELETE FROM recipients WHERE mid = ?1",
 	[ST_DEL_BODY] = "DELETE FROM bodies WHERE mid = ?1",
+	[ST_INS_VARS] = "INSERT INTO rcpt_vars(mid, rid, vars) VALUES(?1, ?2, ?3)",
+	[ST_DEL_VARS] = "DELETE FROM rcpt_vars WHERE mid = ?1",
+	[ST_INS_IDEM] = "INSERT INTO idempotency(key, created, answer)"
+	    " VALUES(?1, ?2, ?3)",
+	[ST_DEL_IDEM] = "DELETE FROM idempotency WHERE created < ?1",
 };
 
 /*
@@ -127,8 +136,25 @@ static const char spool_schema_sql[] =
     " PRIMARY KEY(mid, rid)) WITHOUT ROWID;"
     "CREATE TABLE bodies("
     " mid INTEGER PRIMARY KEY,"
-    " data BLOB NOT NULL);"
-    "PRAGMA user_version = 1;";
+    " data BLOB NOT NULL);";
+
+/*
+ * Version 2: the injection API. rcpt_vars holds an injected recipient's
+ * template values (a batch's body is its template: SPOOL_F_BATCH);
+ * idempotency the first answer to each Idempotency-Key, written in the
+ * transaction that stores the batch.
+ */
+static const char spool_schema_v2_sql[] =
+    "CREATE TABLE IF NOT EXISTS rcpt_vars("
+    " mid INTEGER NOT NULL,"
+    " rid INTEGER NOT NULL,"
+    " vars TEXT NOT NULL,"
+    " PRIMARY KEY(mid, rid)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS idempotency("
+    " key TEXT PRIMARY KEY,"
+    " created INTEGER NOT NULL,"
+    " answer TEXT NOT NULL);"
+    "PRAGMA user_version = 2;";
 
 struct spool_db {
 	int lockfd;		/* flock'd: one sluiced per spool directory */
@@ -149,6 +175,8 @@ struct spool_rdb {
 	sqlite3_stmt *env;
 	sqlite3_stmt *rcpt;
 	int notfound;		/* the last body load found no row */
+	sqlite3_stmt *idem;
+	sqlite3_stmt *vars;
 };
 
 /* mkdir -p: create dir and its missing parents. */
@@ -212,6 +240,9 @@ spool_db_schema(sqlite3 *db, char *err, size_t errlen)
 	ver = spool_db_int(db, "PRAGMA user_version");
 	if (ver == 0 &&
 	    sqlite3_exec(db, spool_schema_sql, NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	if (ver < 2 &&
+	    sqlite3_exec(db, spool_schema_v2_sql, NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
 	if (ver > SPOOL_SCHEMA_VERSION) {
 		snprintf(err, errlen, "spool schema version %lld is newer than"
@@ -522,6 +553,23 @@ spool_db_insert(struct spool_db *d, struct spool_req *r)
 		spool_bind_text(st, 9, rc_->last_reply);
 		if ((rc = spool_db_step(d, st)) != SQLITE_OK)
 			return rc;
+		if (rc_->vars != NULL) {
+			sqlite3_stmt *vs = d->st[ST_INS_VARS];
+			sqlite3_bind_int64(vs, 1, (sqlite3_int64)m->mid);
+			sqlite3_bind_int64(vs, 2, rc_->rid);
+			spool_bind_text(vs, 3, rc_->vars);
+			if ((rc = spool_db_step(d, vs)) != SQLITE_OK)
+				return rc;
+		}
+		st = d->st[ST_INS_RCPT];
+	}
+	if (m->idem_key != NULL) {
+		st = d->st[ST_INS_IDEM];
+		spool_bind_text(st, 1, m->idem_key);
+		sqlite3_bind_int64(st, 2, m->arrival);
+		spool_bind_text(st, 3, m->idem_answer ? m->idem_answer : "{}");
+		if ((rc = spool_db_step(d, st)) != SQLITE_OK)
+			return rc;
 	}
 
 	st = d->st[ST_INS_BODY];
@@ -604,7 +652,8 @@ spool_db_update(struct spool_db *d, struct spool_req *r)
 static int
 spool_db_delete(struct spool_db *d, struct spool_req *r)
 {
-	static const int sts[] = { ST_DEL_ENV, ST_DEL_RCPTS, ST_DEL_BODY };
+	static const int sts[] = { ST_DEL_ENV, ST_DEL_RCPTS, ST_DEL_BODY,
+		ST_DEL_VARS };
 	size_t i;
 	int rc;
 
@@ -631,6 +680,9 @@ spool_db_req(struct spool_db *d, struct spool_req *r)
 		return spool_db_update(d, r);
 	case SPOOL_REQ_DELETE:
 		return spool_db_delete(d, r);
+	case SPOOL_REQ_IDEM_EXPIRE:
+		sqlite3_bind_int64(d->st[ST_DEL_IDEM], 1, (sqlite3_int64)r->mid);
+		return spool_db_step(d, d->st[ST_DEL_IDEM]);
 	}
 	SL_PANIC("bad spool request type %d", (int)r->type);
 }
@@ -858,6 +910,12 @@ spool_rdb_open(const char *dir, char *err, size_t errlen)
 	    sqlite3_prepare_v3(r->db, "SELECT mid, rid, addr, orcpt, notify,"
 	    " state, attempts, next_retry, last_reply FROM recipients"
 	    " ORDER BY mid, rid", -1, SQLITE_PREPARE_PERSISTENT, &r->rcpt,
+	    NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v3(r->db, "SELECT answer FROM idempotency WHERE"
+	    " key = ?1 AND created >= ?2", -1, SQLITE_PREPARE_PERSISTENT,
+	    &r->idem, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v3(r->db, "SELECT vars FROM rcpt_vars WHERE"
+	    " mid = ?1 AND rid = ?2", -1, SQLITE_PREPARE_PERSISTENT, &r->vars,
 	    NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "spool: prepare: %s",
 		    sqlite3_errmsg(r->db));
@@ -878,6 +936,8 @@ spool_rdb_close(struct spool_rdb *r)
 		return;
 	sqlite3_finalize(r->env);
 	sqlite3_finalize(r->rcpt);
+	sqlite3_finalize(r->idem);
+	sqlite3_finalize(r->vars);
 	sqlite3_close(r->db);
 	free(r);
 }
@@ -917,6 +977,7 @@ spool_rdb_rcpt(sqlite3_stmt *st, struct spool_msg *m, size_t *cap)
 		m->rcpts = xrealloc(m->rcpts, *cap * sizeof(*m->rcpts));
 	}
 	r = &m->rcpts[m->nrcpt++];
+	memset(r, 0, sizeof(*r));
 	r->rid = (uint32_t)sqlite3_column_int64(st, 1);
 	r->addr = spool_col_str(st, 2);
 	r->orcpt = spool_col_str(st, 3);
@@ -1021,4 +1082,33 @@ spool_rdb_body_load(struct spool_rdb *r, uint64_t mid, char *err,
 	}
 	sqlite3_blob_close(blob);
 	return buf;
+}
+
+/* One text column of a keyed lookup, copied; NULL if no row (or error). */
+static char *
+spool_rdb_text(sqlite3_stmt *st)
+{
+	char *v = NULL;
+
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = spool_col_str(st, 0);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return v;
+}
+
+char *
+spool_rdb_idem_get(struct spool_rdb *r, const char *key, int64_t since)
+{
+	sqlite3_bind_text(r->idem, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(r->idem, 2, since);
+	return spool_rdb_text(r->idem);
+}
+
+char *
+spool_rdb_rcpt_vars(struct spool_rdb *r, uint64_t mid, uint32_t rid)
+{
+	sqlite3_bind_int64(r->vars, 1, (sqlite3_int64)mid);
+	sqlite3_bind_int64(r->vars, 2, rid);
+	return spool_rdb_text(r->vars);
 }

@@ -762,12 +762,64 @@ test_checkpoint(void **state)
 	free(wal);
 }
 
+/* An injected batch: recipients' vars and the Idempotency-Key answer are
+ * stored with the message, read back by key, and go with it. */
+static void
+test_batch_vars_idem(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t m1 = spool_mid_next(f->sp), m2 = spool_mid_next(f->sp);
+	struct spool_msg *a = make_msg(m1, 3, 3, 100), *b;
+	struct res r[5];
+	int count = 0;
+	char *v;
+
+	for (int i = 0; i < 5; i++)
+		r[i] = (struct res){ .count = &count };
+	a->flags = SPOOL_F_BATCH;
+	a->rcpts[0].vars = xstrdup("{\"name\":\"Ann\"}");
+	a->rcpts[2].vars = xstrdup("{\"name\":\"Cy\"}");
+	a->idem_key = xstrdup("key-1");
+	a->idem_answer = xstrdup("{\"batch_id\":\"x\"}");
+	spool_insert(f->sp, a, done_cb, &r[0]);
+	/* the same key again fails alone: the first answer stays */
+	b = make_msg(m2, 4, 1, 10);
+	b->idem_key = xstrdup("key-1");
+	b->idem_answer = xstrdup("{}");
+	spool_insert(f->sp, b, done_cb, &r[1]);
+	run_until(f, &count, 2);
+	assert_int_equal(r[0].st, SPOOL_OK);
+	assert_int_not_equal(r[1].st, SPOOL_OK);
+	reopen(f);
+	v = spool_rcpt_vars(f->sp, m1, 0);
+	assert_string_equal(v, "{\"name\":\"Ann\"}");
+	free(v);
+	assert_null(spool_rcpt_vars(f->sp, m1, 1));
+	v = spool_rcpt_vars(f->sp, m1, 2);
+	assert_string_equal(v, "{\"name\":\"Cy\"}");
+	free(v);
+	v = spool_idem_get(f->sp, "key-1", 1790000000);
+	assert_string_equal(v, "{\"batch_id\":\"x\"}");
+	free(v);
+	/* older than the window: not seen */
+	assert_null(spool_idem_get(f->sp, "key-1", 1790000004));
+	assert_null(spool_idem_get(f->sp, "key-2", 0));
+	spool_delete(f->sp, m1, done_cb, &r[2]);
+	spool_idem_expire(f->sp, 1790000004, done_cb, &r[3]);
+	run_until(f, &count, 4);
+	assert_int_equal(r[3].st, SPOOL_OK);
+	assert_null(spool_rcpt_vars(f->sp, m1, 0));
+	assert_null(spool_idem_get(f->sp, "key-1", 0));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mid_fmt_parse),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_vars_idem, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_update_delete, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_mid_monotonic, setup,
