@@ -66,7 +66,10 @@ void archive_free(struct archive *a);
 /* Archive a delivered message; takes body. Loop thread. */
 void archive_add(struct archive *a, const struct archive_entry *e,
     struct evbuffer *body);
-typedef void archive_answer_fn(void *arg, json_t *result, const char *err);
+/* result (a new reference), or NULL with err; notfound: the id is not
+ * there (or is no id). */
+typedef void archive_answer_fn(void *arg, json_t *result, int notfound,
+    const char *err);
 /* Run a find (args as archive_db_find) or a show (result {id, message_base64})
  * on the worker; fn gets a new reference or an error, on the loop. */
 void archive_find(struct archive *a, const char *rcpt, uint64_t mid,

@@ -142,6 +142,7 @@ struct archive_q {
 	char *rcpt, *batch, *id;
 	uint64_t mid;
 	json_t *result;
+	int notfound;
 	char err[256];
 	archive_answer_fn *fn;
 	void *arg;
@@ -162,7 +163,10 @@ archive_show_run(void *arg)
 	struct archive_q *q = arg;
 	struct evbuffer *b = evbuffer_new();
 
-	if (archive_db_show(q->a->db, q->id, b, q->err, sizeof(q->err)) == 0) {
+	int rc = archive_db_show(q->a->db, q->id, b, q->err, sizeof(q->err));
+
+	q->notfound = rc == 1;
+	if (rc == 0) {
 		size_t n = evbuffer_get_length(b);
 		/* JSON strings hold text; the message goes as base64, exact */
 		char *b64 = g_base64_encode(evbuffer_pullup(b, -1), n);
@@ -179,7 +183,7 @@ archive_q_done(void *arg)
 {
 	struct archive_q *q = arg;
 
-	q->fn(q->arg, q->result, q->result ? NULL : q->err);
+	q->fn(q->arg, q->result, q->notfound, q->result ? NULL : q->err);
 	free(q->rcpt);
 	free(q->batch);
 	free(q->id);

@@ -48,6 +48,8 @@ int cmd_drain(int argc, char **argv);
 int cmd_undrain(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_sendmail(int argc, char **argv);
+int cmd_failures(int argc, char **argv);
+int cmd_archive(int argc, char **argv);
 
 /*
  * cmd_ctl.c: send cmd with args (borrowed, may be NULL) to the control

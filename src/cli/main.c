@@ -31,6 +31,9 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "stop", cmd_stop, "stop sluiced gracefully", 1 },
 	{ "sendmail", cmd_sendmail, "submit a message (sendmail-compatible)",
 	    1 },
+	{ "failures", cmd_failures, "list, retry, purge recipients that "
+	    "failed for good", 1 },
+	{ "archive", cmd_archive, "find and show archived messages", 1 },
 };
 
 static void

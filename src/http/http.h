@@ -110,6 +110,8 @@ const char *http_req_path(const struct http_req *req);
 const char *http_req_tail(const struct http_req *req);
 /* A query parameter (decoded), or NULL. */
 const char *http_req_query(const struct http_req *req, const char *name);
+/* A request header (any case), or NULL. */
+const char *http_req_header(const struct http_req *req, const char *name);
 /* 1 for HEAD: the body of the answer is not sent. */
 int http_req_is_head(const struct http_req *req);
 /* The request body (may be empty). */

@@ -694,6 +694,13 @@ http_req_query(const struct http_req *req, const char *name)
 	return evhttp_find_header(&req->query, name);
 }
 
+const char *
+http_req_header(const struct http_req *req, const char *name)
+{
+	return req->ev ? evhttp_find_header(evhttp_request_get_input_headers(
+	    req->ev), name) : NULL;
+}
+
 int
 http_req_is_head(const struct http_req *req)
 {

@@ -156,6 +156,12 @@ inject_batch_id(const struct inject_batch *b)
 	return b->batch_id;
 }
 
+int
+inject_batch_archive(const struct inject_batch *b)
+{
+	return json_is_true(json_object_get(b->t, "archive"));
+}
+
 /* ---- values ---- */
 
 struct batch_vars {

@@ -43,6 +43,7 @@ struct mq_msg {
 	char *reason;		/* an answer: dead-letter reason, or NULL */
 	int publish;		/* an event to publish (body, key = rkey) */
 	char *logline;		/* a line for the log (the log is the loop's) */
+	int requeue;		/* an answer: give it back to the broker */
 };
 
 struct mq_list {
@@ -291,6 +292,9 @@ mq_send(struct mq *q, struct mq_msg *m)
 		    0 : -1;
 	if (m->gen != q->gen)
 		return 0;	/* its tag belongs to a closed connection */
+	if (m->requeue)
+		return amqp_basic_reject(q->conn, 1, m->tag, 1) ==
+		    AMQP_STATUS_OK ? 0 : -1;
 	if (m->reason != NULL) {
 		h[n].key = amqp_cstring_bytes("x-sluice-reason");
 		h[n].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -330,7 +334,7 @@ mq_flush(struct mq *q)
 		pthread_mutex_lock(&q->mu);
 		if (rc == 0 && m->publish)
 			q->st.published++;
-		else if (rc == 0 && m->gen == q->gen)
+		else if (rc == 0 && m->gen == q->gen && !m->requeue)
 			*(m->reason ? &q->st.dead : &q->st.acked) += 1;
 		else if (m->publish)
 			q->st.dropped++;
@@ -470,6 +474,13 @@ mq_done(struct mq *q, struct mq_msg *m, const char *dead_reason)
 {
 	free(m->reason);
 	m->reason = dead_reason ? xstrdup(dead_reason) : NULL;
+	mq_out(q, m);
+}
+
+void
+mq_requeue(struct mq *q, struct mq_msg *m)
+{
+	m->requeue = 1;
 	mq_out(q, m);
 }
 

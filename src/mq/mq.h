@@ -58,6 +58,9 @@ int mq_msg_redelivered(const struct mq_msg *m);
  * reason in the header "x-sluice-reason", then acknowledged.
  */
 void mq_done(struct mq *q, struct mq_msg *m, const char *dead_reason);
+/* Give m back to the broker to deliver again later (takes m): it was not
+ * stored (the spool failed, or the same key is being stored). */
+void mq_requeue(struct mq *q, struct mq_msg *m);
 /* Publish body to [events] amqp_exchange with routing key rkey. */
 void mq_publish(struct mq *q, const char *rkey, const char *body,
     size_t len);

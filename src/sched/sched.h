@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "util/util.h"
+
 struct event_base;
 struct sl_conf;
 struct spool;
@@ -47,6 +49,62 @@ void sched_msg_commit(struct sched *s, struct sched_msg *m);
 void sched_msg_abort(struct sched *s, struct sched_msg *m);
 /* A message found in the spool at start; takes msg. */
 void sched_recover(void *s, struct spool_msg *msg);
+
+/* ---- hooks: injection, events, the failure queue, the archive ---- */
+
+/* One recipient's outcome, for the events (valid during the call). */
+struct sched_outcome {
+	uint64_t mid;
+	uint32_t rid;
+	const char *addr;
+	const char *sender;
+	uint8_t flags;		/* SPOOL_F_* of the message */
+	const char *event;	/* "delivered", "deferred", "bounced", "expired" */
+	const char *reply;	/* the last reply, or NULL */
+	const char *remote;	/* the host that gave it, or NULL */
+	uint32_t attempts;
+};
+
+/* A final message's failed recipients (valid during the call). */
+struct sched_failed {
+	uint64_t mid;
+	const char *sender;
+	const char *envid;
+	uint8_t flags;
+	size_t n;
+	const uint32_t *rids;
+	const char *const *addrs;
+	const char *const *replies;
+};
+
+/*
+ * What other parts of sluiced do with delivery; every member optional.
+ * Called on the loop thread; pointers are borrowed for the call.
+ */
+struct sched_hooks {
+	/*
+	 * The message for recipient rid of a batch (SPOOL_F_BATCH): a new
+	 * evbuffer, or NULL with SL_TEMP (retry later) or SL_PERM (fail the
+	 * recipient) in *st and the reason ("550 5.6.0 ...") in why.
+	 */
+	struct evbuffer *(*batch_body)(void *arg, uint64_t mid, uint32_t rid,
+	    const char *addr, enum sl_status *st, char *why, size_t whylen);
+	void (*outcome)(void *arg, const struct sched_outcome *o);
+	/* A transaction got a 2xx for the n recipients named: body is what
+	 * was sent (borrowed; copy what is kept). */
+	void (*delivered)(void *arg, uint64_t mid, const char *sender,
+	    uint8_t flags, const uint32_t *rids, const char *const *addrs,
+	    size_t n, struct evbuffer *body);
+	/*
+	 * The message is final and some recipients failed: keep them, then
+	 * call done(done_arg) once they are safe; the message leaves the
+	 * spool only after that. Return -1 to go on at once instead.
+	 */
+	int (*failed)(void *arg, const struct sched_failed *f,
+	    void (*done)(void *), void *done_arg);
+	void *arg;
+};
+void sched_set_hooks(struct sched *s, const struct sched_hooks *h);
 
 /* ---- queue management (the control socket's commands) ---- */
 

@@ -31,6 +31,7 @@
 #include "log/log.h"
 #include "sched/sched.h"
 #include "sluiced/ctl_int.h"
+#include "sluiced/bulk.h"
 #include "sluiced/sluiced.h"
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
@@ -295,6 +296,8 @@ sluiced_ctl_cmd(void *arg, struct control_req *req, const char *cmd,
 			ctl_cmds[i].fn(ctl, req, args);
 			return;
 		}
+	if (sluiced_bulk_ctl(ctl->d->bulk, req, cmd, args))
+		return;
 	control_reply_err(req, CONTROL_ERR_BADARG, NULL, "unknown command "
 	    "'%s'", cmd);
 }
@@ -374,6 +377,7 @@ sluiced_http_start(struct sluiced_ctl *ctl)
 		ctl_unhealthy, ctl };
 	metrics_add_routes(d->http, &ctl->msrc);
 	ctl->api = http_api_new(d->http, sluiced_ctl_cmd, ctl);
+	sluiced_bulk_routes(d->bulk, d->http);
 	http_server_set_token(d->http, ctl->token);
 	return 0;
 }

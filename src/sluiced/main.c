@@ -34,6 +34,7 @@
 #include "dns/dns.h"
 #include "log/log.h"
 #include "sched/sched.h"
+#include "sluiced/bulk.h"
 #include "sluiced/sluiced.h"
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
@@ -60,6 +61,9 @@ struct sluiced_pending {
 	struct sluiced *d;
 	struct smtpd_session *session;
 	struct sched_msg *msg;
+	uint64_t mid;
+	size_t nrcpt;
+	char *sender;		/* for the "received" event */
 };
 
 /* ops->store's answer: the spool says durable (or not) on the loop thread;
@@ -71,11 +75,14 @@ sluiced_stored(void *arg, enum spool_status status)
 
 	/* /healthz reports a spool that fails (ctl.c) */
 	p->d->spool_failed_at = status == SPOOL_OK ? 0 : sl_mono_ms();
-	if (status == SPOOL_OK)
+	if (status == SPOOL_OK) {
 		sched_msg_commit(p->d->sched, p->msg);
-	else
+		sluiced_bulk_received(p->d->bulk, p->mid, p->sender, p->nrcpt);
+	} else {
 		sched_msg_abort(p->d->sched, p->msg);
+	}
 	smtpd_session_stored(p->session, status);
+	free(p->sender);
 	free(p);
 }
 
@@ -87,6 +94,9 @@ sluiced_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
 
 	p->d = d;
 	p->session = s;
+	p->mid = msg->mid;
+	p->nrcpt = msg->nrcpt;
+	p->sender = xstrdup(msg->sender ? msg->sender : "");
 	/* the scheduler's copy is made now: the spool takes msg */
 	p->msg = sched_msg_new(d->sched, msg);
 	spool_insert(d->spool, msg, sluiced_stored, p);
@@ -269,6 +279,11 @@ sluiced_run(struct sluiced *d)
 		return 1;
 	}
 	d->sched = sched_new(d->base, d->conf, d->spool, d->dns);
+	/* before recovery: a recovered final message may have failures */
+	if ((d->bulk = sluiced_bulk_new(d, err, sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		return 1;
+	}
 	n = spool_recover(d->spool, sched_recover, d->sched);
 	if (n < 0) {
 		log_warnx("spool %s: recovery failed: %s", d->conf->spool_dir,
@@ -310,8 +325,11 @@ sluiced_run(struct sluiced *d)
 	/* the spool answers what is still queued, then the sessions go;
 	 * deliveries in flight are retried at the next start */
 	sched_stop(d->sched);
+	sluiced_bulk_quiesce(d->bulk);
 	spool_close(d->spool);
 	d->spool = NULL;
+	sluiced_bulk_free(d->bulk);
+	d->bulk = NULL;
 	sched_free(d->sched);
 	d->sched = NULL;
 	smtpd_server_free(d->smtpd);
@@ -335,8 +353,10 @@ sluiced_free(struct sluiced *d)
 	}
 	if (d->sched)
 		sched_stop(d->sched);
+	sluiced_bulk_quiesce(d->bulk);
 	if (d->spool)
 		spool_close(d->spool);
+	sluiced_bulk_free(d->bulk);
 	sched_free(d->sched);
 	smtpd_server_free(d->smtpd);
 	if (d->dns)

@@ -20,6 +20,7 @@ struct sl_conf;
 struct control_req;
 struct http_server;
 struct sluiced_ctl;
+struct sluiced_bulk;
 
 #define SLUICE_VERSION "0.1.0"
 
@@ -40,6 +41,7 @@ struct sluiced {
 	struct control_server *control;
 	struct http_server *http;
 	struct sluiced_ctl *ctl;
+	struct sluiced_bulk *bulk;	/* injection, events, failures, archive */
 	struct event *sig_term, *sig_int, *sig_hup, *flush_ev, *deadline_ev;
 	int64_t started;		/* unix seconds */
 	uint64_t recovered;

@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inject.c: bulk injection in sluiced: a request (HTTP POST
+ * /api/v1/inject or a RabbitMQ message) parsed, stored once as a batch
+ * (template and recipient list, src/inject) and answered only after the
+ * spool's commit returned; the batch's bodies built per recipient at
+ * delivery (the scheduler's batch_body hook); the Idempotency-Key
+ * checked against the spool and the requests in flight.
+ *
+ * An injection's life: parsed -> (key seen: the first answer) ->
+ * spool_insert -> committed: sched_msg_commit, answer 200, "received"
+ * event | failed: answer 503, nothing queued.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "archive/archive.h"
+#include "conf/conf.h"
+#include "events/events.h"
+#include "failures/failures.h"
+#include "inject/inject.h"
+#include "log/log.h"
+#include "mq/mq.h"
+#include "sched/sched.h"
+#include "sluiced/bulk.h"
+#include "sluiced/sluiced.h"
+#include "spool/spool.h"
+#include "util/util.h"
+#include "util/worker.h"
+
+#define BULK_HOURLY 3600
+
+/* ---- the injection ---- */
+
+struct inject_pending {
+	struct sluiced_bulk *b;
+	struct sched_msg *msg;
+	json_t *answer;
+	char *key;
+	char *peer;
+	size_t accepted;
+	sluiced_inject_fn *fn;
+	void *arg;
+};
+
+static json_t *
+bulk_answer(const struct inject_req *r, const char *batch_id)
+{
+	json_t *rej = json_array();
+
+	for (size_t i = 0; i < r->nrejected; i++)
+		json_array_append_new(rej, json_pack("{s:I,s:o,s:s}", "index",
+		    (json_int_t)r->rejected[i].index, "email",
+		    r->rejected[i].email ? json_string(r->rejected[i].email) :
+		    json_null(), "reason", r->rejected[i].reason));
+	return json_pack("{s:o,s:I,s:o}", "batch_id", batch_id ?
+	    json_string(batch_id) : json_null(), "accepted",
+	    (json_int_t)r->nrcpt, "rejected", rej);
+}
+
+static void
+bulk_injected(void *arg, enum spool_status st)
+{
+	struct inject_pending *p = arg;
+	struct sluiced_bulk *b = p->b;
+	const char *id = json_string_value(json_object_get(p->answer,
+	    "batch_id"));
+	char n[24];
+
+	if (p->key != NULL)
+		json_object_del(b->keys_inflight, p->key);
+	if (st != SPOOL_OK) {
+		sched_msg_abort(b->d->sched, p->msg);
+		log_ev(LOG_WARNING, NULL, "injection not stored", "batch_id", id,
+		    "peer", p->peer, "status", st == SPOOL_ERR_NOSPACE ?
+		    "no space" : "io error", NULL);
+		json_decref(p->answer);
+		p->fn(p->arg, 503, json_pack("{s:s}", "error", "the spool "
+		    "could not store the batch; nothing was queued, try again"));
+	} else {
+		sched_msg_commit(b->d->sched, p->msg);
+		b->injected++;
+		b->injected_rcpts += p->accepted;
+		snprintf(n, sizeof(n), "%zu", p->accepted);
+		log_ev(LOG_INFO, NULL, "batch injected", "batch_id", id,
+		    "recipients", n, "peer", p->peer, NULL);
+		sluiced_bulk_emit(b, json_pack("{s:s,s:f,s:s,s:s,s:I,s:O}",
+		    "event", "received", "time", (double)sl_now_us() / 1e6,
+		    "mid", id, "batch_id", id, "recipients",
+		    (json_int_t)p->accepted, "metadata",
+		    json_object_get(p->answer, "metadata") ?
+		    json_object_get(p->answer, "metadata") : json_null()));
+		json_object_del(p->answer, "metadata");
+		p->fn(p->arg, 200, p->answer);
+	}
+	free(p->key);
+	free(p->peer);
+	free(p);
+}
+
+/* The spool message of a parsed request: its recipients' strings move. */
+static struct spool_msg *
+bulk_spool_msg(struct sluiced_bulk *b, struct inject_req *r, uint64_t mid,
+    int64_t now, const char *peer)
+{
+	struct spool_msg *m = xcalloc(1, sizeof(*m));
+	char *tpl = inject_batch_json(r, mid, now,
+	    b->d->conf->server_hostname);
+
+	m->mid = mid;
+	m->arrival = now;
+	m->sender = xstrdup(r->sender);
+	m->flags = SPOOL_F_BATCH | (r->smtputf8 ? SPOOL_F_SMTPUTF8 : 0);
+	m->client_addr = xstrdup(peer ? peer : "127.0.0.1");
+	m->helo = xstrdup("inject");
+	m->body = evbuffer_new();
+	evbuffer_add(m->body, tpl, strlen(tpl));
+	free(tpl);
+	m->nrcpt = r->nrcpt;
+	m->rcpts = xcalloc(r->nrcpt ? r->nrcpt : 1, sizeof(*m->rcpts));
+	for (size_t i = 0; i < r->nrcpt; i++) {
+		struct spool_rcpt *sr = &m->rcpts[i];
+		sr->rid = (uint32_t)i;
+		sr->addr = r->rcpts[i].email;
+		sr->vars = r->rcpts[i].vars;
+		r->rcpts[i].email = r->rcpts[i].vars = NULL;
+		/* outcomes go to the events and the failure queue, not as
+		 * one DSN per recipient to the sender */
+		sr->notify = SPOOL_NOTIFY_NEVER;
+		sr->state = SPOOL_RCPT_QUEUED;
+	}
+	return m;
+}
+
+void
+sluiced_inject(struct sluiced_bulk *b, const char *body, size_t len,
+    const char *key, const char *peer, sluiced_inject_fn *fn, void *arg)
+{
+	const struct sl_conf *c = b->d->conf;
+	struct inject_limits lim = { (size_t)c->inject_max_recipients,
+		(size_t)c->server_max_message_size,
+		(size_t)c->inject_max_vars_size };
+	int64_t now = sl_now_us() / 1000000;
+	struct inject_pending *p;
+	struct inject_req *r;
+	struct spool_msg *m;
+	char err[512], id[17];
+	char *seen;
+	uint64_t mid;
+
+	if (key != NULL && (key[0] == '\0' || strlen(key) > 255)) {
+		fn(arg, 400, json_pack("{s:s}", "error", "Idempotency-Key: "
+		    "1 to 255 characters"));
+		return;
+	}
+	if (key != NULL && json_object_get(b->keys_inflight, key) != NULL) {
+		fn(arg, 409, json_pack("{s:s}", "error", "a request with this "
+		    "Idempotency-Key is being stored; ask again"));
+		return;
+	}
+	if (key != NULL && (seen = spool_idem_get(b->d->spool, key, now -
+	    c->inject_idempotency_window)) != NULL) {
+		json_t *a = json_loads(seen, 0, NULL);
+		free(seen);
+		log_ev(LOG_INFO, NULL, "injection repeated: first answer "
+		    "returned", "key", key, "peer", peer, NULL);
+		fn(arg, 200, a ? a : json_object());
+		return;
+	}
+	if (inject_req_parse(body, len, &lim, &r, err, sizeof(err)) != 0) {
+		log_ev(LOG_INFO, NULL, "injection refused", "reason", err,
+		    "peer", peer, NULL);
+		fn(arg, 400, json_pack("{s:s}", "error", err));
+		return;
+	}
+	b->rejected_rcpts += r->nrejected;
+	if (r->nrcpt == 0) {
+		fn(arg, 200, bulk_answer(r, NULL));
+		inject_req_free(r);
+		return;
+	}
+	mid = spool_mid_next(b->d->spool);
+	spool_mid_fmt(mid, id);
+	p = xcalloc(1, sizeof(*p));
+	p->b = b;
+	p->answer = bulk_answer(r, id);
+	p->accepted = r->nrcpt;
+	p->peer = xstrdup(peer ? peer : "");
+	p->fn = fn;
+	p->arg = arg;
+	m = bulk_spool_msg(b, r, mid, now, peer);
+	if (key != NULL) {
+		p->key = xstrdup(key);
+		m->idem_key = xstrdup(key);
+		m->idem_answer = json_dumps(p->answer, JSON_COMPACT);
+		json_object_set_new(b->keys_inflight, key, json_true());
+	}
+	/* for the "received" event only; not part of the stored answer */
+	if (json_object_get(r->tpl, "metadata") != NULL)
+		json_object_set(p->answer, "metadata", json_object_get(r->tpl,
+		    "metadata"));
+	inject_req_free(r);
+	p->msg = sched_msg_new(b->d->sched, m);
+	spool_insert(b->d->spool, m, bulk_injected, p);
+}
+
+/* ---- the batch bodies at delivery ---- */
+
+struct inject_batch *
+sluiced_bulk_batch(struct sluiced_bulk *b, uint64_t mid)
+{
+	size_t slot = (size_t)(mid ^ (mid >> 17)) % BULK_CACHE;
+	struct evbuffer *body;
+	char err[256];
+
+	if (b->cache[slot].b != NULL && b->cache[slot].mid == mid)
+		return b->cache[slot].b;
+	if ((body = spool_body_load(b->d->spool, mid)) == NULL)
+		return NULL;
+	inject_batch_free(b->cache[slot].b);
+	b->cache[slot].mid = mid;
+	b->cache[slot].b = inject_batch_new((const char *)evbuffer_pullup(body,
+	    -1), evbuffer_get_length(body), err, sizeof(err));
+	evbuffer_free(body);
+	if (b->cache[slot].b == NULL) {
+		char m[17];
+		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, mid, -1 },
+		    "batch template unusable", "reason", err, "mid",
+		    spool_mid_fmt(mid, m), NULL);
+	}
+	return b->cache[slot].b;
+}
+
+struct evbuffer *
+sluiced_bulk_batch_body(void *arg, uint64_t mid, uint32_t rid, const char *addr,
+    enum sl_status *st, char *why, size_t whylen)
+{
+	struct sluiced_bulk *b = arg;
+	struct inject_batch *batch = sluiced_bulk_batch(b, mid);
+	struct evbuffer *out;
+	char err[256];
+	char *vars;
+
+	if (batch == NULL) {
+		*st = SL_TEMP;
+		snprintf(why, whylen, "451 4.3.0 the batch could not be read "
+		    "from the spool");
+		return NULL;
+	}
+	vars = spool_rcpt_vars(b->d->spool, mid, rid);
+	out = evbuffer_new();
+	if (inject_batch_build(batch, addr, vars, rid, out, err,
+	    sizeof(err)) != 0) {
+		evbuffer_free(out);
+		out = NULL;
+		*st = SL_PERM;
+		snprintf(why, whylen, "554 5.6.0 the message could not be "
+		    "built: %s", err);
+	}
+	free(vars);
+	return out;
+}
+
+/* ---- RabbitMQ ---- */
+
+static void
+bulk_mq_answer(void *arg, int code, json_t *answer)
+{
+	struct mq_msg *m = ((void **)arg)[0];
+	struct sluiced_bulk *b = ((void **)arg)[1];
+
+	free(arg);
+	if (code == 200) {
+		mq_done(b->mq, m, NULL);
+	} else if (code == 400) {
+		const char *e = json_string_value(json_object_get(answer,
+		    "error"));
+		log_ev(LOG_INFO, NULL, "amqp: request dead-lettered", "reason",
+		    e, NULL);
+		mq_done(b->mq, m, e ? e : "malformed");
+	} else {
+		/* not stored (409, 503): back to the broker, delivered again */
+		mq_requeue(b->mq, m);
+	}
+	json_decref(answer);
+}
+
+static void
+bulk_mq_request(void *arg, struct mq_msg *m)
+{
+	struct sluiced_bulk *b = arg;
+	void **pair = xcalloc(2, sizeof(*pair));
+	size_t len;
+	const char *body = mq_msg_body(m, &len);
+
+	pair[0] = m;
+	pair[1] = b;
+	sluiced_inject(b, body, len, mq_msg_key(m), "amqp", bulk_mq_answer,
+	    pair);
+}
+
+/* ---- start, hourly, stop ---- */
+
+static void
+bulk_idem_expired(void *arg, enum spool_status st)
+{
+}
+
+static void
+bulk_hourly(evutil_socket_t fd, short what, void *arg)
+{
+	struct sluiced_bulk *b = arg;
+	int64_t now = sl_now_us() / 1000000;
+
+	spool_idem_expire(b->d->spool, now - b->d->conf->inject_idempotency_window,
+	    bulk_idem_expired, b);
+}
+
+static char *
+bulk_read_token(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+
+	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
+		snprintf(err, errlen, "[events] webhook_token_file %s: cannot "
+		    "read it", path);
+		if (f)
+			fclose(f);
+		return NULL;
+	}
+	fclose(f);
+	return xstrdup(sl_strtrim(line));
+}
+
+struct sluiced_bulk *
+sluiced_bulk_new(struct sluiced *d, char *err, size_t errlen)
+{
+	const struct sl_conf *c = d->conf;
+	struct sluiced_bulk *b = xcalloc(1, sizeof(*b));
+	struct timeval tv = { BULK_HOURLY, 0 };
+	char *token = NULL;
+
+	inject_init();
+	b->d = d;
+	b->keys_inflight = json_object();
+	if (c->events_webhook_url[0] != '\0') {
+		struct events_conf ec = { c->events_webhook_url, c->spool_dir,
+			c->events_spool_max, c->events_batch_size,
+			c->events_batch_delay * 1000, c->events_retry_max,
+			c->events_timeout, NULL };
+		if (c->events_webhook_token_file[0] != '\0' &&
+		    (token = bulk_read_token(c->events_webhook_token_file, err,
+		    errlen)) == NULL)
+			goto fail;
+		ec.token = token;
+		if ((b->events = events_new(d->base, &ec, err, errlen)) == NULL)
+			goto fail;
+	}
+	if (c->amqp_url[0] != '\0') {
+		struct mq_conf mc = { c->amqp_url, c->amqp_queue,
+			c->amqp_dead_letter_queue, (int)c->amqp_prefetch,
+			c->events_amqp_exchange };
+		if ((b->mq = mq_new(d->base, &mc, bulk_mq_request, b, err,
+		    errlen)) == NULL)
+			goto fail;
+	}
+	if (c->archive_dir[0] != '\0' && (b->archive = archive_new(d->base,
+	    c->archive_dir, c->archive_retention, err, errlen)) == NULL)
+		goto fail;
+	if ((b->fdb = failures_db_open(c->spool_dir, err, errlen)) == NULL ||
+	    (b->fw = sl_worker_new(d->base, "failures")) == NULL)
+		goto fail;
+	b->hourly_ev = event_new(d->base, -1, EV_PERSIST, bulk_hourly, b);
+	evtimer_add(b->hourly_ev, &tv);
+	free(token);
+	sluiced_bulk_hooks(b);
+	return b;
+fail:
+	free(token);
+	sluiced_bulk_quiesce(b);
+	sluiced_bulk_free(b);
+	return NULL;
+}
+
+void
+sluiced_bulk_quiesce(struct sluiced_bulk *b)
+{
+	if (b == NULL || b->quiesced)
+		return;
+	b->quiesced = 1;
+	/* its done callbacks may queue spool deletes: the spool still runs */
+	sl_worker_free(b->fw);
+	b->fw = NULL;
+}
+
+void
+sluiced_bulk_free(struct sluiced_bulk *b)
+{
+	if (b == NULL)
+		return;
+	sluiced_bulk_quiesce(b);
+	mq_free(b->mq);
+	events_free(b->events);
+	archive_free(b->archive);
+	failures_db_close(b->fdb);
+	if (b->hourly_ev)
+		event_free(b->hourly_ev);
+	for (size_t i = 0; i < BULK_CACHE; i++)
+		inject_batch_free(b->cache[i].b);
+	json_decref(b->keys_inflight);
+	free(b);
+}
