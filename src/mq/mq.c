@@ -183,6 +183,9 @@ mq_connect(struct mq *q)
 		free(url);
 		return 0;
 	}
+	/* "amqp://host:port/" names no vhost: the default one, "/" */
+	if (ci.vhost == NULL || ci.vhost[0] == '\0')
+		ci.vhost = "/";
 	q->conn = amqp_new_connection();
 	sock = amqp_tcp_socket_new(q->conn);
 	if (sock == NULL || amqp_socket_open_noblock(sock, ci.host, ci.port,
