@@ -310,14 +310,49 @@ bulk_idem_expired(void *arg, enum spool_status st)
 {
 }
 
+struct bulk_fexp {
+	struct sluiced_bulk *b;
+	int64_t before;
+	long n;
+};
+
+static void
+bulk_fexp_run(void *arg)
+{
+	struct bulk_fexp *x = arg;
+
+	x->n = failures_db_expire(x->b->fdb, x->before);
+}
+
+static void
+bulk_fexp_done(void *arg)
+{
+	struct bulk_fexp *x = arg;
+	char n[24];
+
+	if (x->n > 0) {
+		snprintf(n, sizeof(n), "%ld", x->n);
+		log_ev(LOG_INFO, NULL, "failures expired", "recipients", n, NULL);
+	}
+	free(x);
+}
+
 static void
 bulk_hourly(evutil_socket_t fd, short what, void *arg)
 {
 	struct sluiced_bulk *b = arg;
 	int64_t now = sl_now_us() / 1000000;
+	struct bulk_fexp *x;
 
 	spool_idem_expire(b->d->spool, now - b->d->conf->inject_idempotency_window,
 	    bulk_idem_expired, b);
+	/* [failures] keep = 0: kept until purged */
+	if (b->d->conf->failures_keep > 0 && b->fw != NULL) {
+		x = xcalloc(1, sizeof(*x));
+		x->b = b;
+		x->before = now - b->d->conf->failures_keep;
+		sl_worker_post(b->fw, bulk_fexp_run, bulk_fexp_done, x);
+	}
 }
 
 static char *
@@ -377,6 +412,7 @@ sluiced_bulk_new(struct sluiced *d, char *err, size_t errlen)
 		goto fail;
 	b->hourly_ev = event_new(d->base, -1, EV_PERSIST, bulk_hourly, b);
 	evtimer_add(b->hourly_ev, &tv);
+	bulk_hourly(-1, 0, b);
 	free(token);
 	sluiced_bulk_hooks(b);
 	return b;
