@@ -59,7 +59,7 @@ metrics_head(struct evbuffer *out, const char *name, const char *type,
 	    name, type);
 }
 
-static void
+void
 metrics_one(struct evbuffer *out, const char *name, const char *type,
     const char *help, double v)
 {
@@ -202,6 +202,8 @@ metrics_render(const struct metrics_src *src, struct evbuffer *out)
 	metrics_histogram(out, "sluice_delivery_latency_seconds",
 	    "From arrival to the 2xx of the next hop, per recipient.",
 	    sched_lat_bounds, q.lat_count, SCHED_LAT_BUCKETS, q.lat_sum);
+	if (src->extra != NULL)
+		src->extra(src->extra_arg, out);
 }
 
 static void

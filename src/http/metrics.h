@@ -30,6 +30,9 @@ struct metrics_src {
 	 * ("draining", "the spool fails") */
 	const char *(*unhealthy)(void *arg);
 	void *arg;
+	/* more families written after the built-in ones, or NULL */
+	void (*extra)(void *arg, struct evbuffer *out);
+	void *extra_arg;
 };
 
 /* Add /metrics and /healthz to srv; src is borrowed and outlives srv. */
@@ -39,6 +42,9 @@ void metrics_add_routes(struct http_server *srv,
 /* Write the whole /metrics page for src into out. */
 void metrics_render(const struct metrics_src *src, struct evbuffer *out);
 
+/* Write a counter or gauge with its HELP and TYPE lines. */
+void metrics_one(struct evbuffer *out, const char *name, const char *type,
+    const char *help, double v);
 /* Write one sample line: name{labels} value (labels may be NULL or ""). */
 void metrics_sample(struct evbuffer *out, const char *name,
     const char *labels, double v);

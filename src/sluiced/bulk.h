@@ -24,6 +24,7 @@
 #include "util/util.h"
 
 struct archive;
+struct evbuffer;
 struct control_req;
 struct events;
 struct failures_db;
@@ -82,6 +83,9 @@ struct evbuffer *sluiced_bulk_batch_body(void *arg, uint64_t mid,
 /* A message received over SMTP is durable: its "received" event. */
 void sluiced_bulk_received(struct sluiced_bulk *b, uint64_t mid,
     const char *sender, size_t nrcpt);
+
+/* The bulk families of /metrics (a metrics_src extra). */
+void sluiced_bulk_metrics(void *arg, struct evbuffer *out);
 
 /* outcomes.c */
 void sluiced_bulk_hooks(struct sluiced_bulk *b);

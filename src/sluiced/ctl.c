@@ -374,7 +374,7 @@ sluiced_http_start(struct sluiced_ctl *ctl)
 		return 0;
 	}
 	ctl->msrc = (struct metrics_src){ d->smtpd, d->sched, d->spool,
-		ctl_unhealthy, ctl };
+		ctl_unhealthy, ctl, sluiced_bulk_metrics, d->bulk };
 	metrics_add_routes(d->http, &ctl->msrc);
 	ctl->api = http_api_new(d->http, sluiced_ctl_cmd, ctl);
 	sluiced_bulk_routes(d->bulk, d->http);

@@ -21,6 +21,7 @@
 #include "control/control.h"
 #include "events/events.h"
 #include "failures/failures.h"
+#include "http/metrics.h"
 #include "inject/inject.h"
 #include "log/log.h"
 #include "mq/mq.h"
@@ -57,6 +58,64 @@ sluiced_bulk_received(struct sluiced_bulk *b, uint64_t mid,
 	    "event", "received", "time", (double)sl_now_us() / 1e6, "mid",
 	    spool_mid_fmt(mid, id), "sender", sender, "recipients",
 	    (json_int_t)nrcpt, "batch_id", "metadata"));
+}
+
+void
+sluiced_bulk_metrics(void *arg, struct evbuffer *out)
+{
+	struct sluiced_bulk *b = arg;
+
+	metrics_one(out, "sluice_inject_batches_total", "counter",
+	    "Injected batches durably queued.", (double)b->injected);
+	metrics_one(out, "sluice_inject_recipients_total", "counter",
+	    "Recipients of the injected batches.", (double)b->injected_rcpts);
+	metrics_one(out, "sluice_inject_rejected_total", "counter",
+	    "Recipients an injection rejected (bad address, bad vars).",
+	    (double)b->rejected_rcpts);
+	if (b->events != NULL) {
+		struct events_stats e;
+		events_stats_get(b->events, &e);
+		metrics_one(out, "sluice_events_emitted_total", "counter",
+		    "Delivery events made.", (double)e.emitted);
+		metrics_one(out, "sluice_events_sent_total", "counter",
+		    "Events the webhook accepted.", (double)e.sent);
+		metrics_one(out, "sluice_events_dropped_total", "counter",
+		    "Events dropped: the disk spool was full ([events] "
+		    "spool_max) or unwritable.", (double)e.dropped);
+		metrics_one(out, "sluice_events_failures_total", "counter",
+		    "Webhook POSTs that failed.", (double)e.failures);
+		metrics_one(out, "sluice_events_queued", "gauge",
+		    "Events waiting (memory and disk).", (double)e.queued);
+		metrics_one(out, "sluice_events_spool_bytes", "gauge",
+		    "Bytes of events waiting on disk.", (double)e.spooled_bytes);
+	}
+	if (b->mq != NULL) {
+		struct mq_stats q;
+		mq_stats_get(b->mq, &q);
+		metrics_one(out, "sluice_amqp_connected", "gauge",
+		    "1 while connected to the broker.", q.connected);
+		metrics_one(out, "sluice_amqp_requests_total", "counter",
+		    "Injection requests received from RabbitMQ.",
+		    (double)q.received);
+		metrics_one(out, "sluice_amqp_acked_total", "counter",
+		    "Requests acknowledged once durably queued.",
+		    (double)q.acked);
+		metrics_one(out, "sluice_amqp_dead_lettered_total", "counter",
+		    "Malformed requests sent to the dead-letter queue.",
+		    (double)q.dead);
+		metrics_one(out, "sluice_amqp_reconnects_total", "counter",
+		    "Connections to the broker made again after a loss.",
+		    (double)q.reconnects);
+	}
+	if (b->archive != NULL) {
+		uint64_t added, failed;
+		archive_stats(b->archive, &added, &failed);
+		metrics_one(out, "sluice_archive_messages_total", "counter",
+		    "Delivered messages archived.", (double)added);
+		metrics_one(out, "sluice_archive_failures_total", "counter",
+		    "Delivered messages the archive failed to keep.",
+		    (double)failed);
+	}
 }
 
 /* ---- the hooks ---- */

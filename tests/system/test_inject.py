@@ -262,6 +262,15 @@ def test_webhook_one_event_per_outcome(world):
         assert b["recipient"] == "x@no.test" and b["reply"].startswith("550")
         rec = hook.of("received")
         assert len(rec) == 1 and rec[0]["recipients"] == 51
+        import urllib.request
+        from injectutil import api_port
+        page = urllib.request.urlopen(
+            f"http://127.0.0.1:{api_port(d)}/metrics", timeout=10).read()
+        assert b"sluice_inject_batches_total 1\n" in page
+        assert b"sluice_inject_recipients_total 51\n" in page
+        assert b"sluice_events_dropped_total 0\n" in page
+        sent = int(page.split(b"sluice_events_sent_total ")[1].split()[0])
+        assert sent >= 52
     finally:
         hook.stop()
 
