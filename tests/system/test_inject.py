@@ -269,7 +269,9 @@ def test_webhook_one_event_per_outcome(world):
         assert b"sluice_inject_batches_total 1\n" in page
         assert b"sluice_inject_recipients_total 51\n" in page
         assert b"sluice_events_dropped_total 0\n" in page
-        sent = int(page.split(b"sluice_events_sent_total ")[1].split()[0])
+        import re
+        sent = int(re.search(rb"(?m)^sluice_events_sent_total (\d+)",
+                             page).group(1))
         assert sent >= 52
     finally:
         hook.stop()
