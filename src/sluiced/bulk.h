@@ -42,6 +42,7 @@ struct sluiced_bulk {
 	struct mq *mq;
 	struct archive *archive;
 	struct sl_worker *fw;		/* the failure queue's thread */
+	struct sl_worker *iw;		/* parses injection requests */
 	struct failures_db *fdb;	/* used on fw only */
 	struct {
 		uint64_t mid;
@@ -63,13 +64,14 @@ void sluiced_bulk_quiesce(struct sluiced_bulk *b);
 void sluiced_bulk_free(struct sluiced_bulk *b);
 
 /*
- * Inject a request (len bytes of JSON, key: its Idempotency-Key or NULL,
- * peer for the log). fn answers once: 200 with {batch_id, accepted,
+ * Inject a request (body: its JSON, taken; key: its Idempotency-Key or
+ * NULL; peer for the log). The parse runs on the injection thread. fn
+ * answers once: 200 with {batch_id, accepted,
  * rejected} after the batch is durable (or the first answer to key), 400
  * for a malformed request, 409 while the same key is being stored, 503
  * when the spool failed.
  */
-void sluiced_inject(struct sluiced_bulk *b, const char *body, size_t len,
+void sluiced_inject(struct sluiced_bulk *b, struct evbuffer *body,
     const char *key, const char *peer, sluiced_inject_fn *fn, void *arg);
 /* Add POST /api/v1/inject to the HTTP listener (http_inject.c). */
 void sluiced_bulk_routes(struct sluiced_bulk *b, struct http_server *srv);

@@ -39,10 +39,8 @@ bulk_http_inject(void *arg, struct http_req *req)
 
 	if (body != NULL)
 		evbuffer_add_buffer(own, body);
-	sluiced_inject(b, (const char *)evbuffer_pullup(own, -1),
-	    evbuffer_get_length(own), http_req_header(req, "Idempotency-Key"),
+	sluiced_inject(b, own, http_req_header(req, "Idempotency-Key"),
 	    http_req_peer(req), bulk_http_answer, req);
-	evbuffer_free(own);
 }
 
 void

@@ -136,51 +136,64 @@ bulk_spool_msg(struct sluiced_bulk *b, struct inject_req *r, uint64_t mid,
 	return m;
 }
 
-void
-sluiced_inject(struct sluiced_bulk *b, const char *body, size_t len,
-    const char *key, const char *peer, sluiced_inject_fn *fn, void *arg)
+/* The request's parse, on the injection thread (a big one takes long). */
+struct inject_parse {
+	struct sluiced_bulk *b;
+	struct evbuffer *body;
+	struct inject_limits lim;
+	struct inject_req *r;
+	char *key, *peer;
+	sluiced_inject_fn *fn;
+	void *arg;
+	char err[512];
+};
+
+static void
+inject_parse_run(void *arg)
 {
-	const struct sl_conf *c = b->d->conf;
-	struct inject_limits lim = { (size_t)c->inject_max_recipients,
-		(size_t)c->server_max_message_size,
-		(size_t)c->inject_max_vars_size };
+	struct inject_parse *ip = arg;
+	size_t len = evbuffer_get_length(ip->body);
+
+	inject_req_parse((const char *)evbuffer_pullup(ip->body, -1), len,
+	    &ip->lim, &ip->r, ip->err, sizeof(ip->err));
+}
+
+static void
+inject_parse_free(struct inject_parse *ip)
+{
+	if (ip->key != NULL)
+		json_object_del(ip->b->keys_inflight, ip->key);
+	evbuffer_free(ip->body);
+	inject_req_free(ip->r);
+	free(ip->key);
+	free(ip->peer);
+	free(ip);
+}
+
+/* Parsed: store it (or answer the client's mistake). Loop thread. */
+static void
+inject_parsed(void *arg)
+{
+	struct inject_parse *ip = arg;
+	struct sluiced_bulk *b = ip->b;
+	struct inject_req *r = ip->r;
 	int64_t now = sl_now_us() / 1000000;
 	struct inject_pending *p;
-	struct inject_req *r;
 	struct spool_msg *m;
-	char err[512], id[17];
-	char *seen;
+	char id[17];
 	uint64_t mid;
 
-	if (key != NULL && (key[0] == '\0' || strlen(key) > 255)) {
-		fn(arg, 400, json_pack("{s:s}", "error", "Idempotency-Key: "
-		    "1 to 255 characters"));
-		return;
-	}
-	if (key != NULL && json_object_get(b->keys_inflight, key) != NULL) {
-		fn(arg, 409, json_pack("{s:s}", "error", "a request with this "
-		    "Idempotency-Key is being stored; ask again"));
-		return;
-	}
-	if (key != NULL && (seen = spool_idem_get(b->d->spool, key, now -
-	    c->inject_idempotency_window)) != NULL) {
-		json_t *a = json_loads(seen, 0, NULL);
-		free(seen);
-		log_ev(LOG_INFO, NULL, "injection repeated: first answer "
-		    "returned", "key", key, "peer", peer, NULL);
-		fn(arg, 200, a ? a : json_object());
-		return;
-	}
-	if (inject_req_parse(body, len, &lim, &r, err, sizeof(err)) != 0) {
-		log_ev(LOG_INFO, NULL, "injection refused", "reason", err,
-		    "peer", peer, NULL);
-		fn(arg, 400, json_pack("{s:s}", "error", err));
+	if (r == NULL) {
+		log_ev(LOG_INFO, NULL, "injection refused", "reason", ip->err,
+		    "peer", ip->peer, NULL);
+		ip->fn(ip->arg, 400, json_pack("{s:s}", "error", ip->err));
+		inject_parse_free(ip);
 		return;
 	}
 	b->rejected_rcpts += r->nrejected;
 	if (r->nrcpt == 0) {
-		fn(arg, 200, bulk_answer(r, NULL));
-		inject_req_free(r);
+		ip->fn(ip->arg, 200, bulk_answer(r, NULL));
+		inject_parse_free(ip);
 		return;
 	}
 	mid = spool_mid_next(b->d->spool);
@@ -189,23 +202,71 @@ sluiced_inject(struct sluiced_bulk *b, const char *body, size_t len,
 	p->b = b;
 	p->answer = bulk_answer(r, id);
 	p->accepted = r->nrcpt;
-	p->peer = xstrdup(peer ? peer : "");
-	p->fn = fn;
-	p->arg = arg;
-	m = bulk_spool_msg(b, r, mid, now, peer);
-	if (key != NULL) {
-		p->key = xstrdup(key);
-		m->idem_key = xstrdup(key);
+	p->peer = ip->peer;
+	p->fn = ip->fn;
+	p->arg = ip->arg;
+	m = bulk_spool_msg(b, r, mid, now, ip->peer);
+	if (ip->key != NULL) {
+		/* it stays in flight until the commit answers */
+		p->key = ip->key;
+		m->idem_key = xstrdup(ip->key);
 		m->idem_answer = json_dumps(p->answer, JSON_COMPACT);
-		json_object_set_new(b->keys_inflight, key, json_true());
 	}
 	/* for the "received" event only; not part of the stored answer */
 	if (json_object_get(r->tpl, "metadata") != NULL)
 		json_object_set(p->answer, "metadata", json_object_get(r->tpl,
 		    "metadata"));
-	inject_req_free(r);
+	ip->key = ip->peer = NULL;
+	inject_parse_free(ip);
 	p->msg = sched_msg_new(b->d->sched, m);
 	spool_insert(b->d->spool, m, bulk_injected, p);
+}
+
+void
+sluiced_inject(struct sluiced_bulk *b, struct evbuffer *body,
+    const char *key, const char *peer, sluiced_inject_fn *fn, void *arg)
+{
+	const struct sl_conf *c = b->d->conf;
+	int64_t now = sl_now_us() / 1000000;
+	struct inject_parse *ip;
+	char *seen;
+
+	if (key != NULL && (key[0] == '\0' || strlen(key) > 255)) {
+		evbuffer_free(body);
+		fn(arg, 400, json_pack("{s:s}", "error", "Idempotency-Key: "
+		    "1 to 255 characters"));
+		return;
+	}
+	if (key != NULL && json_object_get(b->keys_inflight, key) != NULL) {
+		evbuffer_free(body);
+		fn(arg, 409, json_pack("{s:s}", "error", "a request with this "
+		    "Idempotency-Key is being stored; ask again"));
+		return;
+	}
+	if (key != NULL && (seen = spool_idem_get(b->d->spool, key, now -
+	    c->inject_idempotency_window)) != NULL) {
+		json_t *a = json_loads(seen, 0, NULL);
+		free(seen);
+		evbuffer_free(body);
+		log_ev(LOG_INFO, NULL, "injection repeated: first answer "
+		    "returned", "key", key, "peer", peer, NULL);
+		fn(arg, 200, a ? a : json_object());
+		return;
+	}
+	ip = xcalloc(1, sizeof(*ip));
+	ip->b = b;
+	ip->body = body;
+	ip->lim = (struct inject_limits){ (size_t)c->inject_max_recipients,
+		(size_t)c->server_max_message_size,
+		(size_t)c->inject_max_vars_size };
+	ip->peer = xstrdup(peer ? peer : "");
+	ip->fn = fn;
+	ip->arg = arg;
+	if (key != NULL) {
+		ip->key = xstrdup(key);
+		json_object_set_new(b->keys_inflight, key, json_true());
+	}
+	sl_worker_post(b->iw, inject_parse_run, inject_parsed, ip);
 }
 
 /* ---- the batch bodies at delivery ---- */
@@ -297,10 +358,13 @@ bulk_mq_request(void *arg, struct mq_msg *m)
 	size_t len;
 	const char *body = mq_msg_body(m, &len);
 
+	struct evbuffer *buf = evbuffer_new();
+
 	pair[0] = m;
 	pair[1] = b;
-	sluiced_inject(b, body, len, mq_msg_key(m), "amqp", bulk_mq_answer,
-	    pair);
+	/* m (and so its body) lives until mq_done/mq_requeue, after the answer */
+	evbuffer_add_reference(buf, body, len, NULL, NULL);
+	sluiced_inject(b, buf, mq_msg_key(m), "amqp", bulk_mq_answer, pair);
 }
 
 /* ---- start, hourly, stop ---- */
@@ -408,8 +472,12 @@ sluiced_bulk_new(struct sluiced *d, char *err, size_t errlen)
 	    c->archive_dir, c->archive_retention, err, errlen)) == NULL)
 		goto fail;
 	if ((b->fdb = failures_db_open(c->spool_dir, err, errlen)) == NULL ||
-	    (b->fw = sl_worker_new(d->base, "failures")) == NULL)
+	    (b->fw = sl_worker_new(d->base, "failures")) == NULL ||
+	    (b->iw = sl_worker_new(d->base, "inject")) == NULL) {
+		if (err[0] == '\0' || b->fdb != NULL)
+			snprintf(err, errlen, "cannot start the bulk threads");
 		goto fail;
+	}
 	b->hourly_ev = event_new(d->base, -1, EV_PERSIST, bulk_hourly, b);
 	evtimer_add(b->hourly_ev, &tv);
 	bulk_hourly(-1, 0, b);
@@ -429,6 +497,9 @@ sluiced_bulk_quiesce(struct sluiced_bulk *b)
 	if (b == NULL || b->quiesced)
 		return;
 	b->quiesced = 1;
+	/* requests being parsed are stored (or refused) while the spool runs */
+	sl_worker_free(b->iw);
+	b->iw = NULL;
 	/* its done callbacks may queue spool deletes: the spool still runs */
 	sl_worker_free(b->fw);
 	b->fw = NULL;
