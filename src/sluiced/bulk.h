@@ -86,6 +86,10 @@ struct evbuffer *sluiced_bulk_batch_body(void *arg, uint64_t mid,
 void sluiced_bulk_received(struct sluiced_bulk *b, uint64_t mid,
     const char *sender, size_t nrcpt);
 
+/* The first line of a token file, trimmed (a new string), or NULL with
+ * "what path: ..." in err. */
+char *sluiced_read_token(const char *path, const char *what, char *err,
+    size_t errlen);
 /* The bulk families of /metrics (a metrics_src extra). */
 void sluiced_bulk_metrics(void *arg, struct evbuffer *out);
 

@@ -419,15 +419,16 @@ bulk_hourly(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static char *
-bulk_read_token(const char *path, char *err, size_t errlen)
+char *
+sluiced_read_token(const char *path, const char *what, char *err,
+    size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	char line[4096];
 
-	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
-		snprintf(err, errlen, "[events] webhook_token_file %s: cannot "
-		    "read it", path);
+	if (f == NULL || fgets(line, sizeof(line), f) == NULL ||
+	    *sl_strtrim(line) == '\0') {
+		snprintf(err, errlen, "%s %s: no token in it", what, path);
 		if (f)
 			fclose(f);
 		return NULL;
@@ -453,8 +454,8 @@ sluiced_bulk_new(struct sluiced *d, char *err, size_t errlen)
 			c->events_batch_delay * 1000, c->events_retry_max,
 			c->events_timeout, NULL };
 		if (c->events_webhook_token_file[0] != '\0' &&
-		    (token = bulk_read_token(c->events_webhook_token_file, err,
-		    errlen)) == NULL)
+		    (token = sluiced_read_token(c->events_webhook_token_file,
+		    "[events] webhook_token_file", err, errlen)) == NULL)
 			goto fail;
 		ec.token = token;
 		if ((b->events = events_new(d->base, &ec, err, errlen)) == NULL)
