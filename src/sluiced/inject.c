@@ -287,6 +287,9 @@ sluiced_bulk_batch(struct sluiced_bulk *b, uint64_t mid)
 	b->cache[slot].b = inject_batch_new((const char *)evbuffer_pullup(body,
 	    -1), evbuffer_get_length(body), err, sizeof(err));
 	evbuffer_free(body);
+	if (b->cache[slot].b != NULL)
+		inject_batch_limit(b->cache[slot].b,
+		    (size_t)b->d->conf->server_max_message_size);
 	if (b->cache[slot].b == NULL) {
 		char m[17];
 		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, mid, -1 },
