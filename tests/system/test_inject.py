@@ -304,3 +304,25 @@ def test_webhook_down_30s_loses_nothing_and_delivery_goes_on(world):
         d.wait_log("events: webhook answers again")
     finally:
         hook.stop()
+
+
+def test_oversize_rendering_fails_that_recipient_only(world):
+    d, sink = world(extra={"server": {"max_message_size": "2K"}})
+    big = "x" * 1500
+    code, ans = inject(d, {"from": "a@example.test", "subject": "s",
+                           "text": "{{v}}{{v}}",
+                           "recipients": [{"email": "small@a.test",
+                                           "vars": {"v": "ok"}},
+                                          {"email": "big@a.test",
+                                           "vars": {"v": big}}]})
+    assert code == 200 and ans["accepted"] == 2
+    wait_until(lambda: sink_count(sink) == 1, what="the small one")
+
+    def failed():
+        r = run_sluice("failures", "list", "--json", "-c", str(d.conf_path))
+        return json.loads(r.stdout) if r.returncode == 0 else None
+    fl = wait_until(failed, what="the big one in the failure queue")
+    assert fl[0]["rcpt"] == "big@a.test"
+    assert fl[0]["reply"].startswith("554 5.6.0 the message could not be "
+                                     "built: text: larger than 2048 bytes")
+    assert str(parse(sink.messages()[0])["To"]) == "small@a.test"
