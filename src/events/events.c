@@ -5,7 +5,8 @@
  * States of the sender, one POST at a time:
  *   IDLE -> POSTING (a batch from disk, or from memory) -> IDLE on 2xx
  *   POSTING -> BACKOFF on failure (the batch stays queued) -> IDLE
- *   READING: a batch being read from the disk spool by the worker
+ *   IDLE -> READING (a batch read from the disk spool by the worker)
+ *   READING -> POSTING | IDLE (nothing readable)
  * Queues, oldest first: the disk spool (events.jsonl from events.pos on),
  * then memory. Memory moves to the end of the disk spool whole (so order
  * holds) when it passes EVENTS_MEM_MAX or while the receiver fails.
@@ -66,6 +67,22 @@ struct events {
 };
 
 static void ev_kick(struct events *ev);
+
+/* The only writer of ev->state; a move the header does not list is a bug. */
+static void
+ev_enter(struct events *ev, enum events_state to)
+{
+	static const unsigned allowed[] = {
+		[EV_IDLE] = 1u << EV_READING | 1u << EV_POSTING,
+		[EV_READING] = 1u << EV_POSTING | 1u << EV_IDLE,
+		[EV_POSTING] = 1u << EV_IDLE | 1u << EV_BACKOFF,
+		[EV_BACKOFF] = 1u << EV_IDLE,
+	};
+
+	if (!(allowed[ev->state] & 1u << to))
+		SL_PANIC("events: state %d -> %d", (int)ev->state, (int)to);
+	ev->state = to;
+}
 
 static void
 ev_list_init(struct ev_list *l)
@@ -313,7 +330,7 @@ ev_posted(struct events *ev, int ok, const char *why)
 			    "url", ev->conf.webhook_url, NULL);
 		ev->failing = 0;
 		ev->backoff_s = 0;
-		ev->state = EV_IDLE;
+		ev_enter(ev, EV_IDLE);
 		ev_kick(ev);
 		return;
 	}
@@ -331,7 +348,7 @@ ev_posted(struct events *ev, int ok, const char *why)
 	ev->backoff_s = ev->backoff_s ? ev->backoff_s * 2 : 1;
 	if (ev->backoff_s > ev->conf.retry_max)
 		ev->backoff_s = (int)ev->conf.retry_max;
-	ev->state = EV_BACKOFF;
+	ev_enter(ev, EV_BACKOFF);
 	ev_later(ev, (int64_t)ev->backoff_s * 1000);
 }
 
@@ -434,7 +451,7 @@ ev_post(struct events *ev)
 	ev->curl_err[0] = '\0';
 	curl_easy_setopt(ev->easy, CURLOPT_POSTFIELDS, ev->body);
 	curl_easy_setopt(ev->easy, CURLOPT_POSTFIELDSIZE, (long)(p - ev->body));
-	ev->state = EV_POSTING;
+	ev_enter(ev, EV_POSTING);
 	curl_multi_add_handle(ev->multi, ev->easy);
 }
 
@@ -452,7 +469,7 @@ ev_read_done(void *arg)
 		ev->disk_bytes = ev->disk_n = 0;
 		ev_list_free(&j->lines);
 		free(j);
-		ev->state = EV_IDLE;
+		ev_enter(ev, EV_IDLE);
 		ev_kick(ev);
 		return;
 	}
@@ -475,7 +492,7 @@ ev_kick(struct events *ev)
 		j->ev = ev;
 		ev_list_init(&j->lines);
 		j->max = ev->conf.batch_size;
-		ev->state = EV_READING;
+		ev_enter(ev, EV_READING);
 		sl_worker_post(ev->w, ev_read_run, ev_read_done, j);
 		return;
 	}
@@ -509,7 +526,7 @@ ev_kick_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t save = ev->conf.batch_size;
 
 	if (ev->state == EV_BACKOFF)
-		ev->state = EV_IDLE;
+		ev_enter(ev, EV_IDLE);
 	if (ev->state != EV_IDLE)
 		return;
 	/* while failing, memory waits on disk (in order) before a retry */

@@ -36,16 +36,79 @@
 
 /* ---- the injection ---- */
 
-struct inject_pending {
+/*
+ * One request, from its arrival to its answer. States, moved only by
+ * inj_enter():
+ *   PARSING (on the inject thread) -> STORING (spool_insert) -> DONE
+ *   PARSING -> DONE (refused: 400; or every recipient rejected)
+ * DONE is terminal: the answer went out, inj_free() follows.
+ */
+enum inj_state { INJ_PARSING, INJ_STORING, INJ_DONE };
+
+static const char *const inj_state_names[] = { "parsing", "storing",
+	"done" };
+
+struct injection {
+	enum inj_state state;
 	struct sluiced_bulk *b;
-	struct sched_msg *msg;
+	struct evbuffer *body;		/* PARSING: the request */
+	struct inject_limits lim;
+	struct inject_req *r;		/* parsed */
+	char err[512];			/* why it was refused */
+	struct sched_msg *msg;		/* STORING: the scheduler's copy */
 	json_t *answer;
-	char *key;
+	json_t *metadata;		/* for the "received" event */
+	char id[17];			/* batch id */
+	char *key;			/* Idempotency-Key: in flight until DONE */
 	char *peer;
-	size_t accepted;
 	sluiced_inject_fn *fn;
 	void *arg;
 };
+
+static void
+inj_enter(struct injection *inj, enum inj_state to)
+{
+	static const unsigned allowed[] = {
+		[INJ_PARSING] = 1u << INJ_STORING | 1u << INJ_DONE,
+		[INJ_STORING] = 1u << INJ_DONE,
+		[INJ_DONE] = 0,
+	};
+
+	if (!(allowed[inj->state] & 1u << to))
+		SL_PANIC("injection: %s -> %s", inj_state_names[inj->state],
+		    inj_state_names[to]);
+	if (log_enabled(LOG_DEBUG))
+		log_debug("injection %s: %s -> %s", inj->id[0] ? inj->id :
+		    "(no batch)", inj_state_names[inj->state],
+		    inj_state_names[to]);
+	inj->state = to;
+}
+
+/* The one free path, from DONE. */
+static void
+inj_free(struct injection *inj)
+{
+	SL_ALWAYS(inj->state == INJ_DONE);
+	if (inj->key != NULL)
+		json_object_del(inj->b->keys_inflight, inj->key);
+	if (inj->body != NULL)
+		evbuffer_free(inj->body);
+	inject_req_free(inj->r);
+	json_decref(inj->answer);
+	json_decref(inj->metadata);
+	free(inj->key);
+	free(inj->peer);
+	free(inj);
+}
+
+/* Answer (takes j) and finish. */
+static void
+inj_answer(struct injection *inj, int code, json_t *j)
+{
+	inj_enter(inj, INJ_DONE);
+	inj->fn(inj->arg, code, j);
+	inj_free(inj);
+}
 
 static json_t *
 bulk_answer(const struct inject_req *r, const char *batch_id)
@@ -62,44 +125,35 @@ bulk_answer(const struct inject_req *r, const char *batch_id)
 	    (json_int_t)r->nrcpt, "rejected", rej);
 }
 
+/* STORING: the spool answered. */
 static void
-bulk_injected(void *arg, enum spool_status st)
+inj_stored(void *arg, enum spool_status st)
 {
-	struct inject_pending *p = arg;
-	struct sluiced_bulk *b = p->b;
-	const char *id = json_string_value(json_object_get(p->answer,
-	    "batch_id"));
-	char n[24];
+	struct injection *inj = arg;
+	struct sluiced_bulk *b = inj->b;
+	size_t n = inj->r->nrcpt;
+	char num[24];
 
-	if (p->key != NULL)
-		json_object_del(b->keys_inflight, p->key);
 	if (st != SPOOL_OK) {
-		sched_msg_abort(b->d->sched, p->msg);
-		log_ev(LOG_WARNING, NULL, "injection not stored", "batch_id", id,
-		    "peer", p->peer, "status", st == SPOOL_ERR_NOSPACE ?
-		    "no space" : "io error", NULL);
-		json_decref(p->answer);
-		p->fn(p->arg, 503, json_pack("{s:s}", "error", "the spool "
+		sched_msg_abort(b->d->sched, inj->msg);
+		log_ev(LOG_WARNING, NULL, "injection not stored", "batch_id",
+		    inj->id, "peer", inj->peer, "status", st ==
+		    SPOOL_ERR_NOSPACE ? "no space" : "io error", NULL);
+		inj_answer(inj, 503, json_pack("{s:s}", "error", "the spool "
 		    "could not store the batch; nothing was queued, try again"));
-	} else {
-		sched_msg_commit(b->d->sched, p->msg);
-		b->injected++;
-		b->injected_rcpts += p->accepted;
-		snprintf(n, sizeof(n), "%zu", p->accepted);
-		log_ev(LOG_INFO, NULL, "batch injected", "batch_id", id,
-		    "recipients", n, "peer", p->peer, NULL);
-		sluiced_bulk_emit(b, json_pack("{s:s,s:f,s:s,s:s,s:I,s:O}",
-		    "event", "received", "time", (double)sl_now_us() / 1e6,
-		    "mid", id, "batch_id", id, "recipients",
-		    (json_int_t)p->accepted, "metadata",
-		    json_object_get(p->answer, "metadata") ?
-		    json_object_get(p->answer, "metadata") : json_null()));
-		json_object_del(p->answer, "metadata");
-		p->fn(p->arg, 200, p->answer);
+		return;
 	}
-	free(p->key);
-	free(p->peer);
-	free(p);
+	sched_msg_commit(b->d->sched, inj->msg);
+	b->injected++;
+	b->injected_rcpts += n;
+	snprintf(num, sizeof(num), "%zu", n);
+	log_ev(LOG_INFO, NULL, "batch injected", "batch_id", inj->id,
+	    "recipients", num, "peer", inj->peer, NULL);
+	sluiced_bulk_emit(b, json_pack("{s:s,s:f,s:s,s:s,s:I,s:O}", "event",
+	    "received", "time", (double)sl_now_us() / 1e6, "mid", inj->id,
+	    "batch_id", inj->id, "recipients", (json_int_t)n, "metadata",
+	    inj->metadata ? inj->metadata : json_null()));
+	inj_answer(inj, 200, json_incref(inj->answer));
 }
 
 /* The spool message of a parsed request: its recipients' strings move. */
@@ -136,90 +190,52 @@ bulk_spool_msg(struct sluiced_bulk *b, struct inject_req *r, uint64_t mid,
 	return m;
 }
 
-/* The request's parse, on the injection thread (a big one takes long). */
-struct inject_parse {
-	struct sluiced_bulk *b;
-	struct evbuffer *body;
-	struct inject_limits lim;
-	struct inject_req *r;
-	char *key, *peer;
-	sluiced_inject_fn *fn;
-	void *arg;
-	char err[512];
-};
-
+/* PARSING, on the inject thread: a big request takes a while. */
 static void
-inject_parse_run(void *arg)
+inj_parse_run(void *arg)
 {
-	struct inject_parse *ip = arg;
-	size_t len = evbuffer_get_length(ip->body);
+	struct injection *inj = arg;
+	size_t len = evbuffer_get_length(inj->body);
 
-	inject_req_parse((const char *)evbuffer_pullup(ip->body, -1), len,
-	    &ip->lim, &ip->r, ip->err, sizeof(ip->err));
+	inject_req_parse((const char *)evbuffer_pullup(inj->body, -1), len,
+	    &inj->lim, &inj->r, inj->err, sizeof(inj->err));
 }
 
+/* PARSING done, on the loop: store it, or answer the client's mistake. */
 static void
-inject_parse_free(struct inject_parse *ip)
+inj_parsed(void *arg)
 {
-	if (ip->key != NULL)
-		json_object_del(ip->b->keys_inflight, ip->key);
-	evbuffer_free(ip->body);
-	inject_req_free(ip->r);
-	free(ip->key);
-	free(ip->peer);
-	free(ip);
-}
-
-/* Parsed: store it (or answer the client's mistake). Loop thread. */
-static void
-inject_parsed(void *arg)
-{
-	struct inject_parse *ip = arg;
-	struct sluiced_bulk *b = ip->b;
-	struct inject_req *r = ip->r;
+	struct injection *inj = arg;
+	struct sluiced_bulk *b = inj->b;
+	struct inject_req *r = inj->r;
 	int64_t now = sl_now_us() / 1000000;
-	struct inject_pending *p;
 	struct spool_msg *m;
-	char id[17];
 	uint64_t mid;
 
+	inj->body = (evbuffer_free(inj->body), NULL);
 	if (r == NULL) {
-		log_ev(LOG_INFO, NULL, "injection refused", "reason", ip->err,
-		    "peer", ip->peer, NULL);
-		ip->fn(ip->arg, 400, json_pack("{s:s}", "error", ip->err));
-		inject_parse_free(ip);
+		log_ev(LOG_INFO, NULL, "injection refused", "reason", inj->err,
+		    "peer", inj->peer, NULL);
+		inj_answer(inj, 400, json_pack("{s:s}", "error", inj->err));
 		return;
 	}
 	b->rejected_rcpts += r->nrejected;
 	if (r->nrcpt == 0) {
-		ip->fn(ip->arg, 200, bulk_answer(r, NULL));
-		inject_parse_free(ip);
+		inj_answer(inj, 200, bulk_answer(r, NULL));
 		return;
 	}
 	mid = spool_mid_next(b->d->spool);
-	spool_mid_fmt(mid, id);
-	p = xcalloc(1, sizeof(*p));
-	p->b = b;
-	p->answer = bulk_answer(r, id);
-	p->accepted = r->nrcpt;
-	p->peer = ip->peer;
-	p->fn = ip->fn;
-	p->arg = ip->arg;
-	m = bulk_spool_msg(b, r, mid, now, ip->peer);
-	if (ip->key != NULL) {
-		/* it stays in flight until the commit answers */
-		p->key = ip->key;
-		m->idem_key = xstrdup(ip->key);
-		m->idem_answer = json_dumps(p->answer, JSON_COMPACT);
+	spool_mid_fmt(mid, inj->id);
+	inj->answer = bulk_answer(r, inj->id);
+	inj->metadata = json_incref(json_object_get(r->tpl, "metadata"));
+	m = bulk_spool_msg(b, r, mid, now, inj->peer);
+	if (inj->key != NULL) {
+		m->idem_key = xstrdup(inj->key);
+		m->idem_answer = json_dumps(inj->answer, JSON_COMPACT);
 	}
-	/* for the "received" event only; not part of the stored answer */
-	if (json_object_get(r->tpl, "metadata") != NULL)
-		json_object_set(p->answer, "metadata", json_object_get(r->tpl,
-		    "metadata"));
-	ip->key = ip->peer = NULL;
-	inject_parse_free(ip);
-	p->msg = sched_msg_new(b->d->sched, m);
-	spool_insert(b->d->spool, m, bulk_injected, p);
+	inj_enter(inj, INJ_STORING);
+	inj->msg = sched_msg_new(b->d->sched, m);
+	spool_insert(b->d->spool, m, inj_stored, inj);
 }
 
 void
@@ -228,7 +244,7 @@ sluiced_inject(struct sluiced_bulk *b, struct evbuffer *body,
 {
 	const struct sl_conf *c = b->d->conf;
 	int64_t now = sl_now_us() / 1000000;
-	struct inject_parse *ip;
+	struct injection *inj;
 	char *seen;
 
 	if (key != NULL && (key[0] == '\0' || strlen(key) > 255)) {
@@ -253,20 +269,21 @@ sluiced_inject(struct sluiced_bulk *b, struct evbuffer *body,
 		fn(arg, 200, a ? a : json_object());
 		return;
 	}
-	ip = xcalloc(1, sizeof(*ip));
-	ip->b = b;
-	ip->body = body;
-	ip->lim = (struct inject_limits){ (size_t)c->inject_max_recipients,
+	inj = xcalloc(1, sizeof(*inj));
+	inj->state = INJ_PARSING;
+	inj->b = b;
+	inj->body = body;
+	inj->lim = (struct inject_limits){ (size_t)c->inject_max_recipients,
 		(size_t)c->server_max_message_size,
 		(size_t)c->inject_max_vars_size };
-	ip->peer = xstrdup(peer ? peer : "");
-	ip->fn = fn;
-	ip->arg = arg;
+	inj->peer = xstrdup(peer ? peer : "");
+	inj->fn = fn;
+	inj->arg = arg;
 	if (key != NULL) {
-		ip->key = xstrdup(key);
+		inj->key = xstrdup(key);
 		json_object_set_new(b->keys_inflight, key, json_true());
 	}
-	sl_worker_post(b->iw, inject_parse_run, inject_parsed, ip);
+	sl_worker_post(b->iw, inj_parse_run, inj_parsed, inj);
 }
 
 /* ---- the batch bodies at delivery ---- */

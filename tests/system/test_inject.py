@@ -326,3 +326,30 @@ def test_oversize_rendering_fails_that_recipient_only(world):
     assert fl[0]["reply"].startswith("554 5.6.0 the message could not be "
                                      "built: text: larger than 2048 bytes")
     assert str(parse(sink.messages()[0])["To"]) == "small@a.test"
+
+
+def test_events_wait_on_disk_across_a_restart(world):
+    hook = Webhook()          # down
+    d, sink = world(extra={"events": {"webhook_url": hook.url,
+                                      "batch_delay": "1s",
+                                      "retry_max": "1s"}})
+    code, ans = inject(d, req([{"email": f"r{i}@ok.test"} for i in range(40)]))
+    assert code == 200
+    wait_until(lambda: sink_count(sink) == 40, what="40 delivered")
+    d.wait_log("events: webhook failed, events wait on disk")
+    d.stop()                  # memory goes to disk at the stop
+    lines = (d.spool_dir / "events.jsonl").read_text().splitlines()
+    assert sum(1 for l in lines if '"delivered"' in l) == 40
+    hook.start()
+    try:
+        d.start()
+        wait_until(lambda: len(hook.of("delivered")) >= 40,
+                   what="the events after the restart")
+        assert sorted(e["recipient"] for e in hook.of("delivered")) == \
+            sorted(f"r{i}@ok.test" for i in range(40))
+        assert len(hook.of("received")) == 1
+        # sent once: the file is emptied after the last batch
+        wait_until(lambda: (d.spool_dir / "events.jsonl").stat().st_size
+                   == 0, what="the disk spool emptied")
+    finally:
+        hook.stop()
