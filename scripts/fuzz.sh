@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 OUT=fuzz/build
 TARGETS="parse data reply bdat template inject"
 SRCS="src/smtpd/parse.c src/smtpd/data.c src/smtpd/content.c src/smtpc/reply.c src/util/str.c src/util/xalloc.c
-src/inject/template.c src/inject/request.c"
+src/inject/template.c src/inject/request.c src/inject/vars.c"
 LIBS="$(pkg-config --cflags --libs jansson)"
 CFLAGS="-std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"

@@ -33,6 +33,7 @@ struct inject_limits {
 struct inject_rcpt {
 	char *email;		/* as given; owned */
 	char *vars;		/* compact JSON object, or NULL; owned */
+	size_t index;		/* in the request's recipients */
 };
 
 struct inject_reject {
@@ -60,7 +61,10 @@ void inject_init(void);
  * read one element at a time, so memory is the compact list, not a JSON
  * tree of it. Returns 0 and *out (free with inject_req_free), or -1 with
  * the reason for a 400 in err ("recipients: missing"). A bad recipient is
- * not an error: it goes to (*out)->rejected with its reason.
+ * not an error: it goes to (*out)->rejected with its reason, also when its
+ * values would make a part larger than lim->max_message_size (every
+ * recipient's templates are rendered once here to know), so a batch that
+ * was accepted never fails for its size at delivery.
  */
 int inject_req_parse(const char *body, size_t len,
     const struct inject_limits *lim, struct inject_req **out, char *err,

@@ -25,6 +25,7 @@
 #include <gmime/gmime.h>
 
 #include "inject/inject.h"
+#include "inject/inject_int.h"
 #include "inject/template.h"
 #include "submit/submit.h"
 #include "util/util.h"
@@ -168,56 +169,6 @@ inject_batch_archive(const struct inject_batch *b)
 	return json_is_true(json_object_get(b->t, "archive"));
 }
 
-/* ---- values ---- */
-
-struct batch_vars {
-	const char *email;
-	json_t *rcpt;		/* the recipient's vars, or NULL */
-	json_t *batch;		/* the request's vars, or NULL */
-	char num[64];
-};
-
-static const char *
-batch_value(json_t *v, char *num, size_t size, size_t *vlen)
-{
-	if (json_is_string(v)) {
-		*vlen = json_string_length(v);
-		return json_string_value(v);
-	}
-	if (json_is_integer(v))
-		snprintf(num, size, "%lld", (long long)json_integer_value(v));
-	else if (json_is_real(v))
-		snprintf(num, size, "%.17g", json_real_value(v));
-	else if (json_is_boolean(v))
-		snprintf(num, size, "%s", json_is_true(v) ? "true" : "false");
-	else
-		return NULL;
-	*vlen = strlen(num);
-	return num;
-}
-
-static const char *
-batch_lookup(void *arg, const char *name, size_t nlen, size_t *vlen)
-{
-	struct batch_vars *bv = arg;
-	char key[INJECT_TPL_NAME_MAX + 1];
-	const char *v;
-
-	if (nlen == 5 && memcmp(name, "email", 5) == 0) {
-		*vlen = strlen(bv->email);
-		return bv->email;
-	}
-	memcpy(key, name, nlen);
-	key[nlen] = '\0';
-	if (bv->rcpt != NULL && (v = batch_value(json_object_get(bv->rcpt,
-	    key), bv->num, sizeof(bv->num), vlen)) != NULL)
-		return v;
-	if (bv->batch != NULL)
-		return batch_value(json_object_get(bv->batch, key), bv->num,
-		    sizeof(bv->num), vlen);
-	return NULL;
-}
-
 /* ---- the message ---- */
 
 /* FNV-1a over the rendered content: boundaries that cannot collide by chance. */
@@ -293,11 +244,11 @@ batch_multipart(const char *subtype, const char *mid, uint32_t rid,
 /* Render one template into out; -1 with a reason when too large. */
 static int
 batch_render(const struct inject_batch *b, const char *what,
-    const struct inject_tpl *t, enum inject_esc esc, struct batch_vars *bv,
+    const struct inject_tpl *t, enum inject_esc esc, struct inject_vars *bv,
     struct inject_buf *out, char *err, size_t errlen)
 {
 	inject_buf_add(out, "", 0);
-	if (t != NULL && inject_tpl_render(t, esc, batch_lookup, bv, out,
+	if (t != NULL && inject_tpl_render(t, esc, inject_vars_lookup, bv, out,
 	    b->max) != 0) {
 		snprintf(err, errlen, "%s: larger than %zu bytes once the "
 		    "values are in", what, b->max);
@@ -422,7 +373,7 @@ inject_batch_build(const struct inject_batch *b, const char *email,
     const char *vars, uint32_t rid, struct evbuffer *out, char *err,
     size_t errlen)
 {
-	struct batch_vars bv = { .email = email, .batch = b->vars };
+	struct inject_vars bv = { .email = email, .batch = b->vars };
 	struct inject_buf subj = { 0 }, text = { 0 }, html = { 0 }, unsub = { 0 };
 	struct inject_buf hv = { 0 };
 	GMimeMessage *msg = NULL;

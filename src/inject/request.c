@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "inject/inject.h"
+#include "inject/inject_int.h"
 #include "inject/template.h"
 #include "smtpd/parse.h"
 #include "util/util.h"
@@ -128,7 +129,8 @@ req_vars_flat(json_t *o, const char **bad)
 }
 
 static void
-req_rcpt_add(struct inject_req *r, const char *email, char *vars)
+req_rcpt_add(struct inject_req *r, const char *email, char *vars,
+    size_t index)
 {
 	if (r->nrcpt == r->rcpt_cap) {
 		r->rcpt_cap = r->rcpt_cap ? r->rcpt_cap * 2 : 64;
@@ -136,6 +138,7 @@ req_rcpt_add(struct inject_req *r, const char *email, char *vars)
 	}
 	r->rcpts[r->nrcpt].email = xstrdup(email);
 	r->rcpts[r->nrcpt].vars = vars;
+	r->rcpts[r->nrcpt].index = index;
 	r->nrcpt++;
 }
 
@@ -204,7 +207,7 @@ req_rcpt(struct req_parse *p, json_t *el, size_t index)
 	}
 	if (req_utf8_any(addr))
 		p->r->smtputf8 = 1;
-	req_rcpt_add(p->r, addr, compact);
+	req_rcpt_add(p->r, addr, compact, index);
 }
 
 static int
@@ -522,6 +525,93 @@ req_check(struct req_parse *p)
 	return 0;
 }
 
+/* ---- every recipient's rendering against the size bound ---- */
+
+struct req_tpls {
+	struct inject_tpl *t[8 + REQ_HEADERS_MAX];
+	enum inject_esc esc[8 + REQ_HEADERS_MAX];
+	size_t n;
+};
+
+static void
+req_tpls_add(struct req_tpls *ts, json_t *v, enum inject_esc esc)
+{
+	char e[8];
+
+	if (!json_is_string(v))
+		return;
+	ts->t[ts->n] = inject_tpl_compile(json_string_value(v),
+	    json_string_length(v), e, sizeof(e));
+	ts->esc[ts->n++] = esc;
+}
+
+/* 1 if every template of ts renders within max for this recipient. */
+static int
+req_rcpt_fits(struct req_tpls *ts, struct inject_vars *iv,
+    struct inject_buf *buf, size_t max)
+{
+	for (size_t i = 0; i < ts->n; i++) {
+		buf->len = 0;
+		if (ts->t[i] != NULL && inject_tpl_render(ts->t[i], ts->esc[i],
+		    inject_vars_lookup, iv, buf, max) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static int
+req_reject_cmp(const void *a, const void *b)
+{
+	const struct inject_reject *x = a, *y = b;
+
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Reject the recipients whose message would pass max_message_size. */
+static void
+req_sizes(struct req_parse *p)
+{
+	struct inject_req *r = p->r;
+	struct req_tpls ts = { .n = 0 };
+	struct inject_buf buf = { 0 };
+	json_t *h = json_object_get(r->tpl, "headers"), *v;
+	const char *k;
+	size_t keep = 0;
+	char why[128];
+
+	if (json_object_get(r->tpl, "raw") != NULL)
+		return;
+	for (size_t i = 0; i < SL_ARRAY_LEN(inject_fields); i++)
+		req_tpls_add(&ts, json_object_get(r->tpl, inject_fields[i].key),
+		    inject_fields[i].esc);
+	json_object_foreach(h, k, v)
+		req_tpls_add(&ts, v, INJECT_ESC_HEADER);
+	snprintf(why, sizeof(why), "the message would be larger than %zu "
+	    "bytes once its values are in", p->lim->max_message_size);
+	for (size_t i = 0; i < r->nrcpt; i++) {
+		struct inject_rcpt *x = &r->rcpts[i];
+		struct inject_vars iv = { .email = x->email,
+			.batch = json_object_get(r->tpl, "vars") };
+
+		iv.rcpt = x->vars ? json_loads(x->vars, 0, NULL) : NULL;
+		if (req_rcpt_fits(&ts, &iv, &buf, p->lim->max_message_size)) {
+			r->rcpts[keep++] = *x;
+		} else {
+			req_reject(r, x->index, x->email, why);
+			free(x->email);
+			free(x->vars);
+		}
+		json_decref(iv.rcpt);
+	}
+	r->nrcpt = keep;
+	if (r->nrejected > 1)
+		qsort(r->rejected, r->nrejected, sizeof(*r->rejected),
+		    req_reject_cmp);
+	for (size_t i = 0; i < ts.n; i++)
+		inject_tpl_free(ts.t[i]);
+	inject_buf_free(&buf);
+}
+
 static int
 req_field(struct req_parse *p, const char *key)
 {
@@ -610,6 +700,7 @@ inject_req_parse(const char *body, size_t len,
 	}
 	if (req_top(&p) != 0)
 		goto fail;
+	req_sizes(&p);
 	*out = p.r;
 	return 0;
 fail:

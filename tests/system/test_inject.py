@@ -306,7 +306,9 @@ def test_webhook_down_30s_loses_nothing_and_delivery_goes_on(world):
         hook.stop()
 
 
-def test_oversize_rendering_fails_that_recipient_only(world):
+def test_oversize_rendering_rejects_that_recipient_only(world):
+    """A recipient whose values would make a part larger than [server]
+    max_message_size is rejected in the answer, not failed at delivery."""
     d, sink = world(extra={"server": {"max_message_size": "2K"}})
     big = "x" * 1500
     code, ans = inject(d, {"from": "a@example.test", "subject": "s",
@@ -315,16 +317,11 @@ def test_oversize_rendering_fails_that_recipient_only(world):
                                            "vars": {"v": "ok"}},
                                           {"email": "big@a.test",
                                            "vars": {"v": big}}]})
-    assert code == 200 and ans["accepted"] == 2
+    assert code == 200 and ans["accepted"] == 1
+    assert ans["rejected"] == [{"index": 1, "email": "big@a.test",
+                                "reason": "the message would be larger "
+                                "than 2048 bytes once its values are in"}]
     wait_until(lambda: sink_count(sink) == 1, what="the small one")
-
-    def failed():
-        r = run_sluice("failures", "list", "--json", "-c", str(d.conf_path))
-        return json.loads(r.stdout) if r.returncode == 0 else None
-    fl = wait_until(failed, what="the big one in the failure queue")
-    assert fl[0]["rcpt"] == "big@a.test"
-    assert fl[0]["reply"].startswith("554 5.6.0 the message could not be "
-                                     "built: text: larger than 2048 bytes")
     assert str(parse(sink.messages()[0])["To"]) == "small@a.test"
 
 

@@ -311,6 +311,38 @@ test_bad_requests(void **state)
 	parse_fails("{\"from\": \"a@b.test\", \"subject\": \"\xff\"}", "UTF-8");
 }
 
+/* A recipient whose values would make a part too large is rejected at
+ * injection (in order among the others), never failed at delivery. */
+static void
+test_rejected_for_size(void **state)
+{
+	static const struct inject_limits small = { 100, 2048, 4096 };
+	struct inject_req *r;
+	char err[200], json[16384], big[3001], lt[601];
+
+	memset(big, 'x', 3000);
+	big[3000] = '\0';
+	/* 600 '<' are 600 bytes as given, 2400 as "&lt;": the escape counts */
+	memset(lt, '<', 600);
+	lt[600] = '\0';
+	snprintf(json, sizeof(json), "{\"from\": \"a@b.test\", \"subject\": "
+	    "\"s\", \"html\": \"{{v}}\", \"recipients\": [{\"email\": \"c@d.test\","
+	    " \"vars\": {\"v\": \"%s\"}}, 7, {\"email\": \"e@d.test\", \"vars\": "
+	    "{\"v\": \"%s\"}}, {\"email\": \"f@d.test\", \"vars\": {\"v\": "
+	    "\"%s\"}}]}", big + 2000, big, lt);
+	assert_int_equal(inject_req_parse(json, strlen(json), &small, &r, err,
+	    sizeof(err)), 0);
+	assert_int_equal(r->nrcpt, 1);
+	assert_string_equal(r->rcpts[0].email, "c@d.test");
+	assert_int_equal(r->nrejected, 3);
+	assert_int_equal(r->rejected[0].index, 1);
+	assert_int_equal(r->rejected[1].index, 2);
+	assert_string_equal(r->rejected[1].reason, "the message would be "
+	    "larger than 2048 bytes once its values are in");
+	assert_int_equal(r->rejected[2].index, 3);
+	inject_req_free(r);
+}
+
 static void
 test_max_recipients(void **state)
 {
@@ -336,6 +368,7 @@ main(void)
 		cmocka_unit_test(test_raw),
 		cmocka_unit_test(test_rejections),
 		cmocka_unit_test(test_bad_requests),
+		cmocka_unit_test(test_rejected_for_size),
 		cmocka_unit_test(test_max_recipients),
 	};
 
