@@ -90,8 +90,6 @@ void inject_batch_free(struct inject_batch *b);
 /* The batch's "metadata" object (borrowed) or NULL; its batch_id. */
 json_t *inject_batch_metadata(const struct inject_batch *b);
 const char *inject_batch_id(const struct inject_batch *b);
-/* Bound each rendered part to max bytes (default 64 MB). */
-void inject_batch_limit(struct inject_batch *b, size_t max);
 /* 1 if the request asked for its messages to be archived. */
 int inject_batch_archive(const struct inject_batch *b);
 /*

@@ -157,12 +157,6 @@ inject_batch_id(const struct inject_batch *b)
 	return b->batch_id;
 }
 
-void
-inject_batch_limit(struct inject_batch *b, size_t max)
-{
-	b->max = max;
-}
-
 int
 inject_batch_archive(const struct inject_batch *b)
 {

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "spool/spool.h"
 #include "util/util.h"
 
 struct event_base;
@@ -83,12 +84,13 @@ struct sched_failed {
  */
 struct sched_hooks {
 	/*
-	 * The message for recipient rid of a batch (SPOOL_F_BATCH): a new
-	 * evbuffer, or NULL with SL_TEMP (retry later) or SL_PERM (fail the
-	 * recipient) in *st and the reason ("550 5.6.0 ...") in why.
+	 * Build the message for recipient rid of a batch (SPOOL_F_BATCH) off
+	 * the loop thread, as spool_body_read() reads a body: cb(cbarg, buf,
+	 * status) later on the loop with a new evbuffer it owns, or NULL (the
+	 * delivery is deferred and tried again).
 	 */
-	struct evbuffer *(*batch_body)(void *arg, uint64_t mid, uint32_t rid,
-	    const char *addr, enum sl_status *st, char *why, size_t whylen);
+	void (*batch_body)(void *arg, uint64_t mid, uint32_t rid,
+	    const char *addr, spool_body_fn *cb, void *cbarg);
 	void (*outcome)(void *arg, const struct sched_outcome *o);
 	/* A transaction got a 2xx for the n recipients named: body is what
 	 * was sent (borrowed; copy what is kept). */

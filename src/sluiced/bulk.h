@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "http/http.h"
+#include "spool/spool.h"
 #include "util/util.h"
 
 struct archive;
@@ -33,6 +34,7 @@ struct mq;
 struct sl_worker;
 struct sluiced;
 struct spool_msg;
+struct spool_reader;
 
 #define BULK_CACHE 64
 
@@ -43,11 +45,14 @@ struct sluiced_bulk {
 	struct archive *archive;
 	struct sl_worker *fw;		/* the failure queue's thread */
 	struct sl_worker *iw;		/* parses injection requests */
+	struct sl_worker *bw;		/* builds batch messages */
+	struct spool_reader *reader;	/* the builder's, used on bw only */
 	struct failures_db *fdb;	/* used on fw only */
 	struct {
 		uint64_t mid;
 		struct inject_batch *b;
-	} cache[BULK_CACHE];		/* compiled batch templates by MID */
+	} cache[BULK_CACHE],		/* compiled batch templates by MID */
+	  bcache[BULK_CACHE];		/* the builder's own (bw only) */
 	json_t *keys_inflight;		/* Idempotency-Keys being stored */
 	struct http_route routes[1];	/* POST /api/v1/inject */
 	struct event *hourly_ev;	/* idempotency and failure expiry */
@@ -78,10 +83,10 @@ void sluiced_bulk_routes(struct sluiced_bulk *b, struct http_server *srv);
 /* The compiled template of batch mid (cached; NULL if unreadable). */
 struct inject_batch *sluiced_bulk_batch(struct sluiced_bulk *b,
     uint64_t mid);
-/* The scheduler's batch_body hook (struct sched_hooks). */
-struct evbuffer *sluiced_bulk_batch_body(void *arg, uint64_t mid,
-    uint32_t rid, const char *addr, enum sl_status *st, char *why,
-    size_t whylen);
+/* The scheduler's batch_body hook (struct sched_hooks): the message is
+ * built on the builder thread, cb runs on the loop. */
+void sluiced_bulk_batch_body(void *arg, uint64_t mid, uint32_t rid,
+    const char *addr, spool_body_fn *cb, void *cbarg);
 /* A message received over SMTP is durable: its "received" event. */
 void sluiced_bulk_received(struct sluiced_bulk *b, uint64_t mid,
     const char *sender, size_t nrcpt);

@@ -304,9 +304,6 @@ sluiced_bulk_batch(struct sluiced_bulk *b, uint64_t mid)
 	b->cache[slot].b = inject_batch_new((const char *)evbuffer_pullup(body,
 	    -1), evbuffer_get_length(body), err, sizeof(err));
 	evbuffer_free(body);
-	if (b->cache[slot].b != NULL)
-		inject_batch_limit(b->cache[slot].b,
-		    (size_t)b->d->conf->server_max_message_size);
 	if (b->cache[slot].b == NULL) {
 		char m[17];
 		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, mid, -1 },
@@ -316,34 +313,97 @@ sluiced_bulk_batch(struct sluiced_bulk *b, uint64_t mid)
 	return b->cache[slot].b;
 }
 
-struct evbuffer *
-sluiced_bulk_batch_body(void *arg, uint64_t mid, uint32_t rid, const char *addr,
-    enum sl_status *st, char *why, size_t whylen)
+/*
+ * The builder, on its own thread with its own read-only spool connection
+ * and cache of compiled templates (both used there only): the GMime work
+ * and the reads of the template and the vars stay off the loop.
+ */
+struct bulk_build {
+	struct sluiced_bulk *b;
+	uint64_t mid;
+	uint32_t rid;
+	char *addr;
+	struct evbuffer *out;		/* the message, or NULL */
+	char why[256];
+	spool_body_fn *cb;
+	void *arg;
+};
+
+/* The compiled template of mid in the builder's own cache. */
+static struct inject_batch *
+bulk_build_batch(struct sluiced_bulk *b, uint64_t mid, char *err,
+    size_t errlen)
 {
-	struct sluiced_bulk *b = arg;
-	struct inject_batch *batch = sluiced_bulk_batch(b, mid);
-	struct evbuffer *out;
-	char err[256];
+	size_t slot = (size_t)(mid ^ (mid >> 17)) % BULK_CACHE;
+	struct evbuffer *body;
+
+	if (b->bcache[slot].b != NULL && b->bcache[slot].mid == mid)
+		return b->bcache[slot].b;
+	if ((body = spool_reader_body(b->reader, mid, err, errlen)) == NULL)
+		return NULL;
+	inject_batch_free(b->bcache[slot].b);
+	b->bcache[slot].mid = mid;
+	b->bcache[slot].b = inject_batch_new((const char *)evbuffer_pullup(
+	    body, -1), evbuffer_get_length(body), err, errlen);
+	evbuffer_free(body);
+	/* sizes were checked at injection (inject_req_parse): the builder
+	 * keeps the library's own bound as a last guard */
+	return b->bcache[slot].b;
+}
+
+static void
+bulk_build_run(void *arg)
+{
+	struct bulk_build *x = arg;
+	struct inject_batch *batch = bulk_build_batch(x->b, x->mid, x->why,
+	    sizeof(x->why));
 	char *vars;
 
-	if (batch == NULL) {
-		*st = SL_TEMP;
-		snprintf(why, whylen, "451 4.3.0 the batch could not be read "
-		    "from the spool");
-		return NULL;
-	}
-	vars = spool_rcpt_vars(b->d->spool, mid, rid);
-	out = evbuffer_new();
-	if (inject_batch_build(batch, addr, vars, rid, out, err,
-	    sizeof(err)) != 0) {
-		evbuffer_free(out);
-		out = NULL;
-		*st = SL_PERM;
-		snprintf(why, whylen, "554 5.6.0 the message could not be "
-		    "built: %s", err);
+	if (batch == NULL)
+		return;
+	vars = spool_reader_vars(x->b->reader, x->mid, x->rid);
+	x->out = evbuffer_new();
+	if (inject_batch_build(batch, x->addr, vars, x->rid, x->out, x->why,
+	    sizeof(x->why)) != 0) {
+		evbuffer_free(x->out);
+		x->out = NULL;
 	}
 	free(vars);
-	return out;
+}
+
+static void
+bulk_build_done(void *arg)
+{
+	struct bulk_build *x = arg;
+
+	if (x->out == NULL)
+		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, x->mid,
+		    (int64_t)x->rid }, "message not built", "reason", x->why,
+		    NULL);
+	x->cb(x->arg, x->out, x->out ? SPOOL_OK : SPOOL_ERR_IO);
+	free(x->addr);
+	free(x);
+}
+
+void
+sluiced_bulk_batch_body(void *arg, uint64_t mid, uint32_t rid,
+    const char *addr, spool_body_fn *cb, void *cbarg)
+{
+	struct sluiced_bulk *b = arg;
+	struct bulk_build *x;
+
+	if (b->bw == NULL) {		/* stopping */
+		cb(cbarg, NULL, SPOOL_ERR_IO);
+		return;
+	}
+	x = xcalloc(1, sizeof(*x));
+	x->b = b;
+	x->mid = mid;
+	x->rid = rid;
+	x->addr = xstrdup(addr);
+	x->cb = cb;
+	x->arg = cbarg;
+	sl_worker_post(b->bw, bulk_build_run, bulk_build_done, x);
 }
 
 /* ---- RabbitMQ ---- */
@@ -494,8 +554,12 @@ sluiced_bulk_new(struct sluiced *d, char *err, size_t errlen)
 		goto fail;
 	if ((b->fdb = failures_db_open(c->spool_dir, err, errlen)) == NULL ||
 	    (b->fw = sl_worker_new(d->base, "failures")) == NULL ||
-	    (b->iw = sl_worker_new(d->base, "inject")) == NULL) {
-		if (err[0] == '\0' || b->fdb != NULL)
+	    (b->iw = sl_worker_new(d->base, "inject")) == NULL ||
+	    (b->bw = sl_worker_new(d->base, "build")) == NULL ||
+	    (b->reader = spool_reader_open(c->spool_dir, err, errlen)) ==
+	    NULL) {
+		if (err[0] == '\0' || (b->fdb != NULL && b->reader == NULL &&
+		    b->bw == NULL))
 			snprintf(err, errlen, "cannot start the bulk threads");
 		goto fail;
 	}
@@ -521,6 +585,9 @@ sluiced_bulk_quiesce(struct sluiced_bulk *b)
 	/* requests being parsed are stored (or refused) while the spool runs */
 	sl_worker_free(b->iw);
 	b->iw = NULL;
+	/* messages being built: their connections are gone (sched_stop) */
+	sl_worker_free(b->bw);
+	b->bw = NULL;
 	/* its done callbacks may queue spool deletes: the spool still runs */
 	sl_worker_free(b->fw);
 	b->fw = NULL;
@@ -538,8 +605,11 @@ sluiced_bulk_free(struct sluiced_bulk *b)
 	failures_db_close(b->fdb);
 	if (b->hourly_ev)
 		event_free(b->hourly_ev);
-	for (size_t i = 0; i < BULK_CACHE; i++)
+	for (size_t i = 0; i < BULK_CACHE; i++) {
 		inject_batch_free(b->cache[i].b);
+		inject_batch_free(b->bcache[i].b);
+	}
+	spool_reader_close(b->reader);
 	json_decref(b->keys_inflight);
 	free(b);
 }

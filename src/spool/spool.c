@@ -609,3 +609,29 @@ spool_fault_inject(struct spool *sp, int count, enum spool_status err)
 	/* Atomic inside: the spool thread may be mid-batch. */
 	spool_db_fault(sp->db, count, err);
 }
+
+/* A reader is the loop's kind of read-only connection, for another thread. */
+struct spool_reader *
+spool_reader_open(const char *dir, char *err, size_t errlen)
+{
+	return (struct spool_reader *)spool_rdb_open(dir, err, errlen);
+}
+
+void
+spool_reader_close(struct spool_reader *r)
+{
+	spool_rdb_close((struct spool_rdb *)r);
+}
+
+struct evbuffer *
+spool_reader_body(struct spool_reader *r, uint64_t mid, char *err,
+    size_t errlen)
+{
+	return spool_rdb_body_load((struct spool_rdb *)r, mid, err, errlen);
+}
+
+char *
+spool_reader_vars(struct spool_reader *r, uint64_t mid, uint32_t rid)
+{
+	return spool_rdb_rcpt_vars((struct spool_rdb *)r, mid, rid);
+}

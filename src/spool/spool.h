@@ -164,6 +164,21 @@ typedef void spool_body_fn(void *arg, struct evbuffer *body,
     enum spool_status status);
 void spool_body_read(struct spool *sp, uint64_t mid, spool_body_fn *cb,
     void *arg);
+/*
+ * A read-only connection for one thread other than the event loop's (WAL
+ * readers never wait for the writer): the injection's message builder
+ * reads a batch's template and a recipient's vars with it. NULL with a
+ * reason in err. Each function is used by that one thread only.
+ */
+struct spool_reader;
+struct spool_reader *spool_reader_open(const char *dir, char *err,
+    size_t errlen);
+void spool_reader_close(struct spool_reader *r);
+/* The body of mid (a new evbuffer), or NULL with a reason in err. */
+struct evbuffer *spool_reader_body(struct spool_reader *r, uint64_t mid,
+    char *err, size_t errlen);
+/* Recipient rid's vars (a new string), or NULL when it has none. */
+char *spool_reader_vars(struct spool_reader *r, uint64_t mid, uint32_t rid);
 /* An injected recipient's vars (a new string, free()), or NULL. */
 char *spool_rcpt_vars(struct spool *sp, uint64_t mid, uint32_t rid);
 /*
