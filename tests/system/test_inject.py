@@ -351,3 +351,36 @@ def test_events_wait_on_disk_across_a_restart(world):
                    == 0, what="the disk spool emptied")
     finally:
         hook.stop()
+
+
+def test_failures_retry_of_a_message_received_over_smtp(world, tmp_path):
+    import smtplib
+    d, sink = world(sink_args=("--rule", "rcpt *@fail.test 550 5.1.1 no",))
+    body = b"Subject: over smtp\r\nFrom: s@src.test\r\n\r\nthe body\r\n"
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as c:
+        c.sendmail("s@src.test", ["x@fail.test"], body)
+
+    def listed():
+        r = run_sluice("failures", "list", "--json", "-c", str(d.conf_path))
+        return json.loads(r.stdout) if r.returncode == 0 else None
+    fl = wait_until(listed, what="the failure listed")
+    assert fl[0]["rcpt"] == "x@fail.test" and fl[0]["batch"] is None
+    # the sender got its DSN (a message received over SMTP keeps them)
+    wait_until(lambda: sink_count(sink) == 1, what="the DSN")
+    port = sink.port
+    sink.stop()
+    from sinkutil import Sink
+    (tmp_path / "s3").mkdir()
+    s3 = Sink(tmp_path / "s3", "--listen", f"127.0.0.1:{port}")
+    try:
+        r = run_sluice("failures", "retry", str(fl[0]["id"]), "-c",
+                       str(d.conf_path))
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: sink_count(s3) == 1, what="the retry")
+        got = s3.messages()[0]
+        # the same message again: our Received: line first, then its bytes
+        assert got.startswith(b"Received: ") and got.endswith(body)
+        assert s3.index()[0]["mail_from"] == "s@src.test"
+        assert listed() == []
+    finally:
+        s3.check_clean()
