@@ -53,7 +53,8 @@ def broker(tmp_path_factory):
         wait_until(lambda: port_listening(port) or proc.poll() is not None,
                    timeout=120, interval=0.2, what="rabbitmq-server")
         assert proc.poll() is None, (base / "out.log").read_text()[-3000:]
-        yield {"port": port, "url": f"amqp://guest:guest@127.0.0.1:{port}/"}
+        yield {"port": port, "url": f"amqp://guest:guest@127.0.0.1:{port}/",
+               "env": env}
     finally:
         # the broker and the epmd it started, both ours: by their group
         try:
@@ -185,3 +186,21 @@ def test_broker_restart_reconnects(broker, make_sluiced, make_sink,
                                                          "x@y.test"}]})
     assert code == 200
     wait_until(lambda: sink_count(sink) == 1, what="HTTP injection works")
+
+
+def test_connection_closed_by_the_broker_is_made_again(mq_world, broker):
+    d, sink, conn, ch = mq_world("inject.reconnect")
+    publish(ch, "inject.reconnect", request(1), key="rc-1")
+    wait_until(lambda: sink_count(sink) == 1, what="the first delivered")
+    conn.close()
+    r = subprocess.run(["rabbitmqctl", "-n", broker["env"]["RABBITMQ_NODENAME"],
+                        "close_all_connections", "test: gone"],
+                       env=broker["env"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d.wait_log("amqp: connection lost")
+    d.wait_log(r"amqp: connected.*\n(.|\n)*amqp: connected", timeout=30)
+    conn, ch = channel(broker)
+    publish(ch, "inject.reconnect", request(2), key="rc-2")
+    wait_until(lambda: sink_count(sink) == 2, what="the second delivered")
+    conn.close()
