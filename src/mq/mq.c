@@ -12,6 +12,7 @@
  * (the loop says durable) or after its dead-letter copy was published.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <pthread.h>
@@ -29,7 +30,8 @@
 #include "mq/mq.h"
 #include "util/util.h"
 
-#define MQ_POLL_MS 20
+/* An idle connection is looked at this often (heartbeats go out then). */
+#define MQ_IDLE_MS 1000
 #define MQ_BACKOFF_MAX 60
 #define MQ_PUBLISH_MAX 100000
 
@@ -64,7 +66,8 @@ struct mq {
 	struct mq_list out;	/* mu: answers and publishes for the thread */
 	int stopping;		/* mu */
 	struct mq_stats st;	/* mu */
-	int efd;
+	int efd;			/* the thread tells the loop */
+	int wake;			/* the loop tells the thread */
 	struct event *ev;
 	/* the thread's own */
 	amqp_connection_state_t conn;
@@ -378,7 +381,7 @@ mq_thread(void *arg)
 	for (;;) {
 		amqp_envelope_t env;
 		amqp_rpc_reply_t r;
-		struct timeval tv = { 0, MQ_POLL_MS * 1000 };
+		struct timeval tv = { 0, 0 };
 		int stop;
 
 		pthread_mutex_lock(&q->mu);
@@ -409,9 +412,20 @@ mq_thread(void *arg)
 		if (stop)
 			break;
 		amqp_maybe_release_buffers(q->conn);
-		if (q->queue[0] == '\0') {
-			mq_sleep(q, MQ_POLL_MS);
-			continue;
+		/* sleep until the broker sends or the loop has answers: no
+		 * polling while idle */
+		if (!amqp_data_in_buffer(q->conn) &&
+		    !amqp_frames_enqueued(q->conn)) {
+			struct pollfd p[2] = {
+				{ amqp_get_sockfd(q->conn), POLLIN, 0 },
+				{ q->wake, POLLIN, 0 },
+			};
+			uint64_t v;
+
+			if (poll(p, 2, MQ_IDLE_MS) > 0 && (p[1].revents & POLLIN))
+				while (read(q->wake, &v, sizeof(v)) == -1 &&
+				    errno == EINTR)
+					;
 		}
 		r = amqp_consume_message(q->conn, &env, &tv, 0);
 		if (r.reply_type == AMQP_RESPONSE_NORMAL) {
@@ -459,8 +473,18 @@ mq_deliver(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+mq_wake(struct mq *q)
+{
+	uint64_t one = 1;
+
+	while (write(q->wake, &one, sizeof(one)) == -1 && errno == EINTR)
+		;
+}
+
+static void
 mq_out(struct mq *q, struct mq_msg *m)
 {
+	mq_wake(q);
 	pthread_mutex_lock(&q->mu);
 	if (m->publish && q->out.n >= MQ_PUBLISH_MAX) {
 		q->st.dropped++;
@@ -522,14 +546,18 @@ mq_new(struct event_base *base, const struct mq_conf *conf,
 	mq_list_init(&q->in);
 	mq_list_init(&q->out);
 	q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	q->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	q->ev = event_new(base, q->efd, EV_READ | EV_PERSIST, mq_deliver, q);
-	if (q->efd == -1 || q->ev == NULL || event_add(q->ev, NULL) != 0 ||
+	if (q->efd == -1 || q->wake == -1 || q->ev == NULL ||
+	    event_add(q->ev, NULL) != 0 ||
 	    pthread_create(&q->thread, NULL, mq_thread, q) != 0) {
 		snprintf(err, errlen, "amqp: cannot start its thread");
 		if (q->ev)
 			event_free(q->ev);
 		if (q->efd != -1)
 			close(q->efd);
+		if (q->wake != -1)
+			close(q->wake);
 		free(q->url);
 		free(q->queue);
 		free(q->dlq);
@@ -552,6 +580,7 @@ mq_free(struct mq *q)
 	q->stopping = 1;
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
+	mq_wake(q);
 	/* answers queued so far are sent before the connection closes */
 	pthread_join(q->thread, NULL);
 	/* requests never handed to the loop: the broker redelivers them */
@@ -565,6 +594,7 @@ mq_free(struct mq *q)
 	}
 	event_free(q->ev);
 	close(q->efd);
+	close(q->wake);
 	pthread_cond_destroy(&q->cv);
 	pthread_mutex_destroy(&q->mu);
 	free(q->url);

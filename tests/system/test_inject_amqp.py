@@ -19,7 +19,10 @@ from sluicetest import free_port, port_listening, scaled, wait_until
 
 pika = pytest.importorskip("pika")  # python3-pika, in scripts/deps.sh
 
+# the scripts themselves: /usr/sbin's wrappers switch to the rabbitmq user
+# (another HOME, another Erlang cookie than the broker the test started)
 RMQ = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+RMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +196,7 @@ def test_connection_closed_by_the_broker_is_made_again(mq_world, broker):
     publish(ch, "inject.reconnect", request(1), key="rc-1")
     wait_until(lambda: sink_count(sink) == 1, what="the first delivered")
     conn.close()
-    r = subprocess.run(["rabbitmqctl", "-n", broker["env"]["RABBITMQ_NODENAME"],
+    r = subprocess.run([RMQCTL, "-n", broker["env"]["RABBITMQ_NODENAME"],
                         "close_all_connections", "test: gone"],
                        env=broker["env"], capture_output=True, text=True,
                        timeout=120)
