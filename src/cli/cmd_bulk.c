@@ -120,6 +120,9 @@ cmd_failures(int argc, char **argv)
 	if (o.batch)
 		json_object_set_new(args, "batch", json_string(o.batch));
 	if (strcmp(sub, "purge") == 0 && i == argc) {
+		/* no --batch: every failure */
+		if (o.batch == NULL)
+			json_object_set_new(args, "all", json_true());
 		rc = cli_call(o.conf, "failures.purge", args, &res);
 		if (rc == CLI_OK)
 			printf("purged %lld failure(s)\n", B_I(res, "purged"));

@@ -284,6 +284,68 @@ api_action_post(void *arg, struct http_req *h)
 	api_run(arg, h, cmd, args);
 }
 
+/* The query parameters named (UTF-8 ones) as a JSON object. */
+static json_t *
+api_query_args(struct http_req *h, const char *const *keys, size_t n)
+{
+	json_t *args = json_object();
+
+	for (size_t i = 0; i < n; i++) {
+		const char *v = http_req_query(h, keys[i]);
+
+		if (v != NULL && sl_utf8_valid(v, strlen(v)))
+			json_object_set_new(args, keys[i], json_string(v));
+	}
+	return args;
+}
+
+/* GET /api/v1/failures[?batch=B] */
+static void
+api_failures_get(void *arg, struct http_req *h)
+{
+	static const char *const keys[] = { "batch" };
+
+	api_run(arg, h, "failures.list", api_query_args(h, keys,
+	    SL_ARRAY_LEN(keys)));
+}
+
+/* POST /api/v1/failures/retry|purge {ids|batch|all} */
+static void
+api_failures_post(void *arg, struct http_req *h)
+{
+	char cmd[32];
+	json_t *args;
+
+	if ((args = api_body_object(h)) == NULL)
+		return;
+	snprintf(cmd, sizeof(cmd), "failures.%s",
+	    strrchr(http_req_path(h), '/') + 1);
+	api_run(arg, h, cmd, args);
+}
+
+/* GET /api/v1/archive?rcpt=A|mid=M|batch=B */
+static void
+api_archive_get(void *arg, struct http_req *h)
+{
+	static const char *const keys[] = { "rcpt", "mid", "batch" };
+
+	api_run(arg, h, "archive.find", api_query_args(h, keys,
+	    SL_ARRAY_LEN(keys)));
+}
+
+/* GET /api/v1/archive/ID: {id, size, message_base64} */
+static void
+api_archive_show(void *arg, struct http_req *h)
+{
+	const char *id = http_req_tail(h);
+
+	if (!sl_utf8_valid(id, strlen(id))) {
+		http_reply_error(h, 404, NULL, "no such archived message");
+		return;
+	}
+	api_run(arg, h, "archive.show", json_pack("{s:s}", "id", id));
+}
+
 /* POST /api/v1/drain, /api/v1/undrain (no body) */
 static void
 api_drain_post(void *arg, struct http_req *h)
@@ -308,6 +370,11 @@ static const struct http_route api_routes[] = {
 	API_GET("/api/v1/queue/*", api_message_get),
 	API_POST("/api/v1/drain", api_drain_post, 0),
 	API_POST("/api/v1/undrain", api_drain_post, 0),
+	API_GET("/api/v1/failures", api_failures_get),
+	API_POST("/api/v1/failures/retry", api_failures_post, HTTP_API_MAX_BODY),
+	API_POST("/api/v1/failures/purge", api_failures_post, HTTP_API_MAX_BODY),
+	API_GET("/api/v1/archive", api_archive_get),
+	API_GET("/api/v1/archive/*", api_archive_show),
 };
 
 struct http_api *

@@ -347,7 +347,7 @@ static void
 bulk_fq_purge(void *arg)
 {
 	struct bulk_fq *q = arg;
-	long n = failures_db_purge(q->b->fdb, q->batch);
+	long n = failures_db_purge(q->b->fdb, q->all ? NULL : q->batch);
 
 	if (n < 0)
 		snprintf(q->err, sizeof(q->err), "failures: purge failed");
@@ -544,7 +544,8 @@ bulk_ctl_failures(struct sluiced_bulk *b, struct control_req *req,
 		bulk_fq_free(q);
 		return;
 	}
-	if (bulk_fq_args(q, args, retry) != 0) {
+	if (bulk_fq_args(q, args, retry) != 0 || (strcmp(cmd,
+	    "failures.purge") == 0 && (q->batch != NULL) + q->all != 1)) {
 		control_reply_err(req, CONTROL_ERR_BADARG, NULL,
 		    "give failure ids, a batch or all");
 		bulk_fq_free(q);

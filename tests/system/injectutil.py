@@ -56,6 +56,17 @@ def inject(d, req, key=None, token=TOKEN, raw=None, timeout=120):
         return e.code, json.loads(e.read() or b"{}")
 
 
+def api_get(d, path, token=TOKEN):
+    """GET an /api/v1/ path; returns (status, parsed JSON)."""
+    r = urllib.request.Request(f"http://127.0.0.1:{api_port(d)}{path}",
+                               headers={"Authorization": "Bearer " + token})
+    try:
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
 def parse(raw):
     return email.message_from_bytes(raw, policy=email.policy.default)
 

@@ -167,6 +167,9 @@ def test_failures_retry_after_the_sink_stops_failing(world, make_sink,
     assert len(fl) == 1
     assert fl[0]["rcpt"] == "gone@fail.test" and fl[0]["batch"] == batch
     assert fl[0]["reply"].startswith("550 5.1.1")
+    from injectutil import api_get
+    code, api = api_get(d, "/api/v1/failures?batch=" + batch)
+    assert code == 200 and api == fl
     text = run_sluice("failures", "list", "-c", str(d.conf_path)).stdout
     assert "gone@fail.test" in text and "550 5.1.1" in text
     # the message left the spool once the failure was kept
@@ -235,6 +238,16 @@ def test_archive_find_show_byte_for_byte(world, tmp_path):
     r = run_sluice("archive", "show", "0000000000000001", "-c",
                    str(d.conf_path))
     assert r.returncode == 1 and "not in the archive" in r.stderr
+    # the same through the HTTP API (the same control commands)
+    import base64
+    from injectutil import api_get
+    code, found = api_get(d, "/api/v1/archive?rcpt=ann%40a.test")
+    assert code == 200 and [h["id"] for h in found] == [hits[0]["id"]]
+    code, one = api_get(d, "/api/v1/archive/" + hits[0]["id"])
+    assert code == 200
+    assert base64.b64decode(one["message_base64"]) == delivered[0]
+    code, err = api_get(d, "/api/v1/archive/0000000000000001")
+    assert code == 404 and "not in the archive" in err["error"]
 
 
 def test_webhook_one_event_per_outcome(world):
