@@ -136,32 +136,66 @@ assert_in_order(json_t *got, size_t n)
 		    (json_int_t)i);
 }
 
+/* A loop, a scratch directory and a receiver; one per test. */
+struct fixture {
+	struct event_base *base;
+	char dir[32];
+	struct recv r;
+};
+
+static int
+setup(void **state)
+{
+	struct fixture *f = xcalloc(1, sizeof(*f));
+
+	f->base = event_base_new();
+	strcpy(f->dir, "/tmp/sluice-events-XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	recv_start(f->base, &f->r);
+	cur = &f->r;
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[64];
+
+	evhttp_free(f->r.http);
+	json_decref(f->r.got);
+	event_base_free(f->base);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	(void)!system(cmd);
+	free(f);
+	return 0;
+}
+
 static void
 test_outage_in_order(void **state)
 {
-	struct event_base *base = event_base_new();
-	char dir[] = "/tmp/sluice-events-XXXXXX";
-	struct recv r = { 0 };
+	struct fixture *f = *state;
+	struct event_base *base = f->base;
+	const char *dir = f->dir;
 	struct events_stats st;
 	struct events *ev;
 
-	assert_non_null(mkdtemp(dir));
-	recv_start(base, &r);
-	cur = &r;
-	r.status = 500;
-	ev = start(base, dir, r.port, 1 << 20);
+	f->r.status = 500;
+	ev = start(base, dir, f->r.port, 1 << 20);
 	emit(ev, 0, 25);
 	/* the first POST fails: everything waits on disk */
-	while (r.posts == 0)
+	while (f->r.posts == 0)
 		event_base_loop(base, EVLOOP_ONCE);
 	emit(ev, 25, 40);
-	r.status = 200;
+	f->r.status = 200;
 	want = 40;
 	run_until(base, got_all, NULL);
 	emit(ev, 40, 50);
 	want = 50;
 	run_until(base, got_all, NULL);
-	assert_in_order(r.got, 50);
+	assert_in_order(f->r.got, 50);
 	/* the receiver has them before sluice has its answer */
 	cur_ev = ev;
 	run_until(base, sent_all, NULL);
@@ -173,23 +207,17 @@ test_outage_in_order(void **state)
 	events_free(ev);
 
 	/* stopped with events in memory: the next start sends them */
-	json_array_clear(r.got);
-	r.status = 500;
-	ev = start(base, dir, r.port, 1 << 20);
+	json_array_clear(f->r.got);
+	f->r.status = 500;
+	ev = start(base, dir, f->r.port, 1 << 20);
 	emit(ev, 0, 7);
 	events_free(ev);
-	r.status = 200;
-	ev = start(base, dir, r.port, 1 << 20);
+	f->r.status = 200;
+	ev = start(base, dir, f->r.port, 1 << 20);
 	want = 7;
 	run_until(base, got_all, NULL);
-	assert_in_order(r.got, 7);
+	assert_in_order(f->r.got, 7);
 	events_free(ev);
-	evhttp_free(r.http);
-	json_decref(r.got);
-	event_base_free(base);
-	char cmd[64];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	(void)!system(cmd);
 }
 
 static int
@@ -210,18 +238,15 @@ dropped_some(void *arg)
 static void
 test_spool_max_drops_counted(void **state)
 {
-	struct event_base *base = event_base_new();
-	char dir[] = "/tmp/sluice-events-XXXXXX";
-	struct recv r = { 0 };
+	struct fixture *f = *state;
+	struct event_base *base = f->base;
+	const char *dir = f->dir;
 	struct events_stats st;
 	struct events *ev;
 
-	assert_non_null(mkdtemp(dir));
-	recv_start(base, &r);
-	cur = &r;
-	r.status = 503;
+	f->r.status = 503;
 	/* room for about 20 lines of {"event":"delivered","n":NN} */
-	ev = start(base, dir, r.port, 600);
+	ev = start(base, dir, f->r.port, 600);
 	emit(ev, 0, 10);
 	run_until(base, posted, NULL);
 	emit(ev, 10, 100);
@@ -240,20 +265,16 @@ test_spool_max_drops_counted(void **state)
 	assert_int_equal(stat(path, &sb), 0);
 	assert_true(sb.st_size <= 600);
 	assert_true(sb.st_size > 0);
-	evhttp_free(r.http);
-	json_decref(r.got);
-	event_base_free(base);
-	char cmd[64];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	(void)!system(cmd);
 }
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_outage_in_order),
-		cmocka_unit_test(test_spool_max_drops_counted),
+		cmocka_unit_test_setup_teardown(test_outage_in_order, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_spool_max_drops_counted,
+		    setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
