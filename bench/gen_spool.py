@@ -22,7 +22,8 @@ import os
 import sqlite3
 import time
 
-SCHEMA_VERSION = 1  # src/spool/spool_sqlite.c SPOOL_SCHEMA_VERSION
+SCHEMA_VERSION = 2  # src/spool/spool_sqlite.c SPOOL_SCHEMA_VERSION (2: rcpt_vars and
+# idempotency added; the envelopes, recipients and bodies this writes are as in 1)
 SPOOL_RCPT_DEFERRED = 1
 
 
