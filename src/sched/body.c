@@ -28,21 +28,22 @@
 static uint32_t
 sched_body_hash(const void *node)
 {
-	uint64_t mid = ((const struct sched_body *)node)->mid;
+	const struct sched_body *b = node;
 
-	return (uint32_t)(mid ^ (mid >> 32));
+	return (uint32_t)(b->mid ^ (b->mid >> 32)) ^ b->rid * 2654435761u;
 }
 
 static struct sched_body *
-sched_body_find(struct sched *s, uint64_t mid)
+sched_body_find(struct sched *s, uint64_t mid, uint32_t rid)
 {
+	struct sched_body key = { .mid = mid, .rid = rid };
 	struct sched_body *b;
 
 	if (s->btab == NULL)
 		return NULL;
-	for (b = s->btab[(uint32_t)(mid ^ (mid >> 32)) % s->btab_size];
-	    b != NULL; b = b->hnext)
-		if (b->mid == mid)
+	for (b = s->btab[sched_body_hash(&key) % s->btab_size]; b != NULL;
+	    b = b->hnext)
+		if (b->mid == mid && b->rid == rid)
 			return b;
 	return NULL;
 }
@@ -97,10 +98,12 @@ sched_body_loaded(void *arg, struct evbuffer *buf, enum spool_status st)
 	sched_body_put(s, b);		/* held over the callbacks */
 }
 
-struct sched_body *
-sched_body_get(struct sched *s, uint64_t mid, struct sched_body_wait *w)
+/* The entry of (mid, rid), its load started if new; a reference for w. */
+static struct sched_body *
+sched_body_want(struct sched *s, uint64_t mid, uint32_t rid, const char *addr,
+    struct sched_body_wait *w)
 {
-	struct sched_body *b = sched_body_find(s, mid);
+	struct sched_body *b = sched_body_find(s, mid, rid);
 	size_t i;
 
 	if (b == NULL) {
@@ -117,6 +120,7 @@ sched_body_get(struct sched *s, uint64_t mid, struct sched_body_wait *w)
 		b = xcalloc(1, sizeof(*b));
 		b->s = s;
 		b->mid = mid;
+		b->rid = rid;
 		b->refs = 1;		/* the loader's */
 		b->loading = 1;
 		b->hashed = 1;
@@ -124,7 +128,11 @@ sched_body_get(struct sched *s, uint64_t mid, struct sched_body_wait *w)
 		b->hnext = s->btab[i];
 		s->btab[i] = b;
 		s->nbody++;
-		spool_body_read(s->spool, mid, sched_body_loaded, b);
+		if (rid == SCHED_BODY_WHOLE)
+			spool_body_read(s->spool, mid, sched_body_loaded, b);
+		else
+			s->hooks.batch_body(s->hooks.arg, mid, rid, addr,
+			    sched_body_loaded, b);
 	}
 	b->refs++;
 	if (b->loading) {
@@ -133,6 +141,19 @@ sched_body_get(struct sched *s, uint64_t mid, struct sched_body_wait *w)
 		b->waiters = w;
 	}
 	return b;
+}
+
+struct sched_body *
+sched_body_get(struct sched *s, uint64_t mid, struct sched_body_wait *w)
+{
+	return sched_body_want(s, mid, SCHED_BODY_WHOLE, NULL, w);
+}
+
+struct sched_body *
+sched_body_get_rcpt(struct sched *s, uint64_t mid, uint32_t rid,
+    const char *addr, struct sched_body_wait *w)
+{
+	return sched_body_want(s, mid, rid, addr, w);
 }
 
 void

@@ -580,7 +580,14 @@ sched_conn_send(struct sched_conn *c, struct sched_job *job)
 	sched_conn_enter(c, SCHED_CONN_LOADING);
 	c->wait.cb = sched_conn_body_cb;
 	c->wait.arg = c;
-	c->body = sched_body_get(s, job->msg->mid, &c->wait);
+	if ((job->msg->flags & SPOOL_F_BATCH) && s->hooks.batch_body != NULL) {
+		/* a batch recipient's own message, built off the loop */
+		const struct sched_rcpt *r = &job->msg->rcpts[job->ridx[0]];
+		c->body = sched_body_get_rcpt(s, job->msg->mid, r->rid, r->addr,
+		    &c->wait);
+	} else {
+		c->body = sched_body_get(s, job->msg->mid, &c->wait);
+	}
 	if (!c->body->loading)
 		sched_conn_loaded(c);
 }
@@ -630,6 +637,29 @@ sched_site_throttle(struct sched *s, struct sched_site *site,
 
 /* A message's outcome; the connection stays BUSY until smtpc says READY
  * (or CLOSED). */
+/* Tell hooks.delivered which recipients took body (the archive). */
+static void
+sched_conn_delivered(struct sched *s, struct sched_job *job,
+    const struct smtpc_msg *sm, struct evbuffer *body)
+{
+	uint32_t *rids = xcalloc(sm->nrcpt + 1, sizeof(*rids));
+	const char **addrs = xcalloc(sm->nrcpt + 1, sizeof(*addrs));
+	size_t n = 0;
+
+	for (size_t i = 0; i < sm->nrcpt; i++) {
+		if (sm->rcpts[i].code < 200 || sm->rcpts[i].code >= 300)
+			continue;
+		rids[n] = sm->rcpts[i].rid;
+		addrs[n++] = sm->rcpts[i].addr;
+	}
+	if (n > 0)
+		s->hooks.delivered(s->hooks.arg, job->msg->mid,
+		    sched_msg_sender(job->msg), job->msg->flags, rids, addrs, n,
+		    body);
+	free(rids);
+	free(addrs);
+}
+
 static void
 sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 {
@@ -640,6 +670,9 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 
 	c->job = NULL;
 	c->nmsgs++;
+	if (job != NULL && s->hooks.delivered != NULL && c->body != NULL &&
+	    c->body->buf != NULL)
+		sched_conn_delivered(s, job, m, c->body->buf);
 	sched_body_put(s, c->body);
 	c->body = NULL;
 	for (size_t i = 0; i < m->nrcpt; i++) {

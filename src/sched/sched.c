@@ -80,6 +80,33 @@ sched_set_conf(struct sched *s, const struct sl_conf *conf)
 	s->conf = conf;
 }
 
+void
+sched_set_hooks(struct sched *s, const struct sched_hooks *h)
+{
+	s->hooks = *h;
+}
+
+/* One recipient's outcome to hooks.outcome (the events). */
+static void
+sched_emit(struct sched *s, struct sched_msg *m, struct sched_rcpt *r,
+    const char *event)
+{
+	struct sched_outcome o;
+
+	if (s->hooks.outcome == NULL)
+		return;
+	o.mid = m->mid;
+	o.rid = r->rid;
+	o.addr = r->addr;
+	o.sender = sched_msg_sender(m);
+	o.flags = m->flags;
+	o.event = event;
+	o.reply = r->last_reply;
+	o.remote = r->remote;
+	o.attempts = r->attempts;
+	s->hooks.outcome(s->hooks.arg, &o);
+}
+
 static void
 sched_rcpt_clear(struct sched_rcpt *r)
 {
@@ -192,6 +219,10 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 	int64_t now = sl_now_us() / 1000000;
 	char dom[256];
 
+	/* a batch's recipients each get their own message: one per job */
+	if ((m->flags & SPOOL_F_BATCH) && s->hooks.batch_body != NULL)
+		max = 1;
+
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		struct sched_rcpt *r = &m->rcpts[i];
 		struct sched_dest *d;
@@ -203,7 +234,7 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 		d = sched_dest_get(s, dom);
 		/* join an earlier job of this message at d, if it has room and
 		 * the same hold state */
-		for (j = m->jobs; j != NULL; j = j->next)
+		for (j = max > 1 ? m->jobs : NULL; j != NULL; j = j->next)
 			if (j->dest == d && j->nrcpt < max &&
 			    (m->rcpts[j->ridx[0]].state == SPOOL_RCPT_HELD) ==
 			    (r->state == SPOOL_RCPT_HELD))
@@ -595,6 +626,67 @@ sched_deleted(void *arg, enum spool_status st)
 	sched_msg_enter(s, m, SCHED_MSG_DONE);
 }
 
+static void
+sched_failures_kept(void *arg)
+{
+	struct sched_req *q = arg;
+	struct sched_msg *m = q->m;
+	struct sched *s = q->s;
+
+	free(q);
+	m->inflight--;
+	m->failures_kept = 1;
+	sched_msg_maybe_done(s, m);
+}
+
+/*
+ * Hand the recipients of a final message that failed for good (FAILED or
+ * BOUNCED) to hooks.failed; 1 if it took them: the delete waits for its
+ * answer (a spool request's count holds the message).
+ */
+static int
+sched_keep_failures(struct sched *s, struct sched_msg *m)
+{
+	struct sched_failed f = { m->mid, sched_msg_sender(m),
+		sched_msg_envid(m), m->flags, 0, NULL, NULL, NULL };
+	uint32_t *rids;
+	const char **addrs, **replies;
+	int rc = -1;
+
+	if (s->hooks.failed == NULL || m->failures_kept)
+		return 0;
+	rids = xcalloc(m->nrcpt, sizeof(*rids));
+	addrs = xcalloc(m->nrcpt, sizeof(*addrs));
+	replies = xcalloc(m->nrcpt, sizeof(*replies));
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		const struct sched_rcpt *r = &m->rcpts[i];
+
+		if (r->state != SPOOL_RCPT_FAILED &&
+		    r->state != SPOOL_RCPT_BOUNCED)
+			continue;
+		rids[f.n] = r->rid;
+		addrs[f.n] = r->addr;
+		replies[f.n++] = r->last_reply;
+	}
+	f.rids = rids;
+	f.addrs = addrs;
+	f.replies = replies;
+	if (f.n > 0) {
+		struct sched_req *q = sched_req_new(s, m);	/* inflight++ */
+		rc = s->hooks.failed(s->hooks.arg, &f, sched_failures_kept, q);
+		if (rc != 0) {
+			m->inflight--;
+			free(q);
+		}
+	}
+	if (rc != 0)
+		m->failures_kept = 1;
+	free(rids);
+	free(addrs);
+	free(replies);
+	return rc == 0;
+}
+
 /*
  * After any change of m: once every recipient is final and every spool
  * request answered, queue the DSNs still due, then delete it; a message
@@ -617,6 +709,9 @@ sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 			break;
 		}
 	}
+	/* the failure queue has them before the message leaves the spool */
+	if (sched_keep_failures(s, m))
+		return;
 	sched_msg_enter(s, m, SCHED_MSG_DELETING);
 	spool_delete(s->spool, m->mid, sched_deleted, sched_req_new(s, m));
 }
@@ -674,6 +769,7 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			s->stats.lat_sum += lat;
 			r->state = SPOOL_RCPT_DELIVERED;
 			s->stats.delivered++;
+			sched_emit(s, m, r, "delivered");
 			if ((r->notify & SPOOL_NOTIFY_SUCCESS) && !peer_dsn)
 				ok_notify[ns++] = ri;
 		} else if (code >= 500 || (expired && code < 500)) {
@@ -688,6 +784,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			r->state = SPOOL_RCPT_FAILED;	/* its DSN due */
 			failed[nf++] = ri;
 			s->stats.failed++;
+			sched_emit(s, m, r, code < 500 && !returned ?
+			    "expired" : "bounced");
 		} else {
 			r->state = SPOOL_RCPT_DEFERRED;
 			r->next_retry = sched_time32(now + sched_backoff(s,
@@ -695,6 +793,7 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			if (r->next_retry > next)
 				next = r->next_retry;
 			s->stats.deferred++;
+			sched_emit(s, m, r, "deferred");
 			job->ridx[keep++] = ri;
 			/* RFC 3461 4.1: no NOTIFY leaves delay notices to us */
 			if (warn_after > 0 && !m->warned &&

@@ -108,6 +108,7 @@ struct sched_msg {
 	unsigned in_expired : 1;	/* queued, in s->expired */
 	unsigned dsn_wait : 1;		/* in s->dsn_wait (dsn.c) */
 	unsigned has_envid : 1;
+	unsigned failures_kept : 1;	/* hooks.failed has them */
 	struct sched_rcpt rcpts[];	/* nrcpt of them, then the strings
 					   (sender, envid if any, each
 					   address and its ORCPT): one
@@ -225,10 +226,16 @@ struct sched_body_wait {
 	void *arg;
 };
 
+/* The rid of a whole message's body (not one batch recipient's). */
+#define SCHED_BODY_WHOLE UINT32_MAX
+
 struct sched_body {
 	struct sched_body *hnext;	/* s->btab */
 	struct sched *s;
 	uint64_t mid;
+	uint32_t rid;			/* a batch recipient's own message
+					   (hooks.batch_body), or
+					   SCHED_BODY_WHOLE */
 	struct evbuffer *buf;		/* read-only once in; NULL before */
 	int refs;
 	unsigned loading : 1;
@@ -316,6 +323,8 @@ struct sched {
 	int64_t self_expire;		/* unix ms */
 	struct sched_stats stats;
 	struct sched_iter *iters;	/* operators' walks (manage.c) */
+	struct sched_hooks hooks;	/* bulk injection, events, failure
+					   queue, archive (sched.h) */
 };
 
 /* sched.c */
@@ -350,6 +359,10 @@ void sched_iters_unlink(struct sched *s, struct sched_msg *m);
  */
 struct sched_body *sched_body_get(struct sched *s, uint64_t mid,
     struct sched_body_wait *w);
+/* The same for recipient rid of a batch (SPOOL_F_BATCH): its own message,
+ * built by hooks.batch_body off the loop. */
+struct sched_body *sched_body_get_rcpt(struct sched *s, uint64_t mid,
+    uint32_t rid, const char *addr, struct sched_body_wait *w);
 /* Stop waiting (w->body NULL: not waiting) and put its reference. */
 void sched_body_cancel(struct sched *s, struct sched_body_wait *w);
 void sched_body_put(struct sched *s, struct sched_body *b);

@@ -179,8 +179,16 @@ bulk_delivered(void *arg, uint64_t mid, const char *sender, uint8_t flags,
 	e.sender = sender;
 	e.batch = batch ? spool_mid_fmt(mid, id) : NULL;
 	e.at = sl_now_us() / 1000000;
+	/* the body is the scheduler's shared, read-only copy: copy out of
+	 * it without touching its layout */
 	copy = evbuffer_new();
-	evbuffer_add(copy, evbuffer_pullup(body, -1), evbuffer_get_length(body));
+	{
+		size_t blen = evbuffer_get_length(body);
+		char *tmp = xmalloc(blen + 1);
+		evbuffer_copyout(body, tmp, blen);
+		evbuffer_add(copy, tmp, blen);
+		free(tmp);
+	}
 	archive_add(b->archive, &e, copy);
 	free(list);
 }
