@@ -12,6 +12,11 @@
  * copy is freed when the last user puts it back; a failed read is not
  * kept, so the next asker reads again.
  *
+ * A batch recipient's message (SPOOL_F_BATCH) is an entry of its own,
+ * keyed by MID and RID (sched_body_get_rcpt), made by hooks.batch_body on
+ * the injection's builder thread instead of read: the same waiting,
+ * cancelling and freeing.
+ *
  * Entry life: get (none) -> LOADING (waiters) -> loaded: READY, or
  * failed: unhashed -> last put -> freed.
  * Callers: destq.c (connections), dsn.c (reports).
