@@ -455,6 +455,31 @@ conf_derive_domains(const char *v, char ***list, size_t *n, char *msg,
 	return 0;
 }
 
+/* A LIST of networks into *nets (replaced only when every item parses). */
+static int
+conf_derive_nets(const char *v, struct conf_net **nets, size_t *nnets,
+    char *msg, size_t msglen)
+{
+	char **items;
+	size_t n = conf_split(v, &items);
+	struct conf_net *out = xcalloc(n ? n : 1, sizeof(*out));
+
+	for (size_t i = 0; i < n; i++) {
+		if (conf_net_parse(items[i], &out[i]) != 0) {
+			snprintf(msg, msglen, "'%s' is not a network "
+			    "(10.0.0.0/8, ::1/128)", items[i]);
+			conf_strv_free(items, n);
+			free(out);
+			return -1;
+		}
+	}
+	conf_strv_free(items, n);
+	free(*nets);
+	*nets = out;
+	*nnets = n;
+	return 0;
+}
+
 static void
 conf_listen_free(struct sl_conf *c)
 {
@@ -493,19 +518,22 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 		}
 		conf_strv_free(items, n);
 	} else if (r->off == offsetof(struct sl_conf, server_trusted_networks)) {
-		n = conf_split(v, &items);
-		free(c->trusted);
-		c->trusted = xcalloc(n, sizeof(*c->trusted));
-		c->ntrusted = n;
-		for (size_t i = 0; i < n; i++) {
-			if (conf_net_parse(items[i], &c->trusted[i]) != 0) {
-				snprintf(msg, msglen, "'%s' is not a network "
-				    "(10.0.0.0/8, ::1/128)", items[i]);
-				conf_strv_free(items, n);
-				return -1;
+		return conf_derive_nets(v, &c->trusted, &c->ntrusted, msg,
+		    msglen);
+	} else if (r->off == offsetof(struct sl_conf,
+	    server_proxy_trusted_networks)) {
+		return conf_derive_nets(v, &c->proxy_trusted,
+		    &c->nproxy_trusted, msg, msglen);
+	} else if (r->off == offsetof(struct sl_conf, server_proxy_protocol)) {
+		static const char *modes[] = { "off", "v1", "v2", "any" };
+		for (size_t i = 0; i < SL_ARRAY_LEN(modes); i++) {
+			if (strcmp(v, modes[i]) == 0) {
+				c->proxy_mode = (int)i;
+				return 0;
 			}
 		}
-		conf_strv_free(items, n);
+		snprintf(msg, msglen, "'%s' is not off, v1, v2 or any", v);
+		return -1;
 	} else if (r->off == offsetof(struct sl_conf, server_local_domains)) {
 		return conf_derive_domains(v, &c->local_domains,
 		    &c->nlocal_domains, msg, msglen);
@@ -605,6 +633,21 @@ conf_load(const char *path, char *err, size_t errlen)
 }
 
 int
+conf_check(const struct sl_conf *c, char *err, size_t errlen)
+{
+	const char *file = c->path ? c->path : "(built-in defaults)";
+
+	/* without the balancers' addresses anyone could claim any client */
+	if (c->proxy_mode != 0 && c->nproxy_trusted == 0) {
+		snprintf(err, errlen, "%s: [server] proxy_protocol = %s needs "
+		    "[server] proxy_trusted_networks (the balancers' addresses)",
+		    file, c->server_proxy_protocol);
+		return -1;
+	}
+	return 0;
+}
+
+int
 conf_override(struct sl_conf *c, const char *spec, char *err, size_t errlen)
 {
 	struct conf_parse p = { .c = c, .file = spec, .err = err,
@@ -673,6 +716,7 @@ conf_free(struct sl_conf *c)
 			free(*(char **)((char *)c + conf_rows[i].off));
 	conf_listen_free(c);
 	free(c->trusted);
+	free(c->proxy_trusted);
 	conf_strv_free(c->local_domains, c->nlocal_domains);
 	conf_strv_free(c->relay_domains, c->nrelay_domains);
 	for (size_t i = 0; i < c->nroutes; i++) {

@@ -58,6 +58,10 @@ struct sl_conf {
 	size_t nlisten;
 	struct conf_net *trusted;
 	size_t ntrusted;
+	int proxy_mode;			/* [server] proxy_protocol: 0 off, 1 v1,
+					   2 v2, 3 any (enum smtpd_proxy_mode) */
+	struct conf_net *proxy_trusted;	/* [server] proxy_trusted_networks */
+	size_t nproxy_trusted;
 	char **local_domains;		/* lower-case */
 	size_t nlocal_domains;
 	char **relay_domains;		/* lower-case */
@@ -75,6 +79,12 @@ struct sl_conf {
  */
 struct sl_conf *conf_load(const char *path, char *err, size_t errlen);
 struct sl_conf *conf_free(struct sl_conf *c);
+/*
+ * The checks that span settings, run once the file and every override are
+ * in (sluiced at start, -n and reload): 0, or -1 with the settings named in
+ * err ("file: [server] proxy_protocol = v2 needs ...").
+ */
+int conf_check(const struct sl_conf *c, char *err, size_t errlen);
 /*
  * Apply "section.key=value" over c, as the file would (sluiced -o).
  * Returns 0, or -1 with "-o SPEC: message" in err.

@@ -181,6 +181,13 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	if (conf_check(nc, msg, sizeof(msg)) != 0) {
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    msg);
+		snprintf(err, errlen, "%s", msg);
+		conf_free(nc);
+		return -1;
+	}
 	if (d->log_format != NULL)
 		nc->log_json = strcmp(d->log_format, "json") == 0;
 	if (log_open(nc->log_file, nc->log_json, nc->log_level) != 0) {
@@ -443,6 +450,11 @@ main(int argc, char **argv)
 			conf_free(d.conf);
 			return 1;
 		}
+	}
+	if (conf_check(d.conf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sluiced: %s\n", err);
+		conf_free(d.conf);
+		return 1;
 	}
 	d.conf_path = path;
 	d.log_format = logfmt;
