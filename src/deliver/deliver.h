@@ -4,8 +4,10 @@
  *
  *   Maildir (maildir.c): the message into the Maildir of each recipient
  *   under a root, DIR/domain/user/Maildir/, written on worker threads.
- *   LMTP (lmtp.c): the address of an LMTP server ("unix:/path",
- *   "[host]:port"); the conversation itself is src/smtpc in LMTP mode.
+ *   LMTP: src/smtpc in LMTP mode, to [local] lmtp or a backend (its
+ *   address: conf_endpoint_parse).
+ *   The local recipients (local.c): which exist, where their mailboxes
+ *   are, and the check at RCPT.
  *
  * Both take a message as struct smtpc_msg, and write each recipient's
  * outcome into it (code and reply), so the scheduler handles every agent's
@@ -20,9 +22,12 @@
 #include <stdint.h>
 
 struct event_base;
-struct smtpc_addr;
+struct conf_kv;
+struct sl_conf;
 struct smtpc_msg;
 struct maildir;
+struct local;
+struct local_query;
 
 /*
  * The Maildir agent, with nthreads worker threads for the disk writes (a
@@ -56,11 +61,37 @@ void maildir_deliver(struct maildir *md, uint64_t dcid, const char *root,
 int maildir_path(const char *root, const char *addr, char *buf, size_t len);
 
 /*
- * An LMTP server's address: "unix:/path/to/socket", "[192.0.2.1]:24",
- * "[2001:db8::1]:24" (host names are not taken: a backend is named by its
- * address). 0, or -1 with the reason in err.
+ * The local recipients (local.c): our domains, the users file, the map of
+ * mailboxes to backends, and the recipient check. dcid (may be NULL) gives
+ * the check's probe connections their DCIDs.
  */
-int lmtp_addr_parse(const char *spec, struct smtpc_addr *out, char *err,
+struct local *local_new(struct event_base *base, uint64_t (*dcid)(void *),
+    void *dcid_arg);
+/*
+ * Read [local] users_file and mailbox_map of c (kept: c must live until
+ * the next load). 0, or -1 with "file:line: why" in err, the tables in use
+ * unchanged (a reload that fails changes nothing).
+ */
+int local_load(struct local *l, const struct sl_conf *c, char *err,
     size_t errlen);
+/* Drop every check in flight without its callback; free. */
+void local_free(struct local *l);
+/* 1 if addr's domain is local ([server] local_domains, [mailboxes]). */
+int local_is_local(const struct local *l, const char *addr);
+/* The backend ([backends] row) holding addr's mailbox, or NULL: ours. */
+const struct conf_kv *local_backend(const struct local *l, const char *addr);
+
+/*
+ * The recipient check of [local] recipient_check for addr: NULL if there
+ * is nothing to wait for (not local, a known user, no check); else a query
+ * whose answer cb(arg, code, reply) comes later from the loop: 250, 550
+ * 5.1.1 (unknown: from the file, or the server's 5xx), 552 (the server's
+ * over-quota reply), or 451 4.4.1 (the server could not be asked). After
+ * local_check_cancel(q) the callback never runs.
+ */
+typedef void local_check_fn(void *arg, int code, const char *reply);
+struct local_query *local_check(struct local *l, const char *addr,
+    local_check_fn *cb, void *arg);
+void local_check_cancel(struct local_query *q);
 
 #endif

@@ -31,6 +31,7 @@
 
 #include "conf/conf.h"
 #include "control/control.h"
+#include "deliver/deliver.h"
 #include "dns/dns.h"
 #include "log/log.h"
 #include "sched/sched.h"
@@ -100,6 +101,28 @@ sluiced_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
 	/* the scheduler's copy is made now: the spool takes msg */
 	p->msg = sched_msg_new(d->sched, msg);
 	spool_insert(d->spool, msg, sluiced_stored, p);
+}
+
+/* local.c answered a recipient check: tell the session. */
+static void
+sluiced_verified(void *arg, int code, const char *reply)
+{
+	smtpd_session_verified(arg, code, reply);
+}
+
+/* ops->verify: [local] recipient_check for a local recipient. */
+static void *
+sluiced_verify(void *arg, struct smtpd_session *s, const char *rcpt)
+{
+	struct sluiced *d = arg;
+
+	return local_check(d->local, rcpt, sluiced_verified, s);
+}
+
+static void
+sluiced_verify_cancel(void *arg, void *handle)
+{
+	local_check_cancel(handle);
 }
 
 static uint64_t
@@ -181,7 +204,8 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	if (conf_check(nc, msg, sizeof(msg)) != 0) {
+	if (conf_check(nc, msg, sizeof(msg)) != 0 ||
+	    local_load(d->local, nc, msg, sizeof(msg)) != 0) {
 		log_warnx("reload failed, the configuration in use stays: %s",
 		    msg);
 		snprintf(err, errlen, "%s", msg);
@@ -263,6 +287,8 @@ sluiced_run(struct sluiced *d)
 {
 	struct smtpd_ops ops = {
 		.store = sluiced_store,
+		.verify = sluiced_verify,
+		.verify_cancel = sluiced_verify_cancel,
 		.mid_next = sluiced_mid_next,
 		.arg = d,
 		.product = "sluice",
@@ -283,6 +309,11 @@ sluiced_run(struct sluiced *d)
 	if ((d->dns = dns_new(d->base, d->conf->dns_servers,
 	    (int)d->conf->dns_timeout * 1000, err, sizeof(err))) == NULL) {
 		log_warnx("[dns] servers: %s", err);
+		return 1;
+	}
+	d->local = local_new(d->base, NULL, NULL);
+	if (local_load(d->local, d->conf, err, sizeof(err)) != 0) {
+		log_warnx("[local]: %s", err);
 		return 1;
 	}
 	d->sched = sched_new(d->base, d->conf, d->spool, d->dns);
@@ -341,6 +372,9 @@ sluiced_run(struct sluiced *d)
 	d->sched = NULL;
 	smtpd_server_free(d->smtpd);
 	d->smtpd = NULL;
+	/* after the sessions: freeing one cancels its recipient check */
+	local_free(d->local);
+	d->local = NULL;
 	dns_free(d->dns);
 	d->dns = NULL;
 	log_info("sluiced stopped");
@@ -366,6 +400,7 @@ sluiced_free(struct sluiced *d)
 	sluiced_bulk_free(d->bulk);
 	sched_free(d->sched);
 	smtpd_server_free(d->smtpd);
+	local_free(d->local);
 	if (d->dns)
 		dns_free(d->dns);
 	for (size_t i = 0; i < SL_ARRAY_LEN(evs); i++)

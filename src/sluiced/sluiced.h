@@ -17,6 +17,7 @@
 
 struct control_server;
 struct sl_conf;
+struct local;
 struct control_req;
 struct http_server;
 struct sluiced_ctl;
@@ -38,6 +39,7 @@ struct sluiced {
 	struct dns *dns;
 	struct sched *sched;
 	struct smtpd_server *smtpd;
+	struct local *local;		/* local recipients and their check */
 	struct control_server *control;
 	struct http_server *http;
 	struct sluiced_ctl *ctl;

@@ -14,6 +14,8 @@
  *        client admitted: smtpd_proxy_read)-> GREET; a bad, late or
  *        missing header -> CLOSING without a reply
  *   GREET -(HELO/EHLO: smtpd_cmd_helo)-> IDLE -(MAIL)-> MAIL -(RCPT)-> RCPT
+ *   MAIL|RCPT -(RCPT that ops->verify must answer)-> VERIFY
+ *        -(smtpd_session_verified)-> RCPT (taken), or back (refused)
  *   RCPT -(DATA)-> DATA -(end of data: smtpd_data_end)-> STORE
  *   any but DATA, STORE -(BDAT)-> BDAT -(chunk read: smtpd_bdat_end)-> RCPT,
  *        or STORE when the chunk was LAST, or back where it came from when
@@ -68,6 +70,7 @@ static void smtpd_tx_reset(struct smtpd_session *s);
 static const char *const smtpd_state_names[] = {
 	[SMTPD_ST_PROXY] = "PROXY", [SMTPD_ST_GREET] = "GREET", [SMTPD_ST_IDLE] = "IDLE",
 	[SMTPD_ST_MAIL] = "MAIL", [SMTPD_ST_RCPT] = "RCPT",
+	[SMTPD_ST_VERIFY] = "VERIFY",
 	[SMTPD_ST_DATA] = "DATA", [SMTPD_ST_BDAT] = "BDAT",
 	[SMTPD_ST_STORE] = "STORE", [SMTPD_ST_CLOSING] = "CLOSING",
 };
@@ -78,8 +81,10 @@ static const unsigned smtpd_moves[] = {
 	[SMTPD_ST_PROXY] = B(GREET) | B(CLOSING),
 	[SMTPD_ST_GREET] = B(GREET) | B(IDLE) | B(BDAT) | B(CLOSING),
 	[SMTPD_ST_IDLE] = B(GREET) | B(IDLE) | B(MAIL) | B(BDAT) | B(CLOSING),
-	[SMTPD_ST_MAIL] = B(IDLE) | B(RCPT) | B(BDAT) | B(CLOSING),
-	[SMTPD_ST_RCPT] = B(IDLE) | B(RCPT) | B(DATA) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_MAIL] = B(IDLE) | B(RCPT) | B(VERIFY) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_RCPT] = B(IDLE) | B(RCPT) | B(VERIFY) | B(DATA) | B(BDAT) |
+	    B(CLOSING),
+	[SMTPD_ST_VERIFY] = B(MAIL) | B(RCPT) | B(IDLE) | B(CLOSING),
 	[SMTPD_ST_DATA] = B(IDLE) | B(STORE) | B(CLOSING),
 	[SMTPD_ST_BDAT] = B(GREET) | B(IDLE) | B(MAIL) | B(RCPT) | B(STORE) |
 	    B(CLOSING),
@@ -459,7 +464,7 @@ static void
 smtpd_session_want_read(struct smtpd_session *s)
 {
 	if (!s->out_full && s->state != SMTPD_ST_STORE &&
-	    s->state != SMTPD_ST_CLOSING)
+	    s->state != SMTPD_ST_VERIFY && s->state != SMTPD_ST_CLOSING)
 		bufferevent_enable(s->bev, EV_READ);
 }
 
@@ -558,6 +563,13 @@ smtpd_tx_reset(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = &s->tx;
 
+	/* a recipient still being checked goes with its transaction */
+	if (tx->verify != NULL) {
+		s->srv->ops.verify_cancel(s->srv->ops.arg, tx->verify);
+		tx->verify = NULL;
+		free(tx->rcpts[tx->nrcpt].addr);
+		free(tx->rcpts[tx->nrcpt].orcpt);
+	}
 	smtpd_body_release(s);
 	free(tx->sender);
 	free(tx->envid);
@@ -710,6 +722,9 @@ smtpd_cmd_mail(struct smtpd_session *s, char *arg)
 	smtpd_reply(s, "250 2.1.0 Ok");
 }
 
+static void smtpd_rcpt_take(struct smtpd_session *s, const char *for_addr);
+static void smtpd_session_resume(struct smtpd_session *s);
+
 static void
 smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 {
@@ -763,12 +778,55 @@ smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 		sr->addr = xstrdup(r.addr);
 	}
 	sr->state = SPOOL_RCPT_QUEUED;
+	if (p != SMTPD_RCPT_POSTMASTER && s->srv->ops.verify != NULL &&
+	    (tx->verify = s->srv->ops.verify(s->srv->ops.arg, s,
+	    sr->addr)) != NULL) {
+		/* rcpts[nrcpt] waits for smtpd_session_verified */
+		smtpd_enter(s, SMTPD_ST_VERIFY);
+		bufferevent_disable(s->bev, EV_READ);
+		return;
+	}
+	smtpd_rcpt_take(s, p == SMTPD_RCPT_POSTMASTER ? r.addr : NULL);
+}
+
+/* rcpts[nrcpt] is in: log it, count it, 250. for: what the client named. */
+static void
+smtpd_rcpt_take(struct smtpd_session *s, const char *for_addr)
+{
+	struct smtpd_tx *tx = &s->tx;
+
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, tx->mid,
-	    (int64_t)tx->nrcpt }, "To", "rcpt", sr->addr,
-	    p == SMTPD_RCPT_POSTMASTER ? "for" : NULL, r.addr, NULL);
+	    (int64_t)tx->nrcpt }, "To", "rcpt", tx->rcpts[tx->nrcpt].addr,
+	    for_addr != NULL ? "for" : NULL, for_addr, NULL);
 	tx->nrcpt++;
 	smtpd_enter(s, SMTPD_ST_RCPT);
 	smtpd_reply(s, "250 2.1.5 Ok");
+}
+
+void
+smtpd_session_verified(struct smtpd_session *s, int code, const char *reply)
+{
+	struct smtpd_tx *tx = &s->tx;
+
+	if (SL_NEVER(s->state != SMTPD_ST_VERIFY || tx->verify == NULL))
+		return;
+	tx->verify = NULL;
+	/* a reject that closes the session (max_errors) must not free it
+	 * here: smtpd_session_input does, once the 421 is out */
+	s->in_read = 1;
+	if (code / 100 == 2) {
+		smtpd_rcpt_take(s, NULL);
+	} else {
+		free(tx->rcpts[tx->nrcpt].addr);
+		free(tx->rcpts[tx->nrcpt].orcpt);
+		smtpd_enter(s, tx->nrcpt > 0 ? SMTPD_ST_RCPT : SMTPD_ST_MAIL);
+		if (code / 100 == 4)
+			smtpd_tempfail(s, "RCPT", reply);
+		else
+			smtpd_reject(s, "RCPT", "%s", reply);
+	}
+	s->in_read = 0;
+	smtpd_session_resume(s);
 }
 
 static void
@@ -1015,7 +1073,18 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 		    "shutdown");
 		return;
 	}
-	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
+	smtpd_session_resume(s);
+}
+
+/*
+ * The wait (STORE, VERIFY) is over: go on with the pipelined input
+ * already buffered, then read again.
+ */
+static void
+smtpd_session_resume(struct smtpd_session *s)
+{
+	if (s->state != SMTPD_ST_CLOSING)
+		smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
 	/* called from the read loop (a store that answers at once): it goes
 	 * on with the input and flushes the 250 with its own replies */
 	if (s->in_read) {
@@ -1163,6 +1232,7 @@ smtpd_session_input(struct smtpd_session *s)
 			progress = smtpd_body_read_bdat(s, in);
 			break;
 		case SMTPD_ST_STORE:
+		case SMTPD_ST_VERIFY:
 		case SMTPD_ST_CLOSING:
 			progress = 0;
 			break;

@@ -32,6 +32,7 @@ enum smtpd_state {
 	SMTPD_ST_IDLE,		/* after HELO/EHLO, no transaction */
 	SMTPD_ST_MAIL,		/* after MAIL */
 	SMTPD_ST_RCPT,		/* after a RCPT was accepted */
+	SMTPD_ST_VERIFY,	/* a RCPT waits for ops->verify's answer */
 	SMTPD_ST_DATA,		/* reading DATA */
 	SMTPD_ST_BDAT,		/* reading a BDAT chunk */
 	SMTPD_ST_STORE,		/* waiting for ops->store to answer */
@@ -59,6 +60,8 @@ struct smtpd_tx {
 	int bdat_seen;			/* a BDAT was given: DATA is refused */
 	int bdat_fail;			/* reply for this chunk: 0 ok or code */
 	int drop_in_data;		/* a check said DROP at DATA */
+	void *verify;			/* ops->verify's handle: rcpts[nrcpt]
+					   waits for its answer */
 	int64_t start_ms;
 };
 

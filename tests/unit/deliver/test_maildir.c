@@ -5,7 +5,7 @@
  * the path of each address (case, encoding, nothing outside the root),
  * the file in new/ byte for byte (the two headers, then the body as
  * stored), nothing left in tmp/, unique names, an error as a 4xx with no
- * file; and lmtp_addr_parse.
+ * file; and conf_endpoint_parse, the address of an LMTP server.
  *
  * Run one test by name: test_maildir test_deliver (a cmocka filter).
  */
@@ -26,6 +26,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "conf/conf.h"
 #include "deliver/deliver.h"
 #include "log/log.h"
 #include "smtpc/smtpc.h"
@@ -279,30 +280,25 @@ test_free_finishes(void **state)
 }
 
 static void
-test_lmtp_addr(void **state)
+test_endpoint(void **state)
 {
-	struct smtpc_addr a;
-	char err[256];
+	struct sockaddr_storage ss;
+	socklen_t len;
 
-	assert_int_equal(lmtp_addr_parse("unix:/run/dovecot/lmtp", &a, err,
-	    sizeof(err)), 0);
-	assert_int_equal(a.ss.ss_family, AF_UNIX);
-	assert_string_equal(((struct sockaddr_un *)&a.ss)->sun_path,
+	assert_int_equal(conf_endpoint_parse("unix:/run/dovecot/lmtp", &ss,
+	    &len), 0);
+	assert_int_equal(ss.ss_family, AF_UNIX);
+	assert_string_equal(((struct sockaddr_un *)&ss)->sun_path,
 	    "/run/dovecot/lmtp");
-	assert_int_equal(lmtp_addr_parse("[10.0.0.11]:24", &a, err,
-	    sizeof(err)), 0);
-	assert_int_equal(a.ss.ss_family, AF_INET);
-	assert_int_equal(lmtp_addr_parse("[2001:db8::1]:24", &a, err,
-	    sizeof(err)), 0);
-	assert_int_equal(a.ss.ss_family, AF_INET6);
-	assert_int_equal(lmtp_addr_parse("unix:relative", &a, err,
-	    sizeof(err)), -1);
-	assert_int_equal(lmtp_addr_parse("10.0.0.11:24", &a, err,
-	    sizeof(err)), -1);
-	assert_int_equal(lmtp_addr_parse("[mail.test]:24", &a, err,
-	    sizeof(err)), -1);
-	assert_int_equal(lmtp_addr_parse("[*]:24", &a, err, sizeof(err)), -1);
-	assert_non_null(strstr(err, "names no host"));
+	assert_int_equal(conf_endpoint_parse("[10.0.0.11]:24", &ss, &len), 0);
+	assert_int_equal(ss.ss_family, AF_INET);
+	assert_int_equal(conf_endpoint_parse("[2001:db8::1]:24", &ss, &len), 0);
+	assert_int_equal(ss.ss_family, AF_INET6);
+	assert_int_equal(conf_endpoint_parse("unix:relative", &ss, &len), -1);
+	assert_int_equal(conf_endpoint_parse("10.0.0.11:24", &ss, &len), -1);
+	assert_int_equal(conf_endpoint_parse("[mail.test]:24", &ss, &len), -1);
+	assert_int_equal(conf_endpoint_parse("[*]:24", &ss, &len), -1);
+	assert_int_equal(conf_endpoint_parse("[0.0.0.0]:24", &ss, &len), -1);
 }
 
 int
@@ -314,7 +310,7 @@ main(void)
 		cmocka_unit_test(test_unique_and_big),
 		cmocka_unit_test(test_error_is_4xx),
 		cmocka_unit_test(test_free_finishes),
-		cmocka_unit_test(test_lmtp_addr),
+		cmocka_unit_test(test_endpoint),
 	};
 
 	evthread_use_pthreads();
