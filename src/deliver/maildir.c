@@ -351,9 +351,8 @@ maildir_done(void *arg)
 
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		struct smtpc_rcpt *r = &m->rcpts[i];
-		log_ev(r->code / 100 == 2 ? LOG_INFO : LOG_WARNING,
-		    &(struct log_ids){ 0, j->dcid, m->mid, r->rid },
-		    r->code / 100 == 2 ? "Message done" : "Delayed", "rcpt",
+		log_gw(r->code / 100 == 2 ? LOG_GW_DONE : LOG_GW_DELAYED,
+		    &(struct log_ids){ 0, j->dcid, m->mid, r->rid }, "rcpt",
 		    r->addr, "relay", "maildir", "reply", r->reply, NULL);
 	}
 	j->done(j->arg, m);
@@ -376,9 +375,9 @@ maildir_deliver(struct maildir *md, uint64_t dcid, const char *root,
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		m->rcpts[i].code = 0;
 		m->rcpts[i].reply[0] = '\0';
-		log_ev(LOG_INFO, &(struct log_ids){ 0, dcid, m->mid,
-		    m->rcpts[i].rid }, "Delivery start", "rcpt",
-		    m->rcpts[i].addr, "relay", "maildir", NULL);
+		log_gw(LOG_GW_START, &(struct log_ids){ 0, dcid, m->mid,
+		    m->rcpts[i].rid }, "rcpt", m->rcpts[i].addr, "relay",
+		    "maildir", NULL);
 	}
 	sl_work_submit(md->work, maildir_run, maildir_done, j);
 }
