@@ -126,6 +126,27 @@ sluiced_verify_cancel(void *arg, void *handle)
 }
 
 static uint64_t
+sluiced_dcid(void *arg)
+{
+	struct sluiced *d = arg;
+
+	return sched_dcid_next(d->sched);
+}
+
+/*
+ * Local delivery for configuration c: the Maildir workers once there is a
+ * local domain (started on demand, kept until exit), and the scheduler
+ * told where local mail goes.
+ */
+static void
+sluiced_local_start(struct sluiced *d, const struct sl_conf *c)
+{
+	if (d->maildir == NULL && c->nlocal_domains > 0)
+		d->maildir = maildir_new(d->base, SLUICED_MAILDIR_THREADS);
+	sched_set_local(d->sched, d->local, d->maildir);
+}
+
+static uint64_t
 sluiced_mid_next(void *arg)
 {
 	struct sluiced *d = arg;
@@ -204,8 +225,7 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	if (conf_check(nc, msg, sizeof(msg)) != 0 ||
-	    local_load(d->local, nc, msg, sizeof(msg)) != 0) {
+	if (conf_check(nc, msg, sizeof(msg)) != 0) {
 		log_warnx("reload failed, the configuration in use stays: %s",
 		    msg);
 		snprintf(err, errlen, "%s", msg);
@@ -228,10 +248,21 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 		conf_free(nc);
 		return -1;
 	}
+	/* last: the tables it loads point into nc */
+	if (local_load(d->local, nc, msg, sizeof(msg)) != 0) {
+		log_open(d->conf->log_file, d->conf->log_json,
+		    d->conf->log_level);
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    msg);
+		snprintf(err, errlen, "%s", msg);
+		conf_free(nc);
+		return -1;
+	}
 	conf_keep_fixed(d->conf, nc, sluiced_fixed_changed);
 	sluiced_http_reload(d->ctl, nc);
 	smtpd_server_set_conf(d->smtpd, nc);
 	sched_set_conf(d->sched, nc);
+	sluiced_local_start(d, nc);
 	/* sessions may still point into the old one: it goes next time */
 	conf_free(d->old_conf);
 	d->old_conf = d->conf;
@@ -311,17 +342,19 @@ sluiced_run(struct sluiced *d)
 		log_warnx("[dns] servers: %s", err);
 		return 1;
 	}
-	d->local = local_new(d->base, NULL, NULL);
-	if (local_load(d->local, d->conf, err, sizeof(err)) != 0) {
-		log_warnx("[local]: %s", err);
-		return 1;
-	}
 	d->sched = sched_new(d->base, d->conf, d->spool, d->dns);
 	/* before recovery: a recovered final message may have failures */
 	if ((d->bulk = sluiced_bulk_new(d, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
 		return 1;
 	}
+	/* before recovery: it routes local recipients */
+	d->local = local_new(d->base, sluiced_dcid, d);
+	if (local_load(d->local, d->conf, err, sizeof(err)) != 0) {
+		log_warnx("[local]: %s", err);
+		return 1;
+	}
+	sluiced_local_start(d, d->conf);
 	n = spool_recover(d->spool, sched_recover, d->sched);
 	if (n < 0) {
 		log_warnx("spool %s: recovery failed: %s", d->conf->spool_dir,
@@ -364,6 +397,9 @@ sluiced_run(struct sluiced *d)
 	 * deliveries in flight are retried at the next start */
 	sched_stop(d->sched);
 	sluiced_bulk_quiesce(d->bulk);
+	/* Maildir writes in flight finish; their outcomes are recorded */
+	maildir_free(d->maildir);
+	d->maildir = NULL;
 	spool_close(d->spool);
 	d->spool = NULL;
 	sluiced_bulk_free(d->bulk);
@@ -395,6 +431,7 @@ sluiced_free(struct sluiced *d)
 	if (d->sched)
 		sched_stop(d->sched);
 	sluiced_bulk_quiesce(d->bulk);
+	maildir_free(d->maildir);
 	if (d->spool)
 		spool_close(d->spool);
 	sluiced_bulk_free(d->bulk);
