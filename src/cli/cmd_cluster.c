@@ -69,10 +69,14 @@ static int
 cl_setup(struct cl_run *r, struct cl_opts *o)
 {
 	char err[1024], *list, *save = NULL, *tok, *token = NULL;
-	struct sl_conf *c = conf_load(o->conf, err, sizeof(err));
+	struct sl_conf *c;
+	int ok;
 
 	r->o = o;
-	if (c == NULL) {
+	o->conf = cli_conf_pick(o->conf, "sluice cluster", &ok);
+	if (!ok)
+		return CLI_USAGE;
+	if ((c = conf_load(o->conf, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "sluice cluster: %s\n", err);
 		return CLI_USAGE;
 	}
@@ -337,37 +341,11 @@ cl_dest_cmp(const void *a, const void *b)
 	    json_string_value(json_object_get(y, "destination")));
 }
 
+/* The merged table as `sluice queue summary` prints one, then each node. */
 static void
 cl_summary_print(struct cl_run *r, json_t *m)
 {
-	json_t *mins = json_object_get(m, "age_minutes"), *d, *v;
-	long long now = J_INT(m, "now");
-	size_t i, j, nb = json_array_size(mins);
-	char age[32];
-
-	printf("%-28s %6s %6s", "DESTINATION", "RCPTS", "T");
-	json_array_foreach(mins, i, v)
-		printf(" %5lld", (long long)json_integer_value(v));
-	if (nb > 0)
-		printf(" %5lld+", (long long)json_integer_value(
-		    json_array_get(mins, nb - 1)));
-	printf("  OLDEST\n");
-	json_array_foreach(json_object_get(m, "destinations"), i, d) {
-		printf("%-28s %6lld %6lld", json_string_value(json_object_get(d,
-		    "destination")), J_INT(d, "recipients"), J_INT(d,
-		    "messages"));
-		json_array_foreach(json_object_get(d, "ages"), j, v)
-			printf(" %*lld", j == nb ? 6 : 5,
-			    (long long)json_integer_value(v));
-		printf("  %s\n", cli_fmt_age(now - J_INT(d, "oldest"), age,
-		    sizeof(age)));
-	}
-	printf("total: %lld message(s), %lld recipient(s)", J_INT(m,
-	    "messages"), J_INT(m, "recipients"));
-	if (J_INT(m, "oldest") != 0)
-		printf(", oldest %s", cli_fmt_age(now - J_INT(m, "oldest"), age,
-		    sizeof(age)));
-	printf("; ages in minutes\n");
+	cli_print_summary(m);
 	for (size_t k = 0; k < r->n; k++) {
 		struct cl_node *n = &r->nodes[k];
 		if (n->error != NULL)
@@ -432,43 +410,18 @@ static void cl_list_page(struct cl_run *r, struct cl_node *n);
 static void
 cl_list_print(struct cl_run *r, struct cl_node *n, json_t *m)
 {
-	int64_t now = (int64_t)time(NULL);
-	char size[32], when[64];
-	json_t *rc;
-	size_t i;
-
 	if (r->o->json) {
+		char *s;
 		json_object_set_new(m, "node", json_string(n->name));
-		char *s = json_dumps(m, JSON_COMPACT);
+		s = json_dumps(m, JSON_COMPACT);
 		fputs(r->messages ? ",\n" : "{\"messages\": [\n", stdout);
 		fputs(s, stdout);
 		free(s);
 		return;
 	}
 	if (r->messages == 0)
-		printf("%-10s %-16s %7s  %-19s  %s\n", "NODE", "MID", "SIZE",
-		    "ARRIVAL", "SENDER");
-	printf("%-10s %-16s %7s  %s  <%s>\n", n->name,
-	    json_string_value(json_object_get(m, "mid")),
-	    cli_fmt_size((uint64_t)J_INT(m, "size"), size, sizeof(size)),
-	    cli_fmt_time(J_INT(m, "arrival"), when, sizeof(when)),
-	    json_string_value(json_object_get(m, "sender")) ?
-	    json_string_value(json_object_get(m, "sender")) : "");
-	json_array_foreach(json_object_get(m, "recipients"), i, rc) {
-		json_t *reply = json_object_get(rc, "last_reply");
-		long long next = J_INT(rc, "next_retry");
-		printf("    [%lld] %-30s %-9s attempts=%lld", J_INT(rc, "rid"),
-		    json_string_value(json_object_get(rc, "address")),
-		    json_string_value(json_object_get(rc, "state")),
-		    J_INT(rc, "attempts"));
-		if (next > now)
-			printf(" next in %s", cli_fmt_age(next - now, when,
-			    sizeof(when)));
-		printf("\n");
-		if (json_is_string(reply))
-			printf("        last reply: %s\n",
-			    json_string_value(reply));
-	}
+		cli_print_msg_header("NODE");
+	cli_print_msg(m, (int64_t)time(NULL), n->name);
 }
 
 static void
