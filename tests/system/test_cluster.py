@@ -21,6 +21,7 @@ again after a broken connection, or that fe1 was delivering when it was
 killed: at least once), and the frontends' logs and Received:
 headers name the client's address, which HAProxy saw, not HAProxy's.
 """
+import json
 import os
 import queue
 import re
@@ -62,6 +63,8 @@ class Cluster:
              "--maildir", str(self.sink_dir / "Maildir")],
             stdout=open(root / "sink.out", "w"),
             stderr=open(root / "sink.err", "w"))
+        self.token = root / "api-token"
+        self.token.write_text("cluster-token-5f1e2d\n")
         users = root / "users"
         users.write_text("".join(f"u{i}@m{k}.test\n" for i in range(USERS)
                                  for k in (1, 2)))
@@ -71,7 +74,8 @@ class Cluster:
                        "trusted_networks": f"{self.net.subnet}.0/24"},
             "local": {"users_file": str(users),
                       "maildir_root": str(root / "b1" / "mail")},
-            "routes": {"*": f"[{h['lb'].addr}]:25"}})
+            "routes": {"*": f"[{h['lb'].addr}]:25"},
+            "http": self.http("b1")})
         self.b1.start(port=25)
         self.fe = {}
         for name in ("fe1", "fe2"):
@@ -87,7 +91,8 @@ class Cluster:
                              "b2": f"lmtp:[{h['b2'].addr}]:24"},
                 "mailboxes": {"m1.test": "b1", "m2.test": "b2"},
                 "routes": {"remote.test": f"[{h['sink'].addr}]:25"},
-                "delivery": {"retry_initial": "1s", "retry_max": "2s"}})
+                "delivery": {"retry_initial": "1s", "retry_max": "2s"},
+                "http": self.http(name)})
             d.start(port=25)
             self.fe[name] = d
         self.hp_sock = root / "haproxy.sock"
@@ -118,6 +123,16 @@ backend frontends
         wait_until(lambda: self.server_state("fe1") == "UP" and
                    self.server_state("fe2") == "UP", timeout=30,
                    what="both frontends UP in HAProxy")
+
+    def http(self, name):
+        return {"listen": f"{self.h[name].addr}:9025",
+                "api_token_file": str(self.token)}
+
+    def sluice(self, d, *args, host="cl"):
+        """`sluice ARGS -c` d's configuration, run in host's namespace
+        (from d's directory: the control socket's path is relative)."""
+        return self.h[host].run([str(SLUICE), *args, "-c", str(d.conf_path)],
+                                cwd=d.root, capture_output=True, text=True)
 
     def hp_cmd(self, cmd):
         with socket.socket(socket.AF_UNIX) as s:
@@ -207,6 +222,10 @@ class Clients:
                 time.sleep(0.1)
         self.failed[i] = "no 250 after 200 tries"
 
+    def _send_in_cl(self, i):
+        with self.c.h["cl"].inside():
+            self._send(i)
+
     def count(self):
         with self.lock:
             return len(self.acked)
@@ -294,3 +313,45 @@ def test_cluster_1000_messages_kill_and_backend_down(cluster):
     assert re.search(rb"Received: from client\.test \(\[%s\]\) \(port \d+\)"
                      rb"\r\n\tby fe[12]\.cluster\.test" %
                      c.h["cl"].addr.encode(), sample), sample[:300]
+
+
+def test_drain_one_frontend(cluster):
+    """sluice drain on fe2: HAProxy marks it down and sends everything to
+    fe1, fe2's queue empties; sluice undrain brings it back. Then one view
+    over fe1, fe2 and b1 (sluice cluster, from the client's namespace)."""
+    c = cluster
+    fe1, fe2 = c.fe["fe1"], c.fe["fe2"]
+    r = c.sluice(fe2, "drain", host="fe2")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: c.server_state("fe2") == "DOWN", timeout=30,
+               what="HAProxy marks the drained fe2 DOWN")
+    before = fe2.log_text().count(f"address={c.h['cl'].addr} ")
+    first = N + 1000
+    cl = Clients(c, 0)
+    for i in range(first, first + 40):
+        cl._send_in_cl(i)
+    assert not cl.failed and len(cl.acked) == 40
+    assert fe2.log_text().count(f"address={c.h['cl'].addr} ") == before
+    def fe2_empty():
+        r = c.sluice(fe2, "queue", "summary", "--json", host="fe2")
+        return r.returncode == 0 and json.loads(r.stdout)["messages"] == 0
+    wait_until(fe2_empty, timeout=120, what="fe2's queue empty")
+    assert c.sluice(fe2, "undrain", host="fe2").returncode == 0
+    wait_until(lambda: c.server_state("fe2") == "UP", timeout=30,
+               what="fe2 UP again")
+    # the cluster's view once everything is delivered
+    nodes = ", ".join(f"{n}=http://{c.h[n].addr}:9025"
+                      for n in ("fe1", "fe2", "b1"))
+    conf = c.root / "cluster.ini"
+    conf.write_text(f"[cluster]\nnodes = {nodes}\ntoken_file = {c.token}\n")
+    def empty_view():
+        r = c.h["cl"].run([str(SLUICE), "cluster", "queue", "summary",
+                           "--json", "-c", str(conf)], capture_output=True,
+                          text=True)
+        v = json.loads(r.stdout)
+        return r.returncode == 0 and v["messages"] == 0 and v
+    v = wait_until(empty_view, timeout=120, what="an empty cluster queue")
+    assert [n["name"] for n in v["nodes"]] == ["fe1", "fe2", "b1"]
+    r = c.h["cl"].run([str(SLUICE), "cluster", "status", "-c", str(conf)],
+                      capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count(" up ") == 3, r.stdout
