@@ -164,3 +164,34 @@ def test_client_leaves_during_check(make_sluiced):
             c.expect_ok("NOOP")
     finally:
         s.close()
+
+
+def test_check_asks_the_backend_by_smtp(make_sluiced, tmp_path):
+    """A frontend whose mailbox map ([local] mailbox_map, a file) sends
+    local.test to a sluice backend: the check asks that backend over SMTP,
+    whose own users file refuses the unknown user."""
+    users = tmp_path / "b-users"
+    users.write_text("dave@local.test\n")
+    backend = make_sluiced(name="backend", conf={
+        "server": {"local_domains": "local.test"},
+        "local": {"users_file": str(users)}})
+    mmap = tmp_path / "mailboxes"
+    mmap.write_text("# domain = backend\nLocal.Test = b1\n")
+    d = make_sluiced(name="front", conf=untrusted_conf({
+        "local": {"recipient_check": "lmtp", "mailbox_map": str(mmap)},
+        "backends": {"b1": f"smtp:[127.0.0.1]:{backend.port}"}}))
+    got = rcpt_replies(d, ["dave@local.test", "erin@local.test"])
+    assert got[0].startswith("250 2.1.5"), got
+    assert got[1].startswith("550 5.1.1 <erin@local.test>: Recipient "
+                             "address rejected: 550 5.1.1"), got
+
+
+def test_mailbox_map_errors_name_file_and_line(make_sluiced, tmp_path):
+    mmap = tmp_path / "mailboxes"
+    mmap.write_text("a@local.test = b1\nb@local.test = nosuch\n")
+    d = make_sluiced(conf=untrusted_conf({
+        "local": {"recipient_check": "none", "mailbox_map": str(mmap)},
+        "backends": {"b1": "lmtp:[127.0.0.1]:24"}}), start=False)
+    with pytest.raises(AssertionError, match=rf"{mmap}:2: no backend "
+                       r"'nosuch' in \[backends\]"):
+        d.start()
