@@ -68,7 +68,8 @@ static void smtpd_tx_reset(struct smtpd_session *s);
 	(&(struct log_ids){ (s)->icid, 0, (s)->tx.mid, -1 })
 
 static const char *const smtpd_state_names[] = {
-	[SMTPD_ST_PROXY] = "PROXY", [SMTPD_ST_GREET] = "GREET", [SMTPD_ST_IDLE] = "IDLE",
+	[SMTPD_ST_PROXY] = "PROXY", [SMTPD_ST_GREET] = "GREET",
+	[SMTPD_ST_IDLE] = "IDLE",
 	[SMTPD_ST_MAIL] = "MAIL", [SMTPD_ST_RCPT] = "RCPT",
 	[SMTPD_ST_VERIFY] = "VERIFY",
 	[SMTPD_ST_DATA] = "DATA", [SMTPD_ST_BDAT] = "BDAT",
@@ -515,9 +516,10 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 int
 smtpd_session_idle(const struct smtpd_session *s)
 {
+	/* VERIFY holds no message yet: its check is cancelled with it */
 	return s->state == SMTPD_ST_PROXY || s->state == SMTPD_ST_GREET ||
-	    s->state == SMTPD_ST_IDLE ||
-	    s->state == SMTPD_ST_MAIL || s->state == SMTPD_ST_RCPT;
+	    s->state == SMTPD_ST_IDLE || s->state == SMTPD_ST_MAIL ||
+	    s->state == SMTPD_ST_RCPT || s->state == SMTPD_ST_VERIFY;
 }
 
 static void
