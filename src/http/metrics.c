@@ -91,6 +91,48 @@ metrics_histogram(struct evbuffer *out, const char *name, const char *help,
 	metrics_sample(out, sname, NULL, (double)cum);
 }
 
+/* One series of the step histogram: bounds in microseconds, shown in s. */
+static void
+metrics_step(struct evbuffer *out, const char *step, const struct sl_hist *h)
+{
+	char labels[96];
+	uint64_t cum = 0;
+
+	for (size_t i = 0; i <= SL_HIST_BUCKETS; i++) {
+		cum += h->count[i];
+		if (i < SL_HIST_BUCKETS)
+			snprintf(labels, sizeof(labels), "step=\"%s\",le=\"%g\"",
+			    step, (double)sl_hist_bounds_us[i] / 1e6);
+		else
+			snprintf(labels, sizeof(labels), "step=\"%s\",le=\"+Inf\"",
+			    step);
+		metrics_sample(out, "sluice_step_seconds_bucket", labels,
+		    (double)cum);
+	}
+	snprintf(labels, sizeof(labels), "step=\"%s\"", step);
+	metrics_sample(out, "sluice_step_seconds_sum", labels,
+	    (double)h->sum_us / 1e6);
+	metrics_sample(out, "sluice_step_seconds_count", labels, (double)cum);
+}
+
+/* Where a message's time goes, step by step (docs/HTTP.md). */
+static void
+metrics_steps(struct evbuffer *out, const struct smtpd_stats *in,
+    const struct spool_stats *sp, const struct sched_stats *q)
+{
+	metrics_head(out, "sluice_step_seconds", "histogram",
+	    "Time per message in each step: read, parse, queue, commit, "
+	    "reply (accepting); schedule, deliver, outcome (relaying).");
+	metrics_step(out, "read", &in->step_read);
+	metrics_step(out, "parse", &in->step_parse);
+	metrics_step(out, "queue", &sp->step_queue);
+	metrics_step(out, "commit", &sp->step_commit);
+	metrics_step(out, "reply", &in->step_reply);
+	metrics_step(out, "schedule", &q->step_schedule);
+	metrics_step(out, "deliver", &q->step_deliver);
+	metrics_step(out, "outcome", &q->step_outcome);
+}
+
 struct metrics_top {
 	struct sched_dest_view top[METRICS_TOP_DESTINATIONS];
 	char names[METRICS_TOP_DESTINATIONS][256];
@@ -202,6 +244,7 @@ metrics_render(const struct metrics_src *src, struct evbuffer *out)
 	metrics_histogram(out, "sluice_delivery_latency_seconds",
 	    "From arrival to the 2xx of the next hop, per recipient.",
 	    sched_lat_bounds, q.lat_count, SCHED_LAT_BUCKETS, q.lat_sum);
+	metrics_steps(out, &in, &sp, &q);
 	if (src->extra != NULL)
 		src->extra(src->extra_arg, out);
 }

@@ -674,6 +674,9 @@ sched_conn_send(struct sched_conn *c, struct sched_job *job)
 	c->dest->nready--;
 	job->state = SCHED_JOB_ACTIVE;
 	c->job = job;
+	c->sent_us = sl_mono_us();
+	sl_hist_add(&s->stats.step_schedule,
+	    (int64_t)(uint32_t)(sched_clock16() - job->ready_at) << 4);
 	if (c->idle_ev)
 		evtimer_del(c->idle_ev);
 	sched_conn_enter(c, SCHED_CONN_LOADING);
@@ -786,10 +789,14 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 	    s->conf->delivery_destination_concurrency)
 		c->site->limit++;	/* recover, one step at a time */
 	/* a mailbox store takes no DSN duty: success notices are ours */
-	if (job != NULL)
+	if (job != NULL) {
+		s->outcome_us = sl_mono_us();
+		sl_hist_add(&s->stats.step_deliver, s->outcome_us - c->sent_us);
 		sched_job_outcome(s, job, m->rcpts, m->nrcpt,
 		    sc != NULL ? smtpc_peer_host(sc) : "maildir",
 		    sc != NULL && (smtpc_peer_ext(sc) & SMTPC_EXT_DSN) != 0);
+		s->outcome_us = 0;
+	}
 }
 
 /* maildir.c wrote (or could not write) the job: as smtpc's done, then

@@ -364,6 +364,7 @@ sched_job_ready(struct sched *s, struct sched_job *job)
 	struct sched_dest *d = job->dest;
 
 	job->state = SCHED_JOB_READY;
+	job->ready_at = sched_clock16();
 	TAILQ_INSERT_TAIL(&d->ready, job, entry);
 	d->nready++;
 	sched_dest_run(s, d);
@@ -422,6 +423,8 @@ sched_rcpt_set_reply(struct sched_rcpt *r, const char *reply,
 struct sched_req {
 	struct sched *s;
 	struct sched_msg *m;
+	int64_t outcome_us;	/* asked for by an outcome then (its step is
+				   timed at the answer), or 0 */
 };
 
 static struct sched_req *
@@ -431,8 +434,19 @@ sched_req_new(struct sched *s, struct sched_msg *m)
 
 	q->s = s;
 	q->m = m;
+	q->outcome_us = s->outcome_us;
+	s->outcome_us = 0;	/* the first request of the outcome */
 	m->inflight++;
 	return q;
+}
+
+/* The answer to a request an outcome asked for: time the outcome step. */
+static void
+sched_req_timed(struct sched_req *q)
+{
+	if (q->outcome_us != 0)
+		sl_hist_add(&q->s->stats.step_outcome, sl_mono_us() -
+		    q->outcome_us);
 }
 
 static void
@@ -442,6 +456,7 @@ sched_spool_done(void *arg, enum spool_status st)
 	struct sched_msg *m = q->m;
 	struct sched *s = q->s;
 
+	sched_req_timed(q);
 	free(q);
 	if (st != SPOOL_OK)
 		log_ev(LOG_WARNING, MSG_IDS(m, -1), "recipient states not "
@@ -612,6 +627,7 @@ sched_deleted(void *arg, enum spool_status st)
 	struct sched_msg *m = q->m;
 	struct sched *s = q->s;
 
+	sched_req_timed(q);
 	free(q);
 	m->inflight--;
 	if (st != SPOOL_OK && st != SPOOL_ERR_NOTFOUND) {

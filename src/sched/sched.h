@@ -20,6 +20,7 @@
 
 #include "spool/spool.h"
 #include "util/util.h"
+#include "util/hist.h"
 
 struct event_base;
 struct sl_conf;
@@ -237,6 +238,12 @@ struct sched_stats {
 	uint64_t dsn_sent;
 	uint64_t lat_count[SCHED_LAT_BUCKETS + 1];	/* last: +Inf */
 	double lat_sum;
+	/* Per job (/metrics sluice_step_seconds): schedule = from ready
+	 * (committed, or its retry due) to a connection taking it; deliver
+	 * = from there to the next hop's last reply; outcome = from there
+	 * to the spool's answer to what the outcome recorded (its states,
+	 * or the message's delete). */
+	struct sl_hist step_schedule, step_deliver, step_outcome;
 };
 void sched_stats_get(const struct sched *s, struct sched_stats *out);
 

@@ -159,6 +159,7 @@ struct sched_job {
 	uint8_t state;			/* enum sched_job_state */
 	uint8_t hold;			/* held while active: hold after it */
 	uint32_t nrcpt;
+	uint32_t ready_at;		/* READY since (sched_clock16) */
 	uint32_t ridx[];		/* indices into msg->rcpts, ascending */
 };
 
@@ -294,6 +295,7 @@ struct sched_conn {
 	struct sched_body_wait wait;
 	struct event *idle_ev;
 	int maildir;			/* no smtpc: jobs go to maildir.c */
+	int64_t sent_us;		/* sl_mono_us: the job was taken */
 };
 
 TAILQ_HEAD(sched_msg_list, sched_msg);
@@ -342,6 +344,9 @@ struct sched {
 	struct sched_iter *iters;	/* operators' walks (manage.c) */
 	struct sched_hooks hooks;	/* bulk injection, events, failure
 					   queue, archive (sched.h) */
+	int64_t outcome_us;		/* a delivery's outcome being recorded
+					   came then: the first spool request
+					   it makes times the outcome step */
 };
 
 /* sched.c */
@@ -365,6 +370,16 @@ void sched_job_fail_all(struct sched *s, struct sched_job *job,
     const char *reply);
 void sched_job_ready(struct sched *s, struct sched_job *job);
 int64_t sched_now_ms(void);
+/*
+ * The monotonic clock in units of 16 us, cut to 32 bits: it wraps after
+ * 19 hours, so an interval is right up to that (a job's ready_at costs no
+ * memory: it fills padding).
+ */
+static inline uint32_t
+sched_clock16(void)
+{
+	return (uint32_t)(sl_mono_us() >> 4);
+}
 
 /* manage.c: m leaves the queue's lists; walks standing on it step on. */
 void sched_iters_unlink(struct sched *s, struct sched_msg *m);

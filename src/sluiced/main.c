@@ -82,7 +82,7 @@ sluiced_stored(void *arg, enum spool_status status)
 	} else {
 		sched_msg_abort(p->d->sched, p->msg);
 	}
-	smtpd_session_stored(p->session, status);
+	smtpd_session_stored_at(p->session, status, spool_done_us(p->d->spool));
 	free(p->sender);
 	free(p);
 }

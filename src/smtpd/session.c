@@ -403,13 +403,25 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	free(s);
 }
 
+/* The 250 that was due is out (or left to the bufferevent): time it. */
+static void
+smtpd_reply_timed(struct smtpd_session *s)
+{
+	if (s->reply_us == 0)
+		return;
+	sl_hist_add(&s->srv->stats.step_reply, sl_mono_us() - s->reply_us);
+	s->reply_us = 0;
+}
+
 void
 smtpd_flush(struct smtpd_session *s)
 {
 	struct evbuffer *out;
 
-	if (!s->direct || s->tls)
+	if (!s->direct || s->tls) {
+		smtpd_reply_timed(s);	/* the filter writes it */
 		return;
+	}
 	out = bufferevent_get_output(s->bev);
 	if (evbuffer_get_length(out) == 0)
 		return;
@@ -419,6 +431,7 @@ smtpd_flush(struct smtpd_session *s)
 	evbuffer_unfreeze(out, 1);
 	(void)evbuffer_write(out, bufferevent_getfd(s->bev));
 	evbuffer_freeze(out, 1);
+	smtpd_reply_timed(s);
 	if (evbuffer_get_length(out) > 0)
 		bufferevent_enable(s->bev, EV_WRITE);
 }
@@ -852,6 +865,7 @@ smtpd_cmd_data(struct smtpd_session *s, char *arg)
 		return;
 	}
 	smtpd_data_init(&s->tx.data, (uint64_t)s->srv->conf->server_max_message_size);
+	s->tx.data_us = sl_mono_us();
 	smtpd_enter(s, SMTPD_ST_DATA);
 	smtpd_timeouts(s, s->srv->conf->server_data_timeout, 0);
 	smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
@@ -884,6 +898,7 @@ smtpd_cmd_bdat(struct smtpd_session *s, char *arg)
 			tx->bdat_fail = 451;	/* no room: swallow the chunk */
 		} else {
 			tx->bdat_seen = 1;
+			tx->data_us = sl_mono_us();
 		}
 	}
 	/* size <= max always; n > max - size cannot wrap as size + n can */
@@ -1039,12 +1054,21 @@ smtpd_store(struct smtpd_session *s)
 	bufferevent_disable(s->bev, EV_READ);
 	srv->stats.recipients += msg->nrcpt;
 	srv->stats.bytes += msg->size;
+	sl_hist_add(&srv->stats.step_read, s->in_us - tx->data_us);
+	sl_hist_add(&srv->stats.step_parse, sl_mono_us() - s->in_us);
 	/* the store may answer at once; smtpd_session_stored handles both */
 	srv->ops.store(srv->ops.arg, s, msg);
 }
 
 void
 smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
+{
+	smtpd_session_stored_at(s, status, sl_mono_us());
+}
+
+void
+smtpd_session_stored_at(struct smtpd_session *s, enum spool_status status,
+    int64_t durable_us)
 {
 	struct smtpd_tx *tx = &s->tx;
 	char mid[17];
@@ -1055,8 +1079,10 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 	if (status == SPOOL_OK) {
 		s->srv->stats.messages++;
 		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
-		if (!s->close_after)
+		if (!s->close_after) {
 			smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
+			s->reply_us = durable_us;
+		}
 	} else {
 		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
 		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
@@ -1221,6 +1247,7 @@ smtpd_session_input(struct smtpd_session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	int progress = 1;
 
+	s->in_us = sl_mono_us();
 	s->in_read = 1;
 	while (progress && evbuffer_get_length(in) > 0) {
 		switch (s->state) {

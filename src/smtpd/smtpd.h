@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "spool/spool.h"
+#include "util/hist.h"
 
 struct event_base;
 struct sl_conf;
@@ -101,6 +102,12 @@ struct smtpd_stats {
 	uint64_t transactions;	/* MAIL commands accepted */
 	uint64_t inflight_bytes; /* of bodies in memory now: being received
 				   or being stored ([server] max_inflight_bytes) */
+	/* Per message (/metrics sluice_step_seconds): read = from the 354
+	 * (or the first BDAT) to the read that brought the end of the data;
+	 * parse = from that read to the hand-over to ops->store; reply =
+	 * from the store's commit (smtpd_session_stored_at) to the 250
+	 * written to the socket. */
+	struct sl_hist step_read, step_parse, step_reply;
 };
 
 struct smtpd_server *smtpd_server_new(struct event_base *base,
@@ -142,6 +149,10 @@ void smtpd_session_stored(struct smtpd_session *s, enum spool_status status);
  */
 void smtpd_session_verified(struct smtpd_session *s, int code,
     const char *reply);
+/* The same, with the time (sl_mono_us) the store became durable, from
+ * which the reply step is timed. */
+void smtpd_session_stored_at(struct smtpd_session *s,
+    enum spool_status status, int64_t durable_us);
 /* What a check or store may want to know about the session. */
 uint64_t smtpd_session_icid(const struct smtpd_session *s);
 const struct sockaddr *smtpd_session_peer(const struct smtpd_session *s);

@@ -63,6 +63,7 @@ struct smtpd_tx {
 	void *verify;			/* ops->verify's handle: rcpts[nrcpt]
 					   waits for its answer */
 	int64_t start_ms;
+	int64_t data_us;		/* sl_mono_us of the 354 or first BDAT */
 };
 
 struct smtpd_session {
@@ -90,6 +91,9 @@ struct smtpd_session {
 				   write event armed only for a remainder */
 	struct evbuffer_cb_entry *flush_cb; /* TLS: closing waits for it */
 	struct smtpd_tx tx;
+	int64_t in_us;		/* sl_mono_us when the current read began */
+	int64_t reply_us;	/* the 250 waiting to be written became due
+				   (durable) then; 0: none */
 	struct smtpd_iptab_entry *ipent;
 	struct event *delay_ev;	/* ops.reply_delay_ms: holds the output */
 };

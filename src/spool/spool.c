@@ -139,6 +139,8 @@ spool_thread_batch(struct spool *sp, struct spool_req *head,
 	struct spool_batch_stats bs = { 0 };
 	struct spool_req *r, **tail = NULL;
 	char err[SPOOL_ERRLEN] = "";
+	struct sl_hist wait = { 0 }, commit = { 0 };
+	int64_t t0, t1;
 	size_t n = 0;
 	int ckpt;
 
@@ -150,7 +152,17 @@ spool_thread_batch(struct spool *sp, struct spool_req *head,
 		(*arr)[n++] = r;
 		tail = &r->next;
 	}
+	t0 = sl_mono_us();
 	spool_db_run(sp->db, *arr, n, &bs, err, sizeof(err));
+	t1 = sl_mono_us();
+	for (size_t i = 0; i < n; i++) {
+		r = (*arr)[i];
+		r->done_us = t1;
+		if (r->type != SPOOL_REQ_INSERT || r->status != SPOOL_OK)
+			continue;
+		sl_hist_add(&wait, t0 - r->enq_us);
+		sl_hist_add(&commit, t1 - t0);
+	}
 	/* Only if the checkpoint thread fell far behind: block and catch up. */
 	ckpt = spool_db_checkpoint(sp->db, 0);
 
@@ -174,6 +186,8 @@ spool_thread_batch(struct spool *sp, struct spool_req *head,
 	}
 	if (n > sp->stats.max_batch)
 		sp->stats.max_batch = n;
+	sl_hist_merge(&sp->stats.step_queue, &wait);
+	sl_hist_merge(&sp->stats.step_commit, &commit);
 	if (err[0] != '\0')
 		memcpy(sp->err_shared, err, sizeof(err));
 	*sp->done_tail = head;
@@ -309,6 +323,7 @@ spool_deliver(struct spool *sp)
 	pthread_mutex_unlock(&sp->mu);
 	for (; r != NULL; r = next) {
 		next = r->next;
+		sp->cb_done_us = r->done_us;
 		if (r->cb != NULL)
 			r->cb(r->arg, r->status);
 		spool_req_free(r);
@@ -452,6 +467,7 @@ spool_enqueue(struct spool *sp, struct spool_req *r, spool_done_fn *cb,
 	r->cb = cb;
 	r->arg = arg;
 	r->next = NULL;
+	r->enq_us = r->done_us = sl_mono_us();
 	pthread_mutex_lock(&sp->mu);
 	if (sp->closing) {
 		/* The thread is gone or going: fail it, spool_close calls back. */
@@ -601,6 +617,12 @@ spool_stats_get(struct spool *sp, struct spool_stats *out)
 	pthread_mutex_lock(&sp->mu);
 	*out = sp->stats;
 	pthread_mutex_unlock(&sp->mu);
+}
+
+int64_t
+spool_done_us(const struct spool *sp)
+{
+	return sp->cb_done_us;
 }
 
 void

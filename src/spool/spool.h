@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/hist.h"
+
 struct event_base;
 struct evbuffer;
 struct spool;
@@ -210,8 +212,18 @@ struct spool_stats {
 	 * and requests per batch; counts per bucket, the last one +Inf. */
 	uint64_t commit_hist[SPOOL_COMMIT_BUCKETS + 1];
 	uint64_t batch_hist[SPOOL_BATCH_BUCKETS + 1];
+	/* Per stored message (spool_insert), /metrics sluice_step_seconds:
+	 * queue = from spool_insert to the start of the transaction that
+	 * holds it; commit = from there until that transaction is durable. */
+	struct sl_hist step_queue, step_commit;
 };
 void spool_stats_get(struct spool *sp, struct spool_stats *out);
+
+/*
+ * Inside a spool_done_fn only: when (sl_mono_us) the transaction that
+ * answers this request became durable (or failed).
+ */
+int64_t spool_done_us(const struct spool *sp);
 
 /*
  * A short human-readable reason for the last failure seen on the event loop

@@ -40,6 +40,8 @@ struct spool_req {
 	spool_done_fn *cb;
 	void *arg;
 	enum spool_status status;	/* set by the spool thread */
+	int64_t enq_us;			/* sl_mono_us at spool_insert & co. */
+	int64_t done_us;		/* its transaction ended (spool thread) */
 };
 
 /* One body read (spool_body_read), on the reader thread's lists. */
@@ -103,6 +105,7 @@ struct spool {
 	struct spool_rdb *rdb;
 	uint64_t last_mid;
 	int closing;
+	int64_t cb_done_us;		/* spool_done_us() of the callback running */
 	char err[SPOOL_ERRLEN];
 };
 

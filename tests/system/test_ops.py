@@ -340,6 +340,26 @@ def test_metrics_scraped_and_counters_match(ops, receiver):
         assert buckets[-1][1] == metric(samples, h + "_count")
     assert metric(samples, "sluice_delivery_latency_seconds_count") == rcpts
     assert metric(samples, "sluice_spool_commit_seconds_count") >= 6
+    # where the time goes: one histogram per step, every message counted
+    # in each accepting step, every delivery attempt in each relaying one
+    assert types["sluice_step_seconds"] == "histogram"
+    for step in ("read", "parse", "queue", "commit", "reply", "schedule",
+                 "deliver", "outcome"):
+        buckets = sorted(((float(dict(k[1])["le"]), v)
+                          for k, v in samples.items()
+                          if k[0] == "sluice_step_seconds_bucket"
+                          and dict(k[1])["step"] == step))
+        counts = [v for _, v in buckets]
+        assert counts == sorted(counts) and len(counts) == 20, step
+        n = metric(samples, "sluice_step_seconds_count", step=step)
+        assert buckets[-1] == (float("inf"), n), step
+        if step in ("read", "parse", "queue", "commit", "reply"):
+            assert n == 6, step
+        else:
+            # 5 delivered at the first try, "late" deferred at least once
+            # (whose outcome's record may still be on its way)
+            assert n >= (5 if step == "outcome" else 6), step
+        assert metric(samples, "sluice_step_seconds_sum", step=step) >= 0
     assert types["sluice_messages_received_total"] == "counter"
     assert types["sluice_queue_messages"] == "gauge"
 

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "util/heap.h"
+#include "util/hist.h"
 #include "util/intern.h"
 #include "util/util.h"
 
@@ -145,6 +146,30 @@ test_parsers(void **state)
 	assert_int_not_equal(sl_hash_str("a"), sl_hash_str("b"));
 }
 
+/* Each sample lands in the first bucket whose bound is >= it. */
+static void
+test_hist(void **state)
+{
+	struct sl_hist h = { 0 }, m = { 0 };
+
+	sl_hist_add(&h, -5);		/* a clock step back: 0 */
+	sl_hist_add(&h, 10);		/* on a bound: that bucket */
+	sl_hist_add(&h, 11);
+	sl_hist_add(&h, 999999);
+	sl_hist_add(&h, 20000000);	/* past the last bound: +Inf */
+	assert_int_equal(h.count[0], 2);
+	assert_int_equal(h.count[1], 1);
+	assert_int_equal(h.count[15], 1);	/* le 1 s */
+	assert_int_equal(h.count[SL_HIST_BUCKETS], 1);
+	assert_int_equal(sl_hist_total(&h), 5);
+	assert_int_equal(h.sum_us, 10 + 11 + 999999 + 20000000);
+	sl_hist_merge(&m, &h);
+	sl_hist_merge(&m, &h);
+	assert_int_equal(sl_hist_total(&m), 10);
+	assert_int_equal(m.count[0], 4);
+	assert_true(sl_mono_us() > 0);
+}
+
 int
 main(void)
 {
@@ -153,6 +178,7 @@ main(void)
 		cmocka_unit_test(test_intern),
 		cmocka_unit_test(test_chain_rehash),
 		cmocka_unit_test(test_parsers),
+		cmocka_unit_test(test_hist),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
