@@ -1,28 +1,38 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * spool.c: the spool thread, its request queue and the hand-back of outcomes.
+ * spool.c: the spool's threads, its request queue and the hand-back of
+ * outcomes.
  *
  * The event loop thread queues requests (insert, recipient update, delete)
- * on the pending list under sp->mu and signals sp->cv. The spool thread
- * takes every pending request at once, runs them as one transaction through
- * spool_sqlite.c (group commit: one sync per turn), appends them to the done
- * list and writes the eventfd. The event registered on that eventfd runs on
- * the loop thread: it takes the done list and calls each callback in queue
- * order. When nothing waits, the spool thread checkpoints the WAL.
+ * on the pending list under sp->mu and signals sp->cv. Two writer threads
+ * take turns: the one holding the turn (sp->writing) takes every pending
+ * request at once and runs them as one transaction through spool_sqlite.c
+ * (group commit), gives the turn up, then syncs the WAL; while it waits
+ * for the disk, the other writer takes what queued meanwhile and writes it
+ * (a commit pipeline: a batch never waits for the previous one's sync to
+ * start writing). Batches reach the done list in the order they were
+ * taken (sp->done_seq), and each wakes the loop through the eventfd. The
+ * event registered on that eventfd runs on the loop thread: it takes the
+ * done list and calls each callback in queue order. When nothing waits,
+ * writer 0 checkpoints the WAL.
  *
- * Body reads (spool_body_read) go to a third thread, the reader, with its
+ * Body reads (spool_body_read) go to another thread, the reader, with its
  * own read-only connection: a read of a large body never holds up a
  * commit (and so the 250s), nor the loop thread. Its outcomes come back
  * through the same eventfd.
  *
  * Invariants
- *  1. A request is on exactly one of: pending list, spool thread's batch,
- *     done list; it is freed right after its callback returns.
+ *  1. A request is on exactly one of: pending list, a writer's batch, done
+ *     list; it is freed right after its callback returns.
  *  2. Callbacks run on the event loop thread (spool_done_cb, spool_close),
- *     never on the spool thread.
+ *     never on a spool thread.
  *  3. Requests complete in the order they were queued.
+ *  4. A request is answered SPOOL_OK only after the sync that followed its
+ *     commit returned, by the thread that wrote it; once any sync fails,
+ *     nothing is answered SPOOL_OK again (a later commit's frames chain on
+ *     the lost ones).
  *
- * Request life: spool_insert & co. -> pending -> batch (spool_thread)
+ * Request life: spool_insert & co. -> pending -> batch (spool_writer)
  *  -> done -> callback (spool_deliver) -> freed.
  */
 #include <errno.h>
@@ -131,70 +141,125 @@ spool_hist_add(uint64_t *hist, const double *bounds, size_t n, double v)
 	hist[i]++;
 }
 
-/* Run one batch (mu not held) and move it to the done list (mu held). */
+/*
+ * The statistics of one batch, and its requests onto the done list once
+ * every batch taken before it is there (mu held, may wait on seqcv).
+ */
 static void
-spool_thread_batch(struct spool *sp, struct spool_req *head,
-    struct spool_req ***arr, size_t *cap)
+spool_batch_done(struct spool *sp, struct spool_writer *w, uint64_t seq,
+    struct spool_req **reqs, size_t n, const struct spool_batch_stats *bs,
+    int64_t t0, int64_t t1)
 {
-	struct spool_batch_stats bs = { 0 };
-	struct spool_req *r, **tail = NULL;
-	char err[SPOOL_ERRLEN] = "";
 	struct sl_hist wait = { 0 }, commit = { 0 };
-	int64_t t0, t1;
-	size_t n = 0;
-	int ckpt;
 
-	for (r = head; r != NULL; r = r->next) {
-		if (n == *cap) {
-			*cap = *cap ? *cap * 2 : 64;
-			*arr = xrealloc(*arr, *cap * sizeof(**arr));
-		}
-		(*arr)[n++] = r;
-		tail = &r->next;
-	}
-	t0 = sl_mono_us();
-	spool_db_run(sp->db, *arr, n, &bs, err, sizeof(err));
-	t1 = sl_mono_us();
 	for (size_t i = 0; i < n; i++) {
-		r = (*arr)[i];
+		struct spool_req *r = reqs[i];
 		r->done_us = t1;
+		r->next = i + 1 < n ? reqs[i + 1] : NULL;
 		if (r->type != SPOOL_REQ_INSERT || r->status != SPOOL_OK)
 			continue;
 		sl_hist_add(&wait, t0 - r->enq_us);
 		sl_hist_add(&commit, t1 - t0);
 	}
-	/* Only if the checkpoint thread fell far behind: block and catch up. */
-	ckpt = spool_db_checkpoint(sp->db, 0);
-
-	pthread_mutex_lock(&sp->mu);
-	/* Under load the WAL is never idle: the checkpoint thread copies it
-	 * back while commits go on. */
-	if (spool_db_wal_bytes(sp->db) >= SPOOL_CKPT_TRIGGER && !sp->ck_wanted) {
-		sp->ck_wanted = 1;
-		pthread_cond_signal(&sp->ckcv);
-	}
-	sp->stats.commits += bs.commits;
-	sp->stats.requests += bs.requests;
-	sp->stats.failures += bs.failures;
-	sp->stats.checkpoints += (uint64_t)ckpt;
-	sp->stats.commit_ms_sum += bs.commit_ms;
-	if (bs.commits > 0) {
+	while (sp->done_seq != seq - 1)
+		pthread_cond_wait(&sp->seqcv, &sp->mu);
+	sp->stats.commits += bs->commits;
+	sp->stats.requests += bs->requests;
+	sp->stats.failures += bs->failures;
+	if (bs->commits > 0) {
+		double ms = (double)(t1 - t0) / 1000.0;
+		sp->stats.commit_ms_sum += ms;
 		spool_hist_add(sp->stats.commit_hist, spool_commit_bounds,
-		    SPOOL_COMMIT_BUCKETS, bs.commit_ms / 1000.0 / bs.commits);
+		    SPOOL_COMMIT_BUCKETS, ms / 1000.0 / bs->commits);
 		spool_hist_add(sp->stats.batch_hist, spool_batch_bounds,
-		    SPOOL_BATCH_BUCKETS, (double)bs.requests / bs.commits);
+		    SPOOL_BATCH_BUCKETS, (double)bs->requests / bs->commits);
 	}
 	if (n > sp->stats.max_batch)
 		sp->stats.max_batch = n;
 	sl_hist_merge(&sp->stats.step_queue, &wait);
 	sl_hist_merge(&sp->stats.step_commit, &commit);
-	if (err[0] != '\0')
-		memcpy(sp->err_shared, err, sizeof(err));
-	*sp->done_tail = head;
-	sp->done_tail = tail;
+	if (n > 0) {
+		*sp->done_tail = reqs[0];
+		sp->done_tail = &reqs[n - 1]->next;
+	}
+	sp->done_seq = seq;
+	pthread_cond_broadcast(&sp->seqcv);
 	spool_wake_loop(sp);
 }
 
+/* Fail every request of a batch that was answered OK (mu held). */
+static void
+spool_batch_fail(struct spool *sp, struct spool_req **reqs, size_t n,
+    const char *why)
+{
+	for (size_t i = 0; i < n; i++)
+		if (reqs[i]->status == SPOOL_OK)
+			reqs[i]->status = SPOOL_ERR_IO;
+	snprintf(sp->err_shared, sizeof(sp->err_shared), "%s", why);
+}
+
+/*
+ * Write one batch (the turn held, mu not held), give the turn up, sync,
+ * and hand the batch back in its place in the order (mu held on return).
+ */
+static void
+spool_writer_batch(struct spool_writer *w, struct spool_req *head,
+    uint64_t seq)
+{
+	struct spool *sp = w->sp;
+	struct spool_batch_stats bs = { 0 };
+	char err[SPOOL_ERRLEN] = "", serr[SPOOL_ERRLEN] = "";
+	int64_t t0, t1, wal;
+	size_t n = 0, ok = 0;
+	int ckpt, rc = 0;
+
+	for (struct spool_req *r = head; r != NULL; r = r->next) {
+		if (n == w->cap) {
+			w->cap = w->cap ? w->cap * 2 : 64;
+			w->arr = xrealloc(w->arr, w->cap * sizeof(*w->arr));
+		}
+		w->arr[n++] = r;
+	}
+	t0 = sl_mono_us();
+	spool_db_run(w->db, w->arr, n, &bs, err, sizeof(err));
+	wal = spool_db_wal_bytes(w->db);
+	/* Only if the checkpoint thread fell far behind: block and catch up. */
+	ckpt = spool_db_checkpoint(w->db, 0, wal);
+
+	pthread_mutex_lock(&sp->mu);
+	sp->writing = 0;
+	pthread_cond_broadcast(&sp->cv);	/* the other writer's turn */
+	if (bs.commits > 0) {
+		sp->wal_bytes = ckpt == 1 ? 0 : wal;
+		sp->wal_dirty = 1;
+	}
+	sp->stats.checkpoints += ckpt >= 0;
+	/* Under load the WAL is never idle: the checkpoint thread copies it
+	 * back while commits go on. */
+	if (sp->wal_bytes >= SPOOL_CKPT_TRIGGER && !sp->ck_wanted) {
+		sp->ck_wanted = 1;
+		pthread_cond_signal(&sp->ckcv);
+	}
+	pthread_mutex_unlock(&sp->mu);
+
+	for (size_t i = 0; i < n; i++)
+		ok += w->arr[i]->status == SPOOL_OK;
+	if (ok > 0 && (rc = spool_db_sync(w->db)) != 0)
+		snprintf(serr, sizeof(serr), "spool: %s",
+		    spool_db_errmsg(w->db));
+	t1 = sl_mono_us();
+
+	pthread_mutex_lock(&sp->mu);
+	if (err[0] != '\0')
+		memcpy(sp->err_shared, err, sizeof(err));
+	if (rc != 0)
+		sp->sync_failed = 1;
+	if (sp->sync_failed)
+		spool_batch_fail(sp, w->arr, n, serr[0] != '\0' ? serr :
+		    "spool: a sync of the WAL failed: nothing is stored until"
+		    " sluiced restarts");
+	spool_batch_done(sp, w, seq, w->arr, n, &bs, t0, t1);
+}
 /* The checkpoint thread: a PASSIVE checkpoint whenever the writer asks. */
 static void *
 spool_ckpt_thread(void *arg)
@@ -255,24 +320,53 @@ spool_reader_thread(void *arg)
 }
 
 /*
- * Idle means no request for SPOOL_IDLE_MS: under a steady trickle a
- * checkpoint after every batch would double the syncs and delay the next.
+ * Writer 0, idle for SPOOL_IDLE_MS (a checkpoint after every batch under
+ * a steady trickle would double the syncs and delay the next): checkpoint
+ * with the turn held, mu released meanwhile so requests queue.
  */
-static void *
-spool_thread(void *arg)
+static void
+spool_idle_checkpoint(struct spool_writer *w)
 {
-	struct spool *sp = arg;
-	struct spool_req *head, **arr = NULL;
+	struct spool *sp = w->sp;
+	int64_t wal = sp->wal_bytes;
+	int ran;
+
+	sp->writing = 1;
+	pthread_mutex_unlock(&sp->mu);
+	ran = spool_db_checkpoint(w->db, 1, wal);
+	pthread_mutex_lock(&sp->mu);
+	sp->writing = 0;
+	pthread_cond_broadcast(&sp->cv);
+	sp->stats.checkpoints += ran >= 0;
+	if (ran == 1) {
+		sp->wal_dirty = 0;
+		if (wal >= SPOOL_WAL_LIMIT)
+			sp->wal_bytes = 0;
+	}
+}
+
+static int
+spool_ckpt_wanted(const struct spool *sp)
+{
+	return sp->wal_dirty || sp->wal_bytes >= SPOOL_WAL_LIMIT;
+}
+
+/* A writer thread: take the turn and a batch, write, sync, hand back. */
+static void *
+spool_writer(void *arg)
+{
+	struct spool_writer *w = arg;
+	struct spool *sp = w->sp;
+	struct spool_req *head;
 	struct timespec ts;
-	size_t cap = 0;
 	int retry = 0;
 
 	pthread_mutex_lock(&sp->mu);
 	for (;;) {
-		if (sp->pend_head == NULL) {
-			if (sp->stopping)
+		if (sp->pend_head == NULL || sp->writing) {
+			if (sp->stopping && sp->pend_head == NULL)
 				break;
-			if (!spool_db_ckpt_wanted(sp->db)) {
+			if (w->id != 0 || sp->writing || !spool_ckpt_wanted(sp)) {
 				pthread_cond_wait(&sp->cv, &sp->mu);
 				continue;
 			}
@@ -280,27 +374,23 @@ spool_thread(void *arg)
 			    SPOOL_IDLE_MS);
 			if (pthread_cond_timedwait(&sp->cv, &sp->mu, &ts) !=
 			    ETIMEDOUT || sp->pend_head != NULL ||
-			    sp->stopping)
+			    sp->writing || sp->stopping)
 				continue;
-			/* Without the lock, so requests queue meanwhile. */
-			pthread_mutex_unlock(&sp->mu);
-			int ran = spool_db_checkpoint(sp->db, 1);
-			pthread_mutex_lock(&sp->mu);
-			sp->stats.checkpoints += (uint64_t)ran;
+			spool_idle_checkpoint(w);
 			/* A reader kept it from finishing: try again later. */
-			retry = spool_db_ckpt_wanted(sp->db);
+			retry = spool_ckpt_wanted(sp);
 			continue;
 		}
 		head = sp->pend_head;
 		sp->pend_head = NULL;
 		sp->pend_tail = &sp->pend_head;
+		sp->writing = 1;
+		uint64_t seq = ++sp->batch_seq;
 		pthread_mutex_unlock(&sp->mu);
-		spool_thread_batch(sp, head, &arr, &cap);
+		spool_writer_batch(w, head, seq);
 		retry = 0;
 	}
 	pthread_mutex_unlock(&sp->mu);
-	free(arr);
-	spool_db_close(sp->db);
 	return NULL;
 }
 
@@ -360,13 +450,25 @@ spool_open(const char *dir, struct event_base *base, char *err,
 	sp->done_tail = &sp->done_head;
 	sp->rd_pend_tail = &sp->rd_pend;
 	sp->rd_done_tail = &sp->rd_done;
+	/* something may be left in the WAL by a crash: checkpoint when idle */
+	sp->wal_dirty = 1;
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_cond_init(&sp->cv, NULL);
+	pthread_cond_init(&sp->seqcv, NULL);
 	pthread_cond_init(&sp->ckcv, NULL);
 	pthread_cond_init(&sp->rdcv, NULL);
+	for (int i = 0; i < SPOOL_WRITERS; i++) {
+		sp->w[i].sp = sp;
+		sp->w[i].id = i;
+	}
 
-	if ((sp->db = spool_db_open(dir, &sp->last_mid, err, errlen)) == NULL)
+	if ((sp->w[0].db = spool_db_open(dir, &sp->last_mid, err, errlen)) ==
+	    NULL)
 		goto fail;
+	for (int i = 1; i < SPOOL_WRITERS; i++)
+		if ((sp->w[i].db = spool_db_open_more(dir, sp->w[0].db, err,
+		    errlen)) == NULL)
+			goto fail;
 	if ((sp->rdb = spool_rdb_open(dir, err, errlen)) == NULL)
 		goto fail;
 	if ((sp->cdb = spool_cdb_open(dir, err, errlen)) == NULL)
@@ -395,13 +497,16 @@ spool_open(const char *dir, struct event_base *base, char *err,
 		snprintf(err, errlen, "spool: cannot add the completion event");
 		goto fail;
 	}
-	/* From here on sp->db belongs to the spool thread. */
-	if ((errno = pthread_create(&sp->thread, NULL, spool_thread, sp)) !=
-	    0) {
-		snprintf(err, errlen, "spool: thread: %s", strerror(errno));
-		goto fail;
+	/* From here on each writer's db belongs to its thread. */
+	for (int i = 0; i < SPOOL_WRITERS; i++) {
+		if ((errno = pthread_create(&sp->w[i].thread, NULL,
+		    spool_writer, &sp->w[i])) != 0) {
+			snprintf(err, errlen, "spool: thread: %s",
+			    strerror(errno));
+			goto fail;
+		}
+		sp->w[i].started = 1;
 	}
-	sp->thread_started = 1;
 	return sp;
 fail:
 	spool_close(sp);
@@ -432,15 +537,19 @@ spool_close(struct spool *sp)
 	}
 	spool_rdb_close(sp->rd_db);
 	sp->rd_db = NULL;
-	if (sp->thread_started) {
-		pthread_mutex_lock(&sp->mu);
-		sp->stopping = 1;
-		pthread_cond_signal(&sp->cv);
-		pthread_mutex_unlock(&sp->mu);
-		pthread_join(sp->thread, NULL);
-	} else {
-		spool_db_close(sp->db);
+	/* the writers finish the requests queued, then stop */
+	pthread_mutex_lock(&sp->mu);
+	sp->stopping = 1;
+	pthread_cond_broadcast(&sp->cv);
+	pthread_mutex_unlock(&sp->mu);
+	for (int i = SPOOL_WRITERS - 1; i >= 0; i--) {
+		if (sp->w[i].started)
+			pthread_join(sp->w[i].thread, NULL);
+		free(sp->w[i].arr);
 	}
+	/* the first writer last: it checkpoints the WAL to empty */
+	for (int i = SPOOL_WRITERS - 1; i >= 0; i--)
+		spool_db_close(sp->w[i].db, i == 0);
 	/*
 	 * The loop may never run again: call back what is left here. A
 	 * callback may queue more, which fails at once (spool_enqueue).
@@ -453,6 +562,7 @@ spool_close(struct spool *sp)
 		close(sp->efd);
 	spool_rdb_close(sp->rdb);
 	pthread_cond_destroy(&sp->cv);
+	pthread_cond_destroy(&sp->seqcv);
 	pthread_cond_destroy(&sp->ckcv);	/* the writer may signal it to the end */
 	pthread_cond_destroy(&sp->rdcv);
 	pthread_mutex_destroy(&sp->mu);
@@ -628,8 +738,14 @@ spool_done_us(const struct spool *sp)
 void
 spool_fault_inject(struct spool *sp, int count, enum spool_status err)
 {
-	/* Atomic inside: the spool thread may be mid-batch. */
-	spool_db_fault(sp->db, count, err);
+	/* Atomic inside: a writer may be mid-batch; both take from the first. */
+	spool_db_fault(sp->w[0].db, count, err);
+}
+
+void
+spool_fault_inject_sync(struct spool *sp)
+{
+	spool_db_fault_sync(sp->w[0].db);
 }
 
 /* A reader is the loop's kind of read-only connection, for another thread. */

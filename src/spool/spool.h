@@ -237,5 +237,10 @@ const char *spool_last_error(struct spool *sp);
  * err (SPOOL_ERR_NOSPACE or SPOOL_ERR_IO). Used by unit tests.
  */
 void spool_fault_inject(struct spool *sp, int count, enum spool_status err);
+/*
+ * Test hook: the next sync of the WAL fails with EIO. What it should have
+ * made durable, and everything after, is answered SPOOL_ERR_IO.
+ */
+void spool_fault_inject_sync(struct spool *sp);
 
 #endif

@@ -3,11 +3,11 @@
  * spool_int.h: what spool.c, mid.c and spool_sqlite.c share; nothing outside
  * src/spool (except its unit tests) includes this.
  *
- * spool.c owns the thread, the request queue and the completion list;
+ * spool.c owns the threads, the request queue and the completion list;
  * spool_sqlite.c owns the SQLite connections and runs one batch of requests
- * as one transaction. The writer (struct spool_db) is opened by spool_open()
- * and then used only by the spool thread; the reader (struct spool_rdb) is
- * used only by the event loop thread.
+ * as one transaction. The writers (struct spool_db, one per writer thread)
+ * are opened by spool_open() and then each used only by its thread; the
+ * reader (struct spool_rdb) is used only by the event loop thread.
  */
 #ifndef SL_SPOOL_INT_H
 #define SL_SPOOL_INT_H
@@ -19,6 +19,15 @@
 #include "spool/spool.h"
 
 #define SPOOL_ERRLEN 256
+/* Past this, an idle writer truncates the WAL. */
+#define SPOOL_WAL_LIMIT ((int64_t)64 * 1024 * 1024)
+/*
+ * Past this a writer itself checkpoints (RESTART), blocking commits: only
+ * when the checkpoint thread cannot keep up, so the WAL cannot grow forever.
+ */
+#define SPOOL_WAL_HARD_LIMIT ((int64_t)512 * 1024 * 1024)
+/* Writer threads: while one syncs its batch, the other writes the next. */
+#define SPOOL_WRITERS 2
 
 enum spool_req_type {
 	SPOOL_REQ_INSERT,
@@ -67,25 +76,43 @@ struct spool_batch_stats {
 	double commit_ms;
 };
 
+/* A writer thread and its connection. */
+struct spool_writer {
+	struct spool *sp;
+	int id;				/* 0 also runs the idle checkpoints */
+	struct spool_db *db;
+	pthread_t thread;
+	int started;
+	struct spool_req **arr;		/* its batch, as an array */
+	size_t cap;
+};
+
 struct spool {
 	struct event_base *base;
 	struct event *done_ev;		/* on efd, runs the callbacks */
-	int efd;			/* eventfd the spool thread signals */
+	int efd;			/* eventfd the spool threads signal */
 	char *dir;
 
-	pthread_t thread;
-	int thread_started;
+	struct spool_writer w[SPOOL_WRITERS];
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	pthread_cond_t cv;		/* requests queued, or the turn free */
+	pthread_cond_t seqcv;		/* a batch reached the done list */
 	/* Guarded by mu. */
 	struct spool_req *pend_head, **pend_tail;
 	struct spool_req *done_head, **done_tail;
 	int stopping;
+	int writing;			/* a writer has the turn (BEGIN..COMMIT,
+					   or a checkpoint of its own) */
+	uint64_t batch_seq;		/* batches taken so far */
+	uint64_t done_seq;		/* batches on the done list, in order */
+	int sync_failed;		/* a WAL sync failed: what was written
+					   since may not be on disk; every batch
+					   fails from then on */
+	int64_t wal_bytes;		/* after the last commit */
+	int wal_dirty;			/* frames not checkpointed yet */
 	struct spool_stats stats;
-	char err_shared[SPOOL_ERRLEN];	/* last error of the spool thread */
+	char err_shared[SPOOL_ERRLEN];	/* last error of a spool thread */
 
-	/* Spool thread only (after spool_open). */
-	struct spool_db *db;
 	/* The reader thread: body reads on its own connection (rd_db), woken
 	 * through rdcv; its lists are guarded by mu. */
 	struct spool_rdb *rd_db;
@@ -110,29 +137,40 @@ struct spool {
 };
 
 /*
- * Open (creating dir, the file and the schema if needed) the writer;
- * *max_mid gets the largest MID stored. NULL with a reason in err on failure.
+ * Open (creating dir, the file and the schema if needed) the first writer,
+ * which holds the spool's lock; *max_mid gets the largest MID stored. NULL
+ * with a reason in err on failure.
  */
 struct spool_db *spool_db_open(const char *dir, uint64_t *max_mid, char *err,
     size_t errlen);
-/* Checkpoint (TRUNCATE) and close; NULL does nothing. */
-void spool_db_close(struct spool_db *db);
+/* Another writer on the same spool, sharing first's fault injection. */
+struct spool_db *spool_db_open_more(const char *dir, struct spool_db *first,
+    char *err, size_t errlen);
+/* Close; the last writer checkpoints (TRUNCATE) first. NULL does nothing. */
+void spool_db_close(struct spool_db *db, int last);
 /*
  * Run the n requests as one transaction, or, if a statement fails for a
  * reason other than the storage, each in its own; sets every req->status.
- * A reason for a failure goes into err. Adds what it did to bs.
+ * The commit is not synced: spool_db_sync() makes it durable. A reason for
+ * a failure goes into err. Adds what it did to bs.
  */
 void spool_db_run(struct spool_db *db, struct spool_req **reqs, size_t n,
     struct spool_batch_stats *bs, char *err, size_t errlen);
 /*
- * Checkpoint the WAL if it is worth it: idle != 0 when no request waits
- * (PASSIVE, or TRUNCATE once the WAL is large), else only when the WAL is
- * over its limit (RESTART). Returns 1 if a checkpoint ran.
+ * Sync the WAL: every commit before the call is durable once it returns
+ * SQLITE_OK. On failure spool_db_errmsg() says why.
  */
-int spool_db_checkpoint(struct spool_db *db, int idle);
-/* 1 if an idle checkpoint has work: frames not yet copied, or a large WAL. */
-int spool_db_ckpt_wanted(const struct spool_db *db);
-/* Bytes in the WAL after the last commit. */
+int spool_db_sync(struct spool_db *db);
+const char *spool_db_errmsg(const struct spool_db *db);
+/*
+ * Checkpoint the WAL through db, its syncs switched on for it: idle != 0
+ * when no request waits (PASSIVE, or TRUNCATE once wal_bytes passed
+ * SPOOL_WAL_LIMIT), else only when wal_bytes passed SPOOL_WAL_HARD_LIMIT
+ * (RESTART). -1 if none ran, 0 if frames remain (a reader held them), 1 if
+ * every frame was copied.
+ */
+int spool_db_checkpoint(struct spool_db *db, int idle, int64_t wal_bytes);
+/* Bytes in the WAL after db's last commit. */
 int64_t spool_db_wal_bytes(const struct spool_db *db);
 
 /*
@@ -145,6 +183,8 @@ struct spool_cdb *spool_cdb_open(const char *dir, char *err, size_t errlen);
 /* A PASSIVE checkpoint; returns 1 if it ran. */
 int spool_cdb_checkpoint(struct spool_cdb *c);
 void spool_cdb_close(struct spool_cdb *c);
+/* Test hook: the next sync of the WAL fails (EIO). */
+void spool_db_fault_sync(struct spool_db *db);
 /* Test hook: the next count transactions fail with err instead of COMMIT. */
 void spool_db_fault(struct spool_db *db, int count, enum spool_status err);
 /* Run SQL on the writer; for tests only (e.g. PRAGMA max_page_count). */

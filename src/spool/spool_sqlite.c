@@ -2,15 +2,25 @@
 /*
  * spool_sqlite.c: the SQLite store under the spool: <dir>/spool.db.
  *
- * Owns two connections. The writer (struct spool_db) holds the prepared
- * statements for insert, recipient update and delete, runs each batch of
- * requests as one BEGIN IMMEDIATE..COMMIT (one WAL sync) and checkpoints the
- * WAL itself (wal_autocheckpoint=0): PASSIVE when the spool thread is idle,
- * RESTART under load once the WAL passes SPOOL_WAL_LIMIT, TRUNCATE when idle
- * with a WAL that large and at close. It is opened by spool_open() and from
- * then on used only by the spool thread. The reader (struct spool_rdb) is
- * read-only and used only by the event loop thread, for the recovery scan
- * and body loads; WAL readers never block the writer.
+ * The writers (struct spool_db; spool.c runs two, one per writer thread)
+ * hold the prepared statements for insert, recipient update and delete
+ * and run each batch of requests as one BEGIN IMMEDIATE..COMMIT. A
+ * writer's COMMIT does not sync (synchronous=OFF): the thread that ran it
+ * syncs the WAL itself right after (spool_db_sync), outside SQLite's write
+ * lock, so the other writer can write the next batch meanwhile (a commit
+ * pipeline). WAL frames carry checksums chained from the header, so a
+ * crash before the sync loses the unsynced transactions whole, and the
+ * sync makes durable every frame written before it began. Checkpoints
+ * switch the writer's syncs back on (spool_db_checkpoint): the database
+ * file is synced before the WAL may be reused. A writer checkpoints
+ * itself (wal_autocheckpoint=0): PASSIVE when the spool is idle, RESTART
+ * under load once the WAL passes SPOOL_WAL_HARD_LIMIT, TRUNCATE when idle
+ * with a WAL that large and at close. The first writer is opened by
+ * spool_open() (it takes the spool's lock and makes the schema), the
+ * second joins it (spool_db_open_more); from then on each is used only by
+ * its writer thread. The reader (struct spool_rdb) is read-only and used
+ * only by the event loop thread, for the recovery scan and body loads;
+ * WAL readers never block the writers.
  *
  * Tables: envelopes (one row per message), recipients (mid, rid), bodies
  * (mid, data). The recovery scan reads envelopes and recipients only, so
@@ -18,7 +28,8 @@
  * schema version.
  *
  * Invariants
- *  1. A request's status is SPOOL_OK only once its COMMIT returned SQLITE_OK.
+ *  1. A request's status is SPOOL_OK only once its COMMIT returned SQLITE_OK;
+ *     it is durable once spool_db_sync returned SQLITE_OK after that.
  *  2. A failed transaction is rolled back whole: nothing of any request in it
  *     stays, and the connection is back in autocommit mode for the next.
  *  3. A storage error (full disk, I/O, ...) fails every request of the batch;
@@ -44,13 +55,6 @@
 #include "spool/spool_int.h"
 
 #define SPOOL_SCHEMA_VERSION 2
-/* Past this, an idle spool thread truncates the WAL. */
-#define SPOOL_WAL_LIMIT ((int64_t)64 * 1024 * 1024)
-/*
- * Past this the writer itself checkpoints (RESTART), blocking commits: only
- * when the checkpoint thread cannot keep up, so the WAL cannot grow forever.
- */
-#define SPOOL_WAL_HARD_LIMIT ((int64_t)512 * 1024 * 1024)
 /* How long the writer waits for a reader before a RESTART/TRUNCATE checkpoint gives up. */
 #define SPOOL_BUSY_MS 2000
 
@@ -161,13 +165,16 @@ struct spool_db {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_MAX];
 	int page_size;
-	int wal_frames;		/* frames in the WAL after the last commit */
-	int wal_dirty;		/* frames not yet checkpointed */
+	int wal_frames;		/* frames in the WAL after its last commit */
+	int nosync;		/* SLUICE_TEST_SPOOL_SYNC: commits never synced */
 	int sys_errno;		/* errno behind the last failure */
 	char emsg[SPOOL_ERRLEN];
-	/* Set by the event loop thread (spool_db_fault), taken by the spool thread. */
+	/* Set by the event loop thread (spool_db_fault), taken by the writer
+	 * threads: the first writer's, shared by the second (fault_of). */
 	atomic_int fault_count;
 	atomic_int fault_err;
+	atomic_int fault_sync;		/* the next sync fails with EIO */
+	struct spool_db *fault_of;
 };
 
 struct spool_rdb {
@@ -210,7 +217,6 @@ spool_db_wal_hook(void *ctx, sqlite3 *db, const char *name, int nframes)
 	struct spool_db *d = ctx;
 
 	d->wal_frames = nframes;
-	d->wal_dirty = 1;
 	return SQLITE_OK;
 }
 
@@ -274,17 +280,16 @@ spool_db_max_mid(sqlite3 *db)
 
 /*
  * TEST ONLY, never for production: SLUICE_TEST_SPOOL_SYNC=OFF or NORMAL
- * weakens the writer's commits (OFF: no sync at all; NORMAL: the WAL is
- * synced only by checkpoints, so a commit returns before its data is on
- * disk). The system tests use it to show that the power-cut model and the
+ * makes the writers skip the sync after each commit, so the WAL is synced
+ * only by checkpoints and a commit is answered before its data is on disk.
+ * The system tests use it to show that the power-cut model and the
  * sync-order proof catch a spool that answers 250 too early
- * (docs/TESTING.md). The checkpoint thread's connection keeps FULL.
+ * (docs/TESTING.md). Checkpoints still sync. 1 if set, -1 if bad.
  */
 static int
-spool_db_test_sync(sqlite3 *db, char *err, size_t errlen)
+spool_db_test_sync(char *err, size_t errlen)
 {
 	const char *v = getenv("SLUICE_TEST_SPOOL_SYNC");
-	char sql[64];
 
 	if (v == NULL || *v == '\0')
 		return 0;
@@ -293,14 +298,9 @@ spool_db_test_sync(sqlite3 *db, char *err, size_t errlen)
 		    " NORMAL (a test-only switch)", v);
 		return -1;
 	}
-	snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s", v);
-	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "spool pragmas: %s", sqlite3_errmsg(db));
-		return -1;
-	}
 	fprintf(stderr, "sluiced: TEST ONLY: SLUICE_TEST_SPOOL_SYNC=%s: the"
 	    " spool's commits are not durable\n", v);
-	return 0;
+	return 1;
 }
 
 static int
@@ -322,16 +322,65 @@ spool_db_pragmas(sqlite3 *db, char *err, size_t errlen)
 		    sqlite3_errmsg(db));
 		return -1;
 	}
-	/* FULL: the WAL is synced at every commit, so a 250 means on disk. */
-	/* journal_size_limit: a WAL that was reset shrinks back to 64 MB */
-	if (sqlite3_exec(db, "PRAGMA synchronous = FULL;"
+	/* OFF: the writer thread syncs the WAL after each COMMIT itself
+	 * (spool_db_sync), so a 250 still means on disk, and checkpoints turn
+	 * FULL back on for themselves (spool_db_checkpoint).
+	 * journal_size_limit: a WAL that was reset shrinks back to 64 MB */
+	if (sqlite3_exec(db, "PRAGMA synchronous = OFF;"
 	    "PRAGMA wal_autocheckpoint = 0;"
 	    "PRAGMA journal_size_limit = 67108864", NULL, NULL, NULL) !=
 	    SQLITE_OK) {
 		snprintf(err, errlen, "spool pragmas: %s", sqlite3_errmsg(db));
 		return -1;
 	}
-	return spool_db_test_sync(db, err, errlen);
+	return 0;
+}
+
+/* Open a writer connection on path with its pragmas and statements. */
+static int
+spool_db_connect(struct spool_db *d, const char *path, int schema, char *err,
+    size_t errlen)
+{
+	int nosync;
+
+	/* NOMUTEX: one thread at a time uses the connection (see file header). */
+	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "spool: open %s: %s", path,
+		    d->db ? sqlite3_errmsg(d->db) : "out of memory");
+		return -1;
+	}
+	sqlite3_extended_result_codes(d->db, 1);
+	if (spool_db_pragmas(d->db, err, errlen) == -1 ||
+	    (nosync = spool_db_test_sync(err, errlen)) == -1 ||
+	    (schema && spool_db_schema(d->db, err, errlen) == -1))
+		return -1;
+	d->nosync = nosync;
+	for (int i = 0; i < ST_MAX; i++) {
+		if (sqlite3_prepare_v3(d->db, spool_db_sql[i], -1,
+		    SQLITE_PREPARE_PERSISTENT, &d->st[i], NULL) != SQLITE_OK) {
+			snprintf(err, errlen, "spool: prepare: %s",
+			    sqlite3_errmsg(d->db));
+			return -1;
+		}
+	}
+	d->page_size = (int)spool_db_int(d->db, "PRAGMA page_size");
+	if (d->page_size <= 0)
+		d->page_size = 4096;
+	/* Installed after the pragmas: it replaces SQLite's own autocheckpoint hook. */
+	sqlite3_wal_hook(d->db, spool_db_wal_hook, d);
+	return 0;
+}
+
+static void
+spool_db_free(struct spool_db *d)
+{
+	for (int i = 0; i < ST_MAX; i++)
+		sqlite3_finalize(d->st[i]);
+	sqlite3_close(d->db);
+	if (d->lockfd != -1)
+		close(d->lockfd);	/* releases the flock */
+	free(d);
 }
 
 struct spool_db *
@@ -339,7 +388,6 @@ spool_db_open(const char *dir, uint64_t *max_mid, char *err, size_t errlen)
 {
 	struct spool_db *d = xcalloc(1, sizeof(*d));
 	char *path = NULL;
-	int i;
 
 	d->lockfd = -1;
 	if (spool_mkdirs(dir) == -1) {
@@ -358,68 +406,67 @@ spool_db_open(const char *dir, uint64_t *max_mid, char *err, size_t errlen)
 	}
 	free(path);
 	path = xasprintf("%s/spool.db", dir);
-	/* NOMUTEX: one thread at a time uses the connection (see file header). */
-	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "spool: open %s: %s", path,
-		    d->db ? sqlite3_errmsg(d->db) : "out of memory");
+	if (spool_db_connect(d, path, 1, err, errlen) == -1)
 		goto fail;
-	}
-	sqlite3_extended_result_codes(d->db, 1);
-	if (spool_db_pragmas(d->db, err, errlen) == -1 ||
-	    spool_db_schema(d->db, err, errlen) == -1)
-		goto fail;
-	for (i = 0; i < ST_MAX; i++) {
-		if (sqlite3_prepare_v3(d->db, spool_db_sql[i], -1,
-		    SQLITE_PREPARE_PERSISTENT, &d->st[i], NULL) != SQLITE_OK) {
-			snprintf(err, errlen, "spool: prepare: %s",
-			    sqlite3_errmsg(d->db));
-			goto fail;
-		}
-	}
-	d->page_size = (int)spool_db_int(d->db, "PRAGMA page_size");
-	if (d->page_size <= 0)
-		d->page_size = 4096;
-	/* Installed after the pragmas: it replaces SQLite's own autocheckpoint hook. */
-	sqlite3_wal_hook(d->db, spool_db_wal_hook, d);
 	*max_mid = spool_db_max_mid(d->db);
-	/* Something may be left in the WAL by a crash: checkpoint when idle. */
-	d->wal_dirty = 1;
 	free(path);
 	return d;
 fail:
 	free(path);
-	for (i = 0; i < ST_MAX; i++)
-		sqlite3_finalize(d->st[i]);
-	sqlite3_close(d->db);
-	if (d->lockfd != -1)
-		close(d->lockfd);
-	free(d);
+	spool_db_free(d);
 	return NULL;
 }
 
-void
-spool_db_close(struct spool_db *d)
+struct spool_db *
+spool_db_open_more(const char *dir, struct spool_db *first, char *err,
+    size_t errlen)
 {
-	int i;
+	struct spool_db *d = xcalloc(1, sizeof(*d));
+	char *path = xasprintf("%s/spool.db", dir);
 
+	d->lockfd = -1;
+	d->fault_of = first;
+	if (spool_db_connect(d, path, 0, err, errlen) == -1) {
+		spool_db_free(d);
+		d = NULL;
+	}
+	free(path);
+	return d;
+}
+
+/* Run a checkpoint with this connection's syncs switched on for it. */
+static int
+spool_db_ckpt(struct spool_db *d, int mode, int *nlog, int *nckpt)
+{
+	int rc;
+
+	sqlite3_exec(d->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+	rc = sqlite3_wal_checkpoint_v2(d->db, NULL, mode, nlog, nckpt);
+	sqlite3_exec(d->db, "PRAGMA synchronous = OFF", NULL, NULL, NULL);
+	return rc;
+}
+
+void
+spool_db_close(struct spool_db *d, int last)
+{
 	if (d == NULL)
 		return;
-	for (i = 0; i < ST_MAX; i++)
-		sqlite3_finalize(d->st[i]);
 	/* TRUNCATE leaves an empty WAL, so the next start has nothing to replay. */
-	sqlite3_wal_checkpoint_v2(d->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
-	    NULL);
-	sqlite3_close(d->db);
-	if (d->lockfd != -1)
-		close(d->lockfd);	/* releases the flock */
-	free(d);
+	if (last)
+		spool_db_ckpt(d, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	spool_db_free(d);
 }
 
 int
 spool_db_exec(struct spool_db *d, const char *sql)
 {
 	return sqlite3_exec(d->db, sql, NULL, NULL, NULL);
+}
+
+void
+spool_db_fault_sync(struct spool_db *d)
+{
+	atomic_store(&d->fault_sync, 1);
 }
 
 void
@@ -433,7 +480,11 @@ spool_db_fault(struct spool_db *d, int count, enum spool_status err)
 static int
 spool_db_fault_take(struct spool_db *d)
 {
-	int c = atomic_load(&d->fault_count);
+	int c;
+
+	if (d->fault_of != NULL)
+		d = d->fault_of;
+	c = atomic_load(&d->fault_count);
 
 	while (c > 0) {
 		if (atomic_compare_exchange_weak(&d->fault_count, &c, c - 1)) {
@@ -802,38 +853,62 @@ spool_db_run(struct spool_db *d, struct spool_req **reqs, size_t n,
 }
 
 int
-spool_db_ckpt_wanted(const struct spool_db *d)
+spool_db_sync(struct spool_db *d)
 {
-	return d->wal_dirty ||
-	    (int64_t)d->wal_frames * d->page_size >= SPOOL_WAL_LIMIT;
+	sqlite3_file *f = NULL;
+	int rc;
+
+	if (d->nosync)
+		return SQLITE_OK;
+	if (atomic_exchange(&(d->fault_of ? d->fault_of : d)->fault_sync, 0)) {
+		d->sys_errno = EIO;
+		snprintf(d->emsg, sizeof(d->emsg), "sync of the WAL failed: "
+		    "injected fault");
+		return SQLITE_IOERR_FSYNC;
+	}
+	/* the WAL's own file handle: its first sync also syncs the
+	 * directory that holds it (SQLite's unix VFS), as a commit's would */
+	rc = sqlite3_file_control(d->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+	    &f);
+	if (rc != SQLITE_OK || f == NULL || f->pMethods == NULL) {
+		snprintf(d->emsg, sizeof(d->emsg), "no WAL to sync (%d)", rc);
+		d->sys_errno = EIO;
+		return rc != SQLITE_OK ? rc : SQLITE_IOERR_FSYNC;
+	}
+	if ((rc = f->pMethods->xSync(f, SQLITE_SYNC_NORMAL)) != SQLITE_OK) {
+		d->sys_errno = errno;
+		snprintf(d->emsg, sizeof(d->emsg), "sync of the WAL failed: %s"
+		    " (%d)", strerror(d->sys_errno), rc);
+	}
+	return rc;
+}
+
+const char *
+spool_db_errmsg(const struct spool_db *d)
+{
+	return d->emsg;
 }
 
 int
-spool_db_checkpoint(struct spool_db *d, int idle)
+spool_db_checkpoint(struct spool_db *d, int idle, int64_t wal_bytes)
 {
-	int64_t wal_bytes = (int64_t)d->wal_frames * d->page_size;
 	int nlog = 0, nckpt = 0;
-	int mode, rc;
+	int mode;
 
-	if (idle) {
-		if (!d->wal_dirty && wal_bytes < SPOOL_WAL_LIMIT)
-			return 0;
+	if (idle)
 		mode = wal_bytes >= SPOOL_WAL_LIMIT ?
 		    SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE;
-	} else {
-		if (wal_bytes < SPOOL_WAL_HARD_LIMIT)
-			return 0;
+	else if (wal_bytes >= SPOOL_WAL_HARD_LIMIT)
 		mode = SQLITE_CHECKPOINT_RESTART;
-	}
-	rc = sqlite3_wal_checkpoint_v2(d->db, NULL, mode, &nlog, &nckpt);
-	if (rc != SQLITE_OK)
+	else
+		return -1;
+	if (spool_db_ckpt(d, mode, &nlog, &nckpt) != SQLITE_OK)
+		return -1;
+	if (nckpt < nlog)
 		return 0;
-	if (nckpt >= nlog) {
-		d->wal_dirty = 0;
-		/* After RESTART/TRUNCATE the next commit writes from the start. */
-		if (mode != SQLITE_CHECKPOINT_PASSIVE)
-			d->wal_frames = 0;
-	}
+	/* after RESTART/TRUNCATE the next commit writes from the start */
+	if (mode != SQLITE_CHECKPOINT_PASSIVE)
+		d->wal_frames = 0;
 	return 1;
 }
 

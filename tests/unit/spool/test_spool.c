@@ -559,6 +559,34 @@ test_insert_dsn(void **state)
 	found_free(&fd);
 }
 
+/*
+ * A sync of the WAL that fails: its batch is answered SPOOL_ERR_IO, and so
+ * is every later one (their frames chain on what may be lost), with the
+ * reason kept for the log.
+ */
+static void
+test_fault_sync(void **state)
+{
+	struct fixture *f = *state;
+	struct res r[3];
+	int count = 0;
+
+	r[0] = (struct res){ .count = &count };
+	spool_insert(f->sp, make_msg(spool_mid_next(f->sp), 1, 1, 100),
+	    done_cb, &r[0]);
+	run_until(f, &count, 1);
+	assert_int_equal(r[0].st, SPOOL_OK);
+	spool_fault_inject_sync(f->sp);
+	for (int i = 1; i < 3; i++) {
+		r[i] = (struct res){ .count = &count };
+		spool_insert(f->sp, make_msg(spool_mid_next(f->sp),
+		    (unsigned)i + 1, 1, 100), done_cb, &r[i]);
+		run_until(f, &count, i + 1);
+		assert_int_equal(r[i].st, SPOOL_ERR_IO);
+	}
+	assert_non_null(strstr(spool_last_error(f->sp), "sync"));
+}
+
 static void
 test_fault_one(void **state)
 {
@@ -720,7 +748,7 @@ test_backend_really_full(void **state)
 		spool_msg_free(req[i].msg);
 	}
 	assert_int_equal(bs.commits, 1);
-	spool_db_close(db);
+	spool_db_close(db, 1);
 
 	f->sp = spool_open(f->dir, f->base, err, sizeof(err));
 	assert_non_null(f->sp);
@@ -828,6 +856,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_fault_all, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_one, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_sync, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_insert_dsn, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_bad_request_isolated, setup,
