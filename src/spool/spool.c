@@ -45,6 +45,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "util/evloop.h"
 #include "util/util.h"
 
 #include "spool/spool_int.h"
@@ -493,6 +494,9 @@ spool_open(const char *dir, struct event_base *base, char *err,
 	}
 	sp->done_ev = event_new(base, sp->efd, EV_READ | EV_PERSIST,
 	    spool_done_cb, sp);
+	/* a 250 waits for it: before the next sessions' reads (evloop.c) */
+	if (sp->done_ev != NULL)
+		event_priority_set(sp->done_ev, SL_EVLOOP_PRIO_HIGH);
 	if (sp->done_ev == NULL || event_add(sp->done_ev, NULL) == -1) {
 		snprintf(err, errlen, "spool: cannot add the completion event");
 		goto fail;
