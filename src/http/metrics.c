@@ -233,6 +233,19 @@ metrics_render(const struct metrics_src *src, struct evbuffer *out)
 	    (double)in.sessions);
 	metrics_sample(out, "sluice_connections", "direction=\"out\"",
 	    (double)q.connections);
+	metrics_head(out, "sluice_spool_requests_total", "counter",
+	    "Spool requests committed: messages stored, recipient states "
+	    "recorded, messages removed.");
+	metrics_sample(out, "sluice_spool_requests_total", "kind=\"insert\"",
+	    (double)sp.inserts);
+	metrics_sample(out, "sluice_spool_requests_total", "kind=\"update\"",
+	    (double)sp.updates);
+	metrics_sample(out, "sluice_spool_requests_total", "kind=\"delete\"",
+	    (double)sp.deletes);
+	metrics_one(out, "sluice_spool_body_reads_total", "counter",
+	    "Message bodies read back from the spool for delivery or DSNs "
+	    "(a body just stored is sent from memory).",
+	    (double)sp.body_reads);
 	metrics_histogram(out, "sluice_spool_commit_seconds",
 	    "Time of one spool transaction (BEGIN..COMMIT and its fsync).",
 	    spool_commit_bounds, sp.commit_hist, SPOOL_COMMIT_BUCKETS,

@@ -3,8 +3,12 @@
  * body.c: message bodies for delivery, one shared copy per message.
  *
  * A delivery connection (and a DSN about a message) asks for the body of
- * a MID with sched_body_get(). The first asker starts one read on the
- * spool's reader thread (spool_body_read: never a disk read on the loop
+ * a MID with sched_body_get(). A message just stored comes with its body
+ * still in memory (sched_body_offer, from sched_msg_commit_body): the
+ * deliveries that start right away share it and nothing is read back, and
+ * while its jobs wait for a connection the body stays in a bounded cache
+ * (s->warm, SCHED_WARM_BYTES, oldest out first) until the last is taken.
+ * Otherwise the first asker starts one read on the spool's reader thread (spool_body_read: never a disk read on the loop
  * thread); every asker meanwhile waits on the same entry, and all get the
  * same evbuffer, read-only, reference-counted: a message going to 200
  * destinations is read once and held once, however many connections send
@@ -18,7 +22,7 @@
  * cancelling and freeing.
  *
  * Entry life: get (none) -> LOADING (waiters) -> loaded: READY, or
- * failed: unhashed -> last put -> freed.
+ * failed: unhashed -> last put -> freed; offer -> READY.
  * Callers: destq.c (connections), dsn.c (reports).
  */
 #include <stddef.h>
@@ -103,36 +107,61 @@ sched_body_loaded(void *arg, struct evbuffer *buf, enum spool_status st)
 	sched_body_put(s, b);		/* held over the callbacks */
 }
 
+/* A new entry for (mid, rid), hashed, with one reference (its creator's). */
+static struct sched_body *
+sched_body_new(struct sched *s, uint64_t mid, uint32_t rid)
+{
+	struct sched_body *b;
+	size_t i;
+
+	if (s->btab == NULL) {
+		s->btab_size = 256;
+		s->btab = xcalloc(s->btab_size, sizeof(*s->btab));
+	} else if (s->nbody >= s->btab_size) {
+		s->btab = (struct sched_body **)sl_chain_rehash(
+		    (void **)s->btab, s->btab_size, s->btab_size * 2,
+		    offsetof(struct sched_body, hnext), sched_body_hash);
+		s->btab_size *= 2;
+	}
+	b = xcalloc(1, sizeof(*b));
+	b->s = s;
+	b->mid = mid;
+	b->rid = rid;
+	b->refs = 1;
+	b->hashed = 1;
+	i = sched_body_hash(b) % s->btab_size;
+	b->hnext = s->btab[i];
+	s->btab[i] = b;
+	s->nbody++;
+	return b;
+}
+
+struct sched_body *
+sched_body_offer(struct sched *s, uint64_t mid, struct evbuffer *buf)
+{
+	struct sched_body *b = sched_body_find(s, mid, SCHED_BODY_WHOLE);
+
+	if (b != NULL) {
+		/* (not for a message just stored) the one in use stays */
+		evbuffer_free(buf);
+		b->refs++;
+		return b;
+	}
+	b = sched_body_new(s, mid, SCHED_BODY_WHOLE);
+	b->buf = buf;
+	return b;
+}
+
 /* The entry of (mid, rid), its load started if new; a reference for w. */
 static struct sched_body *
 sched_body_want(struct sched *s, uint64_t mid, uint32_t rid, const char *addr,
     struct sched_body_wait *w)
 {
 	struct sched_body *b = sched_body_find(s, mid, rid);
-	size_t i;
 
 	if (b == NULL) {
-		if (s->btab == NULL) {
-			s->btab_size = 256;
-			s->btab = xcalloc(s->btab_size, sizeof(*s->btab));
-		} else if (s->nbody >= s->btab_size) {
-			s->btab = (struct sched_body **)sl_chain_rehash(
-			    (void **)s->btab, s->btab_size, s->btab_size * 2,
-			    offsetof(struct sched_body, hnext),
-			    sched_body_hash);
-			s->btab_size *= 2;
-		}
-		b = xcalloc(1, sizeof(*b));
-		b->s = s;
-		b->mid = mid;
-		b->rid = rid;
-		b->refs = 1;		/* the loader's */
+		b = sched_body_new(s, mid, rid);	/* the loader's */
 		b->loading = 1;
-		b->hashed = 1;
-		i = sched_body_hash(b) % s->btab_size;
-		b->hnext = s->btab[i];
-		s->btab[i] = b;
-		s->nbody++;
 		if (rid == SCHED_BODY_WHOLE)
 			spool_body_read(s->spool, mid, sched_body_loaded, b);
 		else
@@ -161,6 +190,44 @@ sched_body_get_rcpt(struct sched *s, uint64_t mid, uint32_t rid,
 	return sched_body_want(s, mid, rid, addr, w);
 }
 
+static void
+sched_body_unwarm_one(struct sched *s, struct sched_body *b)
+{
+	TAILQ_REMOVE(&s->warm, b, warm_entry);
+	s->warm_bytes -= b->warm_len;
+	b->warm = 0;
+	sched_body_put(s, b);
+}
+
+void
+sched_body_warm(struct sched *s, struct sched_body *b)
+{
+	struct sched_body *old;
+
+	if (b->warm || b->buf == NULL) {
+		sched_body_put(s, b);
+		return;
+	}
+	b->warm = 1;
+	b->warm_len = evbuffer_get_length(b->buf);
+	TAILQ_INSERT_TAIL(&s->warm, b, warm_entry);
+	s->warm_bytes += b->warm_len;
+	while (s->warm_bytes > SCHED_WARM_BYTES &&
+	    (old = TAILQ_FIRST(&s->warm)) != NULL)
+		sched_body_unwarm_one(s, old);
+}
+
+void
+sched_body_unwarm(struct sched *s, uint64_t mid)
+{
+	struct sched_body *b;
+
+	if (TAILQ_EMPTY(&s->warm))
+		return;
+	if ((b = sched_body_find(s, mid, SCHED_BODY_WHOLE)) != NULL && b->warm)
+		sched_body_unwarm_one(s, b);
+}
+
 void
 sched_body_cancel(struct sched *s, struct sched_body_wait *w)
 {
@@ -182,6 +249,10 @@ sched_body_cancel(struct sched *s, struct sched_body_wait *w)
 void
 sched_body_free_all(struct sched *s)
 {
+	struct sched_body *b;
+
+	while ((b = TAILQ_FIRST(&s->warm)) != NULL)
+		sched_body_unwarm_one(s, b);
 	free(s->btab);
 	s->btab = NULL;
 }

@@ -690,6 +690,10 @@ sched_conn_send(struct sched_conn *c, struct sched_job *job)
 	} else {
 		c->body = sched_body_get(s, job->msg->mid, &c->wait);
 	}
+	/* the cache held it for this job: once none of its message waits
+	 * in a ready list, the connections' references are enough */
+	if (c->body->warm && !sched_msg_has_ready(job->msg))
+		sched_body_unwarm(s, job->msg->mid);
 	if (!c->body->loading)
 		sched_conn_loaded(c);
 }

@@ -71,6 +71,7 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	TAILQ_INIT(&s->starved);
 	TAILQ_INIT(&s->kick);
 	TAILQ_INIT(&s->idle);
+	TAILQ_INIT(&s->warm);
 	return s;
 }
 
@@ -331,6 +332,36 @@ sched_msg_commit(struct sched *s, struct sched_msg *m)
 	sched_msg_jobs(s, m);
 	/* recovered with every recipient final: finish it */
 	sched_msg_maybe_done(s, m);
+}
+
+int
+sched_msg_has_ready(const struct sched_msg *m)
+{
+	for (const struct sched_job *j = m->jobs; j != NULL; j = j->next)
+		if (j->state == SCHED_JOB_READY)
+			return 1;
+	return 0;
+}
+
+void
+sched_msg_commit_body(struct sched *s, struct sched_msg *m,
+    struct evbuffer *body)
+{
+	struct sched_body *b;
+	uint64_t mid = m->mid;
+
+	if (body == NULL) {
+		sched_msg_commit(s, m);
+		return;
+	}
+	/* held over the commit, where ready jobs may be taken at once; kept
+	 * while some still wait for a connection */
+	b = sched_body_offer(s, mid, body);
+	sched_msg_commit(s, m);
+	if (sched_msg_has_ready(m))
+		sched_body_warm(s, b);
+	else
+		sched_body_put(s, b);
 }
 
 void
@@ -616,6 +647,7 @@ sched_msg_gc(struct sched *s, struct sched_msg *m)
 		TAILQ_REMOVE(&s->leaving, m, age);
 		sched_msg_unindex(s, m);
 	}
+	sched_body_unwarm(s, m->mid);
 	sched_msg_free(m);
 }
 
@@ -732,6 +764,24 @@ sched_msg_maybe_done(struct sched *s, struct sched_msg *m)
 
 /* ---- outcomes ---- */
 
+/*
+ * 1 if m is finished with nothing left to record: every recipient
+ * delivered or already reported, no spool request in flight. Its delete
+ * is then all the spool needs (a crash before it commits delivers the
+ * message again, as a crash before the states' commit would).
+ */
+static int
+sched_msg_settled(const struct sched_msg *m)
+{
+	if (m->npending > 0 || m->inflight > 0)
+		return 0;
+	for (uint32_t i = 0; i < m->nrcpt; i++)
+		if (m->rcpts[i].state != SPOOL_RCPT_DELIVERED &&
+		    m->rcpts[i].state != SPOOL_RCPT_BOUNCED)
+			return 0;
+	return 1;
+}
+
 static int
 sched_is_expired(struct sched *s, struct sched_msg *m)
 {
@@ -745,10 +795,10 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 {
 	struct sched_msg *m = job->msg;
 	int64_t now = sl_now_us() / 1000000, next = 0;
-	uint32_t *failed = xcalloc(n, sizeof(*failed));
-	uint32_t *ok_notify = xcalloc(n, sizeof(*ok_notify));
-	uint32_t *all = xcalloc(n, sizeof(*all));
-	uint32_t *delayed = xcalloc(n, sizeof(*delayed));
+	/* four lists of recipient indices, one allocation */
+	uint32_t *failed = xcalloc(4 * (n ? n : 1), sizeof(*failed));
+	uint32_t *ok_notify = failed + n, *all = failed + 2 * n;
+	uint32_t *delayed = failed + 3 * n;
 	int64_t warn_after = s->conf->delivery_delay_warning;
 	size_t nf = 0, ns = 0, nd = 0, keep = 0;
 	int returned = m->state == SCHED_MSG_RETURNED;
@@ -759,9 +809,6 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		/* deleted while this delivery was in flight: forget it */
 		sched_job_unlink(s, job);
 		free(failed);
-		free(ok_notify);
-		free(all);
-		free(delayed);
 		sched_msg_gc(s, m);
 		return;
 	}
@@ -829,6 +876,15 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		s->stats.recipients--;
 	}
 	job->nrcpt = (uint32_t)keep;
+	if (keep == 0 && nf == 0 && ns == 0 && nd == 0 &&
+	    sched_msg_settled(m)) {
+		/* the delete that follows says it all: one request, which
+		 * joins the next group commit, instead of two commits */
+		sched_job_unlink(s, job);
+		free(failed);
+		sched_msg_maybe_done(s, m);
+		return;
+	}
 	if (keep == 0) {
 		sched_job_unlink(s, job);
 	} else if (job->hold) {
@@ -850,9 +906,6 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		sched_dsn(s, m, BOUNCE_DELAYED, delayed, nd);
 	}
 	free(failed);
-	free(ok_notify);
-	free(all);
-	free(delayed);
 	sched_msg_maybe_done(s, m);
 }
 

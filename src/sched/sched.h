@@ -59,6 +59,14 @@ uint64_t sched_dcid_next(struct sched *s);
 struct sched_msg *sched_msg_new(struct sched *s, const struct spool_msg *msg);
 /* msg is durable: schedule it. */
 void sched_msg_commit(struct sched *s, struct sched_msg *m);
+/*
+ * The same, with its body as stored (or NULL), which the deliveries that
+ * start now send without reading it back from the spool; it is freed
+ * once they are done (or at once if none starts). Takes body.
+ */
+struct evbuffer;
+void sched_msg_commit_body(struct sched *s, struct sched_msg *m,
+    struct evbuffer *body);
 /* msg was not stored: forget it. */
 void sched_msg_abort(struct sched *s, struct sched_msg *m);
 /* A message found in the spool at start; takes msg. */

@@ -255,8 +255,20 @@ struct sched_body {
 	int refs;
 	unsigned loading : 1;
 	unsigned hashed : 1;
+	unsigned warm : 1;		/* on s->warm, holding a reference */
 	struct sched_body_wait *waiters;
+	TAILQ_ENTRY(sched_body) warm_entry;
+	size_t warm_len;		/* bytes counted in s->warm_bytes */
 };
+
+TAILQ_HEAD(sched_body_list, sched_body);
+
+/*
+ * Bodies of messages just stored whose jobs wait in a ready list are kept
+ * (s->warm, oldest first) up to this many bytes, so the connection that
+ * takes the job sends them without reading them back from the spool.
+ */
+#define SCHED_WARM_BYTES ((size_t)32 * 1024 * 1024)
 
 /*
  * A delivery connection (destq.c; sched_conn_enter() is the only writer
@@ -337,6 +349,8 @@ struct sched {
 	size_t btab_size, nbody;
 	struct local *local;		/* local recipients (deliver/local.c) */
 	struct maildir *maildir;	/* the Maildir agent, or NULL */
+	struct sched_body_list warm;	/* kept for ready jobs (body.c) */
+	size_t warm_bytes;
 	struct sockaddr_storage *self;	/* this machine's addresses (loop.c) */
 	size_t nself;
 	int64_t self_expire;		/* unix ms */
@@ -351,6 +365,8 @@ struct sched {
 
 /* sched.c */
 struct sched_msg *sched_msg_find(struct sched *s, uint64_t mid);
+/* 1 if a job of m waits in a ready list. */
+int sched_msg_has_ready(const struct sched_msg *m);
 /* The job recipient i of m is in, or NULL (final). */
 struct sched_job *sched_rcpt_job(const struct sched_msg *m, uint32_t i);
 void sched_msg_enter(struct sched *s, struct sched_msg *m,
@@ -395,6 +411,20 @@ struct sched_body *sched_body_get(struct sched *s, uint64_t mid,
  * built by hooks.batch_body off the loop. */
 struct sched_body *sched_body_get_rcpt(struct sched *s, uint64_t mid,
     uint32_t rid, const char *addr, struct sched_body_wait *w);
+/*
+ * mid's body is in memory already (a message just stored): an entry with
+ * it, which askers share while the caller holds its reference (returned;
+ * sched_body_put). Takes buf.
+ */
+struct sched_body *sched_body_offer(struct sched *s, uint64_t mid,
+    struct evbuffer *buf);
+/*
+ * Keep b (the caller's reference becomes the cache's) for jobs of its
+ * message still in a ready list; the oldest go past SCHED_WARM_BYTES.
+ */
+void sched_body_warm(struct sched *s, struct sched_body *b);
+/* Drop the cache's reference to mid's body, if it holds one. */
+void sched_body_unwarm(struct sched *s, uint64_t mid);
 /* Stop waiting (w->body NULL: not waiting) and put its reference. */
 void sched_body_cancel(struct sched *s, struct sched_body_wait *w);
 void sched_body_put(struct sched *s, struct sched_body *b);

@@ -77,7 +77,8 @@ sluiced_stored(void *arg, enum spool_status status)
 	/* /healthz reports a spool that fails (ctl.c) */
 	p->d->spool_failed_at = status == SPOOL_OK ? 0 : sl_mono_ms();
 	if (status == SPOOL_OK) {
-		sched_msg_commit(p->d->sched, p->msg);
+		sched_msg_commit_body(p->d->sched, p->msg,
+		    spool_done_take_body(p->d->spool));
 		sluiced_bulk_received(p->d->bulk, p->mid, p->sender, p->nrcpt);
 	} else {
 		sched_msg_abort(p->d->sched, p->msg);

@@ -9,8 +9,10 @@
  * request at once and runs them as one transaction through spool_sqlite.c
  * (group commit), gives the turn up, then syncs the WAL; while it waits
  * for the disk, the other writer takes what queued meanwhile and writes it
- * (a commit pipeline: a batch never waits for the previous one's sync to
- * start writing). Batches reach the done list in the order they were
+ * (a commit pipeline), once as many requests wait as the batch being
+ * synced holds: each batch costs CPU (pages rewritten, a sync), so under
+ * load batches stay as large as before, and a quiet spool still answers
+ * at once. Batches reach the done list in the order they were
  * taken (sp->done_seq), and each wakes the loop through the eventfd. The
  * event registered on that eventfd runs on the loop thread: it takes the
  * done list and calls each callback in queue order. When nothing waits,
@@ -152,11 +154,14 @@ spool_batch_done(struct spool *sp, struct spool_writer *w, uint64_t seq,
     int64_t t0, int64_t t1)
 {
 	struct sl_hist wait = { 0 }, commit = { 0 };
+	uint64_t kind[SPOOL_REQ_IDEM_EXPIRE + 1] = { 0 };
 
 	for (size_t i = 0; i < n; i++) {
 		struct spool_req *r = reqs[i];
 		r->done_us = t1;
 		r->next = i + 1 < n ? reqs[i + 1] : NULL;
+		if (r->status == SPOOL_OK)
+			kind[r->type]++;
 		if (r->type != SPOOL_REQ_INSERT || r->status != SPOOL_OK)
 			continue;
 		sl_hist_add(&wait, t0 - r->enq_us);
@@ -166,6 +171,9 @@ spool_batch_done(struct spool *sp, struct spool_writer *w, uint64_t seq,
 		pthread_cond_wait(&sp->seqcv, &sp->mu);
 	sp->stats.commits += bs->commits;
 	sp->stats.requests += bs->requests;
+	sp->stats.inserts += kind[SPOOL_REQ_INSERT];
+	sp->stats.updates += kind[SPOOL_REQ_UPDATE];
+	sp->stats.deletes += kind[SPOOL_REQ_DELETE];
 	sp->stats.failures += bs->failures;
 	if (bs->commits > 0) {
 		double ms = (double)(t1 - t0) / 1000.0;
@@ -229,6 +237,8 @@ spool_writer_batch(struct spool_writer *w, struct spool_req *head,
 
 	pthread_mutex_lock(&sp->mu);
 	sp->writing = 0;
+	sp->nsyncing++;
+	sp->sync_n = n;
 	pthread_cond_broadcast(&sp->cv);	/* the other writer's turn */
 	if (bs.commits > 0) {
 		sp->wal_bytes = ckpt == 1 ? 0 : wal;
@@ -251,6 +261,8 @@ spool_writer_batch(struct spool_writer *w, struct spool_req *head,
 	t1 = sl_mono_us();
 
 	pthread_mutex_lock(&sp->mu);
+	if (--sp->nsyncing == 0)
+		pthread_cond_broadcast(&sp->cv);	/* a smaller batch may go */
 	if (err[0] != '\0')
 		memcpy(sp->err_shared, err, sizeof(err));
 	if (rc != 0)
@@ -352,6 +364,18 @@ spool_ckpt_wanted(const struct spool *sp)
 	return sp->wal_dirty || sp->wal_bytes >= SPOOL_WAL_LIMIT;
 }
 
+/*
+ * 1 if a writer may take the pending requests now: nobody writes, and no
+ * batch syncs or at least as many wait as the one syncing holds (mu held).
+ */
+static int
+spool_batch_due(const struct spool *sp)
+{
+	return sp->pend_head != NULL && !sp->writing &&
+	    (sp->nsyncing == 0 || sp->npend >= sp->sync_n ||
+	    sp->stopping);
+}
+
 /* A writer thread: take the turn and a batch, write, sync, hand back. */
 static void *
 spool_writer(void *arg)
@@ -364,10 +388,11 @@ spool_writer(void *arg)
 
 	pthread_mutex_lock(&sp->mu);
 	for (;;) {
-		if (sp->pend_head == NULL || sp->writing) {
+		if (!spool_batch_due(sp)) {
 			if (sp->stopping && sp->pend_head == NULL)
 				break;
-			if (w->id != 0 || sp->writing || !spool_ckpt_wanted(sp)) {
+			if (w->id != 0 || sp->writing || sp->pend_head != NULL ||
+			    sp->nsyncing > 0 || !spool_ckpt_wanted(sp)) {
 				pthread_cond_wait(&sp->cv, &sp->mu);
 				continue;
 			}
@@ -385,6 +410,7 @@ spool_writer(void *arg)
 		head = sp->pend_head;
 		sp->pend_head = NULL;
 		sp->pend_tail = &sp->pend_head;
+		sp->npend = 0;
 		sp->writing = 1;
 		uint64_t seq = ++sp->batch_seq;
 		pthread_mutex_unlock(&sp->mu);
@@ -415,8 +441,10 @@ spool_deliver(struct spool *sp)
 	for (; r != NULL; r = next) {
 		next = r->next;
 		sp->cb_done_us = r->done_us;
+		sp->cb_req = r;
 		if (r->cb != NULL)
 			r->cb(r->arg, r->status);
+		sp->cb_req = NULL;
 		spool_req_free(r);
 	}
 	for (; rr != NULL; rr = rnext) {
@@ -482,12 +510,15 @@ spool_open(const char *dir, struct event_base *base, char *err,
 		goto fail;
 	}
 	sp->rd_started = 1;
+	/* names for top -H, perf and /proc/PID/task/TID/comm */
+	pthread_setname_np(sp->rd_thread, "spool-read");
 	if ((errno = pthread_create(&sp->ckpt_thread, NULL, spool_ckpt_thread,
 	    sp)) != 0) {
 		snprintf(err, errlen, "spool: thread: %s", strerror(errno));
 		goto fail;
 	}
 	sp->ckpt_started = 1;
+	pthread_setname_np(sp->ckpt_thread, "spool-ckpt");
 	if ((sp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "spool: eventfd: %s", strerror(errno));
 		goto fail;
@@ -510,6 +541,9 @@ spool_open(const char *dir, struct event_base *base, char *err,
 			goto fail;
 		}
 		sp->w[i].started = 1;
+		char name[16];
+		snprintf(name, sizeof(name), "spool-write%d", i);
+		pthread_setname_np(sp->w[i].thread, name);
 	}
 	return sp;
 fail:
@@ -593,7 +627,10 @@ spool_enqueue(struct spool *sp, struct spool_req *r, spool_done_fn *cb,
 	} else {
 		*sp->pend_tail = r;
 		sp->pend_tail = &r->next;
-		pthread_cond_signal(&sp->cv);
+		/* both may wait: one for work, one for a larger batch */
+		if (++sp->npend == 1 || (sp->nsyncing > 0 &&
+		    sp->npend == sp->sync_n))
+			pthread_cond_broadcast(&sp->cv);
 	}
 	pthread_mutex_unlock(&sp->mu);
 }
@@ -737,6 +774,20 @@ int64_t
 spool_done_us(const struct spool *sp)
 {
 	return sp->cb_done_us;
+}
+
+struct evbuffer *
+spool_done_take_body(struct spool *sp)
+{
+	struct spool_req *r = sp->cb_req;
+	struct evbuffer *b;
+
+	if (r == NULL || r->type != SPOOL_REQ_INSERT || r->msg == NULL ||
+	    r->status != SPOOL_OK)
+		return NULL;
+	b = r->msg->body;
+	r->msg->body = NULL;
+	return b;
 }
 
 void

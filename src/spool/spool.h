@@ -207,6 +207,7 @@ struct spool_stats {
 	uint64_t checkpoints;
 	uint64_t max_batch;
 	uint64_t body_reads;	/* spool_body_read()s done */
+	uint64_t inserts, updates, deletes; /* requests committed, by kind */
 	double commit_ms_sum;	/* time in BEGIN..COMMIT, milliseconds */
 	/* Histograms per committed batch (metrics): commit time in seconds
 	 * and requests per batch; counts per bucket, the last one +Inf. */
@@ -224,6 +225,12 @@ void spool_stats_get(struct spool *sp, struct spool_stats *out);
  * answers this request became durable (or failed).
  */
 int64_t spool_done_us(const struct spool *sp);
+/*
+ * Inside the spool_done_fn of a spool_insert answered SPOOL_OK only: take
+ * the body just stored (the caller owns it; evbuffer_free), so what is
+ * delivered at once need not be read back. NULL otherwise.
+ */
+struct evbuffer *spool_done_take_body(struct spool *sp);
 
 /*
  * A short human-readable reason for the last failure seen on the event loop

@@ -99,8 +99,11 @@ struct spool {
 	pthread_cond_t seqcv;		/* a batch reached the done list */
 	/* Guarded by mu. */
 	struct spool_req *pend_head, **pend_tail;
+	size_t npend;			/* requests on the pending list */
 	struct spool_req *done_head, **done_tail;
 	int stopping;
+	int nsyncing;			/* batches written, being synced */
+	size_t sync_n;			/* requests in the last batch synced */
 	int writing;			/* a writer has the turn (BEGIN..COMMIT,
 					   or a checkpoint of its own) */
 	uint64_t batch_seq;		/* batches taken so far */
@@ -133,6 +136,7 @@ struct spool {
 	uint64_t last_mid;
 	int closing;
 	int64_t cb_done_us;		/* spool_done_us() of the callback running */
+	struct spool_req *cb_req;	/* the request whose callback runs */
 	char err[SPOOL_ERRLEN];
 };
 
