@@ -5,7 +5,7 @@
  * Built and run by bench/queue-scale against build/libsluice.a:
  *   cc -O2 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc $(pkg-config --cflags ...)
  *      bench/sched_pick.c build/libsluice.a $(pkg-config --libs ...) -lm
- *   sched_pick [-d DESTINATIONS] [-k OPS] N...
+ *   sched_pick [-c] [-d DESTINATIONS] [-k OPS] N...
  *
  * For each queue size N it builds a real scheduler (sched_new with the
  * default configuration, a real event_base, no spool and no DNS: nothing
@@ -17,17 +17,28 @@
  *   commit      sched_msg_new + sched_msg_commit of one message (destination
  *               lookup, job, retry-heap push, MID index), averaged over the
  *               N commits
- *   retry pop   the next due job off the scheduler's own retry heap
- *               (sl_heap_pop on s->retry, as sched_retry_fire does) and
- *               pushed back with a later retry time (as a deferral does):
- *               the per-decision cost of the retry queue
- *   heap top    sl_heap_top (what sched_retry_arm looks at)
+ *   retry pop   the next due job off the scheduler's own retry wheel
+ *               (sl_wheel_pop_first on s->retry: the wheel's clock moves
+ *               to it, as sched_retry_fire's sl_wheel_pop_due does when
+ *               its time comes) and pushed back with a later retry time
+ *               (as a deferral does): the per-decision cost of the retry
+ *               queue
+ *   next        sl_wheel_next (what sched_retry_arm looks at)
  *   ready head  take the head of a destination's ready list and put it back
  *               at the tail (TAILQ_FIRST/REMOVE/INSERT_TAIL on a real
  *               struct sched_dest holding N jobs, as sched_conn_send +
  *               sched_job_ready do)
  *   dest get    sched_dest_get for a random one of the D destinations
- *   mid find    sched_msg_find for a random queued MID (queue commands)
+ *   mid find    sched_msg_find for a random queued MID, and a read of the
+ *               message found (what every caller does next: queue
+ *               commands)
+ *
+ * Each operation runs in a function of its own (bench_retry, bench_next,
+ * bench_ready, bench_dest, bench_find), so that
+ *   valgrind --tool=callgrind --toggle-collect='bench_*' sched_pick -c N
+ * counts the instructions per operation, steady where wall time is not
+ * on a shared machine (-c: one batch of K operations per kind; the JSON
+ * then has the times under valgrind, not to be quoted).
  *
  * and the heap memory the scheduler holds per queued recipient (mallinfo2
  * before and after the N commits). Prints one line of JSON per size.
@@ -84,6 +95,66 @@ median(double *v)
 }
 
 static volatile uintptr_t sink;
+static int batches = BATCHES;
+
+/* Batches of k operations each, timed; the median ns per operation. */
+#define TIMED(k, call) ({						\
+	double v_[BATCHES];						\
+	for (int b_ = 0; b_ < batches; b_++) {				\
+		double t0_ = now_ns();					\
+		call;							\
+		v_[b_] = (now_ns() - t0_) / (double)(k);		\
+	}								\
+	batches == BATCHES ? median(v_) : v_[0];			\
+})
+
+__attribute__((noinline)) static void
+bench_retry(struct sched *s, size_t k)
+{
+	for (size_t i = 0; i < k; i++) {
+		struct sl_wheel_item *it = sl_wheel_pop_first(&s->retry);
+		it->key += 300 + (uint32_t)(xrand() % 3600);
+		sl_wheel_add(&s->retry, it);
+	}
+}
+
+__attribute__((noinline)) static void
+bench_next(struct sched *s, size_t k)
+{
+	for (size_t i = 0; i < k; i++)
+		sink += (uintptr_t)sl_wheel_next(&s->retry);
+}
+
+__attribute__((noinline)) static void
+bench_dest(struct sched *s, size_t k, size_t ndest, const char *const *names)
+{
+	for (size_t i = 0; i < k; i++)
+		sink += (uintptr_t)sched_dest_get(s, names[xrand() % ndest]);
+}
+
+__attribute__((noinline)) static void
+bench_find(struct sched *s, size_t k, const uint64_t *mids, size_t n)
+{
+	for (size_t i = 0; i < k; i++) {
+		struct sched_msg *m = sched_msg_find(s, mids[xrand() % n]);
+		sink += m->mid;
+	}
+}
+
+__attribute__((noinline)) static void
+bench_ready(struct sched_dest *d, size_t k)
+{
+	for (size_t i = 0; i < k; i++) {
+		struct sched_job *j = TAILQ_FIRST(&d->ready);
+		TAILQ_REMOVE(&d->ready, j, entry);
+		d->nready--;
+		j->state = SCHED_JOB_ACTIVE;
+		sink += (uintptr_t)j->msg->mid;
+		j->state = SCHED_JOB_READY;
+		TAILQ_INSERT_TAIL(&d->ready, j, entry);
+		d->nready++;
+	}
+}
 
 static void
 run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
@@ -92,12 +163,13 @@ run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
 	struct sched *s;
 	struct spool_msg sm;
 	struct spool_rcpt sr;
-	char addr[64];
+	char addr[64], **names;
 	uint64_t mid0 = 1700000000000000ull, *mids;
 	int64_t now = (int64_t)time(NULL);
-	size_t heap0 = mallinfo2().uordblks, heap1;
-	double t0, t_commit, v[BATCHES];
-	double pop_ns, top_ns, ready_ns, dest_ns, find_ns;
+	/* in use: small chunks and mmapped ones (large tables) */
+	size_t heap0 = mallinfo2().uordblks + mallinfo2().hblkhd, heap1;
+	double t0, t_commit;
+	double pop_ns, next_ns, ready_ns, dest_ns, find_ns;
 
 	s = sched_new(base, conf, NULL, NULL);
 	memset(&sm, 0, sizeof(sm));
@@ -123,57 +195,18 @@ run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
 		sched_msg_commit(s, sched_msg_new(s, &sm));
 	}
 	t_commit = (now_ns() - t0) / (double)n;
-	heap1 = mallinfo2().uordblks;
+	heap1 = mallinfo2().uordblks + mallinfo2().hblkhd;
 
-	/* retry pop + re-push on the scheduler's own heap */
-	for (int b = 0; b < BATCHES; b++) {
-		t0 = now_ns();
-		for (size_t i = 0; i < k; i++) {
-			struct sl_heap_item *it = sl_heap_pop(&s->retry);
-			it->key += 300 + (int64_t)(xrand() % 3600);
-			sl_heap_push(&s->retry, it);
-		}
-		v[b] = (now_ns() - t0) / (double)k;
+	/* the destination names, made before: only the lookup is timed */
+	names = malloc(ndest * sizeof(*names));
+	for (size_t i = 0; i < ndest; i++) {
+		snprintf(addr, sizeof(addr), "d%zu.queue.test", i);
+		names[i] = strdup(addr);
 	}
-	pop_ns = median(v);
-
-	for (int b = 0; b < BATCHES; b++) {
-		t0 = now_ns();
-		for (size_t i = 0; i < k; i++)
-			sink += (uintptr_t)sl_heap_top(&s->retry);
-		v[b] = (now_ns() - t0) / (double)k;
-	}
-	top_ns = median(v);
-
-	for (int b = 0; b < BATCHES; b++) {
-		t0 = now_ns();
-		for (size_t i = 0; i < k; i++) {
-			snprintf(addr, sizeof(addr), "d%zu.queue.test",
-			    (size_t)(xrand() % ndest));
-			sink += (uintptr_t)sched_dest_get(s, addr);
-		}
-		v[b] = (now_ns() - t0) / (double)k;
-	}
-	dest_ns = median(v);
-	/* subtract the snprintf */
-	for (int b = 0; b < BATCHES; b++) {
-		t0 = now_ns();
-		for (size_t i = 0; i < k; i++) {
-			snprintf(addr, sizeof(addr), "d%zu.queue.test",
-			    (size_t)(xrand() % ndest));
-			sink += (uintptr_t)addr[3];
-		}
-		v[b] = (now_ns() - t0) / (double)k;
-	}
-	dest_ns -= median(v);
-
-	for (int b = 0; b < BATCHES; b++) {
-		t0 = now_ns();
-		for (size_t i = 0; i < k; i++)
-			sink += (uintptr_t)sched_msg_find(s, mids[xrand() % n]);
-		v[b] = (now_ns() - t0) / (double)k;
-	}
-	find_ns = median(v);
+	pop_ns = TIMED(k, bench_retry(s, k));
+	next_ns = TIMED(k, bench_next(s, k));
+	dest_ns = TIMED(k, bench_dest(s, k, ndest, (const char *const *)names));
+	find_ns = TIMED(k, bench_find(s, k, mids, n));
 
 	/* one destination's ready list holding n jobs (the real types; the
 	 * jobs are the scheduler's, taken over for the measurement) */
@@ -183,27 +216,13 @@ run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
 		size_t moved = 0;
 		TAILQ_FOREACH(m, &s->age, age) {
 			struct sched_job *j = m->jobs;
-			sl_heap_remove(&s->retry, &j->timer);
+			sl_wheel_remove(&s->retry, &j->timer);
 			j->state = SCHED_JOB_READY;
 			TAILQ_INSERT_TAIL(&d->ready, j, entry);
 			d->nready++;
 			moved++;
 		}
-		for (int b = 0; b < BATCHES; b++) {
-			t0 = now_ns();
-			for (size_t i = 0; i < k; i++) {
-				struct sched_job *j = TAILQ_FIRST(&d->ready);
-				TAILQ_REMOVE(&d->ready, j, entry);
-				d->nready--;
-				j->state = SCHED_JOB_ACTIVE;
-				sink += (uintptr_t)j->msg->mid;
-				j->state = SCHED_JOB_READY;
-				TAILQ_INSERT_TAIL(&d->ready, j, entry);
-				d->nready++;
-			}
-			v[b] = (now_ns() - t0) / (double)k;
-		}
-		ready_ns = median(v);
+		ready_ns = TIMED(k, bench_ready(d, k));
 		/* give the jobs back to their own destinations' bookkeeping */
 		while (moved-- > 0) {
 			struct sched_job *j = TAILQ_FIRST(&d->ready);
@@ -214,13 +233,16 @@ run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
 	}
 
 	printf("{\"n\": %zu, \"destinations\": %zu, \"commit_ns\": %.0f, "
-	    "\"retry_pop_push_ns\": %.1f, \"heap_top_ns\": %.2f, "
+	    "\"retry_pop_push_ns\": %.1f, \"retry_next_ns\": %.2f, "
 	    "\"ready_head_ns\": %.1f, \"dest_get_ns\": %.1f, "
 	    "\"mid_find_ns\": %.1f, \"sched_heap_bytes_per_rcpt\": %.0f}\n",
-	    n, ndest < n ? ndest : n, t_commit, pop_ns, top_ns, ready_ns,
+	    n, ndest < n ? ndest : n, t_commit, pop_ns, next_ns, ready_ns,
 	    dest_ns, find_ns, (double)(heap1 - heap0) / (double)n);
 	fflush(stdout);
 
+	for (size_t i = 0; i < ndest; i++)
+		free(names[i]);
+	free(names);
 	sched_stop(s);
 	sched_free(s);
 	event_base_free(base);
@@ -235,8 +257,11 @@ main(int argc, char **argv)
 	struct sl_conf *conf;
 	int c;
 
-	while ((c = getopt(argc, argv, "d:k:")) != -1) {
+	while ((c = getopt(argc, argv, "cd:k:")) != -1) {
 		switch (c) {
+		case 'c':
+			batches = 1;	/* under callgrind: count, not time */
+			break;
 		case 'd':
 			ndest = strtoul(optarg, NULL, 10);
 			break;
@@ -244,7 +269,8 @@ main(int argc, char **argv)
 			k = strtoul(optarg, NULL, 10);
 			break;
 		default:
-			fprintf(stderr, "usage: sched_pick [-d DEST] [-k OPS] N...\n");
+			fprintf(stderr, "usage: sched_pick [-c] [-d DEST] [-k OPS] "
+			    "N...\n");
 			return 2;
 		}
 	}

@@ -287,7 +287,7 @@ sched_op_flush(struct sched *s, struct sched_job *job)
 	if (job->dest->site != NULL)
 		job->dest->site->paused_until = 0;
 	if (job->state == SCHED_JOB_DEFERRED) {
-		sl_heap_remove(&s->retry, &job->timer);
+		sl_wheel_remove(&s->retry, &job->timer);
 		sched_job_ready(s, job);
 		return job->nrcpt;
 	}
@@ -318,7 +318,7 @@ sched_op_hold(struct sched *s, struct sched_job *job)
 		job->dest->nready--;
 		break;
 	case SCHED_JOB_DEFERRED:
-		sl_heap_remove(&s->retry, &job->timer);
+		sl_wheel_remove(&s->retry, &job->timer);
 		break;
 	case SCHED_JOB_ACTIVE:
 		job->hold = 1;	/* what is left after this try is held */

@@ -8,7 +8,7 @@
  * A job is the recipients of one message at one destination (at most
  * [delivery] recipients_per_transaction): one SMTP transaction. Jobs move:
  *   READY (destination's ready list) -> ACTIVE (on a connection)
- *   ACTIVE -> gone (every recipient final) | DEFERRED (retry heap)
+ *   ACTIVE -> gone (every recipient final) | DEFERRED (retry wheel)
  *   DEFERRED -(retry time)-> READY
  * A message moves as sched_int.h draws it: NEW -> QUEUED -> (EXPIRED,
  * RETURNED) -> DELETING or REMOVED -> DONE, freed in DONE only.
@@ -49,6 +49,13 @@ sched_now_ms(void)
 	return sl_now_us() / 1000;
 }
 
+/* Unix seconds as kept in memory: 0 to 2106. */
+static uint32_t
+sched_time32(int64_t t)
+{
+	return t <= 0 ? 0 : t >= UINT32_MAX ? UINT32_MAX : (uint32_t)t;
+}
+
 #define MSG_IDS(m, rid) (&(struct log_ids){ 0, 0, (m)->mid, (rid) })
 
 struct sched *
@@ -61,9 +68,8 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	s->conf = conf;
 	s->spool = spool;
 	s->dns = dns;
-	s->dtab_size = s->stab_size = s->mtab_size = 1024;
+	s->dtab_size = s->stab_size = 1024;
 	s->dtab = xcalloc(s->dtab_size, sizeof(*s->dtab));
-	s->mtab = xcalloc(s->mtab_size, sizeof(*s->mtab));
 	s->stab = xcalloc(s->stab_size, sizeof(*s->stab));
 	TAILQ_INIT(&s->age);
 	TAILQ_INIT(&s->expired);
@@ -72,6 +78,8 @@ sched_new(struct event_base *base, const struct sl_conf *conf,
 	TAILQ_INIT(&s->kick);
 	TAILQ_INIT(&s->idle);
 	TAILQ_INIT(&s->warm);
+	sl_wheel_init(&s->retry, sched_time32(sl_now_us() / 1000000));
+	sl_idtab_init(&s->mids, offsetof(struct sched_msg, mid));
 	return s;
 }
 
@@ -140,13 +148,6 @@ sched_msg_free(struct sched_msg *m)
 	for (uint32_t i = 0; i < m->nrcpt; i++)
 		sched_rcpt_clear(&m->rcpts[i]);
 	free(m);
-}
-
-/* Unix seconds as kept in memory: 0 to 2106. */
-static uint32_t
-sched_time32(int64_t t)
-{
-	return t <= 0 ? 0 : t >= UINT32_MAX ? UINT32_MAX : (uint32_t)t;
 }
 
 /* Copy s (may be NULL) to *p and move *p past it; returns the copy. */
@@ -256,7 +257,7 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 			j->state = SCHED_JOB_HELD;
 		} else if (j->timer.key > now) {
 			j->state = SCHED_JOB_DEFERRED;
-			sl_heap_push(&s->retry, &j->timer);
+			sl_wheel_add(&s->retry, &j->timer);
 		} else {
 			sched_job_ready(s, j);
 		}
@@ -264,24 +265,10 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 	sched_retry_arm(s);
 }
 
-static uint32_t
-sched_msg_hash(const void *node)
-{
-	const struct sched_msg *m = node;
-
-	return (uint32_t)(m->mid ^ (m->mid >> 32));
-}
-
 struct sched_msg *
 sched_msg_find(struct sched *s, uint64_t mid)
 {
-	struct sched_msg *m;
-
-	for (m = s->mtab[(uint32_t)(mid ^ (mid >> 32)) % s->mtab_size]; m != NULL;
-	    m = m->hnext)
-		if (m->mid == mid)
-			return m;
-	return NULL;
+	return sl_idtab_get(&s->mids, mid);
 }
 
 /* The job recipient i of m is in: a walk of its (few) jobs, each list of
@@ -308,26 +295,13 @@ sched_rcpt_job(const struct sched_msg *m, uint32_t i)
 static void
 sched_msg_unindex(struct sched *s, struct sched_msg *m)
 {
-	if (sl_chain_unlink((void **)&s->mtab[sched_msg_hash(m) %
-	    s->mtab_size], m, offsetof(struct sched_msg, hnext)))
-		s->nindexed--;
+	sl_idtab_del(&s->mids, m);
 }
 
 void
 sched_msg_commit(struct sched *s, struct sched_msg *m)
 {
-	size_t b;
-
-	if (s->nindexed >= s->mtab_size) {
-		s->mtab = (struct sched_msg **)sl_chain_rehash((void **)s->mtab,
-		    s->mtab_size, s->mtab_size * 2,
-		    offsetof(struct sched_msg, hnext), sched_msg_hash);
-		s->mtab_size *= 2;
-	}
-	b = sched_msg_hash(m) % s->mtab_size;
-	m->hnext = s->mtab[b];
-	s->mtab[b] = m;
-	s->nindexed++;
+	sl_idtab_put(&s->mids, m);
 	sched_msg_enter(s, m, SCHED_MSG_QUEUED);
 	sched_msg_jobs(s, m);
 	/* recovered with every recipient final: finish it */
@@ -412,7 +386,7 @@ sched_job_unlink(struct sched *s, struct sched_job *job)
 		TAILQ_REMOVE(&job->dest->ready, job, entry);
 		job->dest->nready--;
 	} else if (job->state == SCHED_JOB_DEFERRED) {
-		sl_heap_remove(&s->retry, &job->timer);
+		sl_wheel_remove(&s->retry, &job->timer);
 	}
 	if (--job->dest->njobs == 0)
 		sched_dest_maybe_idle(s, job->dest);
@@ -894,8 +868,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			m->rcpts[job->ridx[i]].state = SPOOL_RCPT_HELD;
 	} else {
 		job->state = SCHED_JOB_DEFERRED;
-		job->timer.key = next;
-		sl_heap_push(&s->retry, &job->timer);
+		job->timer.key = (uint32_t)next;
+		sl_wheel_add(&s->retry, &job->timer);
 		sched_retry_arm(s);
 	}
 	sched_record(s, m, all, n);
@@ -920,7 +894,7 @@ sched_job_all(struct sched *s, struct sched_job *job, int code,
 		TAILQ_REMOVE(&job->dest->ready, job, entry);
 		job->dest->nready--;
 	} else if (job->state == SCHED_JOB_DEFERRED) {
-		sl_heap_remove(&s->retry, &job->timer);
+		sl_wheel_remove(&s->retry, &job->timer);
 	}
 	job->state = SCHED_JOB_ACTIVE;
 	for (uint32_t i = 0; i < job->nrcpt; i++) {
@@ -952,32 +926,31 @@ static void
 sched_retry_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct sched *s = arg;
-	int64_t now = sl_now_us() / 1000000;
-	struct sl_heap_item *it;
+	uint32_t now = sched_time32(sl_now_us() / 1000000);
+	struct sl_wheel_item *it;
 
 	s->retry_at = 0;
-	while ((it = sl_heap_top(&s->retry)) != NULL && it->key <= now) {
-		struct sched_job *job = (struct sched_job *)it;
-		sl_heap_pop(&s->retry);
-		sched_job_ready(s, job);
-	}
+	while ((it = sl_wheel_pop_due(&s->retry, now)) != NULL)
+		sched_job_ready(s, (struct sched_job *)it);
 	sched_retry_arm(s);
 }
 
+/* The timer at the wheel's next time (a retry due, or a slot of a higher
+ * level reached), unless it is set for earlier already. */
 static void
 sched_retry_arm(struct sched *s)
 {
-	struct sl_heap_item *it = sl_heap_top(&s->retry);
+	uint32_t next = sl_wheel_next(&s->retry);
 	int64_t now = sl_now_us() / 1000000;
 	struct timeval tv = { 0, 0 };
 
-	if (it == NULL || (s->retry_at != 0 && s->retry_at <= it->key))
+	if (next == UINT32_MAX || (s->retry_at != 0 && s->retry_at <= next))
 		return;
 	if (s->retry_ev == NULL)
 		s->retry_ev = evtimer_new(s->base, sched_retry_fire, s);
-	if (it->key > now)
-		tv.tv_sec = it->key - now;
-	s->retry_at = it->key;
+	if (next > now)
+		tv.tv_sec = next - now;
+	s->retry_at = next;
 	evtimer_add(s->retry_ev, &tv);
 }
 
@@ -1064,14 +1037,14 @@ sched_free(struct sched *s)
 	}
 	sched_dsn_free(s);
 	sched_body_free_all(s);
-	sl_heap_free(&s->retry);
+	sl_wheel_free(&s->retry);
 	if (s->retry_ev)
 		event_free(s->retry_ev);
 	if (s->expire_ev)
 		event_free(s->expire_ev);
 	free(s->dtab);
 	free(s->stab);
-	free(s->mtab);
+	sl_idtab_free(&s->mids);
 	free(s->self);
 	free(s);
 }

@@ -7,7 +7,7 @@
  * one recipient per message, bench/queue-scale): a share of one block per
  * message (struct sched_msg, its struct sched_rcpt array and their
  * strings: sender, envid, addresses, ORCPTs), a share of a job, an entry
- * of the retry heap and of the MID index. Last replies and remote hosts
+ * of the retry wheel and of the MID index. Last replies and remote hosts
  * are interned. Nothing in these is derivable from the rest: the sender
  * and the envid are found in the block, the job of a recipient from its
  * message's jobs, the scheduler from the callback's request. Bodies stay
@@ -24,7 +24,8 @@
 #include "sched/sched.h"
 #include "smtpc/smtpc.h"
 #include "spool/spool.h"
-#include "util/heap.h"
+#include "util/idtab.h"
+#include "util/wheel.h"
 
 struct sched_job;
 struct sched_dest;
@@ -94,7 +95,6 @@ enum sched_msg_state {
 
 struct sched_msg {
 	TAILQ_ENTRY(sched_msg) age;	/* the list of its state (above) */
-	struct sched_msg *hnext;	/* the MID index */
 	uint64_t mid;
 	struct sched_job *jobs;		/* jobs of this message (job->next) */
 	uint32_t arrival;		/* unix seconds (to 2106) */
@@ -141,7 +141,7 @@ sched_msg_queued(const struct sched_msg *m)
 
 enum sched_job_state {
 	SCHED_JOB_READY,	/* in its destination's ready list */
-	SCHED_JOB_DEFERRED,	/* in the retry heap */
+	SCHED_JOB_DEFERRED,	/* in the retry wheel */
 	SCHED_JOB_ACTIVE,	/* on a connection */
 	SCHED_JOB_HELD,		/* held by the operator */
 };
@@ -149,8 +149,8 @@ enum sched_job_state {
 /* The recipients of one message at one destination: one transaction. */
 struct sched_job {
 	union {				/* a job is in one of the two */
-		struct sl_heap_item timer; /* DEFERRED: the retry heap; key:
-					   next retry, unix seconds */
+		struct sl_wheel_item timer; /* DEFERRED: the retry wheel;
+					   key: next retry, unix seconds */
 		TAILQ_ENTRY(sched_job) entry; /* READY: its ready list */
 	};
 	struct sched_job *next;		/* the message's jobs */
@@ -317,8 +317,7 @@ struct sched {
 	const struct sl_conf *conf;
 	struct spool *spool;
 	struct dns *dns;
-	struct sched_msg **mtab;	/* MID index; grows with the queue */
-	size_t mtab_size, nindexed;
+	struct sl_idtab mids;		/* MID index; grows with the queue */
 	struct sched_dest **dtab;
 	size_t dtab_size, ndest;
 	struct sched_site **stab;
@@ -332,7 +331,7 @@ struct sched {
 	struct sched_dest_list idle;	/* no job, no connection: to free */
 	struct sched_site *idle_sites;	/* refs came to 0: to free */
 	struct event *gc_ev;
-	struct sl_heap retry;		/* deferred jobs */
+	struct sl_wheel retry;		/* deferred jobs, by retry time */
 	struct event *retry_ev;
 	int64_t retry_at;		/* when retry_ev fires, unix s; 0 none */
 	struct event *expire_ev;

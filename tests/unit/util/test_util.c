@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_util.c: the retry heap, interned strings, chained-table rehash and
+ * test_util.c: the retry wheel, interned strings, chained-table rehash and
  * the small parsers in util.
  */
 #include <setjmp.h>
@@ -12,44 +12,11 @@
 
 #include <cmocka.h>
 
-#include "util/heap.h"
 #include "util/hist.h"
+#include "util/idtab.h"
 #include "util/intern.h"
+#include "util/wheel.h"
 #include "util/util.h"
-
-/* Random pushes and removals from the middle: pops come out sorted. */
-static void
-test_heap_order(void **state)
-{
-	enum { N = 5000 };
-	struct sl_heap h = { 0 };
-	struct sl_heap_item *items = calloc(N, sizeof(*items));
-	int64_t last = INT64_MIN;
-	size_t popped = 0, removed = 0;
-
-	srandom(7);
-	for (size_t i = 0; i < N; i++) {
-		items[i].key = random() % 1000;
-		sl_heap_push(&h, &items[i]);
-	}
-	/* remove every third item wherever it sits */
-	for (size_t i = 0; i < N; i += 3, removed++)
-		sl_heap_remove(&h, &items[i]);
-	assert_int_equal(h.n, N - removed);
-	for (size_t i = 0; i < N; i += 3)
-		assert_int_equal(items[i].idx, 0);
-	while (sl_heap_top(&h) != NULL) {
-		struct sl_heap_item *it = sl_heap_pop(&h);
-		assert_true(it->key >= last);
-		assert_int_equal(it->idx, 0);
-		last = it->key;
-		popped++;
-	}
-	assert_int_equal(popped, N - removed);
-	assert_null(sl_heap_pop(&h));
-	sl_heap_free(&h);
-	free(items);
-}
 
 static void
 test_intern(void **state)
@@ -146,6 +113,140 @@ test_parsers(void **state)
 	assert_int_not_equal(sl_hash_str("a"), sl_hash_str("b"));
 }
 
+/*
+ * The timing wheel hands every item out once, never before its time, in
+ * time order (by the second), with removals from anywhere, keys on every
+ * level and keys already passed; sl_wheel_next never overshoots.
+ */
+static void
+test_wheel(void **state)
+{
+	enum { N = 20000 };
+	const uint32_t t0 = 1700000000u;
+	struct sl_wheel *w = calloc(1, sizeof(*w));
+	struct sl_wheel_item *items = calloc(N, sizeof(*items));
+	char *gone = calloc(N, 1);
+	uint64_t rng = 42;
+	uint32_t now = t0, last = 0;
+	size_t left = 0, got = 0;
+
+	sl_wheel_init(w, t0);
+	for (size_t i = 0; i < N; i++) {
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		switch (i % 5) {
+		case 0: items[i].key = t0 - 10; break;		/* passed */
+		case 1: items[i].key = t0 + rng % 250; break;	/* level 0 */
+		case 2: items[i].key = t0 + rng % 60000; break;	/* level 1 */
+		case 3: items[i].key = t0 + rng % (40 * 86400); break;
+		default: items[i].key = t0 + 300 * 86400 + rng % 1000; /* 3 */
+		}
+		sl_wheel_add(w, &items[i]);
+	}
+	assert_int_equal(sl_wheel_count(w), N);
+	for (size_t i = 0; i < N; i += 3) {
+		sl_wheel_remove(w, &items[i]);
+		gone[i] = 1;
+	}
+	sl_wheel_remove(w, &items[0]);		/* twice: no-op */
+	for (size_t i = 0; i < N; i++)
+		left += !gone[i];
+	assert_int_equal(sl_wheel_count(w), left);
+	/* nothing is handed out before its time */
+	assert_null(sl_wheel_pop_due(w, t0 - 20));
+	while (sl_wheel_count(w) > 0) {
+		uint32_t next = sl_wheel_next(w), min = UINT32_MAX;
+		struct sl_wheel_item *it;
+		for (size_t i = 0; i < N; i++)
+			if (items[i].slot != 0 && items[i].key < min)
+				min = items[i].key;
+		assert_true(next <= (min > now ? min : now));
+		now = next > now ? next : now;
+		while ((it = sl_wheel_pop_due(w, now)) != NULL) {
+			size_t i = (size_t)(it - items);
+			assert_false(gone[i]);
+			gone[i] = 1;
+			assert_true(it->key <= now);
+			/* by the second: nothing due earlier is left behind */
+			assert_true(it->key >= last || it->key < t0);
+			if (it->key >= t0)
+				last = it->key;
+			assert_int_equal(it->slot, 0);
+			got++;
+		}
+	}
+	assert_int_equal(got, left);
+	assert_int_equal(sl_wheel_next(w), UINT32_MAX);
+	/* pop_first: the earliest, the clock moved to it */
+	sl_wheel_free(w);
+	sl_wheel_init(w, t0);
+	items[0].key = t0 + 5000000;
+	items[1].key = t0 + 70000;
+	sl_wheel_add(w, &items[0]);
+	sl_wheel_add(w, &items[1]);
+	assert_ptr_equal(sl_wheel_pop_first(w), &items[1]);
+	assert_int_equal(w->cur, t0 + 70000);
+	assert_ptr_equal(sl_wheel_pop_first(w), &items[0]);
+	assert_null(sl_wheel_pop_first(w));
+	sl_wheel_free(w);
+	free(w);
+	free(items);
+	free(gone);
+}
+
+/*
+ * The id table finds every id put and not deleted, whatever the order of
+ * deletes (the probe runs are shifted back), across growing and
+ * shrinking; ids in arrival order (MIDs) and scattered ones alike.
+ */
+static void
+test_idtab(void **state)
+{
+	enum { N = 50000 };
+	struct sl_idtab t;
+	uint64_t *ids = calloc(N, sizeof(*ids)), dup;
+	char *in = calloc(N, 1);
+	uint64_t rng = 7;
+
+	sl_idtab_init(&t, 0);
+	for (size_t i = 0; i < N; i++) {
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		ids[i] = i % 2 ? 1700000000000000ull + i : rng | 1;
+		sl_idtab_put(&t, &ids[i]);
+		in[i] = 1;
+	}
+	assert_int_equal(t.n, N);
+	assert_true(t.n * 4 <= (t.mask + 1) * 3);
+	for (size_t i = 0; i < N; i += 3) {
+		sl_idtab_del(&t, &ids[i]);
+		in[i] = 0;
+	}
+	sl_idtab_del(&t, &ids[0]);		/* gone already: no-op */
+	dup = ids[1];				/* the same id, not in it */
+	sl_idtab_del(&t, &dup);
+	assert_ptr_equal(sl_idtab_get(&t, ids[1]), &ids[1]);
+	assert_null(sl_idtab_get(&t, 0));
+	for (size_t i = 0; i < N; i++)
+		assert_ptr_equal(sl_idtab_get(&t, ids[i]), in[i] ? &ids[i] :
+		    NULL);
+	/* almost all out: the table shrinks, the rest is still found */
+	for (size_t i = 0; i < N - 10; i++)
+		if (in[i]) {
+			sl_idtab_del(&t, &ids[i]);
+			in[i] = 0;
+		}
+	assert_true(t.mask + 1 <= 1024);
+	for (size_t i = 0; i < N; i++)
+		assert_ptr_equal(sl_idtab_get(&t, ids[i]), in[i] ? &ids[i] :
+		    NULL);
+	sl_idtab_free(&t);
+	free(ids);
+	free(in);
+}
+
 /* Each sample lands in the first bucket whose bound is >= it. */
 static void
 test_hist(void **state)
@@ -174,11 +275,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_heap_order),
 		cmocka_unit_test(test_intern),
 		cmocka_unit_test(test_chain_rehash),
 		cmocka_unit_test(test_parsers),
 		cmocka_unit_test(test_hist),
+		cmocka_unit_test(test_wheel),
+		cmocka_unit_test(test_idtab),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
