@@ -71,6 +71,42 @@ enc_brk(const char *p, size_t n)
 	return NULL;
 }
 
+/* 1 if c at a line start needs the slow path (stuffing, line ends, NUL). */
+static int
+enc_special(char c)
+{
+	return c == '.' || c == '\0' || c == '\r' || c == '\n';
+}
+
+/*
+ * The common case in one piece: whole lines of content ended by CRLF,
+ * short enough, each followed by one that starts with nothing to mind.
+ * Returns where the run ends (p if none); out gets it with one add.
+ */
+static const char *
+enc_run(struct smtpc_enc *e, struct evbuffer *out, const char *p,
+    const char *end)
+{
+	const char *run = p, *nl;
+
+	while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL &&
+	    nl > p && nl[-1] == '\r') {
+		size_t len = (size_t)(nl - 1 - p);
+		if (memchr(p, '\r', len) != NULL ||
+		    (e->fold && e->col + len > SMTPC_LINE_MAX))
+			break;
+		p = nl + 1;
+		e->col = 0;
+		e->bol = 1;
+		e->crlf = 1;
+		if (p == end || enc_special(*p))
+			break;
+	}
+	if (p > run)
+		enc_put(e, out, run, (size_t)(p - run));
+	return p;
+}
+
 void
 smtpc_enc_init(struct smtpc_enc *e, int stuff, int fold)
 {
@@ -88,6 +124,13 @@ smtpc_enc_feed(struct smtpc_enc *e, struct evbuffer *out, const char *p,
 
 	e->in += n;
 	while (p < end) {
+		const char *q;
+
+		if (!e->cr && !(e->bol && enc_special(*p)) &&
+		    (q = enc_run(e, out, p, end)) > p) {
+			p = q;
+			continue;
+		}
 		if (e->cr) {
 			/* the CR held back: a line end, or a byte of content */
 			e->cr = 0;
