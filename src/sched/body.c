@@ -6,8 +6,11 @@
  * a MID with sched_body_get(). A message just stored comes with its body
  * still in memory (sched_body_offer, from sched_msg_commit_body): the
  * deliveries that start right away share it and nothing is read back, and
- * while its jobs wait for a connection the body stays in a bounded cache
- * (s->warm, SCHED_WARM_BYTES, oldest out first) until the last is taken.
+ * while its jobs wait for a connection of their destination the body
+ * stays in a bounded cache (s->warm, SCHED_WARM_BYTES, oldest out first)
+ * until the last is taken; a destination with no connection and no DNS
+ * lookup under way (held after a failure) may wait long: its bodies are
+ * not kept.
  * Otherwise the first asker starts one read on the spool's reader thread (spool_body_read: never a disk read on the loop
  * thread); every asker meanwhile waits on the same entry, and all get the
  * same evbuffer, read-only, reference-counted: a message going to 200

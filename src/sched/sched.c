@@ -312,7 +312,8 @@ int
 sched_msg_has_ready(const struct sched_msg *m)
 {
 	for (const struct sched_job *j = m->jobs; j != NULL; j = j->next)
-		if (j->state == SCHED_JOB_READY)
+		if (j->state == SCHED_JOB_READY && (j->dest->nconn > 0 ||
+		    j->dest->query != NULL))
 			return 1;
 	return 0;
 }

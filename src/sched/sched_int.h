@@ -364,7 +364,9 @@ struct sched {
 
 /* sched.c */
 struct sched_msg *sched_msg_find(struct sched *s, uint64_t mid);
-/* 1 if a job of m waits in a ready list. */
+/* 1 if a job of m waits in a ready list at a destination with
+ * connections (open or on their way) or its next hops being looked up:
+ * it will be sent soon. */
 int sched_msg_has_ready(const struct sched_msg *m);
 /* The job recipient i of m is in, or NULL (final). */
 struct sched_job *sched_rcpt_job(const struct sched_msg *m, uint32_t i);

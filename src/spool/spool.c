@@ -239,7 +239,7 @@ spool_writer_batch(struct spool_writer *w, struct spool_req *head,
 	sp->writing = 0;
 	sp->nsyncing++;
 	sp->sync_n = n;
-	pthread_cond_broadcast(&sp->cv);	/* the other writer's turn */
+	pthread_cond_signal(&sp->cv);	/* the other writer's turn */
 	if (bs.commits > 0) {
 		sp->wal_bytes = ckpt == 1 ? 0 : wal;
 		sp->wal_dirty = 1;
@@ -262,7 +262,7 @@ spool_writer_batch(struct spool_writer *w, struct spool_req *head,
 
 	pthread_mutex_lock(&sp->mu);
 	if (--sp->nsyncing == 0)
-		pthread_cond_broadcast(&sp->cv);	/* a smaller batch may go */
+		pthread_cond_signal(&sp->cv);	/* a smaller batch may go */
 	if (err[0] != '\0')
 		memcpy(sp->err_shared, err, sizeof(err));
 	if (rc != 0)
@@ -349,7 +349,7 @@ spool_idle_checkpoint(struct spool_writer *w)
 	ran = spool_db_checkpoint(w->db, 1, wal);
 	pthread_mutex_lock(&sp->mu);
 	sp->writing = 0;
-	pthread_cond_broadcast(&sp->cv);
+	pthread_cond_signal(&sp->cv);
 	sp->stats.checkpoints += ran >= 0;
 	if (ran == 1) {
 		sp->wal_dirty = 0;
@@ -627,10 +627,11 @@ spool_enqueue(struct spool *sp, struct spool_req *r, spool_done_fn *cb,
 	} else {
 		*sp->pend_tail = r;
 		sp->pend_tail = &r->next;
-		/* both may wait: one for work, one for a larger batch */
+		/* one writer is enough to wake: any that waits can take it
+		 * (waking both made one sleep again, a context switch each) */
 		if (++sp->npend == 1 || (sp->nsyncing > 0 &&
 		    sp->npend == sp->sync_n))
-			pthread_cond_broadcast(&sp->cv);
+			pthread_cond_signal(&sp->cv);
 	}
 	pthread_mutex_unlock(&sp->mu);
 }

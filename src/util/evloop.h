@@ -8,8 +8,6 @@ struct event_base;
 /* Priorities (evloop.c): the spool's answers high, everything else low. */
 #define SL_EVLOOP_PRIO_HIGH 0
 #define SL_EVLOOP_PRIO_LOW 1
-/* Low-priority callbacks between two polls for new events. */
-#define SL_EVLOOP_BATCH 8
 
 /* A new event base; NULL on failure. Free with event_base_free(). */
 struct event_base *sl_evloop_new(void);
