@@ -11,9 +11,13 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
+#include <pthread.h>
 
 #include "util/hist.h"
+#include "util/evloop.h"
 #include "util/idtab.h"
+#include "util/inbox.h"
 #include "util/intern.h"
 #include "util/wheel.h"
 #include "util/util.h"
@@ -247,6 +251,83 @@ test_idtab(void **state)
 	free(in);
 }
 
+/* The inbox test: producers post (id, seq) calls; the owner checks. */
+enum { INBOX_PRODUCERS = 4, INBOX_CALLS = 20000 };
+
+struct inbox_rx {
+	struct event_base *base;
+	struct sl_inbox *in;
+	uint32_t last[INBOX_PRODUCERS];
+	uint32_t got;
+	int disorder;
+};
+
+struct inbox_arg {
+	struct inbox_rx *rx;
+	uint32_t id, seq;
+};
+
+static void
+inbox_take(void *arg)
+{
+	struct inbox_arg *a = arg;
+	struct inbox_rx *rx = a->rx;
+
+	if (a->seq != rx->last[a->id] + 1)
+		rx->disorder++;
+	rx->last[a->id] = a->seq;
+	if (++rx->got == INBOX_PRODUCERS * INBOX_CALLS)
+		event_base_loopbreak(rx->base);
+	free(a);
+}
+
+struct inbox_tx {
+	struct inbox_rx *rx;
+	uint32_t id;
+};
+
+static void *
+inbox_produce(void *arg)
+{
+	struct inbox_tx *t = arg;
+
+	for (uint32_t i = 1; i <= INBOX_CALLS; i++) {
+		struct inbox_arg *a = malloc(sizeof(*a));
+		*a = (struct inbox_arg){ t->rx, t->id, i };
+		sl_inbox_post(t->rx->in, inbox_take, a);
+	}
+	return NULL;
+}
+
+/* Calls posted from four threads at once all run, on the owner's loop,
+ * each thread's in the order it posted them. */
+static void
+test_inbox(void **state)
+{
+	struct inbox_rx rx = { 0 };
+	struct inbox_tx tx[INBOX_PRODUCERS];
+	pthread_t th[INBOX_PRODUCERS];
+
+	rx.base = sl_evloop_new();
+	assert_non_null(rx.base);
+	rx.in = sl_inbox_new(rx.base);
+	assert_non_null(rx.in);
+	for (uint32_t i = 0; i < INBOX_PRODUCERS; i++) {
+		tx[i] = (struct inbox_tx){ &rx, i };
+		assert_int_equal(pthread_create(&th[i], NULL, inbox_produce,
+		    &tx[i]), 0);
+	}
+	while (rx.got < INBOX_PRODUCERS * INBOX_CALLS)
+		event_base_loop(rx.base, EVLOOP_ONCE);
+	for (uint32_t i = 0; i < INBOX_PRODUCERS; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(rx.last[i], INBOX_CALLS);
+	}
+	assert_int_equal(rx.disorder, 0);
+	sl_inbox_free(rx.in);
+	event_base_free(rx.base);
+}
+
 /* Each sample lands in the first bucket whose bound is >= it. */
 static void
 test_hist(void **state)
@@ -281,6 +362,7 @@ main(void)
 		cmocka_unit_test(test_hist),
 		cmocka_unit_test(test_wheel),
 		cmocka_unit_test(test_idtab),
+		cmocka_unit_test(test_inbox),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
