@@ -105,13 +105,30 @@ spool_rreq_free(struct spool_rreq *r)
 }
 
 static void
-spool_wake_loop(struct spool *sp)
+spool_wake_port(struct spool_port *p)
 {
 	uint64_t one = 1;
 
 	/* EAGAIN means the counter is already non-zero: the loop will wake. */
-	while (write(sp->efd, &one, sizeof(one)) == -1 && errno == EINTR)
+	while (write(p->efd, &one, sizeof(one)) == -1 && errno == EINTR)
 		;
+}
+
+static struct spool_port *
+spool_port_of(struct spool *sp, const struct spool_req *r)
+{
+	return r->port != NULL ? r->port : &sp->main;
+}
+
+/* r onto its port's done list (mu held). */
+static void
+spool_done_add(struct spool *sp, struct spool_req *r)
+{
+	struct spool_port *p = spool_port_of(sp, r);
+
+	r->next = NULL;
+	*p->done_tail = r;
+	p->done_tail = &r->next;
 }
 
 static void
@@ -159,7 +176,6 @@ spool_batch_done(struct spool *sp, struct spool_writer *w, uint64_t seq,
 	for (size_t i = 0; i < n; i++) {
 		struct spool_req *r = reqs[i];
 		r->done_us = t1;
-		r->next = i + 1 < n ? reqs[i + 1] : NULL;
 		if (r->status == SPOOL_OK)
 			kind[r->type]++;
 		if (r->type != SPOOL_REQ_INSERT || r->status != SPOOL_OK)
@@ -187,13 +203,18 @@ spool_batch_done(struct spool *sp, struct spool_writer *w, uint64_t seq,
 		sp->stats.max_batch = n;
 	sl_hist_merge(&sp->stats.step_queue, &wait);
 	sl_hist_merge(&sp->stats.step_commit, &commit);
-	if (n > 0) {
-		*sp->done_tail = reqs[0];
-		sp->done_tail = &reqs[n - 1]->next;
+	/* each request to its loop, in order; each loop woken once */
+	for (size_t i = 0; i < n; i++)
+		spool_done_add(sp, reqs[i]);
+	for (size_t i = 0; i < n; i++) {
+		struct spool_port *p = spool_port_of(sp, reqs[i]);
+		if (p->woken != seq) {
+			p->woken = seq;
+			spool_wake_port(p);
+		}
 	}
 	sp->done_seq = seq;
 	pthread_cond_broadcast(&sp->seqcv);
-	spool_wake_loop(sp);
 }
 
 /* Fail every request of a batch that was answered OK (mu held). */
@@ -326,7 +347,7 @@ spool_reader_thread(void *arg)
 		r->next = NULL;
 		*sp->rd_done_tail = r;
 		sp->rd_done_tail = &r->next;
-		spool_wake_loop(sp);
+		spool_wake_port(&sp->main);
 	}
 	pthread_mutex_unlock(&sp->mu);
 	return NULL;
@@ -421,30 +442,36 @@ spool_writer(void *arg)
 	return NULL;
 }
 
-/* On the loop thread: call back every finished request, in order. */
+/* The request whose callback runs on this thread (spool_done_us & co). */
+static __thread struct spool_req *spool_cb_req;
+
+/* On a port's loop thread: call back every finished request, in order
+ * (and on the spool's own loop, the body reads). */
 static void
-spool_deliver(struct spool *sp)
+spool_deliver(struct spool_port *p)
 {
+	struct spool *sp = p->sp;
 	struct spool_req *r, *next;
-	struct spool_rreq *rr, *rnext;
+	struct spool_rreq *rr = NULL, *rnext;
 
 	pthread_mutex_lock(&sp->mu);
-	r = sp->done_head;
-	sp->done_head = NULL;
-	sp->done_tail = &sp->done_head;
-	rr = sp->rd_done;
-	sp->rd_done = NULL;
-	sp->rd_done_tail = &sp->rd_done;
-	if (sp->err_shared[0] != '\0')
-		memcpy(sp->err, sp->err_shared, sizeof(sp->err));
+	r = p->done_head;
+	p->done_head = NULL;
+	p->done_tail = &p->done_head;
+	if (p == &sp->main) {
+		rr = sp->rd_done;
+		sp->rd_done = NULL;
+		sp->rd_done_tail = &sp->rd_done;
+		if (sp->err_shared[0] != '\0')
+			memcpy(sp->err, sp->err_shared, sizeof(sp->err));
+	}
 	pthread_mutex_unlock(&sp->mu);
 	for (; r != NULL; r = next) {
 		next = r->next;
-		sp->cb_done_us = r->done_us;
-		sp->cb_req = r;
+		spool_cb_req = r;
 		if (r->cb != NULL)
 			r->cb(r->arg, r->status);
-		sp->cb_req = NULL;
+		spool_cb_req = NULL;
 		spool_req_free(r);
 	}
 	for (; rr != NULL; rr = rnext) {
@@ -466,6 +493,66 @@ spool_done_cb(evutil_socket_t fd, short what, void *arg)
 	spool_deliver(arg);
 }
 
+/* A port's eventfd and event on base; -1 with err on failure. */
+static int
+spool_port_init(struct spool *sp, struct spool_port *p,
+    struct event_base *base, char *err, size_t errlen)
+{
+	p->sp = sp;
+	p->done_tail = &p->done_head;
+	if ((p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "spool: eventfd: %s", strerror(errno));
+		return -1;
+	}
+	p->done_ev = event_new(base, p->efd, EV_READ | EV_PERSIST,
+	    spool_done_cb, p);
+	/* a 250 waits for it: before the next sessions' reads (evloop.c) */
+	if (p->done_ev != NULL)
+		event_priority_set(p->done_ev, SL_EVLOOP_PRIO_HIGH);
+	if (p->done_ev == NULL || event_add(p->done_ev, NULL) == -1) {
+		snprintf(err, errlen, "spool: cannot add the completion event");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+spool_port_fini(struct spool_port *p)
+{
+	if (p->done_ev != NULL)
+		event_free(p->done_ev);
+	p->done_ev = NULL;
+	if (p->efd != -1)
+		close(p->efd);
+	p->efd = -1;
+}
+
+struct spool_port *
+spool_port_new(struct spool *sp, struct event_base *base, char *err,
+    size_t errlen)
+{
+	struct spool_port *p = xcalloc(1, sizeof(*p));
+
+	p->efd = -1;
+	if (spool_port_init(sp, p, base, err, errlen) != 0) {
+		spool_port_fini(p);
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void
+spool_port_free(struct spool_port *p)
+{
+	if (p == NULL)
+		return;
+	/* what is answered already, on this (the port's) thread */
+	spool_deliver(p);
+	spool_port_fini(p);
+	free(p);
+}
+
 struct spool *
 spool_open(const char *dir, struct event_base *base, char *err,
     size_t errlen)
@@ -473,10 +560,11 @@ spool_open(const char *dir, struct event_base *base, char *err,
 	struct spool *sp = xcalloc(1, sizeof(*sp));
 
 	sp->base = base;
-	sp->efd = -1;
+	sp->main.efd = -1;
+	sp->main.sp = sp;
+	sp->main.done_tail = &sp->main.done_head;
 	sp->dir = xstrdup(dir);
 	sp->pend_tail = &sp->pend_head;
-	sp->done_tail = &sp->done_head;
 	sp->rd_pend_tail = &sp->rd_pend;
 	sp->rd_done_tail = &sp->rd_done;
 	/* something may be left in the WAL by a crash: checkpoint when idle */
@@ -519,19 +607,8 @@ spool_open(const char *dir, struct event_base *base, char *err,
 	}
 	sp->ckpt_started = 1;
 	pthread_setname_np(sp->ckpt_thread, "spool-ckpt");
-	if ((sp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
-		snprintf(err, errlen, "spool: eventfd: %s", strerror(errno));
+	if (spool_port_init(sp, &sp->main, base, err, errlen) != 0)
 		goto fail;
-	}
-	sp->done_ev = event_new(base, sp->efd, EV_READ | EV_PERSIST,
-	    spool_done_cb, sp);
-	/* a 250 waits for it: before the next sessions' reads (evloop.c) */
-	if (sp->done_ev != NULL)
-		event_priority_set(sp->done_ev, SL_EVLOOP_PRIO_HIGH);
-	if (sp->done_ev == NULL || event_add(sp->done_ev, NULL) == -1) {
-		snprintf(err, errlen, "spool: cannot add the completion event");
-		goto fail;
-	}
 	/* From here on each writer's db belongs to its thread. */
 	for (int i = 0; i < SPOOL_WRITERS; i++) {
 		if ((errno = pthread_create(&sp->w[i].thread, NULL,
@@ -556,7 +633,9 @@ spool_close(struct spool *sp)
 {
 	if (sp == NULL)
 		return;
+	pthread_mutex_lock(&sp->mu);
 	sp->closing = 1;
+	pthread_mutex_unlock(&sp->mu);
 	if (sp->ckpt_started) {
 		pthread_mutex_lock(&sp->mu);
 		sp->stopping = 1;
@@ -592,12 +671,9 @@ spool_close(struct spool *sp)
 	 * The loop may never run again: call back what is left here. A
 	 * callback may queue more, which fails at once (spool_enqueue).
 	 */
-	while (sp->done_head != NULL || sp->rd_done != NULL)
-		spool_deliver(sp);
-	if (sp->done_ev != NULL)
-		event_free(sp->done_ev);
-	if (sp->efd != -1)
-		close(sp->efd);
+	while (sp->main.done_head != NULL || sp->rd_done != NULL)
+		spool_deliver(&sp->main);
+	spool_port_fini(&sp->main);
 	spool_rdb_close(sp->rdb);
 	pthread_cond_destroy(&sp->cv);
 	pthread_cond_destroy(&sp->seqcv);
@@ -618,12 +694,14 @@ spool_enqueue(struct spool *sp, struct spool_req *r, spool_done_fn *cb,
 	r->enq_us = r->done_us = sl_mono_us();
 	pthread_mutex_lock(&sp->mu);
 	if (sp->closing) {
-		/* The thread is gone or going: fail it, spool_close calls back. */
+		/* The thread is gone or going: fail it; its loop (or
+		 * spool_close, for the spool's own) calls back. */
 		r->status = SPOOL_ERR_IO;
 		snprintf(sp->err_shared, sizeof(sp->err_shared),
 		    "spool: request queued while closing");
-		*sp->done_tail = r;
-		sp->done_tail = &r->next;
+		spool_done_add(sp, r);
+		if (r->port != NULL)
+			spool_wake_port(r->port);
 	} else {
 		*sp->pend_tail = r;
 		sp->pend_tail = &r->next;
@@ -646,6 +724,19 @@ spool_insert(struct spool *sp, struct spool_msg *msg, spool_done_fn *cb,
 	r->mid = msg->mid;
 	r->msg = msg;
 	spool_enqueue(sp, r, cb, arg);
+}
+
+void
+spool_port_insert(struct spool_port *p, struct spool_msg *msg,
+    spool_done_fn *cb, void *arg)
+{
+	struct spool_req *r = xcalloc(1, sizeof(*r));
+
+	r->type = SPOOL_REQ_INSERT;
+	r->mid = msg->mid;
+	r->msg = msg;
+	r->port = p;
+	spool_enqueue(p->sp, r, cb, arg);
 }
 
 void
@@ -774,13 +865,13 @@ spool_stats_get(struct spool *sp, struct spool_stats *out)
 int64_t
 spool_done_us(const struct spool *sp)
 {
-	return sp->cb_done_us;
+	return spool_cb_req != NULL ? spool_cb_req->done_us : 0;
 }
 
 struct evbuffer *
 spool_done_take_body(struct spool *sp)
 {
-	struct spool_req *r = sp->cb_req;
+	struct spool_req *r = spool_cb_req;
 	struct evbuffer *b;
 
 	if (r == NULL || r->type != SPOOL_REQ_INSERT || r->msg == NULL ||

@@ -12,9 +12,11 @@
  *     holds the request has committed and its sync has returned.
  *  2. A failed transaction leaves no part of any request in it.
  *  3. Callbacks run on the event loop thread that owns the event_base given
- *     to spool_open(), never on the spool thread.
+ *     to spool_open() (or to spool_port_new, for requests queued through
+ *     that port), never on a spool thread.
  *
- * Threads: every function here is called from the event loop thread only.
+ * Threads: every function here is called from the event loop thread of
+ * spool_open only, but for the spool_port_* ones (that port's loop).
  */
 #ifndef SL_SPOOL_H
 #define SL_SPOOL_H
@@ -126,6 +128,20 @@ uint64_t spool_mid_next(struct spool *sp);
 char *spool_mid_fmt(uint64_t mid, char *buf);
 /* Parse a MID as printed; returns 0 on error. */
 uint64_t spool_mid_parse(const char *s);
+
+/*
+ * Another loop thread's door to the spool: requests queued through it
+ * are answered on that loop (base), in the order queued. Make and free it
+ * on that loop's thread, free it once nothing it queued is unanswered.
+ * NULL with a reason in err on failure.
+ */
+struct spool_port;
+struct spool_port *spool_port_new(struct spool *sp, struct event_base *base,
+    char *err, size_t errlen);
+void spool_port_free(struct spool_port *p);
+/* spool_insert, answered on p's loop (called from that loop's thread). */
+void spool_port_insert(struct spool_port *p, struct spool_msg *msg,
+    spool_done_fn *cb, void *arg);
 
 /* Store msg durably; takes msg (freed by the spool). */
 void spool_insert(struct spool *sp, struct spool_msg *msg, spool_done_fn *cb,

@@ -51,6 +51,7 @@ struct spool_req {
 	enum spool_status status;	/* set by the spool thread */
 	int64_t enq_us;			/* sl_mono_us at spool_insert & co. */
 	int64_t done_us;		/* its transaction ended (spool thread) */
+	struct spool_port *port;	/* answered on its loop */
 };
 
 /* One body read (spool_body_read), on the reader thread's lists. */
@@ -87,10 +88,23 @@ struct spool_writer {
 	size_t cap;
 };
 
+/*
+ * Where answers go: a loop thread's done list and the eventfd that wakes
+ * it. The spool's own (sp->main) is the loop of spool_open, which also
+ * gets the body reads; spool_port_new makes one for another loop.
+ */
+struct spool_port {
+	struct spool *sp;
+	struct event *done_ev;		/* on efd, runs the callbacks */
+	int efd;			/* eventfd the spool threads write */
+	/* Guarded by sp->mu. */
+	struct spool_req *done_head, **done_tail;
+	uint64_t woken;			/* the batch that last woke it */
+};
+
 struct spool {
 	struct event_base *base;
-	struct event *done_ev;		/* on efd, runs the callbacks */
-	int efd;			/* eventfd the spool threads signal */
+	struct spool_port main;		/* the loop of spool_open */
 	char *dir;
 
 	struct spool_writer w[SPOOL_WRITERS];
@@ -100,7 +114,6 @@ struct spool {
 	/* Guarded by mu. */
 	struct spool_req *pend_head, **pend_tail;
 	size_t npend;			/* requests on the pending list */
-	struct spool_req *done_head, **done_tail;
 	int stopping;
 	int nsyncing;			/* batches written, being synced */
 	size_t sync_n;			/* requests in the last batch synced */
@@ -134,9 +147,7 @@ struct spool {
 	/* Event loop thread only. */
 	struct spool_rdb *rdb;
 	uint64_t last_mid;
-	int closing;
-	int64_t cb_done_us;		/* spool_done_us() of the callback running */
-	struct spool_req *cb_req;	/* the request whose callback runs */
+	int closing;			/* written under mu: ports' loops read it */
 	char err[SPOOL_ERRLEN];
 };
 

@@ -8,6 +8,7 @@
  * what it checks is what a restart would find.
  */
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,6 +39,7 @@ struct res {
 	int fired;
 	enum spool_status st;
 	int *count;		/* callbacks seen so far, shared */
+	void *arg;		/* the test's own */
 };
 
 static void
@@ -587,6 +589,89 @@ test_fault_sync(void **state)
 	assert_non_null(strstr(spool_last_error(f->sp), "sync"));
 }
 
+/* The thread of a port: its own loop, answered there (spool_port_*). */
+struct port_thread {
+	struct spool *sp;
+	struct res r[3];
+	int count;
+	uint64_t mids[3];
+	int on_main;		/* a callback ran on the test's thread */
+	pthread_t self;
+};
+
+static void
+port_done_cb(void *arg, enum spool_status st)
+{
+	struct port_thread *t = ((struct res *)arg)->arg;
+
+	if (!pthread_equal(pthread_self(), t->self))
+		t->on_main = 1;
+	done_cb(arg, st);
+}
+
+static void *
+port_thread_main(void *arg)
+{
+	struct port_thread *t = arg;
+	struct event_base *base = event_base_new();
+	struct spool_port *p;
+	char err[256];
+	int64_t deadline = sl_mono_ms() + 60000;
+
+	t->self = pthread_self();
+	p = spool_port_new(t->sp, base, err, sizeof(err));
+	if (p == NULL)
+		return NULL;
+	for (int i = 0; i < 3; i++) {
+		t->r[i] = (struct res){ .count = &t->count, .arg = t };
+		spool_port_insert(p, make_msg(t->mids[i], (unsigned)i + 20, 1,
+		    500), port_done_cb, &t->r[i]);
+	}
+	while (t->count < 3 && sl_mono_ms() < deadline) {
+		struct timeval tv = { 0, 50000 };
+		event_base_loopexit(base, &tv);
+		event_base_loop(base, EVLOOP_ONCE);
+	}
+	spool_port_free(p);
+	event_base_free(base);
+	return NULL;
+}
+
+/*
+ * Requests queued through a port from another thread are answered on
+ * that thread's loop, in order, and stored; the spool's own loop meanwhile
+ * answers its own.
+ */
+static void
+test_port(void **state)
+{
+	struct fixture *f = *state;
+	struct port_thread t = { .sp = f->sp };
+	struct found fd = { .n = 0 };
+	struct res mine = { 0 };
+	pthread_t th;
+	int count = 0;
+
+	for (int i = 0; i < 3; i++)
+		t.mids[i] = spool_mid_next(f->sp);
+	mine.count = &count;
+	spool_insert(f->sp, make_msg(spool_mid_next(f->sp), 9, 1, 100),
+	    done_cb, &mine);
+	assert_int_equal(pthread_create(&th, NULL, port_thread_main, &t), 0);
+	run_until(f, &count, 1);
+	pthread_join(th, NULL);
+	assert_int_equal(t.count, 3);
+	assert_false(t.on_main);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(t.r[i].st, SPOOL_OK);
+	assert_int_equal(mine.st, SPOOL_OK);
+	reopen(f);
+	assert_int_equal(spool_recover(f->sp, recover_cb, &fd), 4);
+	for (int i = 0; i < 3; i++)
+		assert_non_null(found_get(&fd, t.mids[i]));
+	found_free(&fd);
+}
+
 static void
 test_fault_one(void **state)
 {
@@ -858,6 +943,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_fault_one, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_sync, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_port, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_insert_dsn, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_bad_request_isolated, setup,
