@@ -20,17 +20,20 @@
 
 #define SPOOL_MID_DIGITS 16
 
-/* Event loop thread only, like every caller of sp->last_mid. */
+/* Any thread: the SMTP loops take MIDs at once (a CAS on last_mid). */
 uint64_t
 spool_mid_next(struct spool *sp)
 {
 	uint64_t now = (uint64_t)sl_now_us();
-	uint64_t mid = sp->last_mid + 1;
+	uint64_t last = atomic_load_explicit(&sp->last_mid,
+	    memory_order_relaxed), mid;
 
-	/* The clock may step back or stand still: never below last + 1. */
-	if (now > mid)
-		mid = now;
-	sp->last_mid = mid;
+	do {
+		/* The clock may step back or stand still: never below
+		 * last + 1. */
+		mid = now > last + 1 ? now : last + 1;
+	} while (!atomic_compare_exchange_weak_explicit(&sp->last_mid, &last,
+	    mid, memory_order_relaxed, memory_order_relaxed));
 	return mid;
 }
 

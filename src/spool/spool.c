@@ -579,9 +579,10 @@ spool_open(const char *dir, struct event_base *base, char *err,
 		sp->w[i].id = i;
 	}
 
-	if ((sp->w[0].db = spool_db_open(dir, &sp->last_mid, err, errlen)) ==
-	    NULL)
+	uint64_t max_mid = 0;
+	if ((sp->w[0].db = spool_db_open(dir, &max_mid, err, errlen)) == NULL)
 		goto fail;
+	atomic_store(&sp->last_mid, max_mid);
 	for (int i = 1; i < SPOOL_WRITERS; i++)
 		if ((sp->w[i].db = spool_db_open_more(dir, sp->w[0].db, err,
 		    errlen)) == NULL)

@@ -16,7 +16,8 @@
  *     that port), never on a spool thread.
  *
  * Threads: every function here is called from the event loop thread of
- * spool_open only, but for the spool_port_* ones (that port's loop).
+ * spool_open only, but for the spool_port_* ones (that port's loop) and
+ * spool_mid_next (any thread).
  */
 #ifndef SL_SPOOL_H
 #define SL_SPOOL_H
@@ -122,7 +123,8 @@ struct spool *spool_open(const char *dir, struct event_base *base,
  */
 void spool_close(struct spool *sp);
 
-/* A new MID: unique, sortable by arrival, never reused across restarts. */
+/* A new MID: unique, sortable by arrival, never reused across restarts;
+ * from any thread. */
 uint64_t spool_mid_next(struct spool *sp);
 /* Format a MID as 16 upper-case hex digits into buf (>= 17 bytes). */
 char *spool_mid_fmt(uint64_t mid, char *buf);

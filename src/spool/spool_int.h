@@ -146,7 +146,7 @@ struct spool {
 
 	/* Event loop thread only. */
 	struct spool_rdb *rdb;
-	uint64_t last_mid;
+	_Atomic uint64_t last_mid;	/* spool_mid_next, any thread */
 	int closing;			/* written under mu: ports' loops read it */
 	char err[SPOOL_ERRLEN];
 };
