@@ -28,7 +28,8 @@
  *               at the tail (TAILQ_FIRST/REMOVE/INSERT_TAIL on a real
  *               struct sched_dest holding N jobs, as sched_conn_send +
  *               sched_job_ready do)
- *   dest get    sched_dest_get for a random one of the D destinations
+ *   dest get    sched_dest_of for an address at a random one of the D
+ *               destinations (the lookup a commit makes per recipient)
  *   mid find    sched_msg_find for a random queued MID, and a read of the
  *               message found (what every caller does next: queue
  *               commands)
@@ -129,7 +130,7 @@ __attribute__((noinline)) static void
 bench_dest(struct sched *s, size_t k, size_t ndest, const char *const *names)
 {
 	for (size_t i = 0; i < k; i++)
-		sink += (uintptr_t)sched_dest_get(s, names[xrand() % ndest]);
+		sink += (uintptr_t)sched_dest_of(s, names[xrand() % ndest]);
 }
 
 __attribute__((noinline)) static void
@@ -200,7 +201,7 @@ run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
 	/* the destination names, made before: only the lookup is timed */
 	names = malloc(ndest * sizeof(*names));
 	for (size_t i = 0; i < ndest; i++) {
-		snprintf(addr, sizeof(addr), "d%zu.queue.test", i);
+		snprintf(addr, sizeof(addr), "u@d%zu.queue.test", i);
 		names[i] = strdup(addr);
 	}
 	pop_ns = TIMED(k, bench_retry(s, k));
@@ -211,7 +212,7 @@ run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
 	/* one destination's ready list holding n jobs (the real types; the
 	 * jobs are the scheduler's, taken over for the measurement) */
 	{
-		struct sched_dest *d = sched_dest_get(s, "ready.queue.test");
+		struct sched_dest *d = sched_dest_of(s, "r@ready.queue.test");
 		struct sched_msg *m;
 		size_t moved = 0;
 		TAILQ_FOREACH(m, &s->age, age) {
