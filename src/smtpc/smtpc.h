@@ -235,4 +235,25 @@ void smtpc_dotstuff(struct evbuffer *out, struct evbuffer *body);
 /* The bytes the whole body makes on the wire. */
 uint64_t smtpc_enc_size(struct evbuffer *body, int stuff, int fold);
 
+/*
+ * A connection run on another event loop thread (remote.c): smtpc_new on
+ * loop_base, driven from the calling (owner's) thread. The owner's calls
+ * are handed to the loop through its inbox, the callbacks come back
+ * through the owner's inbox and run on the owner's thread, with the smtpc
+ * argument an opaque handle: ask the remote (smtpc_remote_peer_*), as it
+ * was when the callback was sent. The same rules as smtpc_* otherwise;
+ * after smtpc_remote_free no callback reaches the owner. Owner's thread.
+ */
+struct sl_inbox;
+struct smtpc_remote;
+struct smtpc_remote *smtpc_remote_new(struct sl_inbox *owner,
+    struct sl_inbox *loop, struct event_base *loop_base, uint64_t dcid,
+    const struct smtpc_params *p, const struct smtpc_addr *addrs,
+    size_t naddr, const struct smtpc_cb *cb);
+void smtpc_remote_send(struct smtpc_remote *r, struct smtpc_msg *m);
+void smtpc_remote_quit(struct smtpc_remote *r);
+void smtpc_remote_free(struct smtpc_remote *r);
+const char *smtpc_remote_peer_host(const struct smtpc_remote *r);
+unsigned smtpc_remote_peer_ext(const struct smtpc_remote *r);
+
 #endif

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * remote.c: an outbound connection whose smtpc runs on another event
+ * loop thread, driven from its owner's (the scheduler's) thread: the same
+ * calls and callbacks as smtpc.h, handed across with inboxes (no lock).
+ *
+ * The owner's calls (send, quit, free) are posted to the loop, which runs
+ * them on the smtpc there; the smtpc's callbacks (done, event) run on the
+ * loop and are posted back to the owner, with what the owner may ask of
+ * the connection afterwards (the peer's host and extensions) copied into
+ * the remote at that moment. A message handed to smtpc_remote_send is
+ * borrowed by the loop until its done reaches the owner, as smtpc_send's
+ * is; its body must not change meanwhile (the scheduler's bodies are
+ * read-only, so connections on several loops may send one at once).
+ *
+ * Life: a reference for the owner (until smtpc_remote_free), one for the
+ * loop (until the smtpc there is freed) and one per call in flight
+ * between them; the last one out frees it. Once the owner freed it, what
+ * is still on its way to the owner is dropped.
+ *
+ * Threads: smtpc_remote_* on the owner's thread; the rest runs where it
+ * says.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtpc/smtpc.h"
+#include "util/inbox.h"
+#include "util/util.h"
+
+struct smtpc_remote {
+	_Atomic int refs;
+	struct sl_inbox *owner;		/* the owner's loop */
+	struct sl_inbox *loop;		/* where the smtpc runs */
+	struct event_base *loop_base;
+	struct smtpc_cb cb;		/* the owner's, called on its thread */
+	int owner_gone;			/* owner's thread only */
+	/* the loop's thread only */
+	struct smtpc *c;
+	/* written on the loop before a callback is posted, read by the
+	 * owner after it arrives (the post orders them) */
+	char peer_host[256];
+	unsigned ext;
+	/* smtpc_new's arguments, until the loop has made the smtpc */
+	uint64_t dcid;
+	struct smtpc_params p;
+	char *helo;
+	struct smtpc_addr *addrs;
+	size_t naddr;
+};
+
+/* A callback on its way to the owner. */
+struct smtpc_remote_ev {
+	struct smtpc_remote *r;
+	struct smtpc_msg *m;		/* done; NULL: an event */
+	enum smtpc_event ev;
+	int code;
+	char *reason;
+};
+
+static void
+smtpc_remote_unref(struct smtpc_remote *r)
+{
+	if (atomic_fetch_sub(&r->refs, 1) != 1)
+		return;
+	free(r->helo);
+	free(r->addrs);
+	free(r);
+}
+
+/* Post fn(r) to inbox, holding a reference for the way. */
+static void
+smtpc_remote_post(struct smtpc_remote *r, struct sl_inbox *in,
+    sl_inbox_fn *fn, void *arg)
+{
+	atomic_fetch_add(&r->refs, 1);
+	sl_inbox_post(in, fn, arg);
+}
+
+/* --- on the owner's thread: the smtpc's callbacks arriving --- */
+
+static void
+smtpc_remote_deliver(void *arg)
+{
+	struct smtpc_remote_ev *e = arg;
+	struct smtpc_remote *r = e->r;
+
+	if (!r->owner_gone) {
+		if (e->m != NULL)
+			r->cb.done(r->cb.arg, (struct smtpc *)r, e->m);
+		else
+			r->cb.event(r->cb.arg, (struct smtpc *)r, e->ev, e->code,
+			    e->reason != NULL ? e->reason : "");
+	}
+	free(e->reason);
+	free(e);
+	smtpc_remote_unref(r);
+}
+
+/* --- on the loop's thread --- */
+
+static void
+smtpc_remote_peer(struct smtpc_remote *r, struct smtpc *c)
+{
+	sl_strlcpy(r->peer_host, smtpc_peer_host(c), sizeof(r->peer_host));
+	r->ext = smtpc_peer_ext(c);
+}
+
+static void
+smtpc_remote_on_done(void *arg, struct smtpc *c, struct smtpc_msg *m)
+{
+	struct smtpc_remote *r = arg;
+	struct smtpc_remote_ev *e = xcalloc(1, sizeof(*e));
+
+	smtpc_remote_peer(r, c);
+	e->r = r;
+	e->m = m;
+	smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
+}
+
+static void
+smtpc_remote_on_event(void *arg, struct smtpc *c, enum smtpc_event ev,
+    int code, const char *reason)
+{
+	struct smtpc_remote *r = arg;
+	struct smtpc_remote_ev *e = xcalloc(1, sizeof(*e));
+
+	smtpc_remote_peer(r, c);
+	e->r = r;
+	e->ev = ev;
+	e->code = code;
+	e->reason = reason != NULL ? xstrdup(reason) : NULL;
+	smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
+}
+
+static void
+smtpc_remote_start(void *arg)
+{
+	struct smtpc_remote *r = arg;
+	struct smtpc_cb cb = { smtpc_remote_on_done, smtpc_remote_on_event, r };
+
+	r->p.helo = r->helo;
+	r->c = smtpc_new(r->loop_base, r->dcid, &r->p, r->addrs, r->naddr,
+	    &cb);
+	smtpc_remote_unref(r);		/* the post's */
+}
+
+struct smtpc_remote_call {
+	struct smtpc_remote *r;
+	struct smtpc_msg *m;
+	enum { SR_SEND, SR_QUIT, SR_FREE } what;
+};
+
+static void
+smtpc_remote_run(void *arg)
+{
+	struct smtpc_remote_call *k = arg;
+	struct smtpc_remote *r = k->r;
+
+	switch (k->what) {
+	case SR_SEND:
+		smtpc_send(r->c, k->m);
+		break;
+	case SR_QUIT:
+		smtpc_quit(r->c);
+		break;
+	case SR_FREE:
+		/* no callback comes from it after this */
+		smtpc_free(r->c);
+		r->c = NULL;
+		smtpc_remote_unref(r);	/* the loop's */
+		break;
+	}
+	free(k);
+	smtpc_remote_unref(r);		/* the post's */
+}
+
+static void
+smtpc_remote_call(struct smtpc_remote *r, int what, struct smtpc_msg *m)
+{
+	struct smtpc_remote_call *k = xmalloc(sizeof(*k));
+
+	k->r = r;
+	k->m = m;
+	k->what = what;
+	smtpc_remote_post(r, r->loop, smtpc_remote_run, k);
+}
+
+/* --- the owner's calls --- */
+
+struct smtpc_remote *
+smtpc_remote_new(struct sl_inbox *owner, struct sl_inbox *loop,
+    struct event_base *loop_base, uint64_t dcid, const struct smtpc_params *p,
+    const struct smtpc_addr *addrs, size_t naddr, const struct smtpc_cb *cb)
+{
+	struct smtpc_remote *r = xcalloc(1, sizeof(*r));
+
+	atomic_init(&r->refs, 2);	/* the owner's and the loop's */
+	r->owner = owner;
+	r->loop = loop;
+	r->loop_base = loop_base;
+	r->cb = *cb;
+	r->dcid = dcid;
+	r->p = *p;
+	r->helo = p->helo != NULL ? xstrdup(p->helo) : NULL;
+	r->naddr = naddr;
+	r->addrs = xcalloc(naddr ? naddr : 1, sizeof(*addrs));
+	memcpy(r->addrs, addrs, naddr * sizeof(*addrs));
+	smtpc_remote_post(r, r->loop, smtpc_remote_start, r);
+	return r;
+}
+
+void
+smtpc_remote_send(struct smtpc_remote *r, struct smtpc_msg *m)
+{
+	smtpc_remote_call(r, SR_SEND, m);
+}
+
+void
+smtpc_remote_quit(struct smtpc_remote *r)
+{
+	smtpc_remote_call(r, SR_QUIT, NULL);
+}
+
+void
+smtpc_remote_free(struct smtpc_remote *r)
+{
+	if (r == NULL)
+		return;
+	r->owner_gone = 1;
+	smtpc_remote_call(r, SR_FREE, NULL);
+	smtpc_remote_unref(r);		/* the owner's */
+}
+
+const char *
+smtpc_remote_peer_host(const struct smtpc_remote *r)
+{
+	return r->peer_host;
+}
+
+unsigned
+smtpc_remote_peer_ext(const struct smtpc_remote *r)
+{
+	return r->ext;
+}
