@@ -523,7 +523,71 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 		sched_conn_next(c);
 		return;
 	}
-	c->c = smtpc_new(s->base, c->dcid, &p, addrs, n, &cb);
+	if (s->nloops > 0) {
+		size_t i = (size_t)(c->dcid % s->nloops);
+		c->r = smtpc_remote_new(s->own_inbox, s->loop_inbox[i],
+		    s->loop_base[i], c->dcid, &p, addrs, n, &cb);
+	} else {
+		c->c = smtpc_new(s->base, c->dcid, &p, addrs, n, &cb);
+	}
+}
+
+/* c's smtpc, wherever it runs: send, quit, free, and what it learned. */
+static void
+sched_conn_smtpc_send(struct sched_conn *c)
+{
+	if (c->r != NULL)
+		smtpc_remote_send(c->r, &c->m);
+	else
+		smtpc_send(c->c, &c->m);
+}
+
+static void
+sched_conn_smtpc_quit(struct sched_conn *c)
+{
+	if (c->r != NULL)
+		smtpc_remote_quit(c->r);
+	else
+		smtpc_quit(c->c);
+}
+
+static void
+sched_conn_smtpc_free(struct sched_conn *c)
+{
+	smtpc_remote_free(c->r);
+	smtpc_free(c->c);
+	c->r = NULL;
+	c->c = NULL;
+}
+
+static const char *
+sched_conn_peer_host(const struct sched_conn *c)
+{
+	return c->r != NULL ? smtpc_remote_peer_host(c->r) :
+	    smtpc_peer_host(c->c);
+}
+
+static unsigned
+sched_conn_peer_ext(const struct sched_conn *c)
+{
+	return c->r != NULL ? smtpc_remote_peer_ext(c->r) :
+	    smtpc_peer_ext(c->c);
+}
+
+void
+sched_set_loops(struct sched *s, struct sl_inbox *own, size_t n,
+    struct sl_inbox *const *inboxes, struct event_base *const *bases)
+{
+	free(s->loop_inbox);
+	free(s->loop_base);
+	s->own_inbox = own;
+	s->nloops = n;
+	s->loop_inbox = n ? xcalloc(n, sizeof(*s->loop_inbox)) : NULL;
+	s->loop_base = n ? xcalloc(n, sizeof(*s->loop_base)) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		s->loop_inbox[i] = inboxes[i];
+		s->loop_base[i] = bases[i];
+	}
 }
 
 /* The one free path of a connection (smtpc is freed by the caller). */
@@ -573,7 +637,7 @@ sched_conn_quit(struct sched_conn *c)
 		sched_conn_free(c);
 		return;
 	}
-	smtpc_quit(c->c);
+	sched_conn_smtpc_quit(c);
 }
 
 static void
@@ -642,7 +706,7 @@ sched_conn_loaded(struct sched_conn *c)
 		maildir_deliver(s->maildir, c->dcid, s->conf->local_maildir_root,
 		    &c->m, sched_conn_maildir_done, c);
 	else
-		smtpc_send(c->c, &c->m);
+		sched_conn_smtpc_send(c);
 }
 
 /* 1 if c has carried its messages_per_connection or is connection_max_age old. */
@@ -797,8 +861,8 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 		s->outcome_us = sl_mono_us();
 		sl_hist_add(&s->stats.step_deliver, s->outcome_us - c->sent_us);
 		sched_job_outcome(s, job, m->rcpts, m->nrcpt,
-		    sc != NULL ? smtpc_peer_host(sc) : "maildir",
-		    sc != NULL && (smtpc_peer_ext(sc) & SMTPC_EXT_DSN) != 0);
+		    c->maildir ? "maildir" : sched_conn_peer_host(c),
+		    !c->maildir && (sched_conn_peer_ext(c) & SMTPC_EXT_DSN) != 0);
 		s->outcome_us = 0;
 	}
 }
@@ -888,7 +952,7 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 	 * next connection after that, so the receiver never sees one more
 	 * than the limit */
 	sched_conn_gone(s, d, c->site);
-	smtpc_free(sc);	/* the owner releases it (smtpc.h) */
+	sched_conn_smtpc_free(c);	/* the owner releases it (smtpc.h) */
 	sched_conn_free(c);
 }
 
@@ -1082,7 +1146,7 @@ sched_stop(struct sched *s)
 				 * maildir_free, which frees its connection */
 				if (c->maildir && c->state == SCHED_CONN_BUSY)
 					continue;
-				smtpc_free(c->c);
+				sched_conn_smtpc_free(c);
 				sched_conn_free(c);
 			}
 		}
@@ -1098,7 +1162,7 @@ sched_dest_free_all(struct sched *s)
 			struct sched_conn *c;
 			dn = d->hnext;
 			while ((c = TAILQ_FIRST(&d->conns)) != NULL) {
-				smtpc_free(c->c);
+				sched_conn_smtpc_free(c);
 				sched_conn_free(c);
 			}
 			sched_dest_destroy(d);	/* the sites go below */

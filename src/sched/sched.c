@@ -1046,6 +1046,8 @@ sched_free(struct sched *s)
 	free(s->dtab);
 	free(s->stab);
 	sl_idtab_free(&s->mids);
+	free(s->loop_inbox);
+	free(s->loop_base);
 	free(s->self);
 	free(s);
 }

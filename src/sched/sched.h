@@ -40,6 +40,16 @@ struct sched *sched_new(struct event_base *base, const struct sl_conf *conf,
 void sched_stop(struct sched *s);
 /* Free everything in memory (after sched_stop and spool_close). */
 void sched_free(struct sched *s);
+/*
+ * Make delivery connections on these n loops, in turn (their smtpc runs
+ * there; the scheduler stays on its own loop, whose inbox is own): so the
+ * network work of deliveries spreads over the cores. n == 0: on the
+ * scheduler's loop (the default). Before the first delivery; the arrays
+ * are copied, the inboxes and bases borrowed until sched_free.
+ */
+struct sl_inbox;
+void sched_set_loops(struct sched *s, struct sl_inbox *own, size_t n,
+    struct sl_inbox *const *inboxes, struct event_base *const *bases);
 /* Use a new configuration from now on (reload); conf is borrowed. */
 void sched_set_conf(struct sched *s, const struct sl_conf *conf);
 /*

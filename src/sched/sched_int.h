@@ -295,7 +295,8 @@ struct sched_conn {
 	struct sched *s;
 	struct sched_dest *dest;
 	struct sched_site *site;	/* counted against until freed */
-	struct smtpc *c;
+	struct smtpc *c;		/* on the scheduler's loop, or */
+	struct smtpc_remote *r;		/* on an SMTP loop (sched_set_loops) */
 	uint64_t dcid;
 	int state;			/* enum sched_conn_state */
 	int nmsgs;
@@ -357,6 +358,12 @@ struct sched {
 	struct sched_iter *iters;	/* operators' walks (manage.c) */
 	struct sched_hooks hooks;	/* bulk injection, events, failure
 					   queue, archive (sched.h) */
+	/* SMTP loops of their own (sched_set_loops): connections are made
+	 * on them in turn, driven from here through inboxes */
+	struct sl_inbox *own_inbox;
+	size_t nloops;
+	struct sl_inbox **loop_inbox;
+	struct event_base **loop_base;
 	int64_t outcome_us;		/* a delivery's outcome being recorded
 					   came then: the first spool request
 					   it makes times the outcome step */

@@ -119,6 +119,17 @@ smtpc_remote_on_done(void *arg, struct smtpc *c, struct smtpc_msg *m)
 	smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
 }
 
+/* (the loop's thread, a turn later) the socket is closed: on to the owner */
+static void
+smtpc_remote_relay(void *arg)
+{
+	struct smtpc_remote_ev *e = arg;
+	struct smtpc_remote *r = e->r;
+
+	smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
+	smtpc_remote_unref(r);		/* this hop's */
+}
+
 static void
 smtpc_remote_on_event(void *arg, struct smtpc *c, enum smtpc_event ev,
     int code, const char *reason)
@@ -131,7 +142,13 @@ smtpc_remote_on_event(void *arg, struct smtpc *c, enum smtpc_event ev,
 	e->ev = ev;
 	e->code = code;
 	e->reason = reason != NULL ? xstrdup(reason) : NULL;
-	smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
+	/* smtpc closes the socket once this callback returns; the owner may
+	 * open the next connection when it hears: so it hears after that,
+	 * and a receiver never sees one more than the limit */
+	if (ev == SMTPC_READY)
+		smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
+	else
+		smtpc_remote_post(r, r->loop, smtpc_remote_relay, e);
 }
 
 static void

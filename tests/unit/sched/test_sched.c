@@ -16,6 +16,10 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 #include "sched/sched_int.h"	/* the counts of destinations and sites */
+#include "util/evloop.h"
+#include "util/inbox.h"
+
+#include <pthread.h>
 
 static int
 peer_has_1(struct world *w)
@@ -50,6 +54,85 @@ test_delivers(void **state)
 	assert_true(world_log_count(w, want) > 0);
 	/* the spool is empty after a restart too */
 	assert_int_equal(world_restart(w), 0);
+	world_free(w);
+}
+
+/* An SMTP loop of its own for test_delivers_on_loops. */
+struct tloop {
+	struct event_base *base;
+	struct sl_inbox *inbox;
+	pthread_t th;
+};
+
+static void *
+tloop_main(void *arg)
+{
+	event_base_loop(((struct tloop *)arg)->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+static void
+tloop_break(void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static int
+peer_has_30(struct world *w)
+{
+	return w->peer.nmsg >= 30 && world_empty(w);
+}
+
+/*
+ * Delivery connections made on two loops of their own (sched_set_loops):
+ * every message is delivered once, with its own recipients, and the
+ * outcomes come back to the scheduler's loop, which deletes them.
+ */
+static void
+test_delivers_on_loops(void **state)
+{
+	struct world *w = world_new();
+	struct tloop l[2];
+	struct sl_inbox *own, *ins[2];
+	struct event_base *bases[2];
+	char rcpt[64];
+	int seen[30] = { 0 };
+
+	world_set(w, "delivery.destination_concurrency=4");
+	world_start(w);
+	own = sl_inbox_new(w->base);
+	for (int i = 0; i < 2; i++) {
+		l[i].base = sl_evloop_new();
+		l[i].inbox = sl_inbox_new(l[i].base);
+		ins[i] = l[i].inbox;
+		bases[i] = l[i].base;
+		assert_int_equal(pthread_create(&l[i].th, NULL, tloop_main,
+		    &l[i]), 0);
+	}
+	sched_set_loops(w->s, own, 2, ins, bases);
+	for (int i = 0; i < 30; i++) {
+		snprintf(rcpt, sizeof(rcpt), "r%d@d%d.test", i, i % 3);
+		world_submit(w, "s@src.test", rcpt, "Subject: t\r\n\r\nhi\r\n",
+		    0);
+	}
+	world_run_until(w, peer_has_30, 20, "30 deliveries");
+	assert_int_equal(w->peer.nmsg, 30);
+	for (int i = 0; i < 30; i++) {
+		int n;
+		assert_int_equal(sscanf(w->peer.msgs[i].rcpts, "r%d@", &n), 1);
+		assert_true(n >= 0 && n < 30);
+		seen[n]++;
+	}
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(seen[i], 1);
+	world_stop(w);
+	for (int i = 0; i < 2; i++) {
+		sl_inbox_post(l[i].inbox, tloop_break, l[i].base);
+		pthread_join(l[i].th, NULL);
+		sl_inbox_free(l[i].inbox);	/* what the stop left */
+		event_base_free(l[i].base);
+	}
+	sl_inbox_free(own);
 	world_free(w);
 }
 
@@ -693,6 +776,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_delivers),
+		cmocka_unit_test(test_delivers_on_loops),
 		cmocka_unit_test(test_not_stored_forgotten),
 		cmocka_unit_test(test_bounce_goes_to_sender),
 		cmocka_unit_test(test_gateway_log_lines),
