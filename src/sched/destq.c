@@ -527,6 +527,7 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 		size_t i = (size_t)(c->dcid % s->nloops);
 		c->r = smtpc_remote_new(s->own_inbox, s->loop_inbox[i],
 		    s->loop_base[i], c->dcid, &p, addrs, n, &cb);
+		c->on_loop = 1;
 	} else {
 		c->c = smtpc_new(s->base, c->dcid, &p, addrs, n, &cb);
 	}
@@ -597,9 +598,12 @@ sched_conn_free(struct sched_conn *c)
 	struct sched *s = c->s;
 	struct sched_dest *d = c->dest;
 
-	if (c->state == SCHED_CONN_LOADING && c->job != NULL) {
-		/* never sent: back to the head of the ready list, no attempt
-		 * counted; the destination is run again after the close */
+	if ((c->state == SCHED_CONN_LOADING || (c->state == SCHED_CONN_BUSY &&
+	    c->on_loop)) && c->job != NULL) {
+		/* never sent (or, on a loop of its own, sent as the peer hung
+		 * up: never offered, smtpc_remote): back to the head of the
+		 * ready list, no attempt counted; the destination is run
+		 * again after the close */
 		c->job->state = SCHED_JOB_READY;
 		TAILQ_INSERT_HEAD(&d->ready, c->job, entry);
 		d->nready++;
@@ -768,7 +772,10 @@ sched_conn_next(struct sched_conn *c)
 {
 	struct sched *s = c->s;
 	struct sched_dest *d = c->dest;
-	struct timeval tv = { s->conf->delivery_idle_timeout, 0 };
+	/* a moment past the idle time: a retry of its destination due at
+	 * the same second (timers of one-second resolution) still finds it
+	 * open, whichever of the two timers libevent runs first */
+	struct timeval tv = { s->conf->delivery_idle_timeout, 100000 };
 
 	if (sched_conn_worn(c) ||
 	    c->site->paused_until > sched_now_ms()) {

@@ -297,6 +297,7 @@ struct sched_conn {
 	struct sched_site *site;	/* counted against until freed */
 	struct smtpc *c;		/* on the scheduler's loop, or */
 	struct smtpc_remote *r;		/* on an SMTP loop (sched_set_loops) */
+	int on_loop;			/* made with r (after its free too) */
 	uint64_t dcid;
 	int state;			/* enum sched_conn_state */
 	int nmsgs;

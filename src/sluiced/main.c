@@ -40,6 +40,7 @@
 #include "smtpd/smtpd.h"
 #include "spool/spool.h"
 #include "util/evloop.h"
+#include "util/inbox.h"
 #include "util/util.h"
 
 static void
@@ -61,31 +62,51 @@ usage(FILE *f)
 struct sluiced_pending {
 	struct sluiced *d;
 	struct smtpd_session *session;
+	struct sluiced_loop *loop;	/* its session's loop, or NULL */
 	struct sched_msg *msg;
 	uint64_t mid;
 	size_t nrcpt;
 	char *sender;		/* for the "received" event */
+	enum spool_status status;
+	struct evbuffer *body;	/* as stored, for the deliveries */
 };
 
-/* ops->store's answer: the spool says durable (or not) on the loop thread;
- * the 250 goes out and the scheduler takes the message, or neither. */
+/* On the main loop: the scheduler takes the message, or forgets it. */
 static void
-sluiced_stored(void *arg, enum spool_status status)
+sluiced_commit(void *arg)
 {
 	struct sluiced_pending *p = arg;
 
 	/* /healthz reports a spool that fails (ctl.c) */
-	p->d->spool_failed_at = status == SPOOL_OK ? 0 : sl_mono_ms();
-	if (status == SPOOL_OK) {
-		sched_msg_commit_body(p->d->sched, p->msg,
-		    spool_done_take_body(p->d->spool));
+	p->d->spool_failed_at = p->status == SPOOL_OK ? 0 : sl_mono_ms();
+	if (p->status == SPOOL_OK) {
+		sched_msg_commit_body(p->d->sched, p->msg, p->body);
 		sluiced_bulk_received(p->d->bulk, p->mid, p->sender, p->nrcpt);
 	} else {
 		sched_msg_abort(p->d->sched, p->msg);
 	}
-	smtpd_session_stored_at(p->session, status, spool_done_us(p->d->spool));
 	free(p->sender);
 	free(p);
+}
+
+/* ops->store's answer: the spool says durable (or not) on the session's
+ * loop thread; the 250 goes out, and the scheduler takes the message on
+ * its own loop (handed over when the session has a loop of its own). */
+static void
+sluiced_stored(void *arg, enum spool_status status)
+{
+	struct sluiced_pending *p = arg;
+	struct smtpd_session *s = p->session;
+	int64_t durable = spool_done_us(p->d->spool);
+
+	p->status = status;
+	p->body = status == SPOOL_OK ? spool_done_take_body(p->d->spool) :
+	    NULL;
+	if (p->loop != NULL)
+		sl_inbox_post(p->d->inbox, sluiced_commit, p);
+	else
+		sluiced_commit(p);
+	smtpd_session_stored_at(s, status, durable);
 }
 
 static void
@@ -96,12 +117,17 @@ sluiced_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
 
 	p->d = d;
 	p->session = s;
+	p->loop = smtpd_session_loop_arg(s);
 	p->mid = msg->mid;
 	p->nrcpt = msg->nrcpt;
 	p->sender = xstrdup(msg->sender ? msg->sender : "");
-	/* the scheduler's copy is made now: the spool takes msg */
+	/* the scheduler's copy is made now: the spool takes msg (a copy
+	 * only: any thread) */
 	p->msg = sched_msg_new(d->sched, msg);
-	spool_insert(d->spool, msg, sluiced_stored, p);
+	if (p->loop != NULL)
+		spool_port_insert(p->loop->port, msg, sluiced_stored, p);
+	else
+		spool_insert(d->spool, msg, sluiced_stored, p);
 }
 
 /* local.c answered a recipient check: tell the session. */
@@ -116,14 +142,23 @@ static void *
 sluiced_verify(void *arg, struct smtpd_session *s, const char *rcpt)
 {
 	struct sluiced *d = arg;
+	struct sluiced_loop *lp = smtpd_session_loop_arg(s);
 
+	/* local.c lives on the main loop: asked from there (loops.c) */
+	if (lp != NULL)
+		return sluiced_loop_verify(lp, s, rcpt);
 	return local_check(d->local, rcpt, sluiced_verified, s);
 }
 
 static void
 sluiced_verify_cancel(void *arg, void *handle)
 {
-	local_check_cancel(handle);
+	struct sluiced *d = arg;
+
+	if (d->nloops > 0)
+		sluiced_loop_verify_cancel(handle);
+	else
+		local_check_cancel(handle);
 }
 
 static uint64_t
@@ -153,6 +188,48 @@ sluiced_mid_next(void *arg)
 	struct sluiced *d = arg;
 
 	return spool_mid_next(d->spool);
+}
+
+/*
+ * The SMTP loops of their own ([server] loops): the sessions on them, and
+ * the delivery connections made on them in turn (sched_set_loops). 1: the
+ * main loop does it all, as it always did.
+ */
+static int
+sluiced_loops_start(struct sluiced *d, char *err, size_t errlen)
+{
+	int n = sluiced_loops_wanted(d->conf);
+	struct sl_inbox **ins;
+	struct event_base **bases;
+
+	if (n < 2)
+		return 0;
+	if (smtpd_server_loops(d->smtpd, n, err, errlen) != 0)
+		return -1;
+	d->nloops = smtpd_server_nloops(d->smtpd);
+	ins = xcalloc(d->nloops, sizeof(*ins));
+	bases = xcalloc(d->nloops, sizeof(*bases));
+	for (size_t i = 0; i < d->nloops; i++)
+		smtpd_server_loop(d->smtpd, i, &bases[i], &ins[i]);
+	sched_set_loops(d->sched, d->inbox, d->nloops, ins, bases);
+	free(ins);
+	free(bases);
+	return 0;
+}
+
+/*
+ * Stop the loops (after sched_stop, whose connection frees they run) and
+ * free their sessions: their spool answers come back first (ports), and
+ * what those hand the main loop runs here, while the spool is open.
+ */
+static void
+sluiced_loops_stop(struct sluiced *d)
+{
+	if (d->nloops == 0 || d->smtpd == NULL)
+		return;
+	smtpd_server_free(d->smtpd);
+	d->smtpd = NULL;
+	sl_inbox_run(d->inbox);
 }
 
 static void
@@ -322,6 +399,8 @@ sluiced_run(struct sluiced *d)
 		.verify = sluiced_verify,
 		.verify_cancel = sluiced_verify_cancel,
 		.mid_next = sluiced_mid_next,
+		.loop_init = sluiced_loop_init,
+		.loop_fini = sluiced_loop_fini,
 		.arg = d,
 		.product = "sluice",
 	};
@@ -329,7 +408,7 @@ sluiced_run(struct sluiced *d)
 	long n;
 
 	d->base = sl_evloop_new();
-	if (d->base == NULL) {
+	if (d->base == NULL || (d->inbox = sl_inbox_new(d->base)) == NULL) {
 		log_warnx("cannot create the event loop");
 		return 1;
 	}
@@ -366,6 +445,10 @@ sluiced_run(struct sluiced *d)
 	log_ev(LOG_INFO, NULL, "spool recovered", "dir", d->conf->spool_dir,
 	    "messages", err, NULL);
 	d->smtpd = smtpd_server_new(d->base, d->conf, &ops);
+	if (sluiced_loops_start(d, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		return 1;
+	}
 	if (sluiced_ops_start(d) != 0)
 		return 1;
 	d->sig_term = evsignal_new(d->base, SIGTERM, sluiced_signal, d);
@@ -397,6 +480,7 @@ sluiced_run(struct sluiced *d)
 	/* the spool answers what is still queued, then the sessions go;
 	 * deliveries in flight are retried at the next start */
 	sched_stop(d->sched);
+	sluiced_loops_stop(d);
 	sluiced_bulk_quiesce(d->bulk);
 	/* Maildir writes in flight finish; their outcomes are recorded */
 	maildir_free(d->maildir);
@@ -431,6 +515,7 @@ sluiced_free(struct sluiced *d)
 	}
 	if (d->sched)
 		sched_stop(d->sched);
+	sluiced_loops_stop(d);
 	sluiced_bulk_quiesce(d->bulk);
 	maildir_free(d->maildir);
 	if (d->spool)
@@ -445,6 +530,7 @@ sluiced_free(struct sluiced *d)
 		if (evs[i])
 			event_free(evs[i]);
 	sluiced_ctl_free(d->ctl);
+	sl_inbox_free(d->inbox);
 	if (d->base)
 		event_base_free(d->base);
 	conf_free(d->conf);

@@ -49,6 +49,8 @@ struct sluiced {
 	struct http_server *http;
 	struct sluiced_ctl *ctl;
 	struct sluiced_bulk *bulk;	/* injection, events, failures, archive */
+	struct sl_inbox *inbox;		/* calls to the main loop (loops.c) */
+	size_t nloops;			/* SMTP loops of their own, or 0 */
 	struct event *sig_term, *sig_int, *sig_hup, *flush_ev, *deadline_ev;
 	int64_t started;		/* unix seconds */
 	uint64_t recovered;
@@ -67,6 +69,29 @@ struct sluiced {
 int sluiced_reload(struct sluiced *d, char *err, size_t errlen);
 /* Start the graceful shutdown (as SIGTERM); why is for the log. */
 void sluiced_stop(struct sluiced *d, const char *why);
+
+/* loops.c: an SMTP loop of its own ([server] loops), sluiced's side */
+struct spool_port;
+struct sl_inbox;
+struct event_base;
+struct smtpd_session;
+struct sluiced_loop {
+	struct sluiced *d;
+	int id;
+	struct spool_port *port;	/* its door to the spool */
+	struct sl_inbox *inbox;		/* calls to the loop */
+};
+/* How many loops [server] loops asks for (0: one per core); 1: none of
+ * their own. */
+int sluiced_loops_wanted(const struct sl_conf *c);
+/* smtpd's ops.loop_init / loop_fini (main thread). */
+void *sluiced_loop_init(void *arg, int id, struct event_base *base,
+    struct sl_inbox *inbox);
+void sluiced_loop_fini(void *arg, void *loop_arg);
+/* ops.verify and verify_cancel for a session on loop lp (its thread). */
+void *sluiced_loop_verify(struct sluiced_loop *lp, struct smtpd_session *s,
+    const char *rcpt);
+void sluiced_loop_verify_cancel(void *handle);
 
 /* ctl.c: the control commands (a control_cmd_fn) and their state. */
 struct sluiced_ctl *sluiced_ctl_new(struct sluiced *d);

@@ -11,7 +11,10 @@
  * the remote at that moment. A message handed to smtpc_remote_send is
  * borrowed by the loop until its done reaches the owner, as smtpc_send's
  * is; its body must not change meanwhile (the scheduler's bodies are
- * read-only, so connections on several loops may send one at once).
+ * read-only, so connections on several loops may send one at once). One
+ * difference: a message sent after the peer hung up but before the owner
+ * heard it is dropped, never done: the owner sees CLOSED with the message
+ * still out (it was never offered to the peer).
  *
  * Life: a reference for the owner (until smtpc_remote_free), one for the
  * loop (until the smtpc there is freed) and one per call in flight
@@ -38,6 +41,7 @@ struct smtpc_remote {
 	int owner_gone;			/* owner's thread only */
 	/* the loop's thread only */
 	struct smtpc *c;
+	int closed;			/* it said CLOSED or FAILED */
 	/* written on the loop before a callback is posted, read by the
 	 * owner after it arrives (the post orders them) */
 	char peer_host[256];
@@ -142,6 +146,8 @@ smtpc_remote_on_event(void *arg, struct smtpc *c, enum smtpc_event ev,
 	e->ev = ev;
 	e->code = code;
 	e->reason = reason != NULL ? xstrdup(reason) : NULL;
+	if (ev != SMTPC_READY)
+		r->closed = 1;
 	/* smtpc closes the socket once this callback returns; the owner may
 	 * open the next connection when it hears: so it hears after that,
 	 * and a receiver never sees one more than the limit */
@@ -177,7 +183,11 @@ smtpc_remote_run(void *arg)
 
 	switch (k->what) {
 	case SR_SEND:
-		smtpc_send(r->c, k->m);
+		/* sent after the peer hung up (the owner had not heard yet):
+		 * never handed over, so no one writes into k->m once the
+		 * owner frees it; the owner puts the job back (sched) */
+		if (!r->closed)
+			smtpc_send(r->c, k->m);
 		break;
 	case SR_QUIT:
 		smtpc_quit(r->c);

@@ -241,8 +241,10 @@ uint64_t smtpc_enc_size(struct evbuffer *body, int stuff, int fold);
  * are handed to the loop through its inbox, the callbacks come back
  * through the owner's inbox and run on the owner's thread, with the smtpc
  * argument an opaque handle: ask the remote (smtpc_remote_peer_*), as it
- * was when the callback was sent. The same rules as smtpc_* otherwise;
- * after smtpc_remote_free no callback reaches the owner. Owner's thread.
+ * was when the callback was sent. The same rules as smtpc_* otherwise,
+ * but one: a message sent as the peer hangs up may get no done at all,
+ * only the CLOSED (it was never offered). After smtpc_remote_free no
+ * callback reaches the owner. Owner's thread.
  */
 struct sl_inbox;
 struct smtpc_remote;

@@ -14,6 +14,10 @@
  * balancer's SMTP check marks the node down) while sessions in progress
  * go on; smtpd_server_resume binds the same addresses again.
  *
+ * With loops of their own (loops.c), each shard runs this on its thread;
+ * the per-address table, the count of sessions against max_connections
+ * and the ICIDs are the root's (smtpd_root), the table under its mutex.
+ *
  * Behind a balancer ([server] proxy_protocol), a connection from outside
  * proxy_trusted_networks is closed at accept; the others become sessions
  * in SMTPD_ST_PROXY, and the per-address limit is applied to the client
@@ -55,6 +59,7 @@ iptab_key(const struct sockaddr *sa, uint8_t addr[16], int *family)
 	return h % IPTAB_SIZE;
 }
 
+/* (the root's limits_mu held) */
 static struct smtpd_iptab_entry *
 iptab_get(struct smtpd_server *srv, const struct sockaddr *sa, int create)
 {
@@ -63,6 +68,7 @@ iptab_get(struct smtpd_server *srv, const struct sockaddr *sa, int create)
 	int family;
 	size_t b = iptab_key(sa, addr, &family);
 
+	srv = smtpd_root(srv);
 	for (e = srv->iptab[b]; e != NULL; e = e->next)
 		if (e->family == family && memcmp(e->addr, addr, 16) == 0)
 			return e;
@@ -83,16 +89,21 @@ iptab_release(struct smtpd_server *srv, struct smtpd_session *s)
 	uint8_t addr[16];
 	int family;
 
-	if (e == NULL || --e->count > 0)
+	srv = smtpd_root(srv);
+	pthread_mutex_lock(&srv->limits_mu);
+	if (e == NULL || --e->count > 0) {
+		pthread_mutex_unlock(&srv->limits_mu);
 		return;
+	}
 	for (pp = &srv->iptab[iptab_key((struct sockaddr *)&s->peer, addr,
 	    &family)]; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == e) {
 			*pp = e->next;
 			free(e);
-			return;
+			break;
 		}
 	}
+	pthread_mutex_unlock(&srv->limits_mu);
 }
 
 struct smtpd_server *
@@ -107,6 +118,9 @@ smtpd_server_new(struct event_base *base, const struct sl_conf *conf,
 	srv->inflight_cap = smtpd_inflight_cap(conf);
 	TAILQ_INIT(&srv->sessions);
 	srv->iptab = xcalloc(IPTAB_SIZE, sizeof(*srv->iptab));
+	pthread_mutex_init(&srv->limits_mu, NULL);
+	atomic_init(&srv->total, 0);
+	atomic_init(&srv->last_icid, 0);
 	return srv;
 }
 
@@ -127,6 +141,7 @@ smtpd_refuse(int fd, const char *reply)
  * session, else the setting it is over, with the 421 line (no CRLF) in
  * reply.
  */
+/* (the root's limits_mu held) */
 static const char *
 smtpd_admit(struct smtpd_server *srv, const struct sockaddr *sa, int trusted,
     char *reply, size_t len)
@@ -143,7 +158,7 @@ smtpd_admit(struct smtpd_server *srv, const struct sockaddr *sa, int trusted,
 	return NULL;
 }
 
-/* Count s against its client's address. */
+/* Count s against its client's address (the root's limits_mu held). */
 static void
 smtpd_ip_hold(struct smtpd_server *srv, struct smtpd_session *s)
 {
@@ -158,16 +173,21 @@ int
 smtpd_server_admit(struct smtpd_server *srv, struct smtpd_session *s,
     char *reply, size_t len)
 {
-	const char *why = smtpd_admit(srv, (struct sockaddr *)&s->peer,
-	    s->trusted, reply, len);
+	struct smtpd_server *root = smtpd_root(srv);
+	const char *why;
 
+	pthread_mutex_lock(&root->limits_mu);
+	why = smtpd_admit(srv, (struct sockaddr *)&s->peer, s->trusted, reply,
+	    len);
+	if (why == NULL)
+		smtpd_ip_hold(srv, s);
+	pthread_mutex_unlock(&root->limits_mu);
 	if (why != NULL) {
 		srv->stats.refused++;
 		log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
 		    "connection refused", "reason", why, NULL);
 		return -1;
 	}
-	smtpd_ip_hold(srv, s);
 	return 0;
 }
 
@@ -183,7 +203,9 @@ smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
 	int proxied = c->proxy_mode != SMTPD_PROXY_OFF;
 
 	srv->stats.connections++;
-	if (srv->stats.sessions >= (uint64_t)c->server_max_connections) {
+	pthread_mutex_lock(&smtpd_root(srv)->limits_mu);
+	if (atomic_load(&smtpd_root(srv)->total) >=
+	    (uint64_t)c->server_max_connections) {
 		snprintf(reply, sizeof(reply), "421 4.7.0 %s Error: too many "
 		    "connections, try again later", c->server_hostname);
 		why = "max_connections";
@@ -195,6 +217,9 @@ smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
 		why = smtpd_admit(srv, sa, conf_net_match(c->trusted,
 		    c->ntrusted, sa), reply, sizeof(reply));
 	}
+	if (why == NULL)
+		atomic_fetch_add(&smtpd_root(srv)->total, 1);
+	pthread_mutex_unlock(&smtpd_root(srv)->limits_mu);
 	if (why != NULL) {
 		char addr[64];
 		srv->stats.refused++;
@@ -210,10 +235,15 @@ smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
 	}
 	evutil_make_socket_nonblocking(fd);
 	if ((s = smtpd_session_new(srv, fd, sa, (socklen_t)salen,
-	    proxied)) == NULL)
+	    proxied)) == NULL) {
+		atomic_fetch_sub(&smtpd_root(srv)->total, 1);
 		return;
-	if (!proxied)
+	}
+	if (!proxied) {
+		pthread_mutex_lock(&smtpd_root(srv)->limits_mu);
 		smtpd_ip_hold(srv, s);
+		pthread_mutex_unlock(&smtpd_root(srv)->limits_mu);
+	}
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	if (++srv->stats.sessions > srv->stats.peak_sessions)
 		srv->stats.peak_sessions = srv->stats.sessions;
@@ -244,10 +274,23 @@ smtpd_listen_all(struct smtpd_server *srv, char *err, size_t errlen)
 
 	for (size_t i = 0; i < c->nlisten; i++) {
 		struct evconnlistener *l;
+		struct sockaddr_storage ss = c->listen[i].ss;
+		socklen_t len = c->listen[i].len;
+		unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		    LEV_OPT_CLOSE_ON_EXEC;
+		/* loops of their own share each port (SO_REUSEPORT); the
+		 * first one chose it when the configuration says 0 */
+		if (srv->parent != NULL) {
+			flags |= LEV_OPT_REUSEABLE_PORT;
+			if (srv->shard_id > 0 &&
+			    smtpd_loops_bound(srv->parent, i, &ss, &len) != 0) {
+				snprintf(err, errlen, "listen on %s: the first "
+				    "loop has no such socket", c->listen[i].text);
+				return -1;
+			}
+		}
 		l = evconnlistener_new_bind(srv->base, smtpd_accept, srv,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-		    LEV_OPT_CLOSE_ON_EXEC, 1024,
-		    (const struct sockaddr *)&c->listen[i].ss, (int)c->listen[i].len);
+		    flags, 1024, (const struct sockaddr *)&ss, (int)len);
 		if (l == NULL) {
 			snprintf(err, errlen, "listen on %s: %s",
 			    c->listen[i].text, strerror(errno));
@@ -255,8 +298,9 @@ smtpd_listen_all(struct smtpd_server *srv, char *err, size_t errlen)
 		}
 		evconnlistener_set_error_cb(l, smtpd_accept_error);
 		srv->listeners[srv->nlisteners++] = l;
-		log_ev(LOG_INFO, NULL, "listening", "address", c->listen[i].text,
-		    NULL);
+		if (srv->shard_id == 0)
+			log_ev(LOG_INFO, NULL, "listening", "address",
+			    c->listen[i].text, NULL);
 	}
 	return 0;
 }
@@ -266,6 +310,8 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 {
 	const struct sl_conf *c = srv->conf;
 
+	if (srv->nshards > 0)
+		return smtpd_loops_listen(srv, err, errlen);
 	/* a certificate that does not load is a configuration error */
 	if (smtpd_tls_load(srv, c, err, errlen) != 0)
 		return -1;
@@ -274,7 +320,7 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
 	if (smtpd_listen_all(srv, err, errlen) != 0)
 		return -1;
-	{
+	if (srv->parent == NULL) {
 		char cap[24];
 		snprintf(cap, sizeof(cap), "%llu",
 		    (unsigned long long)srv->inflight_cap);
@@ -298,6 +344,8 @@ smtpd_server_pause(struct smtpd_server *srv)
 {
 	int n = (int)srv->nlisteners;
 
+	if (srv->nshards > 0)
+		return smtpd_loops_pause(srv);
 	smtpd_listen_close(srv);
 	return n;
 }
@@ -305,6 +353,8 @@ smtpd_server_pause(struct smtpd_server *srv)
 int
 smtpd_server_resume(struct smtpd_server *srv, char *err, size_t errlen)
 {
+	if (srv->nshards > 0)
+		return smtpd_loops_resume(srv, err, errlen);
 	if (srv->stopping) {
 		snprintf(err, errlen, "the server is stopping");
 		return -1;
@@ -324,6 +374,8 @@ smtpd_server_port(const struct smtpd_server *srv)
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
+	if (srv->nshards > 0)
+		return smtpd_server_port(srv->shards[0]);
 	if (srv->nlisteners == 0 || getsockname(evconnlistener_get_fd(
 	    srv->listeners[0]), (struct sockaddr *)&ss, &len) != 0)
 		return -1;
@@ -338,12 +390,21 @@ smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 	char err[768];
 
 	/* read the files again: a renewed certificate under the same name */
-	if (smtpd_tls_load(srv, conf, err, sizeof(err)) != 0)
+	if (srv->nshards == 0 && smtpd_tls_load(srv, conf, err,
+	    sizeof(err)) != 0)
 		log_warnx("reload: %s; the TLS certificate in use stays", err);
+	if (srv->nshards > 0) {
+		srv->conf = conf;
+		smtpd_loops_set_conf(srv, conf);
+		return;
+	}
 	if (smtpd_policy_load(srv, conf, err, sizeof(err)) != 0)
 		log_warnx("reload: %s; %s stays", err, srv->postmaster);
 	srv->conf = conf;
 	srv->inflight_cap = smtpd_inflight_cap(conf);
+	/* the loops share the cap */
+	if (srv->parent != NULL)
+		srv->inflight_cap /= srv->parent->nshards;
 }
 
 static void
@@ -361,6 +422,7 @@ smtpd_server_session_gone(struct smtpd_server *srv, struct smtpd_session *s)
 {
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->stats.sessions--;
+	atomic_fetch_sub(&smtpd_root(srv)->total, 1);
 	iptab_release(srv, s);
 	smtpd_stop_check(srv);
 }
@@ -373,6 +435,10 @@ smtpd_server_stop(struct smtpd_server *srv, void (*done)(void *), void *arg)
 	srv->stopping = 1;
 	srv->stop_done = done;
 	srv->stop_arg = arg;
+	if (srv->nshards > 0) {
+		smtpd_loops_stop(srv);
+		return;
+	}
 	smtpd_listen_close(srv);
 	/* sessions in the middle of a message finish it (session.c) */
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
@@ -390,6 +456,10 @@ smtpd_server_abort(struct smtpd_server *srv)
 {
 	struct smtpd_session *s, *next;
 
+	if (srv->nshards > 0) {
+		smtpd_loops_abort(srv);
+		return;
+	}
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
 		if (s->state == SMTPD_ST_STORE)
@@ -403,6 +473,7 @@ smtpd_server_free(struct smtpd_server *srv)
 {
 	if (srv == NULL)
 		return;
+	smtpd_loops_free(srv);		/* the loops first, if any */
 	smtpd_server_abort(srv);
 	for (size_t i = 0; i < srv->nlisteners; i++)
 		evconnlistener_free(srv->listeners[i]);
@@ -417,11 +488,15 @@ smtpd_server_free(struct smtpd_server *srv)
 	free(srv->iptab);
 	free(srv->postmaster);
 	SSL_CTX_free(srv->tls_ctx);
+	pthread_mutex_destroy(&srv->limits_mu);
 	free(srv);
 }
 
 void
 smtpd_server_stats(const struct smtpd_server *srv, struct smtpd_stats *out)
 {
-	*out = srv->stats;
+	if (srv->nshards > 0)
+		smtpd_loops_stats(srv, out);
+	else
+		*out = srv->stats;
 }

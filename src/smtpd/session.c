@@ -250,13 +250,26 @@ smtpd_session_set_peer(struct smtpd_session *s, const struct sockaddr *sa)
 static void
 smtpd_session_log_new(struct smtpd_session *s)
 {
-	char portbuf[16];
+	char portbuf[16], loopbuf[16];
+	/* the optional pairs, in order: proxy (behind a balancer), loop
+	 * (with loops of their own) */
+	const char *k[2] = { NULL, NULL }, *v[2] = { NULL, NULL };
+	int nk = 0;
 
 	snprintf(portbuf, sizeof(portbuf), "%d", s->peer_port);
+	snprintf(loopbuf, sizeof(loopbuf), "%d", s->srv->shard_id);
+	if (s->proxy_text[0]) {
+		k[nk] = "proxy";
+		v[nk++] = s->proxy_text;
+	}
+	if (s->srv->parent != NULL) {
+		k[nk] = "loop";
+		v[nk++] = loopbuf;
+	}
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
 	    "New SMTP connection", "address", s->peer_text, "port", portbuf,
-	    "trusted", s->trusted ? "yes" : "no",
-	    s->proxy_text[0] ? "proxy" : NULL, s->proxy_text, NULL);
+	    "trusted", s->trusted ? "yes" : "no", k[0], v[0], k[1], v[1],
+	    NULL);
 }
 
 struct smtpd_session *
@@ -266,7 +279,7 @@ smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
 	struct smtpd_session *s = xcalloc(1, sizeof(*s));
 
 	s->srv = srv;
-	s->icid = ++srv->next_icid;
+	s->icid = atomic_fetch_add(&smtpd_root(srv)->last_icid, 1) + 1;
 	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
 	smtpd_session_set_peer(s, (struct sockaddr *)&s->peer);
 	if (proxied)	/* the client is named by the header to come */

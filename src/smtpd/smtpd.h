@@ -21,6 +21,7 @@
 
 struct event_base;
 struct sl_conf;
+struct sl_inbox;
 struct smtpd_server;
 struct smtpd_session;
 
@@ -78,6 +79,16 @@ struct smtpd_ops {
 	const char *product;
 	/* A MID for a new transaction (sluiced: spool_mid_next). */
 	uint64_t (*mid_next)(void *arg);
+	/*
+	 * Optional, with smtpd_server_loops: called once for each loop of
+	 * its own, on the caller's thread, before any session there; its
+	 * answer is smtpd_session_loop_arg() of that loop's sessions.
+	 * loop_fini gets it back at smtpd_server_free, on the caller's
+	 * thread, the loop stopped but its sessions not yet freed.
+	 */
+	void *(*loop_init)(void *arg, int id, struct event_base *base,
+	    struct sl_inbox *inbox);
+	void (*loop_fini)(void *arg, void *loop_arg);
 	/* Optional: a reply with this code was queued (for statistics). */
 	void (*replied)(void *arg, struct smtpd_session *s, int code);
 	/*
@@ -112,6 +123,22 @@ struct smtpd_stats {
 
 struct smtpd_server *smtpd_server_new(struct event_base *base,
     const struct sl_conf *conf, const struct smtpd_ops *ops);
+/*
+ * Run the sessions on n event loops of their own (n >= 2; [server] loops),
+ * each a thread with its own listeners on the same addresses
+ * (SO_REUSEPORT: the kernel spreads the connections) and its own
+ * sessions, sharing the connection limits. ops (but check and store run
+ * on the session's loop thread) and every function here keep working as
+ * for one server: they are passed on to the loops. Call before
+ * smtpd_server_listen, which starts the threads. 0, or -1 with err.
+ */
+int smtpd_server_loops(struct smtpd_server *srv, int n, char *err,
+    size_t errlen);
+/* The loops: how many (0: none of their own), and loop i's base and the
+ * inbox that runs calls there. */
+size_t smtpd_server_nloops(const struct smtpd_server *srv);
+void smtpd_server_loop(const struct smtpd_server *srv, size_t i,
+    struct event_base **base, struct sl_inbox **inbox);
 /*
  * Bind and listen on every address of conf->listen (or the one given by
  * addr when not NULL). Returns 0, or -1 with a message in err.
@@ -153,6 +180,12 @@ void smtpd_session_verified(struct smtpd_session *s, int code,
  * which the reply step is timed. */
 void smtpd_session_stored_at(struct smtpd_session *s,
     enum spool_status status, int64_t durable_us);
+/* The session's loop: ops.loop_init's answer for it (NULL without loops
+ * of their own), and its number (0 without). */
+void *smtpd_session_loop_arg(const struct smtpd_session *s);
+int smtpd_session_loop_id(const struct smtpd_session *s);
+/* The configuration the session's server uses now (its loop's). */
+const struct sl_conf *smtpd_session_conf(const struct smtpd_session *s);
 /* What a check or store may want to know about the session. */
 uint64_t smtpd_session_icid(const struct smtpd_session *s);
 const struct sockaddr *smtpd_session_peer(const struct smtpd_session *s);

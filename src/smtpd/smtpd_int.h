@@ -5,6 +5,8 @@
 #ifndef SL_SMTPD_INT_H
 #define SL_SMTPD_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/queue.h>
 
 #include <event2/bufferevent.h>
@@ -127,7 +129,50 @@ struct smtpd_server {
 	void (*stop_done)(void *);
 	void *stop_arg;
 	struct event *stop_ev;
+	/*
+	 * [server] loops (loops.c): a parent holds nshards servers of their
+	 * own, each on its own loop thread with its own listeners (one port
+	 * through SO_REUSEPORT) and sessions; a shard points to its parent.
+	 * The root (the parent, or a server alone) keeps what they share:
+	 * the per-address table (iptab, under limits_mu), the count of
+	 * sessions against max_connections and the ICIDs.
+	 */
+	struct smtpd_server *parent;
+	struct smtpd_server **shards;
+	size_t nshards;
+	int shard_id;
+	pthread_t thread;
+	int running;			/* the shard's thread runs its loop */
+	struct sl_inbox *inbox;		/* calls to this server's loop */
+	void *loop_arg;			/* ops.loop_init's, for the shard */
+	size_t drained;			/* the parent's: shards stopped */
+	pthread_mutex_t limits_mu;	/* the root's */
+	_Atomic uint64_t total;		/* the root's: sessions open */
+	_Atomic uint64_t last_icid;	/* the root's */
 };
+
+/* The server that holds what the shards share (loops.c). */
+static inline struct smtpd_server *
+smtpd_root(struct smtpd_server *srv)
+{
+	return srv->parent != NULL ? srv->parent : srv;
+}
+
+/* loops.c: a parent's calls, passed on to its shards */
+int smtpd_loops_listen(struct smtpd_server *srv, char *err, size_t errlen);
+int smtpd_loops_pause(struct smtpd_server *srv);
+int smtpd_loops_resume(struct smtpd_server *srv, char *err, size_t errlen);
+void smtpd_loops_set_conf(struct smtpd_server *srv,
+    const struct sl_conf *conf);
+void smtpd_loops_stop(struct smtpd_server *srv);
+void smtpd_loops_abort(struct smtpd_server *srv);
+void smtpd_loops_free(struct smtpd_server *srv);
+void smtpd_loops_stats(const struct smtpd_server *srv,
+    struct smtpd_stats *out);
+/* The address shard 0 is bound on for listener i (so the others bind the
+ * same port when the configuration says port 0); 0, or -1. */
+int smtpd_loops_bound(struct smtpd_server *srv, size_t i,
+    struct sockaddr_storage *ss, socklen_t *len);
 
 /* session.c */
 /*

@@ -458,6 +458,8 @@ spool_deliver(struct spool_port *p)
 	r = p->done_head;
 	p->done_head = NULL;
 	p->done_tail = &p->done_head;
+	for (struct spool_req *q = r; q != NULL; q = q->next)
+		p->inflight--;
 	if (p == &sp->main) {
 		rr = sp->rd_done;
 		sp->rd_done = NULL;
@@ -545,10 +547,23 @@ spool_port_new(struct spool *sp, struct event_base *base, char *err,
 void
 spool_port_free(struct spool_port *p)
 {
+	struct spool *sp;
+
 	if (p == NULL)
 		return;
-	/* what is answered already, on this (the port's) thread */
-	spool_deliver(p);
+	sp = p->sp;
+	/* every answer still due, called back here (the port's loop is
+	 * still), as the writers get to them */
+	for (;;) {
+		pthread_mutex_lock(&sp->mu);
+		while (p->done_head == NULL && p->inflight > 0)
+			pthread_cond_wait(&sp->seqcv, &sp->mu);
+		int left = p->done_head != NULL;
+		pthread_mutex_unlock(&sp->mu);
+		if (!left)
+			break;
+		spool_deliver(p);
+	}
 	spool_port_fini(p);
 	free(p);
 }
@@ -694,6 +709,8 @@ spool_enqueue(struct spool *sp, struct spool_req *r, spool_done_fn *cb,
 	r->next = NULL;
 	r->enq_us = r->done_us = sl_mono_us();
 	pthread_mutex_lock(&sp->mu);
+	if (r->port != NULL)
+		r->port->inflight++;
 	if (sp->closing) {
 		/* The thread is gone or going: fail it; its loop (or
 		 * spool_close, for the spool's own) calls back. */

@@ -100,6 +100,7 @@ struct spool_port {
 	/* Guarded by sp->mu. */
 	struct spool_req *done_head, **done_tail;
 	uint64_t woken;			/* the batch that last woke it */
+	size_t inflight;		/* queued through it, not called back */
 };
 
 struct spool {

@@ -157,6 +157,11 @@ def mid_of(reply):
 _sections = None
 
 
+# [server] loops for every daemon the tests start (SLUICE_TEST_LOOPS to
+# change it; empty: the daemon's default, one per core)
+SLUICE_LOOPS = os.environ.get("SLUICE_TEST_LOOPS", "2")
+
+
 def daemon_sections():
     """The config sections this sluiced knows (from --print-config)."""
     global _sections
@@ -256,6 +261,10 @@ class Daemon:
             "spool": {"dir": str(self.spool_dir)},
             "log": {},
         }
+        # two SMTP loops of their own whatever the machine (issue 16: the
+        # whole suite runs with them); a test may ask for loops = 1
+        if SLUICE_LOOPS:
+            self.conf["server"]["loops"] = SLUICE_LOOPS
         if "dns" in daemon_sections():
             self.conf["dns"] = {"servers": f"127.0.0.1:{dns_blackhole_port()}",
                                 "timeout": "300s"}
