@@ -10,12 +10,15 @@
  * Owns tx->body (our Received: header, then the client's bytes as they
  * will be stored) and the server's count of such bytes in memory
  * (srv->stats.inflight_bytes), which covers every body being received and
- * every one handed to ops->store until the store answers.
+ * every one handed to ops->store until the store answers; with [server]
+ * loops, the root's inflight_held sums its loops' counts (atomically:
+ * each loop adds its own).
  * Callers: session.c (the commands, the read loop, the end of the data).
  *
  * Invariants
  *  1. srv->stats.inflight_bytes is the sum of tx->held over all sessions
- *     and never passes srv->inflight_cap ([server] max_inflight_bytes):
+ *     of a loop, the root's inflight_held that over all loops, and it
+ *     never passes the root's inflight_cap ([server] max_inflight_bytes):
  *     a body that would pass it is dropped at once (its memory freed) and
  *     its transaction answered 451 4.3.1 at the end of its data; DATA or
  *     a first BDAT that finds no room is answered 451 4.3.1 at once.
@@ -66,14 +69,41 @@ smtpd_inflight_cap(const struct sl_conf *c)
 	return cap;
 }
 
+static struct smtpd_server *
+smtpd_body_root(struct smtpd_server *srv)
+{
+	return srv->parent != NULL ? srv->parent : srv;
+}
+
+/* Hold n more bytes if the cap allows (all: even past it). */
+static int
+smtpd_body_hold(struct smtpd_server *srv, size_t n, int all)
+{
+	struct smtpd_server *root = smtpd_body_root(srv);
+	uint64_t cap = atomic_load_explicit(&root->inflight_cap,
+	    memory_order_relaxed);
+	uint64_t was = atomic_fetch_add_explicit(&root->inflight_held, n,
+	    memory_order_relaxed);
+
+	if (!all && was + n > cap) {
+		atomic_fetch_sub_explicit(&root->inflight_held, n,
+		    memory_order_relaxed);
+		return -1;
+	}
+	srv->stats.inflight_bytes += n;
+	return 0;
+}
+
 int
 smtpd_body_open(struct smtpd_session *s, int bdat)
 {
 	struct smtpd_server *srv = s->srv;
+	struct smtpd_server *root = smtpd_body_root(srv);
 	struct smtpd_tx *tx = &s->tx;
 	size_t n;
 
-	if (srv->stats.inflight_bytes >= srv->inflight_cap)
+	if (atomic_load_explicit(&root->inflight_held, memory_order_relaxed) >=
+	    atomic_load_explicit(&root->inflight_cap, memory_order_relaxed))
 		return -1;
 	smtpd_content_init(&tx->content, bdat);
 	tx->body = evbuffer_new();
@@ -82,7 +112,7 @@ smtpd_body_open(struct smtpd_session *s, int bdat)
 	n = evbuffer_get_length(tx->body);
 	tx->header_len = n;
 	tx->held = n;
-	srv->stats.inflight_bytes += n;
+	smtpd_body_hold(srv, n, 1);	/* our header: a few hundred bytes */
 	return 0;
 }
 
@@ -96,6 +126,8 @@ smtpd_body_release(struct smtpd_session *s)
 	tx->body = NULL;
 	SL_ALWAYS(s->srv->stats.inflight_bytes >= tx->held);
 	s->srv->stats.inflight_bytes -= tx->held;
+	atomic_fetch_sub_explicit(&smtpd_body_root(s->srv)->inflight_held,
+	    tx->held, memory_order_relaxed);
 	tx->held = 0;
 }
 
@@ -109,7 +141,7 @@ smtpd_body_add(struct smtpd_session *s, const char *p, size_t n)
 	smtpd_content_feed(&tx->content, p, n);
 	if (tx->body == NULL)
 		return;		/* dropped: only checked */
-	if (srv->stats.inflight_bytes + n > srv->inflight_cap) {
+	if (smtpd_body_hold(srv, n, 0) != 0) {
 		char held[24];
 
 		snprintf(held, sizeof(held), "%zu", tx->held);
@@ -122,7 +154,6 @@ smtpd_body_add(struct smtpd_session *s, const char *p, size_t n)
 	}
 	evbuffer_add(tx->body, p, n);
 	tx->held += n;
-	srv->stats.inflight_bytes += n;
 }
 
 const char *

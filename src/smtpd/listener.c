@@ -115,7 +115,8 @@ smtpd_server_new(struct event_base *base, const struct sl_conf *conf,
 	srv->base = base;
 	srv->conf = conf;
 	srv->ops = *ops;
-	srv->inflight_cap = smtpd_inflight_cap(conf);
+	atomic_init(&srv->inflight_cap, smtpd_inflight_cap(conf));
+	atomic_init(&srv->inflight_held, 0);
 	TAILQ_INIT(&srv->sessions);
 	srv->iptab = xcalloc(IPTAB_SIZE, sizeof(*srv->iptab));
 	pthread_mutex_init(&srv->limits_mu, NULL);
@@ -393,6 +394,7 @@ smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 	if (srv->nshards == 0 && smtpd_tls_load(srv, conf, err,
 	    sizeof(err)) != 0)
 		log_warnx("reload: %s; the TLS certificate in use stays", err);
+	atomic_store(&srv->inflight_cap, smtpd_inflight_cap(conf));
 	if (srv->nshards > 0) {
 		srv->conf = conf;
 		smtpd_loops_set_conf(srv, conf);
@@ -401,10 +403,6 @@ smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 	if (smtpd_policy_load(srv, conf, err, sizeof(err)) != 0)
 		log_warnx("reload: %s; %s stays", err, srv->postmaster);
 	srv->conf = conf;
-	srv->inflight_cap = smtpd_inflight_cap(conf);
-	/* the loops share the cap */
-	if (srv->parent != NULL)
-		srv->inflight_cap /= srv->parent->nshards;
 }
 
 static void

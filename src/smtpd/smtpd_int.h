@@ -123,7 +123,10 @@ struct smtpd_server {
 	struct smtpd_iptab_entry **iptab;
 	size_t iptab_size;
 	struct smtpd_stats stats;	/* .inflight_bytes: body.c */
-	uint64_t inflight_cap;		/* [server] max_inflight_bytes */
+	/* [server] max_inflight_bytes and the bytes held against it: the
+	 * root's, which its loops share (body.c) */
+	_Atomic uint64_t inflight_cap;
+	_Atomic uint64_t inflight_held;
 	char *postmaster;		/* [server] postmaster (policy.c) */
 	int stopping;
 	void (*stop_done)(void *);
