@@ -3,11 +3,11 @@
 # is missing. Runs apt-get as root on Debian 12; prints nothing when all is here.
 set -e
 PKGS="build-essential pkg-config libevent-dev libinih-dev libsqlite3-dev
-libjansson-dev libc-ares-dev libssl-dev libcmocka-dev clang
+libjansson-dev libc-ares-dev libssl-dev libcmocka-dev clang libcrypt-dev
 python3 python3-pytest swaks libnet-ssleay-perl openssl curl postfix
 dnsmasq-base strace sqlite3 iproute2 procps psmisc haproxy
 libgmime-3.0-dev librabbitmq-dev libcurl4-openssl-dev libzstd-dev
-rabbitmq-server python3-pika"
+rabbitmq-server python3-pika python3-dkim python3-nacl"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -50,6 +50,7 @@ int cmd_stop(int argc, char **argv);
 int cmd_sendmail(int argc, char **argv);
 int cmd_failures(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
+int cmd_user(int argc, char **argv);
 
 /*
  * cmd_ctl.c: send cmd with args (borrowed, may be NULL) to the control

@@ -34,6 +34,7 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "failures", cmd_failures, "list, retry, purge recipients that "
 	    "failed for good", 1 },
 	{ "archive", cmd_archive, "find and show archived messages", 1 },
+	{ "user", cmd_user, "add, delete, list the users of submission", 1 },
 };
 
 static void
