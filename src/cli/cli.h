@@ -51,6 +51,7 @@ int cmd_sendmail(int argc, char **argv);
 int cmd_failures(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
 int cmd_user(int argc, char **argv);
+int cmd_dkim(int argc, char **argv);
 
 /*
  * cmd_ctl.c: send cmd with args (borrowed, may be NULL) to the control

@@ -35,6 +35,7 @@ static const struct cli_cmd cli_cmds[] = {
 	    "failed for good", 1 },
 	{ "archive", cmd_archive, "find and show archived messages", 1 },
 	{ "user", cmd_user, "add, delete, list the users of submission", 1 },
+	{ "dkim", cmd_dkim, "make a DKIM signing key and its DNS record", 1 },
 };
 
 static void

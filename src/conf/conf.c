@@ -18,6 +18,7 @@
 #include <ini.h>
 
 #include "conf/conf.h"
+#include "dkim/dkim.h"
 #include "util/util.h"
 
 enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL };
@@ -40,7 +41,7 @@ static const struct conf_row conf_rows[] = {
 };
 
 /* Sections whose keys are free-form (domain names). */
-static const char *const conf_free_sections[] = { "routes" };
+static const char *const conf_free_sections[] = { "routes", "tls_policy" };
 
 struct conf_parse {
 	struct sl_conf *c;
@@ -184,9 +185,89 @@ conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
 	return 0;
 }
 
+static int conf_domain_valid(const char *d);
+
 /* The checks and derived forms of one row that need more than its type. */
 static int conf_derive(struct sl_conf *c, const struct conf_row *r,
     char *msg, size_t msglen);
+
+static int
+conf_tls_policy_add(struct conf_parse *p, const char *key, const char *value)
+{
+	struct sl_conf *c = p->c;
+	char *k;
+
+	if (conf_tls_level_parse(value) < 0)
+		return conf_fail(p, "[tls_policy] %s: '%s' is not none, may, "
+		    "encrypt or verify", key, value);
+	k = xstrdup(key);
+	for (char *q = k; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (strcmp(k, "*") != 0 && !conf_domain_valid(k[0] == '.' ? k + 1 : k)) {
+		free(k);
+		return conf_fail(p, "[tls_policy] '%s' is not a domain, "
+		    ".domain or *", key);
+	}
+	c->tls_policy = xrealloc(c->tls_policy,
+	    (c->ntls_policy + 1) * sizeof(*c->tls_policy));
+	c->tls_policy[c->ntls_policy].key = k;
+	c->tls_policy[c->ntls_policy].value = xstrdup(value);
+	c->tls_policy[c->ntls_policy].line = p->line;
+	c->ntls_policy++;
+	return 1;
+}
+
+int
+conf_tls_level_parse(const char *s)
+{
+	static const char *const names[] = { "none", "may", "encrypt",
+		"verify" };
+
+	for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* The [tls_policy] value of exactly key, or NULL. */
+static const char *
+conf_tls_policy_get(const struct sl_conf *c, const char *key)
+{
+	for (size_t i = c->ntls_policy; i-- > 0;)	/* the last one wins */
+		if (sl_strcaseeq(c->tls_policy[i].key, key))
+			return c->tls_policy[i].value;
+	return NULL;
+}
+
+int
+conf_tls_policy_has(const struct sl_conf *c, const char *domain)
+{
+	const char *d = domain;
+
+	if (conf_tls_policy_get(c, domain) != NULL)
+		return 1;
+	while ((d = strchr(d, '.')) != NULL) {
+		if (conf_tls_policy_get(c, d) != NULL)
+			return 1;
+		d++;
+	}
+	return 0;
+}
+
+int
+conf_tls_level_for(const struct sl_conf *c, const char *domain)
+{
+	const char *v = conf_tls_policy_get(c, domain), *d = domain;
+
+	/* ".bank.test" covers every name under bank.test, nearest first */
+	while (v == NULL && (d = strchr(d, '.')) != NULL) {
+		v = conf_tls_policy_get(c, d);
+		d++;
+	}
+	if (v == NULL)
+		v = conf_tls_policy_get(c, "*");
+	return v != NULL ? conf_tls_level_parse(v) : c->delivery_tls_level;
+}
 
 static int
 conf_handler(void *user, const char *section, const char *key,
@@ -211,6 +292,8 @@ conf_handler(void *user, const char *section, const char *key,
 		c->nroutes++;
 		return 1;
 	}
+	if (strcmp(section, "tls_policy") == 0)
+		return conf_tls_policy_add(p, key, value);
 	if ((r = conf_row_find(section, key)) == NULL)
 		return conf_fail(p, "[%s] unknown key '%s'", section, key);
 	/* inih calls again with the same key for an indented continuation line */
@@ -533,6 +616,27 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 			snprintf(msg, msglen, "a path is needed");
 			return -1;
 		}
+	} else if (r->off == offsetof(struct sl_conf, delivery_tls)) {
+		if ((c->delivery_tls_level = conf_tls_level_parse(v)) < 0) {
+			snprintf(msg, msglen, "'%s' is not none, may, encrypt or "
+			    "verify", v);
+			return -1;
+		}
+	} else if (r->off == offsetof(struct sl_conf, dkim_sign)) {
+		/* the syntax here; the key files when sluiced loads them */
+		n = conf_split(v, &items);
+		for (size_t i = 0; i < n; i++) {
+			char *d, *s, *path;
+			if (dkim_spec_parse(items[i], &d, &s, &path, msg,
+			    msglen) != 0) {
+				conf_strv_free(items, n);
+				return -1;
+			}
+			free(d);
+			free(s);
+			free(path);
+		}
+		conf_strv_free(items, n);
 	} else if (r->off == offsetof(struct sl_conf, http_listen)) {
 		struct conf_addr a;
 
@@ -680,6 +784,11 @@ conf_free(struct sl_conf *c)
 		free(c->routes[i].value);
 	}
 	free(c->routes);
+	for (size_t i = 0; i < c->ntls_policy; i++) {
+		free(c->tls_policy[i].key);
+		free(c->tls_policy[i].value);
+	}
+	free(c->tls_policy);
 	free(c->path);
 	free(c);
 	return NULL;
@@ -747,5 +856,11 @@ conf_print(const struct sl_conf *c, FILE *f)
 		for (size_t i = 0; i < c->nroutes; i++)
 			fprintf(f, "%s = %s\n", c->routes[i].key,
 			    c->routes[i].value);
+	}
+	if (c->ntls_policy > 0) {
+		fprintf(f, "\n[tls_policy]\n");
+		for (size_t i = 0; i < c->ntls_policy; i++)
+			fprintf(f, "%s = %s\n", c->tls_policy[i].key,
+			    c->tls_policy[i].value);
 	}
 }

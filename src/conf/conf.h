@@ -66,6 +66,18 @@ struct sl_conf {
 	/* [routes]: domain = hosts, in file order (delivery reads them). */
 	struct conf_kv *routes;
 	size_t nroutes;
+	/* [tls_policy]: domain = none|may|encrypt|verify, checked on load. */
+	struct conf_kv *tls_policy;
+	size_t ntls_policy;
+	int delivery_tls_level;		/* enum conf_tls of [delivery] tls */
+};
+
+/* Outbound TLS levels ([delivery] tls, [tls_policy]). */
+enum conf_tls {
+	CONF_TLS_NONE = 0,	/* never STARTTLS */
+	CONF_TLS_MAY,		/* STARTTLS when offered */
+	CONF_TLS_ENCRYPT,	/* STARTTLS or defer */
+	CONF_TLS_VERIFY,	/* and a certificate for the MX name from a CA */
 };
 
 /*
@@ -98,6 +110,16 @@ int conf_net_match(const struct conf_net *nets, size_t n,
 int conf_net_parse(const char *s, struct conf_net *out);
 /* Parse "127.0.0.1:25", "[::1]:25", "*:25" or ":25"; 0 or -1. */
 int conf_addr_parse(const char *s, struct conf_addr *out);
+/* "none", "may", "encrypt", "verify" as enum conf_tls; -1 for others. */
+int conf_tls_level_parse(const char *s);
+/*
+ * The outbound TLS level for a recipient domain: its [tls_policy] entry,
+ * else that of ".parent" entries (the nearest), else "*", else
+ * [delivery] tls.
+ */
+int conf_tls_level_for(const struct sl_conf *c, const char *domain);
+/* 1 if domain has an entry of its own in [tls_policy] (not "*"). */
+int conf_tls_policy_has(const struct sl_conf *c, const char *domain);
 /* 1 if domain (any case) is in the lower-case list. */
 int conf_domain_in(char *const *list, size_t n, const char *domain);
 

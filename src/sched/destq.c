@@ -4,7 +4,10 @@
  *
  * A destination is a recipient domain, or the value of a [routes] entry
  * when a route sends domains to a fixed next hop (so all those domains share
- * one queue). It owns the ready list of jobs, its resolved next hops (MX or
+ * one queue), unless the domain has a [tls_policy] entry of its own: its
+ * connections need their own TLS level, so it stays a destination of its
+ * own on that route. The TLS level of a connection is that of the
+ * destination's name at the time it opens. It owns the ready list of jobs, its resolved next hops (MX or
  * route), and its connections. Connection limits and throttle state live in
  * a site shared by every destination whose next hops are the same hosts.
  *
@@ -72,7 +75,8 @@ struct sched_dest *
 sched_dest_get(struct sched *s, const char *domain)
 {
 	const char *route = sched_route_of(s, domain);
-	const char *key = route ? route : domain;
+	const char *key = route && !conf_tls_policy_has(s->conf, domain) ?
+	    route : domain;
 	size_t b = sl_hash_str(key) % s->dtab_size;
 	struct sched_dest *d;
 
@@ -413,6 +417,22 @@ sched_conn_enter(struct sched_conn *c, enum sched_conn_state st)
 	c->state = st;
 }
 
+/* [delivery] tls and [tls_policy] in smtpc's words. */
+static int
+sched_tls_level(const struct sl_conf *conf, const char *name)
+{
+	switch (conf_tls_level_for(conf, name)) {
+	case CONF_TLS_NONE:
+		return SMTPC_TLS_NONE;
+	case CONF_TLS_ENCRYPT:
+		return SMTPC_TLS_ENCRYPT;
+	case CONF_TLS_VERIFY:
+		return SMTPC_TLS_VERIFY;
+	default:
+		return SMTPC_TLS_MAY;
+	}
+}
+
 static void
 sched_conn_open(struct sched *s, struct sched_dest *d)
 {
@@ -421,6 +441,8 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 		.connect_timeout = (int)s->conf->delivery_connect_timeout,
 		.command_timeout = (int)s->conf->delivery_command_timeout,
 		.data_timeout = (int)s->conf->delivery_data_timeout,
+		.tls = sched_tls_level(s->conf, d->name),
+		.tls_ca_file = s->conf->delivery_tls_ca_file,
 	};
 	struct smtpc_addr addrs[32];
 	struct sched_conn *c = xcalloc(1, sizeof(*c));

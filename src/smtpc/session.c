@@ -32,7 +32,8 @@
  *   STARTTLS -(refused; MAY)-> IDLE in plaintext
  *   TLS -(handshake failed or timed out: smtpc_tls_failed; MAY)-> CONNECT
  *     on the same address, in plaintext this time
- *   EHLO|STARTTLS|TLS -(ENCRYPT and no TLS)-> as a failed address
+ *   EHLO|STARTTLS|TLS -(ENCRYPT or VERIFY and no TLS)-> as a failed address
+ *   TLS -(VERIFY, handshake done, chain or name wrong)-> as a failed address
  *   IDLE -(smtpc_send)-> TX -(last reply: smtpc_tx_end)-> IDLE (READY)
  *   TX -(timeout, EOF, garbage: smtpc_tx_break)-> CLOSED (done, CLOSED)
  *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED)
@@ -403,10 +404,10 @@ smtpc_starttls_begin(struct smtpc *c)
 	if (c->tls || c->p.tls == SMTPC_TLS_NONE || c->tls_off == c->ai + 1)
 		return 0;
 	if (!(c->ext & SMTPC_EXT_STARTTLS)) {
-		if (c->p.tls != SMTPC_TLS_ENCRYPT)
+		if (c->p.tls < SMTPC_TLS_ENCRYPT)
 			return 0;
-		smtpc_addr_fail(c, 0, "TLS is required, but %s did not offer "
-		    "STARTTLS", c->peer);
+		smtpc_addr_fail(c, 0, "TLS required but not offered by %s",
+		    c->peer);
 		return 1;
 	}
 	c->state = SMTPC_ST_STARTTLS;
@@ -414,23 +415,38 @@ smtpc_starttls_begin(struct smtpc *c)
 	return 1;
 }
 
-/* SNI (RFC 6066 3): the MX host's name, never an address literal. */
-static void
+/* The MX host's name without a final dot, into name (256 bytes). */
+static const char *
+smtpc_tls_name(struct smtpc *c, char *name)
+{
+	size_t n;
+
+	sl_strlcpy(name, c->addrs[c->ai].host, 256);
+	n = strlen(name);
+	if (n > 0 && name[n - 1] == '.')
+		name[--n] = '\0';
+	return name;
+}
+
+/*
+ * SNI (RFC 6066 3): the MX host's name, never an address literal; and at
+ * VERIFY, the name (or address) the certificate must be for.
+ */
+static int
 smtpc_tls_sni(struct smtpc *c, SSL *ssl)
 {
 	char name[256];
 	unsigned char bin[16];
-	size_t n;
 
-	sl_strlcpy(name, c->addrs[c->ai].host, sizeof(name));
-	n = strlen(name);
-	if (n > 0 && name[n - 1] == '.')
-		name[--n] = '\0';
-	if (n == 0 || strchr(name, '[') != NULL || strchr(name, '.') == NULL ||
-	    inet_pton(AF_INET, name, bin) == 1 ||
+	smtpc_tls_name(c, name);
+	if (c->p.tls == SMTPC_TLS_VERIFY && sl_tls_client_expect(ssl, name) != 0)
+		return -1;
+	if (name[0] == '\0' || strchr(name, '[') != NULL ||
+	    strchr(name, '.') == NULL || inet_pton(AF_INET, name, bin) == 1 ||
 	    inet_pton(AF_INET6, name, bin) == 1)
-		return;
+		return 0;
 	SSL_set_tlsext_host_name(ssl, name);
+	return 0;
 }
 
 /* The 220 to STARTTLS came: wrap the socket's bufferevent in TLS. */
@@ -438,15 +454,18 @@ static void
 smtpc_tls_start(struct smtpc *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	SSL_CTX *ctx = sl_tls_client_ctx();
+	char why[300] = "cannot create a TLS session";
+	SSL_CTX *ctx = c->p.tls == SMTPC_TLS_VERIFY ?
+	    sl_tls_client_verify_ctx(c->p.tls_ca_file, why, sizeof(why)) :
+	    sl_tls_client_ctx();
 	SSL *ssl = ctx != NULL ? SSL_new(ctx) : NULL;
 	struct bufferevent *bev;
 
-	if (ssl == NULL) {
-		smtpc_tls_failed(c, "cannot create a TLS session");
+	if (ssl == NULL || smtpc_tls_sni(c, ssl) != 0) {
+		SSL_free(ssl);
+		smtpc_tls_failed(c, why);
 		return;
 	}
-	smtpc_tls_sni(c, ssl);
 	/* bytes after the 220 came unprotected: never read them as replies */
 	evbuffer_drain(in, evbuffer_get_length(in));
 	/* the filter writes into the socket's buffer up to its high mark
@@ -472,10 +491,19 @@ smtpc_tls_start(struct smtpc *c)
 static void
 smtpc_tls_done(struct smtpc *c)
 {
+	char name[256], why[700];
+
+	/* VERIFY: nothing is said to a peer whose certificate is wrong */
+	if (c->p.tls == SMTPC_TLS_VERIFY && sl_tls_client_verified(
+	    bufferevent_openssl_get_ssl(c->bev), smtpc_tls_name(c, name), why,
+	    sizeof(why)) != 0) {
+		smtpc_addr_fail(c, 0, "%s (%s)", why, c->peer);
+		return;
+	}
 	c->tls = 1;
 	log_ev(LOG_INFO, SMTPC_IDS(c), "TLS established", "relay", c->peer,
 	    "version", sl_tls_version(c->bev), "cipher", sl_tls_cipher(c->bev),
-	    NULL);
+	    "verified", c->p.tls == SMTPC_TLS_VERIFY ? "yes" : "no", NULL);
 	c->ext = 0;
 	c->peer_size = 0;
 	c->state = SMTPC_ST_EHLO;
@@ -491,9 +519,9 @@ smtpc_tls_done(struct smtpc *c)
 static void
 smtpc_tls_failed(struct smtpc *c, const char *why)
 {
-	if (c->p.tls == SMTPC_TLS_ENCRYPT) {
-		smtpc_addr_fail(c, 0, "TLS handshake with %s failed: %s",
-		    c->peer, why);
+	if (c->p.tls >= SMTPC_TLS_ENCRYPT) {
+		smtpc_addr_fail(c, 0, "TLS required but the handshake with %s "
+		    "failed: %s", c->peer, why);
 		return;
 	}
 	log_ev(LOG_INFO, SMTPC_IDS(c), "TLS handshake failed", "relay",
@@ -515,9 +543,9 @@ smtpc_starttls_reply(struct smtpc *c)
 		smtpc_tls_start(c);
 		return;
 	}
-	if (c->p.tls == SMTPC_TLS_ENCRYPT) {
-		smtpc_addr_fail(c, 0, "TLS is required, but %s refused "
-		    "STARTTLS: %d %s", c->peer, c->reply.code, c->reply.text);
+	if (c->p.tls >= SMTPC_TLS_ENCRYPT) {
+		smtpc_addr_fail(c, 0, "TLS required but %s refused STARTTLS: "
+		    "%d %s", c->peer, c->reply.code, c->reply.text);
 		return;
 	}
 	log_ev(LOG_INFO, SMTPC_IDS(c), "STARTTLS refused", "relay", c->peer,

@@ -25,7 +25,11 @@
  * connection and the same address is tried once more in plaintext (as
  * Postfix does at its "may" level); SMTPC_TLS_ENCRYPT fails the address
  * instead (code 0: temporary), as it does when STARTTLS is not offered or
- * is refused.
+ * is refused ("TLS required but not offered by HOST"). SMTPC_TLS_VERIFY
+ * also checks, once the handshake is done and before any command, the
+ * chain against tls_ca_file (or the system's CAs) and the MX host name
+ * (RFC 6125, SNI sent), and fails the address on a mismatch
+ * ("certificate name mismatch: ...").
  *
  * Every step has a timeout (RFC 5321 4.5.3.2); a peer that stalls, sends
  * garbage, a reply without CRLF, or a multi-line reply that never ends (more
@@ -56,6 +60,7 @@ enum smtpc_tls {
 	SMTPC_TLS_MAY = 0,	/* TLS when offered; plaintext otherwise */
 	SMTPC_TLS_NONE,		/* never STARTTLS */
 	SMTPC_TLS_ENCRYPT,	/* TLS or no delivery to this address */
+	SMTPC_TLS_VERIFY,	/* TLS with a verified certificate for the MX */
 };
 
 struct smtpc_params {
@@ -67,6 +72,8 @@ struct smtpc_params {
 	int use_bdat;			/* send BDAT when the peer offers
 					   CHUNKING; default 0 (DATA) */
 	int tls;			/* enum smtpc_tls; default 0 (MAY) */
+	const char *tls_ca_file;	/* VERIFY: trust anchors; NULL or "":
+					   the system's; borrowed */
 };
 
 struct smtpc_rcpt {

@@ -1176,12 +1176,11 @@ test_tls_encrypt(void **state)
 		const char *want;
 	} cases[] = {
 		{ "250-fake.test\r\n250 PIPELINING\r\n", NULL, 0,
-		  "TLS is required, but mx.test[127.0.0.1] did not offer "
-		  "STARTTLS" },
-		{ NULL, "454 4.7.0 Not now\r\n", 0, "TLS is required, but "
+		  "TLS required but not offered by mx.test[127.0.0.1]" },
+		{ NULL, "454 4.7.0 Not now\r\n", 0, "TLS required but "
 		  "mx.test[127.0.0.1] refused STARTTLS: 454 4.7.0 Not now" },
-		{ NULL, NULL, 1, "TLS handshake with mx.test[127.0.0.1] "
-		  "failed: " },
+		{ NULL, NULL, 1, "TLS required but the handshake with "
+		  "mx.test[127.0.0.1] failed: " },
 	};
 
 	p.tls = SMTPC_TLS_ENCRYPT;
