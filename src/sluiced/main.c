@@ -26,11 +26,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 
 #include "conf/conf.h"
 #include "control/control.h"
+#include "dkim/dkim.h"
 #include "dns/dns.h"
 #include "log/log.h"
 #include "sched/sched.h"
@@ -86,12 +88,47 @@ sluiced_stored(void *arg, enum spool_status status)
 	free(p);
 }
 
+/*
+ * [dkim] sign: mail from an authenticated user or a trusted network whose
+ * From: domain has a key gets its DKIM-Signature on top, before the spool
+ * writes it (and so before the 250). Mail from anyone else is never
+ * signed: our signature would vouch for a stranger's From:.
+ */
+static void
+sluiced_dkim(struct sluiced *d, struct smtpd_session *s, struct spool_msg *msg)
+{
+	const struct dkim_key *k;
+	char *field = NULL, why[256];
+	enum dkim_status st;
+
+	if (d->dkim == NULL || d->dkim->n == 0 ||
+	    (!smtpd_session_trusted(s) && smtpd_session_auth_user(s) == NULL))
+		return;
+	st = dkim_sign(d->dkim, msg->body, sl_now_us() / 1000000, &field, &k,
+	    why, sizeof(why));
+	if (st == DKIM_SIGNED) {
+		evbuffer_prepend(msg->body, field, strlen(field));
+		msg->size = evbuffer_get_length(msg->body);
+		log_ev(LOG_INFO, &(struct log_ids){ smtpd_session_icid(s), 0,
+		    msg->mid, -1 }, "DKIM signed", "domain", k->domain,
+		    "selector", k->selector, "algorithm",
+		    k->alg == DKIM_ED25519_SHA256 ? "ed25519-sha256" :
+		    "rsa-sha256", NULL);
+	} else if (st == DKIM_ERROR) {
+		/* unsigned mail is still mail: deliver it, say why */
+		log_ev(LOG_WARNING, &(struct log_ids){ smtpd_session_icid(s), 0,
+		    msg->mid, -1 }, "DKIM signing failed", "reason", why, NULL);
+	}
+	free(field);
+}
+
 static void
 sluiced_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
 {
 	struct sluiced *d = arg;
 	struct sluiced_pending *p = xmalloc(sizeof(*p));
 
+	sluiced_dkim(d, s, msg);
 	p->d = d;
 	p->session = s;
 	p->mid = msg->mid;
@@ -164,6 +201,7 @@ int
 sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 {
 	struct sl_conf *nc;
+	struct dkim_keys *dkim;
 	char msg[1024];
 
 	if ((nc = conf_load(d->conf_path, msg, sizeof(msg))) == NULL) {
@@ -197,8 +235,17 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 		conf_free(nc);
 		return -1;
 	}
+	if ((dkim = dkim_keys_load(nc->dkim_sign, err, errlen)) == NULL) {
+		log_warnx("reload failed, the configuration and keys in use "
+		    "stay: %s", err);
+		conf_free(nc);
+		return -1;
+	}
 	conf_keep_fixed(d->conf, nc, sluiced_fixed_changed);
 	sluiced_http_reload(d->ctl, nc);
+	dkim_keys_free(d->old_dkim);
+	d->old_dkim = d->dkim;
+	d->dkim = dkim;
 	smtpd_server_set_conf(d->smtpd, nc);
 	sched_set_conf(d->sched, nc);
 	/* sessions may still point into the old one: it goes next time */
@@ -268,6 +315,12 @@ sluiced_run(struct sluiced *d)
 		log_warnx("cannot create the event loop");
 		return 1;
 	}
+	/* keys are read as root, like the certificate */
+	if ((d->dkim = dkim_keys_load(d->conf->dkim_sign, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		return 1;
+	}
 	if ((d->spool = spool_open(d->conf->spool_dir, d->base, err,
 	    sizeof(err))) == NULL) {
 		log_warnx("spool %s: %s", d->conf->spool_dir, err);
@@ -308,7 +361,8 @@ sluiced_run(struct sluiced *d)
 	/* SMTP last: once a client can connect, the control socket, the
 	 * signal handlers and the log lines before this are all in place */
 	log_flush();
-	if (smtpd_server_listen(d->smtpd, err, sizeof(err)) != 0) {
+	if (smtpd_server_listen(d->smtpd, err, sizeof(err)) != 0 ||
+	    sluiced_priv_drop(d, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
 		return 1;
 	}
@@ -365,6 +419,8 @@ sluiced_free(struct sluiced *d)
 		if (evs[i])
 			event_free(evs[i]);
 	sluiced_ctl_free(d->ctl);
+	dkim_keys_free(d->dkim);
+	dkim_keys_free(d->old_dkim);
 	if (d->base)
 		event_base_free(d->base);
 	conf_free(d->conf);
@@ -460,6 +516,11 @@ main(int argc, char **argv)
 		    path ? path : "(built-in defaults)");
 		conf_free(d.conf);
 		return 0;
+	}
+	if (sluiced_priv_lookup(&d, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sluiced: %s\n", err);
+		conf_free(d.conf);
+		return 1;
 	}
 	if (log_open(d.conf->log_file, d.conf->log_json, d.conf->log_level) != 0) {
 		fprintf(stderr, "sluiced: [log] file %s: %s\n", d.conf->log_file,

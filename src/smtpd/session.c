@@ -309,6 +309,7 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	smtpd_tls_session_free(s);
 	bufferevent_free(s->bev);
 	free(s->helo);
+	free(s->auth_user);
 	smtpd_server_session_gone(srv, s);
 	free(s);
 }
@@ -1123,4 +1124,16 @@ int
 smtpd_session_tls(const struct smtpd_session *s)
 {
 	return s->tls;
+}
+
+int
+smtpd_session_trusted(const struct smtpd_session *s)
+{
+	return s->trusted;
+}
+
+const char *
+smtpd_session_auth_user(const struct smtpd_session *s)
+{
+	return s->auth_user;
 }

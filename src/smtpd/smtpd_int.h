@@ -80,6 +80,7 @@ struct smtpd_session {
 				   write event armed only for a remainder */
 	struct evbuffer_cb_entry *flush_cb; /* TLS: closing waits for it */
 	struct smtpd_tx tx;
+	char *auth_user;	/* after a successful AUTH; owned */
 	struct smtpd_iptab_entry *ipent;
 	struct event *delay_ev;	/* ops.reply_delay_ms: holds the output */
 };

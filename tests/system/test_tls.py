@@ -252,7 +252,8 @@ def test_bad_certificate_stops_start(tmp_path, cert, which):
         cert_path, key_path, want = c, bad, f"[server] tls_key {bad}: the " \
             "key does not match the certificate"
     conf = tmp_path / "s.ini"
-    conf.write_text(f"[server]\nlisten = 127.0.0.1:0\ntls_cert = {cert_path}\n"
+    conf.write_text(f"[server]\nuser =\nlisten = 127.0.0.1:0\n"
+                    f"tls_cert = {cert_path}\n"
                     f"tls_key = {key_path}\n[spool]\ndir = {tmp_path}/spool\n"
                     f"[control]\nsocket = {tmp_path}/ctl.sock\n[http]\n"
                     "listen =\n")
