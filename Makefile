@@ -91,7 +91,9 @@ bench: deps all
 
 # sluiced in sbin, sluice in bin, `sendmail` (sbin) and `mailq` (bin) as
 # links to sluice, the docs. PREFIX=/usr puts sendmail in /usr/sbin, where a
-# system MTA's would be replaced: only then is that one touched.
+# system MTA's would be replaced: only then is that one touched. As root
+# into the real system (no DESTDIR), the system user `sluice` that sluiced
+# runs as ([server] user) is created when missing.
 PREFIX ?= /usr/local
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
@@ -101,6 +103,9 @@ install: all
 	ln -sf ../bin/sluice $(DESTDIR)$(PREFIX)/sbin/sendmail
 	ln -sf sluice $(DESTDIR)$(PREFIX)/bin/mailq
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && ! getent passwd sluice >/dev/null; then \
+	    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+	        --shell /usr/sbin/nologin sluice && echo "install: created the system user sluice"; fi
 
 clean:
 	rm -rf build build-asan
