@@ -82,9 +82,14 @@ test-asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  SLUICE_BUILD=build-asan /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
 
-# Replay the fuzz corpora through the fuzz targets (built as plain programs).
+# Replay the fuzz corpora through the fuzz targets (built as plain programs),
+# then fuzz each target with libFuzzer for FUZZ_SECONDS (a fixed time, so
+# make test stays within its budget; scripts/fuzz.sh run NAME SECONDS runs
+# one longer).
+FUZZ_SECONDS ?= 25
 test-fuzz:
 	@scripts/fuzz.sh replay
+	@scripts/fuzz.sh all $(FUZZ_SECONDS)
 
 bench: deps all
 	bench/accept

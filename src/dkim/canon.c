@@ -14,10 +14,23 @@
 
 #define WSP(c) ((c) == ' ' || (c) == '\t')
 
+/* The name before the colon: printable ASCII, then optional WSP. */
+static int
+dkim_name_ok(const char *p, size_t n)
+{
+	while (n > 0 && WSP(p[n - 1]))
+		n--;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] < 33 || (unsigned char)p[i] > 126)
+			return 0;
+	return n > 0;
+}
+
 size_t
 dkim_fields(const char *hdr, size_t len, struct dkim_field *out, size_t max)
 {
 	size_t n = 0, pos = 0;
+	int infield = 0;	/* the line before belongs to out[n - 1] */
 
 	while (pos < len && n < max) {
 		const char *line = hdr + pos;
@@ -25,13 +38,16 @@ dkim_fields(const char *hdr, size_t len, struct dkim_field *out, size_t max)
 		size_t end = nl ? (size_t)(nl - hdr) + 1 : len;
 		const char *colon;
 
-		if (WSP(*line) && n > 0) {	/* a continuation line */
+		if (WSP(*line) && infield) {	/* a continuation line */
 			out[n - 1].rawlen = (size_t)(hdr + end - out[n - 1].raw);
 			pos = end;
 			continue;
 		}
 		colon = memchr(line, ':', end - pos);
-		if (colon != NULL && colon > line) {
+		infield = 0;
+		/* RFC 5322 2.2: a field name is printable ASCII but ':' */
+		if (colon != NULL && colon > line && dkim_name_ok(line,
+		    (size_t)(colon - line))) {
 			size_t nl_ = (size_t)(colon - line);
 			while (nl_ > 0 && WSP(line[nl_ - 1]))
 				nl_--;
@@ -40,6 +56,7 @@ dkim_fields(const char *hdr, size_t len, struct dkim_field *out, size_t max)
 			out[n].raw = line;
 			out[n].rawlen = end - pos;
 			n++;
+			infield = 1;
 		}
 		pos = end;
 	}
