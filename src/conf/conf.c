@@ -539,13 +539,46 @@ conf_derive_domains(const char *v, char ***list, size_t *n, char *msg,
 }
 
 static void
+conf_addrs_free(struct conf_addr **v, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*v)[i].text);
+	free(*v);
+	*v = NULL;
+	*n = 0;
+}
+
+static void
 conf_listen_free(struct sl_conf *c)
 {
-	for (size_t i = 0; i < c->nlisten; i++)
-		free(c->listen[i].text);
-	free(c->listen);
-	c->listen = NULL;
-	c->nlisten = 0;
+	conf_addrs_free(&c->listen, &c->nlisten);
+	conf_addrs_free(&c->sub_listen, &c->nsub_listen);
+	conf_addrs_free(&c->subs_listen, &c->nsubs_listen);
+}
+
+/* A list of listening addresses into *out (replacing what was there). */
+static int
+conf_derive_addrs(const char *v, struct conf_addr **out, size_t *nout,
+    char *msg, size_t msglen)
+{
+	char **items;
+	size_t n = conf_split(v, &items);
+	struct conf_addr *a = xcalloc(n ? n : 1, sizeof(*a));
+
+	for (size_t i = 0; i < n; i++) {
+		if (conf_addr_parse(items[i], &a[i]) != 0) {
+			snprintf(msg, msglen, "'%s' is not an address and port "
+			    "(127.0.0.1:25, [::1]:25, *:25)", items[i]);
+			conf_addrs_free(&a, &i);
+			conf_strv_free(items, n);
+			return -1;
+		}
+	}
+	conf_strv_free(items, n);
+	conf_addrs_free(out, nout);
+	*out = a;
+	*nout = n;
+	return 0;
 }
 
 static int
@@ -557,24 +590,19 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 	size_t n;
 
 	if (r->off == offsetof(struct sl_conf, server_listen)) {
-		n = conf_split(v, &items);
-		if (n == 0) {
+		if (conf_derive_addrs(v, &c->listen, &c->nlisten, msg,
+		    msglen) != 0)
+			return -1;
+		if (c->nlisten == 0) {
 			snprintf(msg, msglen, "at least one address is needed");
-			conf_strv_free(items, n);
 			return -1;
 		}
-		conf_listen_free(c);
-		c->listen = xcalloc(n, sizeof(*c->listen));
-		for (size_t i = 0; i < n; i++, c->nlisten++) {
-			if (conf_addr_parse(items[i], &c->listen[i]) != 0) {
-				snprintf(msg, msglen, "'%s' is not an address "
-				    "and port (127.0.0.1:25, [::1]:25, *:25)",
-				    items[i]);
-				conf_strv_free(items, n);
-				return -1;
-			}
-		}
-		conf_strv_free(items, n);
+	} else if (r->off == offsetof(struct sl_conf, submission_listen)) {
+		return conf_derive_addrs(v, &c->sub_listen, &c->nsub_listen, msg,
+		    msglen);
+	} else if (r->off == offsetof(struct sl_conf, submission_tls_listen)) {
+		return conf_derive_addrs(v, &c->subs_listen, &c->nsubs_listen,
+		    msg, msglen);
 	} else if (r->off == offsetof(struct sl_conf, server_trusted_networks)) {
 		n = conf_split(v, &items);
 		free(c->trusted);
@@ -749,7 +777,10 @@ conf_keep_fixed(struct sl_conf *old, struct sl_conf *nc,
 				continue;
 			/* swap, so each configuration frees its own strings */
 			t = *os, *os = *ns, *ns = t;
-			listen |= r->off == offsetof(struct sl_conf, server_listen);
+			listen |= r->off == offsetof(struct sl_conf, server_listen) ||
+			    r->off == offsetof(struct sl_conf, submission_listen) ||
+			    r->off == offsetof(struct sl_conf,
+			    submission_tls_listen);
 		} else {
 			if (*(int64_t *)ob == *(int64_t *)nb)
 				continue;
@@ -758,11 +789,21 @@ conf_keep_fixed(struct sl_conf *old, struct sl_conf *nc,
 		changed(r->section, r->key);
 		n++;
 	}
-	if (listen) {	/* the derived addresses follow their setting */
-		struct conf_addr *a = old->listen;
-		size_t k = old->nlisten;
+	if (listen) {	/* the derived addresses follow their settings */
+		struct sl_conf t;
+		t.listen = old->listen, t.nlisten = old->nlisten;
+		t.sub_listen = old->sub_listen, t.nsub_listen = old->nsub_listen;
+		t.subs_listen = old->subs_listen;
+		t.nsubs_listen = old->nsubs_listen;
 		old->listen = nc->listen, old->nlisten = nc->nlisten;
-		nc->listen = a, nc->nlisten = k;
+		old->sub_listen = nc->sub_listen;
+		old->nsub_listen = nc->nsub_listen;
+		old->subs_listen = nc->subs_listen;
+		old->nsubs_listen = nc->nsubs_listen;
+		nc->listen = t.listen, nc->nlisten = t.nlisten;
+		nc->sub_listen = t.sub_listen, nc->nsub_listen = t.nsub_listen;
+		nc->subs_listen = t.subs_listen;
+		nc->nsubs_listen = t.nsubs_listen;
 	}
 	return n;
 }

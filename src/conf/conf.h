@@ -56,6 +56,10 @@ struct sl_conf {
 	char *path;			/* the file read, or NULL for defaults */
 	struct conf_addr *listen;
 	size_t nlisten;
+	struct conf_addr *sub_listen;		/* [submission] listen */
+	size_t nsub_listen;
+	struct conf_addr *subs_listen;		/* [submission] tls_listen */
+	size_t nsubs_listen;
 	struct conf_net *trusted;
 	size_t ntrusted;
 	char **local_domains;		/* lower-case */

@@ -21,6 +21,9 @@
  *   RSET, HELO/EHLO and a rejected message drop the transaction -> IDLE.
  *   IDLE -(STARTTLS, tls.c: 220, s->bev becomes the TLS filter;
  *          smtpd_session_restart)-> GREET, in TLS for the rest of it
+ *   IDLE -(AUTH, auth.c: smtpd_cmd_auth)-> AUTH -(235, 535, 501:
+ *          smtpd_auth_end)-> IDLE; -(421 after too many failures)-> CLOSING
+ *   A session of a tls_listen port starts in TLS (tls.c smtpd_tls_implicit).
  * CLOSING is terminal: smtpd_enter refuses to leave it, so a reject that
  * closed the session (max_errors) is not undone by the reset that follows
  * it, and nothing after the 421 is read, executed or answered.
@@ -66,31 +69,28 @@ static const char *const smtpd_state_names[] = {
 	[SMTPD_ST_GREET] = "GREET", [SMTPD_ST_IDLE] = "IDLE",
 	[SMTPD_ST_MAIL] = "MAIL", [SMTPD_ST_RCPT] = "RCPT",
 	[SMTPD_ST_DATA] = "DATA", [SMTPD_ST_BDAT] = "BDAT",
-	[SMTPD_ST_STORE] = "STORE", [SMTPD_ST_CLOSING] = "CLOSING",
+	[SMTPD_ST_STORE] = "STORE", [SMTPD_ST_AUTH] = "AUTH",
+	[SMTPD_ST_CLOSING] = "CLOSING",
 };
 
 #define B(st) (1u << SMTPD_ST_##st)
 /* The states each state may move to (the file header draws them). */
 static const unsigned smtpd_moves[] = {
 	[SMTPD_ST_GREET] = B(GREET) | B(IDLE) | B(BDAT) | B(CLOSING),
-	[SMTPD_ST_IDLE] = B(GREET) | B(IDLE) | B(MAIL) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_IDLE] = B(GREET) | B(IDLE) | B(MAIL) | B(BDAT) | B(AUTH) |
+	    B(CLOSING),
 	[SMTPD_ST_MAIL] = B(IDLE) | B(RCPT) | B(BDAT) | B(CLOSING),
 	[SMTPD_ST_RCPT] = B(IDLE) | B(RCPT) | B(DATA) | B(BDAT) | B(CLOSING),
 	[SMTPD_ST_DATA] = B(IDLE) | B(STORE) | B(CLOSING),
 	[SMTPD_ST_BDAT] = B(GREET) | B(IDLE) | B(MAIL) | B(RCPT) | B(STORE) |
 	    B(CLOSING),
 	[SMTPD_ST_STORE] = B(IDLE) | B(CLOSING),
+	[SMTPD_ST_AUTH] = B(IDLE) | B(CLOSING),
 	[SMTPD_ST_CLOSING] = 0,
 };
 #undef B
 
-/*
- * Move s to state to; the only writer of s->state. Returns 1 if it moved.
- * Leaving CLOSING is refused quietly (returns 0): a command whose reject
- * closed the session goes on to reset its transaction, and that reset must
- * not reopen it. Any other move not in smtpd_moves[] is our bug.
- */
-static int
+int
 smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
 {
 	enum smtpd_state from = s->state;
@@ -306,6 +306,7 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	smtpd_tx_reset(s);
 	if (s->delay_ev != NULL)
 		event_free(s->delay_ev);
+	smtpd_auth_session_free(s);
 	smtpd_tls_session_free(s);
 	bufferevent_free(s->bev);
 	free(s->helo);
@@ -376,7 +377,8 @@ static void
 smtpd_session_want_read(struct smtpd_session *s)
 {
 	if (!s->out_full && s->state != SMTPD_ST_STORE &&
-	    s->state != SMTPD_ST_CLOSING)
+	    s->state != SMTPD_ST_CLOSING &&
+	    (s->state != SMTPD_ST_AUTH || smtpd_auth_reading(s)))
 		bufferevent_enable(s->bev, EV_READ);
 }
 
@@ -428,7 +430,8 @@ int
 smtpd_session_idle(const struct smtpd_session *s)
 {
 	return s->state == SMTPD_ST_GREET || s->state == SMTPD_ST_IDLE ||
-	    s->state == SMTPD_ST_MAIL || s->state == SMTPD_ST_RCPT;
+	    s->state == SMTPD_ST_MAIL || s->state == SMTPD_ST_RCPT ||
+	    s->state == SMTPD_ST_AUTH;
 }
 
 static void
@@ -564,12 +567,13 @@ smtpd_cmd_helo(struct smtpd_session *s, char *arg, int esmtp)
 		smtpd_reply(s, "250 %s", c->server_hostname);
 		return;
 	}
-	/* RFC 3207 4.2: not offered again once in TLS */
+	/* RFC 3207 4.2: not offered again once in TLS; AUTH only in TLS */
 	smtpd_reply(s, "250-%s\r\n250-PIPELINING\r\n250-SIZE %lld\r\n"
 	    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"
-	    "250-DSN\r\n%s250 CHUNKING", c->server_hostname,
+	    "250-DSN\r\n%s%s250 CHUNKING", c->server_hostname,
 	    (long long)c->server_max_message_size,
-	    s->srv->tls_ctx != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
+	    s->srv->tls_ctx != NULL && !s->tls ? "250-STARTTLS\r\n" : "",
+	    smtpd_auth_offered(s) ? "250-AUTH PLAIN LOGIN\r\n" : "");
 }
 
 static void
@@ -588,6 +592,8 @@ smtpd_cmd_mail(struct smtpd_session *s, char *arg)
 		smtpd_reject(s, "MAIL", "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
+	if (smtpd_auth_required(s))
+		return;
 	if ((e = smtpd_parse_mail(arg, &m)) != SMTPD_P_OK) {
 		smtpd_reject(s, "MAIL", "%s", smtpd_perr_reply(e));
 		return;
@@ -779,9 +785,6 @@ smtpd_cmd_simple(struct smtpd_session *s, enum smtpd_cmd cmd, char *arg)
 		    "BDAT\r\n214-2.0.0 RSET NOOP QUIT VRFY HELP\r\n"
 		    "214 2.0.0 See RFC 5321");
 		break;
-	case SMTPD_CMD_AUTH:
-		smtpd_reject(s, "-", "502 5.5.1 Command not implemented");
-		break;
 	default:
 		smtpd_reject(s, "-", "500 5.5.2 Error: command not recognized");
 		break;
@@ -818,8 +821,15 @@ smtpd_session_command(struct smtpd_session *s, char *line, size_t len)
 		    "not valid UTF-8");
 		return;
 	}
+	if (s->state == SMTPD_ST_AUTH) {	/* a SASL response */
+		smtpd_auth_line(s, line);
+		return;
+	}
 	cmd = smtpd_parse_verb(line, &arg);
 	switch (cmd) {
+	case SMTPD_CMD_AUTH:
+		smtpd_cmd_auth(s, arg);
+		break;
 	case SMTPD_CMD_HELO:
 		smtpd_cmd_helo(s, arg, 0);
 		break;
@@ -1071,6 +1081,11 @@ smtpd_session_input(struct smtpd_session *s)
 		case SMTPD_ST_BDAT:
 			progress = smtpd_body_read_bdat(s, in);
 			break;
+		case SMTPD_ST_AUTH:
+			/* a check or a failure's delay: the rest waits */
+			progress = smtpd_auth_reading(s) ?
+			    smtpd_read_command(s, in) : 0;
+			break;
 		case SMTPD_ST_STORE:
 		case SMTPD_ST_CLOSING:
 			progress = 0;
@@ -1100,6 +1115,19 @@ smtpd_session_read(struct bufferevent *bev, void *arg)
 	if (s->in_read)
 		return;
 	(void)smtpd_session_input(s);
+}
+
+void
+smtpd_session_resume(struct smtpd_session *s)
+{
+	/* inside the read loop, it goes on by itself */
+	if (s->in_read) {
+		smtpd_session_want_read(s);
+		return;
+	}
+	/* what was pipelined meanwhile, then read */
+	if (smtpd_session_input(s))
+		smtpd_session_want_read(s);
 }
 
 uint64_t
