@@ -330,3 +330,27 @@ def test_relay_reuses_tls_connection(make_sluiced, make_sink, cert):
     dcids = {a or b for a, b in done.findall(log)}
     assert len(dcids) == 1, f"5 messages over connections {dcids}"
     assert len(re.findall(r"TLS established relay=", log)) == 1, log
+
+
+# ---- sluice blast --starttls ----
+
+def test_blast_starttls(tls_sluiced, make_sink):
+    """blast --starttls: every session in TLS; a server without STARTTLS
+    fails every message instead of sending in plaintext."""
+    from sinkutil import run_sluice
+    d = tls_sluiced
+    r = run_sluice("blast", "--server", f"127.0.0.1:{d.port}", "--starttls",
+                   "--sessions", "4", "--messages", "40", "--size", "2K",
+                   "--json")
+    assert r.returncode == 0, r.stderr
+    j = __import__("json").loads(r.stdout)
+    assert (j["accepted"], j["failed"], j["starttls"]) == (40, 0, True), j
+    wait_until(lambda: d.log_text().count("TLS established") ==
+               j["connections"], what="one handshake per connection")
+    plain = make_sink()
+    r = run_sluice("blast", "--server", f"127.0.0.1:{plain.port}",
+                   "--starttls", "--sessions", "2", "--messages", "4",
+                   "--json")
+    j = __import__("json").loads(r.stdout)
+    assert (j["accepted"], j["failed"]) == (0, 4), j
+    assert plain.messages() == []
