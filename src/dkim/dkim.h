@@ -83,6 +83,7 @@ struct dkim_key {
 struct dkim_keys {
 	struct dkim_key *v;
 	size_t n;
+	int refs;		/* dkim_keys_free drops one; 1 when loaded */
 };
 
 /*
@@ -99,6 +100,8 @@ int dkim_spec_parse(const char *spec, char **domain, char **selector,
  */
 struct dkim_keys *dkim_keys_load(const char *list, char *err, size_t errlen);
 struct dkim_keys *dkim_keys_free(struct dkim_keys *k);
+/* One more holder of k (a signature in progress); free drops it. */
+struct dkim_keys *dkim_keys_ref(struct dkim_keys *k);
 /* The key for domain or its nearest parent domain, or NULL. */
 const struct dkim_key *dkim_key_for(const struct dkim_keys *k,
     const char *domain);
@@ -115,6 +118,8 @@ enum dkim_status {
  * ends) with the key of its From: domain at time now. On DKIM_SIGNED
  * *field is a new "DKIM-Signature: ...\r\n" (free()) and *key the key
  * used. msg is linearised up to its header's end; nothing else changes.
+ * Thread-safe for different messages with the same keys (sluiced signs
+ * on worker threads).
  */
 enum dkim_status dkim_sign(const struct dkim_keys *keys, struct evbuffer *msg,
     int64_t now, char **field, const struct dkim_key **key, char *why,

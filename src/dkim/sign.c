@@ -128,9 +128,16 @@ dkim_key_read(const char *path, enum dkim_alg *alg, char *err, size_t errlen)
 }
 
 struct dkim_keys *
+dkim_keys_ref(struct dkim_keys *k)
+{
+	k->refs++;
+	return k;
+}
+
+struct dkim_keys *
 dkim_keys_free(struct dkim_keys *k)
 {
-	if (k == NULL)
+	if (k == NULL || --k->refs > 0)
 		return NULL;
 	for (size_t i = 0; i < k->n; i++) {
 		free(k->v[i].domain);
@@ -148,6 +155,8 @@ dkim_keys_load(const char *list, char *err, size_t errlen)
 {
 	struct dkim_keys *k = xcalloc(1, sizeof(*k));
 	char *copy = xstrdup(list), *save = NULL, *tok;
+
+	k->refs = 1;
 	char why[512];
 
 	for (tok = strtok_r(copy, ",", &save); tok != NULL;

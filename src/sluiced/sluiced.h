@@ -19,6 +19,7 @@
 struct control_server;
 struct sl_conf;
 struct dkim_keys;
+struct sl_work;
 struct control_req;
 struct http_server;
 struct sluiced_ctl;
@@ -57,6 +58,8 @@ struct sluiced {
 	gid_t gid;
 	struct dkim_keys *dkim;		/* [dkim] sign, loaded; owned */
 	struct dkim_keys *old_dkim;	/* kept as old_conf is */
+	struct sl_work *work;		/* DKIM signing threads, made on first
+					   use; owned */
 };
 
 /*
