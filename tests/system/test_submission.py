@@ -20,35 +20,22 @@ Mail to far.test goes to a `sluice sink` (a static route).
     no AUTH even in TLS
 """
 import re
-import shutil
 import signal
 import smtplib
 import socket
-import ssl
 import subprocess
 import time
 
 import pytest
 
-from sinkutil import run_sluice
-from sluicetest import free_port, wait_until
+from sinkutil import sluice_bin
+from sluicetest import client_ctx, free_port, wait_until
 
 PASSWORD = "s3cret pass"
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("subcert")
-    c, k = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-days", "1", "-subj", "/CN=mx.sluice.test",
-                    "-keyout", str(k), "-out", str(c)],
-                   check=True, capture_output=True, timeout=60)
-    return c, k
-
-
 def add_user(users, name, password):
-    r = subprocess.run([run_sluice.__globals__["sluice_bin"](), "user", "-f",
+    r = subprocess.run([sluice_bin(), "user", "-f",
                         str(users), "add", name], input=password + "\n",
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -78,13 +65,6 @@ def sub(make_sluiced, make_sink, cert, tmp_path):
     return d
 
 
-def ctx():
-    c = ssl.create_default_context()
-    c.check_hostname = False
-    c.verify_mode = ssl.CERT_NONE
-    return c
-
-
 MSG = (b"From: <bob@client.test>\r\nTo: <r@far.test>\r\nSubject: sub\r\n\r\n"
        b"submitted\r\n")
 
@@ -103,14 +83,14 @@ def test_auth_only_in_tls_and_mail_needs_auth(sub):
         assert code == 538, msg
         code, msg = c.docmd("MAIL", "FROM:<bob@client.test>")
         assert (code, msg[:5]) == (530, b"5.7.0"), msg
-        c.starttls(context=ctx())
+        c.starttls(context=client_ctx())
         c.ehlo("client.test")
         assert c.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
         code, msg = c.docmd("MAIL", "FROM:<bob@client.test>")
         assert code == 530 and b"Authentication required" in msg, msg
     # the port-25 listener: no AUTH even in TLS, and no relay for loopback
     with smtplib.SMTP("127.0.0.1", sub.port, timeout=15) as c:
-        c.starttls(context=ctx())
+        c.starttls(context=client_ctx())
         c.ehlo("client.test")
         assert not c.has_extn("auth")
         code, _ = c.docmd("AUTH", "PLAIN")
@@ -123,7 +103,7 @@ def test_auth_only_in_tls_and_mail_needs_auth(sub):
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
 def test_smtplib_auth_relays_with_esmtpsa(sub, mech):
     with smtplib.SMTP("127.0.0.1", sub.sub_port, timeout=15) as c:
-        c.starttls(context=ctx())
+        c.starttls(context=client_ctx())
         c.ehlo("client.test")
         c.user, c.password = "bob", PASSWORD
         code, msg = c.auth(mech, getattr(c, "auth_" + mech.lower()),
@@ -186,7 +166,7 @@ def auth_plain(c, user, pw):
 def tls_client(port, source="127.0.0.1"):
     c = smtplib.SMTP("127.0.0.1", port, timeout=60,
                      source_address=(source, 0))
-    c.starttls(context=ctx())
+    c.starttls(context=client_ctx())
     c.ehlo("client.test")
     return c
 
