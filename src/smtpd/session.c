@@ -415,6 +415,8 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 		smtpd_reply(s, "%s", reply);
 	log_ev(LOG_INFO, SMTPD_IDS(s), "closing", "reason", why, NULL);
 	smtpd_tx_reset(s);
+	/* an AUTH check or delay in progress ends with the session */
+	smtpd_auth_session_free(s);
 	smtpd_enter(s, SMTPD_ST_CLOSING);
 	bufferevent_disable(s->bev, EV_READ);
 	/* a write timeout bounds a client that never reads its last reply */

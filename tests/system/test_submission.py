@@ -226,3 +226,20 @@ def test_submission_without_certificate_refused(make_sluiced):
     with pytest.raises(AssertionError, match=r"\[submission\] listen needs "
                        r"\[server\] tls_cert"):
         d.start()
+
+
+def test_shutdown_during_auth_delay(sub):
+    """SIGTERM while a failed AUTH waits out its delay: the client gets the
+    shutdown's 421 and nothing after it (no late 535), and sluiced exits 0
+    (the fixture's stop checks the exit code)."""
+    import base64
+    c = tls_client(sub.sub_port, "127.0.0.9")
+    tok = base64.b64encode(b"\0bob\0wrong").decode()
+    c.send(f"AUTH PLAIN {tok}\r\n".encode())
+    sub.wait_log(r"authentication failed user=bob address=127\.0\.0\.9")
+    sub.signal(signal.SIGTERM)
+    code, msg = c.getreply()
+    assert (code, msg[:5]) == (421, b"4.3.2"), (code, msg)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        c.getreply()
+    assert sub.wait_exit() == 0
