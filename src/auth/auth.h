@@ -5,8 +5,9 @@
  *
  * The users file has one "name:hash" a line, hash a crypt(3) string from
  * libxcrypt (yescrypt "$y$" by default, SHA-512 "$6$" accepted; any
- * method crypt_checksalt() calls current); blank lines and lines starting
- * with '#' are skipped. Names are 1..255 bytes of printable ASCII or
+ * method crypt_checksalt() calls current); a hash with '!' or '*' in
+ * front (or alone) is a locked account, as in /etc/shadow: it never
+ * matches. Blank lines and lines starting with '#' are skipped. Names are 1..255 bytes of printable ASCII or
  * UTF-8 without ':' or white space.
  *
  * Everything here is pure or does plain file I/O; nothing knows about

@@ -82,8 +82,13 @@ auth_users_line(struct auth_users *u, char *line, char *msg, size_t msglen)
 		snprintf(msg, msglen, "'%.64s' is not a valid user name", line);
 		return -1;
 	}
-	rc = crypt_checksalt(hash);
-	if (hash[0] != '$' || (rc != CRYPT_SALT_OK && rc != CRYPT_SALT_TOO_CHEAP)) {
+	/* "!" or "*" first: a locked account, as in /etc/shadow */
+	rc = crypt_checksalt(hash[0] == '!' || hash[0] == '*' ? hash + 1 : hash);
+	if ((hash[0] == '!' || hash[0] == '*') && hash[1] == '\0')
+		rc = CRYPT_SALT_OK;
+	else if (hash[hash[0] == '!' || hash[0] == '*'] != '$')
+		rc = CRYPT_SALT_INVALID;
+	if (rc != CRYPT_SALT_OK && rc != CRYPT_SALT_TOO_CHEAP) {
 		snprintf(msg, msglen, "user %s: the hash is not a current "
 		    "crypt(3) hash (yescrypt $y$ or SHA-512 $6$)", line);
 		return -1;

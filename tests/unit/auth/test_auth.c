@@ -29,11 +29,14 @@ static void
 test_parse(void **state)
 {
 	static const char ok[] = "# users\n\nbob:" SHA512_SECRET "\r\n"
-	    "alice@example.test:" SHA512_SECRET "\n";
+	    "alice@example.test:" SHA512_SECRET "\n"
+	    "locked:!" SHA512_SECRET "\nnone:*\n";
 	static const struct { const char *text, *err; } bad[] = {
 		{ "bob\n", "u:1: expected name:hash" },
 		{ "\nbob:plain\n", "u:2: user bob: the hash is not" },
 		{ "bob:$1$abc$xyz\n", "u:1: user bob: the hash" },
+		{ "bob:!plain\n", "u:1: user bob: the hash" },
+		{ "bob:!!\n", "u:1: user bob: the hash" },
 		{ ":" SHA512_SECRET "\n", "u:1: '' is not a valid user" },
 		{ "b b:" SHA512_SECRET "\n", "u:1: 'b b' is not a valid" },
 		{ "bob:" SHA512_SECRET "\nbob:" SHA512_SECRET "\n",
@@ -44,8 +47,11 @@ test_parse(void **state)
 
 	u = auth_users_parse(ok, sizeof(ok) - 1, "u", err, sizeof(err));
 	assert_non_null(u);
-	assert_int_equal(u->n, 2);
+	assert_int_equal(u->n, 4);
 	assert_string_equal(u->v[0].name, "alice@example.test");
+	/* locked accounts load and never match */
+	assert_false(auth_password_check(auth_users_find(u, "locked"), "secret"));
+	assert_false(auth_password_check(auth_users_find(u, "none"), "*"));
 	assert_string_equal(auth_users_find(u, "bob"), SHA512_SECRET);
 	assert_null(auth_users_find(u, "Bob"));
 	assert_null(auth_users_find(u, "carol"));
