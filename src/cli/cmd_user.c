@@ -61,13 +61,14 @@ cmd_user_prompt(const char *prompt, char *buf, size_t size)
 	struct termios old, quiet;
 	int rc;
 
-	fputs(prompt, stderr);
-	fflush(stderr);
 	if (tcgetattr(0, &old) != 0)
 		return -1;
 	quiet = old;
 	quiet.c_lflag &= ~(tcflag_t)ECHO;
 	tcsetattr(0, TCSAFLUSH, &quiet);
+	/* the prompt only once echo is off: typing after it never shows */
+	fputs(prompt, stderr);
+	fflush(stderr);
 	rc = cmd_user_readline(buf, size);
 	tcsetattr(0, TCSAFLUSH, &old);
 	fputc('\n', stderr);
