@@ -10,6 +10,7 @@
  * [dkim] sign entries parse as domain:selector:keyfile.
  * Replayed by scripts/fuzz.sh replay; fuzzed by scripts/fuzz.sh run conf.
  */
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,9 +61,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char *copy = strdup(c->dkim_sign), *save = NULL, *tok;
 		for (tok = strtok_r(copy, ",", &save); tok != NULL;
 		    tok = strtok_r(NULL, ",", &save)) {
-			char *d, *s, *p;
-			while (*tok == ' ' || *tok == '\t')
+			char *d, *s, *p, *end;
+			/* trimmed as conf.c's list items are (isspace) */
+			while (isspace((unsigned char)*tok))
 				tok++;
+			end = tok + strlen(tok);
+			while (end > tok && isspace((unsigned char)end[-1]))
+				*--end = '\0';
 			if (*tok == '\0')
 				continue;
 			CHECK(dkim_spec_parse(tok, &d, &s, &p, err,
