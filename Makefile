@@ -86,7 +86,7 @@ test-asan:
 # then fuzz each target with libFuzzer for FUZZ_SECONDS (a fixed time, so
 # make test stays within its budget; scripts/fuzz.sh run NAME SECONDS runs
 # one longer).
-FUZZ_SECONDS ?= 15
+FUZZ_SECONDS ?= 12
 test-fuzz:
 	@scripts/fuzz.sh replay
 	@scripts/fuzz.sh all $(FUZZ_SECONDS)

@@ -5,9 +5,9 @@
 #                                         target (make test-fuzz); needs cc
 #   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET with libFuzzer; needs
 #                                         clang
-#   scripts/fuzz.sh all SECONDS           fuzz every target SECONDS each, one
-#                                         after the other (make test-fuzz);
-#                                         fails on any finding
+#   scripts/fuzz.sh all SECONDS           fuzz every target SECONDS each, two
+#                                         at a time (make test-fuzz); fails
+#                                         on any finding
 #
 # Targets: parse, data, reply, bdat (smtpd and smtpc parsers), template
 # and inject (the injection template language and request parser), sasl (AUTH PLAIN
@@ -82,11 +82,19 @@ run() {
 	    "$OUT/work-$t" "fuzz/corpus/$t"
 }
 
-# Every target for secs seconds; one line each, then the totals.
+# Every target for secs seconds, two at a time (libFuzzer uses one core);
+# one line each, then the totals.
 all() {
-	secs=$1 pass=0 fail=0
+	secs=$1 pass=0 fail=0 n=0
 	for t in $TARGETS; do
-		if run "$t" "$secs" >"$OUT/run-$t.log" 2>&1; then
+		(if run "$t" "$secs" >"$OUT/run-$t.log" 2>&1; then echo 0;
+		    else echo 1; fi >"$OUT/run-$t.rc") &
+		n=$((n + 1))
+		[ $((n % 2)) = 0 ] && wait
+	done
+	wait
+	for t in $TARGETS; do
+		if [ "$(cat "$OUT/run-$t.rc")" = 0 ]; then
 			pass=$((pass + 1))
 			echo "fuzz run $t: $(grep -o 'Done [0-9]* runs' \
 			    "$OUT/run-$t.log" | tail -1) in ${secs}s, no finding"
