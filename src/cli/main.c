@@ -29,6 +29,8 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "undrain", cmd_undrain, "accept mail again after drain", 1 },
 	{ "reload", cmd_reload, "make sluiced re-read its configuration", 1 },
 	{ "stop", cmd_stop, "stop sluiced gracefully", 1 },
+	{ "cluster", cmd_cluster, "status and queue of every node of "
+	    "[cluster] nodes", 1 },
 	{ "sendmail", cmd_sendmail, "submit a message (sendmail-compatible)",
 	    1 },
 	{ "failures", cmd_failures, "list, retry, purge recipients that "

@@ -7,7 +7,13 @@
  * one queue), unless the domain has a [tls_policy] entry of its own: its
  * connections need their own TLS level, so it stays a destination of its
  * own on that route. The TLS level of a connection is that of the
- * destination's name at the time it opens. It owns the ready list of jobs, its resolved next hops (MX or
+ * destination's name at the time it opens. Local recipients
+ * (deliver/local.c) have their own: the backend holding their mailbox
+ * ("backend:b1", SMTP or LMTP to its one endpoint), [local] lmtp
+ * ("local:lmtp"), or this node's Maildirs ("local:maildir", whose
+ * "connections" are jobs handed to maildir.c's workers: same queue,
+ * retries, limits, logs and DSNs as SMTP); [tls_policy] is not theirs.
+ * It owns the ready list of jobs, its resolved next hops (MX or
  * route), and its connections. Connection limits and throttle state live in
  * a site shared by every destination whose next hops are the same hosts.
  *
@@ -31,6 +37,8 @@
  *   LOADING -(no body: the job deferred)-> IDLE; any -(CLOSED or
  *   FAILED)-> freed by sched_conn_free (FAILED also defers or throttles
  *   the destination; a job still LOADING goes back to the ready list).
+ * A Maildir "connection" is IDLE at once, BUSY while maildir.c writes its
+ * job, and goes after its idle timeout (no smtpc, no CLOSED).
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -39,6 +47,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "deliver/deliver.h"
 #include "log/log.h"
 #include "sched/sched_int.h"
 #include "util/util.h"
@@ -71,12 +80,11 @@ sched_site_hash(const void *node)
 	return sl_hash_str(((const struct sched_site *)node)->key);
 }
 
-struct sched_dest *
-sched_dest_get(struct sched *s, const char *domain)
+/* The destination named key (made with route and kind if new). */
+static struct sched_dest *
+sched_dest_get(struct sched *s, const char *key, const char *route,
+    enum sched_dest_kind kind)
 {
-	const char *route = sched_route_of(s, domain);
-	const char *key = route && !conf_tls_policy_has(s->conf, domain) ?
-	    route : domain;
 	size_t b = sl_hash_str(key) % s->dtab_size;
 	struct sched_dest *d;
 
@@ -93,12 +101,47 @@ sched_dest_get(struct sched *s, const char *domain)
 	d = xcalloc(1, sizeof(*d));
 	d->name = xstrdup(key);
 	d->route = route ? xstrdup(route) : NULL;
+	d->kind = (uint8_t)kind;
 	TAILQ_INIT(&d->ready);
 	TAILQ_INIT(&d->conns);
 	d->hnext = s->dtab[b];
 	s->dtab[b] = d;
 	s->ndest++;
 	return d;
+}
+
+struct sched_dest *
+sched_dest_of(struct sched *s, const char *addr)
+{
+	const struct conf_kv *be;
+	const char *at = strrchr(addr, '@'), *route;
+	char key[300];
+	size_t i = 0;
+
+	if (s->local != NULL && local_is_local(s->local, addr)) {
+		if ((be = local_backend(s->local, addr)) != NULL) {
+			snprintf(key, sizeof(key), "backend:%s", be->key);
+			return sched_dest_get(s, key, be->value + 5,
+			    strncmp(be->value, "lmtp:", 5) == 0 ?
+			    SCHED_DEST_LMTP : SCHED_DEST_SMTP);
+		}
+		if (s->conf->local_lmtp_agent)
+			return sched_dest_get(s, "local:lmtp", s->conf->local_lmtp,
+			    SCHED_DEST_LMTP);
+		return sched_dest_get(s, "local:maildir", NULL,
+		    SCHED_DEST_MAILDIR);
+	}
+	/* the lower-case domain ("" for <Postmaster>) */
+	if (at != NULL)
+		for (at++; *at && i + 1 < sizeof(key); at++)
+			key[i++] = (char)((*at >= 'A' && *at <= 'Z') ? *at + 32 :
+			    *at);
+	key[i] = '\0';
+	route = sched_route_of(s, key);
+	/* a domain with a TLS policy of its own keeps its own queue */
+	return route != NULL && !conf_tls_policy_has(s->conf, key) ?
+	    sched_dest_get(s, route, route, SCHED_DEST_SMTP) :
+	    sched_dest_get(s, key, route, SCHED_DEST_SMTP);
 }
 
 static struct sched_site *
@@ -312,6 +355,33 @@ sched_dest_resolved(void *arg, struct dns_result *r)
 	dns_result_free(r);
 }
 
+/*
+ * The next hop of this node's Maildirs or of a Unix socket: one host, no
+ * DNS, kept as long as the destination is.
+ */
+static void
+sched_dest_local_hops(struct sched *s, struct sched_dest *d)
+{
+	struct dns_result *r = xcalloc(1, sizeof(*r));
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	r->nhost = 1;
+	r->hosts = xcalloc(1, sizeof(*r->hosts));
+	r->hosts[0].name = xstrdup(d->kind == SCHED_DEST_MAILDIR ? "maildir" :
+	    "lmtp");
+	if (d->route != NULL && conf_endpoint_parse(d->route, &ss, &len) == 0) {
+		r->hosts[0].naddr = 1;
+		r->hosts[0].addrs = xmalloc(sizeof(ss));
+		memcpy(r->hosts[0].addrs, &ss, sizeof(ss));
+	}
+	dns_result_free(d->hops);
+	d->hops = r;
+	d->hops_expire = INT64_MAX;
+	sched_dest_set_site(s, d, sched_site_get(s, d->route ? d->route :
+	    d->name));
+}
+
 /* Start resolving d's next hops: a static route or the domain's MX. */
 static void
 sched_dest_resolve(struct sched *s, struct sched_dest *d)
@@ -320,6 +390,11 @@ sched_dest_resolve(struct sched *s, struct sched_dest *d)
 	char host[300];
 
 	d->wake_s = s;
+	if (d->kind == SCHED_DEST_MAILDIR || (d->route != NULL &&
+	    strncmp(d->route, "unix:", 5) == 0)) {
+		sched_dest_local_hops(s, d);
+		return;
+	}
 	if (d->route != NULL) {
 		/* "[host]:port": that host, no MX; "host[:port]": its MX */
 		const char *r = d->route, *colon;
@@ -352,6 +427,7 @@ sched_dest_resolve(struct sched *s, struct sched_dest *d)
 /* ---- connections ---- */
 
 static const struct smtpc_cb sched_conn_cb;
+static void sched_conn_next(struct sched_conn *c);
 
 /* The addresses to try, in MX order; equal preferences rotated per
  * connection so that equal MX hosts share the load. */
@@ -433,6 +509,22 @@ sched_tls_level(const struct sl_conf *conf, const char *name)
 	}
 }
 
+/*
+ * The TLS level of a connection of d, taken as it opens. [delivery] tls
+ * and [tls_policy] are about recipient domains: a mailbox server next door
+ * is spoken to in the clear (LMTP), an SMTP backend of ours with TLS when
+ * it offers it.
+ */
+static int
+sched_dest_tls(const struct sl_conf *conf, const struct sched_dest *d)
+{
+	if (d->kind == SCHED_DEST_LMTP)
+		return SMTPC_TLS_NONE;
+	if (strncmp(d->name, "backend:", 8) == 0)
+		return SMTPC_TLS_MAY;
+	return sched_tls_level(conf, d->name);
+}
+
 static void
 sched_conn_open(struct sched *s, struct sched_dest *d)
 {
@@ -441,8 +533,9 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 		.connect_timeout = (int)s->conf->delivery_connect_timeout,
 		.command_timeout = (int)s->conf->delivery_command_timeout,
 		.data_timeout = (int)s->conf->delivery_data_timeout,
-		.tls = sched_tls_level(s->conf, d->name),
+		.tls = sched_dest_tls(s->conf, d),
 		.tls_ca_file = s->conf->delivery_tls_ca_file,
+		.lmtp = d->kind == SCHED_DEST_LMTP,
 	};
 	struct smtpc_addr addrs[32];
 	struct sched_conn *c = xcalloc(1, sizeof(*c));
@@ -462,6 +555,13 @@ sched_conn_open(struct sched *s, struct sched_dest *d)
 	d->nconnecting++;
 	c->site->nconn++;
 	s->nconn++;
+	if (d->kind == SCHED_DEST_MAILDIR) {
+		/* nothing to connect to: ready for a job now */
+		c->maildir = 1;
+		sched_conn_enter(c, SCHED_CONN_IDLE);
+		sched_conn_next(c);
+		return;
+	}
 	c->c = smtpc_new(s->base, c->dcid, &p, addrs, n, &cb);
 }
 
@@ -498,10 +598,20 @@ sched_conn_free(struct sched_conn *c)
 	free(c);
 }
 
+static void sched_conn_gone(struct sched *s, struct sched_dest *d,
+    struct sched_site *site);
+
 static void
 sched_conn_quit(struct sched_conn *c)
 {
 	sched_conn_enter(c, SCHED_CONN_QUITTING);
+	if (c->maildir) {
+		/* only from a timer (sched_conn_worn is 0 and a Maildir site
+		 * never pauses), never under a walk of d->conns */
+		sched_conn_gone(c->s, c->dest, c->site);
+		sched_conn_free(c);
+		return;
+	}
 	smtpc_quit(c->c);
 }
 
@@ -514,7 +624,7 @@ sched_conn_idle_fire(evutil_socket_t fd, short what, void *arg)
 		sched_conn_quit(c);
 }
 
-static void sched_conn_next(struct sched_conn *c);
+static void sched_conn_maildir_done(void *arg, struct smtpc_msg *m);
 
 /* The body is in (or not): send the job, or defer it and go on. */
 static void
@@ -567,7 +677,11 @@ sched_conn_loaded(struct sched_conn *c)
 	c->m.rcpts = c->rcpts;
 	c->m.owner = c;
 	sched_conn_enter(c, SCHED_CONN_BUSY);
-	smtpc_send(c->c, &c->m);
+	if (c->maildir)
+		maildir_deliver(s->maildir, c->dcid, s->conf->local_maildir_root,
+		    &c->m, sched_conn_maildir_done, c);
+	else
+		smtpc_send(c->c, &c->m);
 }
 
 /* 1 if c has carried its messages_per_connection or is connection_max_age old. */
@@ -576,6 +690,8 @@ sched_conn_worn(const struct sched_conn *c)
 {
 	const struct sl_conf *conf = c->s->conf;
 
+	if (c->maildir)		/* no peer to spare: only the idle timeout */
+		return 0;
 	return c->nmsgs >= conf->delivery_messages_per_connection ||
 	    sched_now_ms() - c->started >=
 	    conf->delivery_connection_max_age * 1000;
@@ -708,10 +824,27 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 	else if (delivered && c->site->limit <
 	    s->conf->delivery_destination_concurrency)
 		c->site->limit++;	/* recover, one step at a time */
+	/* a mailbox store takes no DSN duty: success notices are ours */
 	if (job != NULL)
 		sched_job_outcome(s, job, m->rcpts, m->nrcpt,
-		    smtpc_peer_host(sc),
-		    (smtpc_peer_ext(sc) & SMTPC_EXT_DSN) != 0);
+		    sc != NULL ? smtpc_peer_host(sc) : "maildir",
+		    sc != NULL && (smtpc_peer_ext(sc) & SMTPC_EXT_DSN) != 0);
+}
+
+/* maildir.c wrote (or could not write) the job: as smtpc's done, then
+ * READY; after sched_stop, the connection goes (maildir_free). */
+static void
+sched_conn_maildir_done(void *arg, struct smtpc_msg *m)
+{
+	struct sched_conn *c = arg;
+
+	sched_conn_done(c, NULL, m);
+	if (c->s->stopping) {
+		sched_conn_free(c);
+		return;
+	}
+	sched_conn_enter(c, SCHED_CONN_IDLE);
+	sched_conn_next(c);
 }
 
 /* The loop is back: run the destinations a closed connection made room
@@ -970,8 +1103,13 @@ sched_stop(struct sched *s)
 	s->stopping = 1;
 	for (size_t b = 0; b < s->dtab_size; b++) {
 		for (struct sched_dest *d = s->dtab[b]; d != NULL; d = d->hnext) {
-			struct sched_conn *c;
-			while ((c = TAILQ_FIRST(&d->conns)) != NULL) {
+			struct sched_conn *c, *next;
+			for (c = TAILQ_FIRST(&d->conns); c != NULL; c = next) {
+				next = TAILQ_NEXT(c, entry);
+				/* a Maildir write in flight finishes in
+				 * maildir_free, which frees its connection */
+				if (c->maildir && c->state == SCHED_CONN_BUSY)
+					continue;
 				smtpc_free(c->c);
 				sched_conn_free(c);
 			}

@@ -107,6 +107,19 @@ sched_emit(struct sched *s, struct sched_msg *m, struct sched_rcpt *r,
 	s->hooks.outcome(s->hooks.arg, &o);
 }
 
+void
+sched_set_local(struct sched *s, struct local *l, struct maildir *md)
+{
+	s->local = l;
+	s->maildir = md;
+}
+
+uint64_t
+sched_dcid_next(struct sched *s)
+{
+	return ++s->next_dcid;
+}
+
 static void
 sched_rcpt_clear(struct sched_rcpt *r)
 {
@@ -198,26 +211,12 @@ sched_msg_abort(struct sched *s, struct sched_msg *m)
 	sched_msg_enter(s, m, SCHED_MSG_DONE);
 }
 
-/* The lower-case domain of a recipient ("" for <Postmaster>). */
-static void
-sched_rcpt_domain(const char *addr, char *out, size_t size)
-{
-	const char *at = strrchr(addr, '@');
-	size_t i = 0;
-
-	if (at != NULL)
-		for (at++; *at && i + 1 < size; at++)
-			out[i++] = (char)((*at >= 'A' && *at <= 'Z') ? *at + 32 : *at);
-	out[i] = '\0';
-}
-
 /* Group the pending recipients into jobs by destination. */
 static void
 sched_msg_jobs(struct sched *s, struct sched_msg *m)
 {
 	uint32_t max = (uint32_t)s->conf->delivery_recipients_per_transaction;
 	int64_t now = sl_now_us() / 1000000;
-	char dom[256];
 
 	/* a batch's recipients each get their own message: one per job */
 	if ((m->flags & SPOOL_F_BATCH) && s->hooks.batch_body != NULL)
@@ -230,8 +229,7 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 
 		if (sched_rcpt_final(r))
 			continue;
-		sched_rcpt_domain(r->addr, dom, sizeof(dom));
-		d = sched_dest_get(s, dom);
+		d = sched_dest_of(s, r->addr);
 		/* join an earlier job of this message at d, if it has room and
 		 * the same hold state */
 		for (j = max > 1 ? m->jobs : NULL; j != NULL; j = j->next)

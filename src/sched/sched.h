@@ -41,6 +41,18 @@ void sched_stop(struct sched *s);
 void sched_free(struct sched *s);
 /* Use a new configuration from now on (reload); conf is borrowed. */
 void sched_set_conf(struct sched *s, const struct sl_conf *conf);
+/*
+ * Local delivery: l says which recipients are local and which backend (or
+ * this node's [local] agent) holds each mailbox; md writes Maildirs. Both
+ * borrowed, NULL for none. With md, sluiced calls maildir_free() after
+ * sched_stop() (it finishes the writes in flight and their outcomes are
+ * recorded) and before spool_close().
+ */
+struct local;
+struct maildir;
+void sched_set_local(struct sched *s, struct local *l, struct maildir *md);
+/* A new DCID, for delivery connections made outside the scheduler. */
+uint64_t sched_dcid_next(struct sched *s);
 
 /* A copy of what delivery needs of msg (borrowed; msg is not kept). */
 struct sched_msg *sched_msg_new(struct sched *s, const struct spool_msg *msg);

@@ -187,6 +187,17 @@ struct sched_site {
 	int in_idle;
 };
 
+/*
+ * How a destination's mail goes: SMTP to MX hosts or a route (a domain, a
+ * [routes] value), or to a mailbox backend ([backends] smtp:); LMTP to a
+ * backend or [local] lmtp; or into this node's Maildirs.
+ */
+enum sched_dest_kind {
+	SCHED_DEST_SMTP = 0,
+	SCHED_DEST_LMTP,
+	SCHED_DEST_MAILDIR,
+};
+
 struct sched_dest {
 	struct sched_dest *hnext;	/* hash chain */
 	TAILQ_ENTRY(sched_dest) starved;	/* waiting for total capacity */
@@ -197,8 +208,11 @@ struct sched_dest {
 	int in_kick;
 	TAILQ_ENTRY(sched_dest) idle;	/* in s->idle: may be freed */
 	int in_idle;
-	char *name;			/* domain, or route value */
-	char *route;			/* static route hosts, or NULL: MX */
+	char *name;			/* domain, route value, "backend:NAME",
+					   "local:lmtp" or "local:maildir" */
+	char *route;			/* static route hosts ("[addr]:port",
+					   "unix:/path"), or NULL: MX */
+	uint8_t kind;			/* enum sched_dest_kind */
 	struct sched_job_list ready;
 	uint64_t nready;		/* jobs in ready */
 	uint64_t njobs;			/* all jobs of this destination */
@@ -279,6 +293,7 @@ struct sched_conn {
 	struct sched_body *body;	/* held while LOADING or BUSY */
 	struct sched_body_wait wait;
 	struct event *idle_ev;
+	int maildir;			/* no smtpc: jobs go to maildir.c */
 };
 
 TAILQ_HEAD(sched_msg_list, sched_msg);
@@ -318,6 +333,8 @@ struct sched {
 	int64_t dsn_backoff_ms;		/* the next wait; 0: the first */
 	struct sched_body **btab;	/* bodies read or being read (body.c) */
 	size_t btab_size, nbody;
+	struct local *local;		/* local recipients (deliver/local.c) */
+	struct maildir *maildir;	/* the Maildir agent, or NULL */
 	struct sockaddr_storage *self;	/* this machine's addresses (loop.c) */
 	size_t nself;
 	int64_t self_expire;		/* unix ms */
@@ -385,7 +402,9 @@ void sched_dsn_pending(struct sched *s, struct sched_msg *m);
 void sched_dsn_free(struct sched *s);
 
 /* destq.c */
-struct sched_dest *sched_dest_get(struct sched *s, const char *domain);
+/* The destination of a recipient: its backend, this node's agent, or
+ * the route or MX of its domain. */
+struct sched_dest *sched_dest_of(struct sched *s, const char *addr);
 void sched_dest_run(struct sched *s, struct sched_dest *d);
 void sched_dest_free_all(struct sched *s);
 /* d may have no job and no connection left: free it (and its site) once

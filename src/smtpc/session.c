@@ -26,6 +26,7 @@
  *                           or CLOSED with SMTPC_FAILED when none is left
  *   GREETING -(2xx: EHLO sent)-> EHLO -(2xx, or 5xx then HELO 2xx:
  *                                       smtpc_greeted)-> IDLE (READY)
+ *   (LMTP: LHLO in EHLO's place, and a 5xx to it fails the address)
  *   EHLO -(2xx offering STARTTLS, policy not NONE: smtpc_starttls_begin)->
  *     STARTTLS -(220: smtpc_tls_start)-> TLS -(handshake done:
  *     smtpc_tls_done, EHLO again)-> EHLO, in TLS for the rest
@@ -40,6 +41,7 @@
  *   IDLE -(peer closes or speaks)-> CLOSED (CLOSED)
  */
 #include <arpa/inet.h>
+#include <sys/un.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -222,11 +224,28 @@ smtpc_reply_reset(struct smtpc *c)
 	c->reply.on_line_arg = c;
 }
 
+/* EHLO, or LHLO for LMTP. */
+static void
+smtpc_hello(struct smtpc *c)
+{
+	smtpc_cmd(c, SMTPC_CMD_EHLO, 0, "%s %s", c->p.lmtp ? "LHLO" : "EHLO",
+	    c->helo);
+}
+
 static void
 smtpc_peer_set(struct smtpc *c, const struct smtpc_addr *a)
 {
 	const void *in;
 	int v6 = a->ss.ss_family == AF_INET6;
+
+	if (a->ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *sun = (const void *)&a->ss;
+		c->port = 0;
+		snprintf(c->addr_text, sizeof(c->addr_text), "%s",
+		    sun->sun_path);
+		snprintf(c->peer, sizeof(c->peer), "unix:%s", sun->sun_path);
+		return;
+	}
 
 	in = v6 ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
 	    : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
@@ -257,6 +276,8 @@ smtpc_connect_start(struct smtpc *c)
 		len = sizeof(struct sockaddr_in);
 	else if (a->ss.ss_family == AF_INET6)
 		len = sizeof(struct sockaddr_in6);
+	else if (a->ss.ss_family == AF_UNIX)
+		len = sizeof(struct sockaddr_un);
 	else {
 		snprintf(c->last_reason, sizeof(c->last_reason),
 		    "connect to %s: address family not supported", c->peer);
@@ -334,14 +355,19 @@ static void
 smtpc_connected(struct smtpc *c)
 {
 	struct timeval wtv = { c->p.data_timeout, 0 };
-	char where[INET6_ADDRSTRLEN + 16];
+	char where[sizeof(c->peer)];
 
 	c->connected = 1;
 	c->state = SMTPC_ST_GREETING;
 	c->need_rset = 0;
-	snprintf(where, sizeof(where), "[%s]:%d", c->addr_text, c->port);
-	log_ev(LOG_INFO, SMTPC_IDS(c), "New SMTP connection", "host",
-	    c->addrs[c->ai].host, "addr", where, NULL);
+	if (c->port == 0)	/* a Unix socket */
+		snprintf(where, sizeof(where), "%s", c->peer);
+	else
+		snprintf(where, sizeof(where), "[%s]:%d", c->addr_text,
+		    c->port);
+	log_ev(LOG_INFO, SMTPC_IDS(c), c->p.lmtp ? "New LMTP connection" :
+	    "New SMTP connection", "host", c->addrs[c->ai].host, "addr",
+	    where, NULL);
 	/* A write must progress within data_timeout (a stalled body). */
 	bufferevent_set_timeouts(c->bev, NULL, &wtv);
 	bufferevent_enable(c->bev, EV_READ);
@@ -507,7 +533,7 @@ smtpc_tls_done(struct smtpc *c)
 	c->ext = 0;
 	c->peer_size = 0;
 	c->state = SMTPC_ST_EHLO;
-	smtpc_cmd(c, SMTPC_CMD_EHLO, 0, "EHLO %s", c->helo);
+	smtpc_hello(c);
 	smtpc_timer_update(c);
 }
 
@@ -572,8 +598,8 @@ smtpc_ehlo_reply(struct smtpc *c, int cmd)
 		c->state = SMTPC_ST_EHLO;
 		c->ext = 0;
 		c->peer_size = 0;
-		smtpc_cmd(c, SMTPC_CMD_EHLO, 0, "EHLO %s", c->helo);
-	} else if (cmd == SMTPC_CMD_EHLO && code / 100 == 5) {
+		smtpc_hello(c);
+	} else if (cmd == SMTPC_CMD_EHLO && code / 100 == 5 && !c->p.lmtp) {
 		/* RFC 5321 3.2: a server without EHLO; fall back to HELO. */
 		c->ext = 0;
 		c->peer_size = 0;

@@ -31,6 +31,17 @@
  * (RFC 6125, SNI sent), and fails the address on a mismatch
  * ("certificate name mismatch: ...").
  *
+ * LMTP (RFC 2033, params.lmtp): the same connection says LHLO instead of
+ * EHLO (no HELO fallback), always sends DATA, and after the data reads one
+ * reply per recipient that RCPT accepted, in RCPT order, each that
+ * recipient's own outcome. Addresses may be Unix sockets (AF_UNIX), as a
+ * local LMTP server such as Dovecot's usually is.
+ *
+ * A probe message (smtpc_msg.probe) only asks: MAIL and RCPT, no data;
+ * each recipient's outcome is its RCPT reply, and the next message on the
+ * connection starts with RSET. It verifies recipients with the server that
+ * holds their mailboxes before they are accepted.
+ *
  * Every step has a timeout (RFC 5321 4.5.3.2); a peer that stalls, sends
  * garbage, a reply without CRLF, or a multi-line reply that never ends (more
  * than 100 lines or 64 KB) ends the connection with the message's
@@ -74,6 +85,7 @@ struct smtpc_params {
 	int tls;			/* enum smtpc_tls; default 0 (MAY) */
 	const char *tls_ca_file;	/* VERIFY: trust anchors; NULL or "":
 					   the system's; borrowed */
+	int lmtp;			/* speak LMTP (RFC 2033) */
 };
 
 struct smtpc_rcpt {
@@ -96,6 +108,7 @@ struct smtpc_msg {
 	size_t nrcpt;
 	struct smtpc_rcpt *rcpts;	/* borrowed; outcomes written in */
 	void *owner;			/* for the caller */
+	int probe;			/* MAIL and RCPT only (no body) */
 };
 
 enum smtpc_event {

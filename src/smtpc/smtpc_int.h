@@ -102,9 +102,9 @@ struct smtpc {
 	struct event *defer;	/* runs what must not run from the API */
 	unsigned pending;	/* SMTPC_DEFER_* for defer */
 
-	char addr_text[INET6_ADDRSTRLEN];
+	char addr_text[112];	/* an address, or a Unix socket path */
 	int port;
-	char peer[320];		/* "host[addr]" or the address alone */
+	char peer[384];		/* "host[addr]", the address alone, or "unix:path" */
 
 	struct smtpc_reply reply;
 	struct smtpc_sent *q;	/* commands awaiting replies */

@@ -130,7 +130,7 @@ def cut_and_recover(make_sluiced, tmp_path, name, sync=None):
     spool, image = root / "spool", root / "image"
     spool.mkdir(parents=True)
     image.mkdir()
-    conf = {"server": {"local_domains": "local.test"},
+    conf = {"server": {"relay_domains": "local.test"},
             "spool": {"dir": str(spool)}}
     d = make_sluiced(conf=conf, env=powercut_env(spool, image, sync),
                      name=name)
@@ -139,7 +139,7 @@ def cut_and_recover(make_sluiced, tmp_path, name, sync=None):
     d.proc.wait(timeout=30)
     d.proc = None
     files = restore_image(image, root / "after")
-    after = make_sluiced(conf={"server": {"local_domains": "local.test"},
+    after = make_sluiced(conf={"server": {"relay_domains": "local.test"},
                                "spool": {"dir": str(root / "after")}},
                          name=name + "-after")
     after.wait_log(r"spool recovered dir=\S+ messages=\d+")
