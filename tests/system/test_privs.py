@@ -40,6 +40,17 @@ def proc_ids(pid):
     return st
 
 
+def send_finished(d, rcpt, text):
+    """One message to rcpt; wait until it is finished (delivered)."""
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
+        c.ehlo("client.test")
+        c.mail("a@client.test")
+        c.rcpt(rcpt)
+        code, resp = c.data(b"Subject: privs\r\n\r\n" + text + b"\r\n")
+        assert code == 250
+    d.wait_log(r"Message finished MID %016X done" % mid_of(resp), timeout=30)
+
+
 def test_drops_to_user_and_mail_flows(world_dir, make_sink):
     nobody = pwd.getpwnam("nobody")
     sink = make_sink()
@@ -69,14 +80,7 @@ def test_drops_to_user_and_mail_flows(world_dir, make_sink):
             st = os.stat(os.path.join(spool, name))
             assert st.st_uid == nobody.pw_uid, name
             assert st.st_mode & 0o007 == 0, (name, oct(st.st_mode))
-        with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
-            c.ehlo("client.test")
-            c.mail("a@client.test")
-            c.rcpt("b@far.test")
-            code, resp = c.data(b"Subject: privs\r\n\r\nas nobody\r\n")
-            assert code == 250
-        mid = mid_of(resp)
-        d.wait_log(r"Message finished MID %016X done" % mid, timeout=30)
+        send_finished(d, "b@far.test", b"as nobody")
         got = wait_until(lambda: sink.messages(), what="message at the sink")
         assert b"as nobody" in got[0]
         # new files made after the drop (WAL, log) are not world-readable
@@ -101,14 +105,7 @@ def test_local_maildir_as_user(world_dir):
     d.start()
     try:
         d.wait_log(r"dropped root user=nobody")
-        with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
-            c.ehlo("client.test")
-            c.mail("a@client.test")
-            c.rcpt("Alice@local.test")
-            code, resp = c.data(b"Subject: privs\r\n\r\nto a Maildir\r\n")
-            assert code == 250
-        mid = mid_of(resp)
-        d.wait_log(r"Message finished MID %016X done" % mid, timeout=30)
+        send_finished(d, "Alice@local.test", b"to a Maildir")
         mail = os.path.join(root, "mail")
         md = os.path.join(mail, "local.test", "alice", "Maildir")
         new = os.listdir(os.path.join(md, "new"))
