@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shaping_conf.h: the shaping file ([shaping] file) as parsed, and the pure
+ * pieces that work on it: the file parser, the GCRA limiter, the warm-up
+ * budget and the rules' threshold windows. Nothing here does I/O but
+ * reading the file in shaping_conf_load(), and nothing reads a clock: every
+ * function that needs the time is given it.
+ *
+ * The file (docs/SHAPING.md has the full grammar):
+ *   [site NAME]     mx, domains, connections, messages_per_connection,
+ *                   rate, connection_rate, recipients_per_transaction,
+ *                   source, source_select, helo
+ *   [source ADDR]   warmup, warmup_start
+ *   [rule NAME]     site, match, threshold, action
+ * Errors name the file and line: "shaping.ini:7: [site big] rate: ...".
+ */
+#ifndef SL_SHAPING_CONF_H
+#define SL_SHAPING_CONF_H
+
+#include <regex.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* n events per per_us microseconds; n == 0: no limit. */
+struct shaping_rate {
+	uint64_t n;
+	int64_t per_us;
+};
+
+/* A warm-up schedule: start per unit, grown every `every_us`, capped. */
+struct shaping_warmup {
+	uint64_t start;		/* budget per window at first */
+	int64_t unit_us;	/* the window: 1d for "1000/d" */
+	double factor;		/* "x2": multiply (1 when adding) */
+	uint64_t add;		/* "+500": add instead */
+	int64_t every_us;	/* a growth step every this long */
+	uint64_t until;		/* the cap, per window of unit_us */
+};
+
+struct shaping_source_conf {
+	char *addr;			/* as written */
+	struct sockaddr_storage ss;	/* port 0 */
+	socklen_t sslen;
+	int has_warmup;
+	struct shaping_warmup warmup;
+	int64_t warmup_start;		/* unix s; 0: first use (state file) */
+	int line;
+};
+
+enum shaping_select {
+	SHAPING_SELECT_ROTATE = 0,	/* each connection the next address */
+	SHAPING_SELECT_PIN,		/* each destination keeps one */
+};
+
+struct shaping_site_conf {
+	char *name;
+	char **mx;			/* host patterns (* and ?), lower case */
+	size_t nmx;
+	char **domains;			/* lower case */
+	size_t ndomains;
+	int connections;		/* 0: [delivery] destination_concurrency */
+	int messages_per_connection;	/* 0: [delivery] */
+	int recipients_per_transaction;	/* 0: [delivery] */
+	struct shaping_rate rate;	/* messages; n 0: none */
+	struct shaping_rate connection_rate;
+	char **sources;			/* addresses as written */
+	size_t nsources;
+	int select;			/* enum shaping_select */
+	char *helo;			/* or NULL: [server] hostname */
+	int line;
+};
+
+enum shaping_act {
+	SHAPING_ACT_SUSPEND = 1,	/* suspend D */
+	SHAPING_ACT_RATE,		/* rate N/U for D */
+	SHAPING_ACT_CONNECTIONS,	/* connections N for D */
+	SHAPING_ACT_BOUNCE,		/* bounce: the recipient fails now */
+	SHAPING_ACT_RETRY_IN,		/* retry_in D: the recipient waits D */
+};
+
+struct shaping_action {
+	int kind;			/* enum shaping_act */
+	int64_t dur_us;			/* suspend, rate, connections, retry_in */
+	struct shaping_rate rate;	/* rate */
+	int connections;		/* connections */
+};
+
+struct shaping_rule_conf {
+	char *name;
+	char *site;			/* a site's name, or NULL for "*" */
+	char *match;			/* the regex as written */
+	regex_t re;
+	int has_re;
+	uint32_t threshold;		/* matches ... */
+	int64_t window_us;		/* ... within this long */
+	struct shaping_action action;
+	int line;
+};
+
+struct shaping_conf {
+	char *file;
+	struct shaping_site_conf *sites;
+	size_t nsites;
+	struct shaping_source_conf *sources;
+	size_t nsources;
+	struct shaping_rule_conf *rules;
+	size_t nrules;
+};
+
+/* Limits of what the parser accepts. */
+#define SHAPING_MAX_LINE 4096		/* bytes of a line */
+#define SHAPING_MAX_THRESHOLD 10000	/* matches counted by one rule */
+
+/*
+ * Parse the text of a shaping file; file names it in errors. Returns a new
+ * configuration (free with shaping_conf_free), or NULL with
+ * "file:line: message" in err. Pure; len bytes, NULs are an error.
+ */
+struct shaping_conf *shaping_conf_parse(const char *file, const char *text,
+    size_t len, char *err, size_t errlen);
+/* Read path and parse it; NULL with "path: reason" or "path:line: ..." */
+struct shaping_conf *shaping_conf_load(const char *path, char *err,
+    size_t errlen);
+struct shaping_conf *shaping_conf_free(struct shaping_conf *c);
+
+/* The site named name, or NULL. */
+const struct shaping_site_conf *shaping_conf_site(const struct shaping_conf *c,
+    const char *name);
+/* The [source] section of addr, or NULL. */
+const struct shaping_source_conf *shaping_conf_source(
+    const struct shaping_conf *c, const char *addr);
+/*
+ * The site a destination belongs to: the first whose domains hold domain,
+ * else the first (in file order) with an mx pattern matching one of the
+ * hosts; NULL if none. Case does not matter.
+ */
+const struct shaping_site_conf *shaping_conf_match(const struct shaping_conf *c,
+    const char *domain, const char *const *hosts, size_t nhosts);
+
+/* "600/m", "10/s", "100/5m": 0, or -1 (not a rate). */
+int shaping_rate_parse(const char *s, struct shaping_rate *out);
+/* "600/m" back (the largest unit that fits), into buf. */
+void shaping_rate_format(const struct shaping_rate *r, char *buf, size_t len);
+/* Microseconds between two events at rate r (at least 1). */
+int64_t shaping_rate_interval(const struct shaping_rate *r);
+
+/*
+ * GCRA (the generic cell rate algorithm): a virtual scheduling limiter that
+ * spaces events evenly at the rate, with no burst: an event is allowed once
+ * now reaches tat (the theoretical arrival time), and moves tat one
+ * interval past max(tat, now).
+ */
+struct shaping_gcra {
+	int64_t tat;		/* microseconds, the clock the caller uses */
+};
+/* 0 if an event may happen now (it is counted), else microseconds to wait. */
+int64_t shaping_gcra_take(struct shaping_gcra *g, int64_t interval_us,
+    int64_t now_us);
+/* Microseconds until an event would be allowed (0: now); counts nothing. */
+int64_t shaping_gcra_peek(const struct shaping_gcra *g, int64_t now_us);
+
+/*
+ * The warm-up budget of the window holding now_us: start grown by one step
+ * for each full `every` since start_us, capped at until. Windows are
+ * aligned to the epoch (a day is a UTC day).
+ */
+uint64_t shaping_warmup_budget(const struct shaping_warmup *w,
+    int64_t start_us, int64_t now_us);
+/* The window holding now_us (its number since the epoch). */
+int64_t shaping_warmup_window(const struct shaping_warmup *w, int64_t now_us);
+/* "1000/d, x2 every 2d, until 200000/d": 0, or -1 with a reason. */
+int shaping_warmup_parse(const char *s, struct shaping_warmup *out,
+    char *err, size_t errlen);
+
+/*
+ * A rule's threshold window: the times of its last `threshold` matches in
+ * a ring. shaping_hits_add() records a match at now and returns 1 when the
+ * threshold is reached (that many matches within the window), and then
+ * empties the ring so the next firing needs as many new matches.
+ */
+struct shaping_hits {
+	int64_t *t;		/* threshold slots, oldest at head */
+	uint32_t n, head, cap;
+};
+void shaping_hits_init(struct shaping_hits *h, uint32_t threshold);
+void shaping_hits_free(struct shaping_hits *h);
+int shaping_hits_add(struct shaping_hits *h, int64_t window_us,
+    int64_t now_us);
+
+/* 1 if rule applies to site (by name) and its regex matches reply. */
+int shaping_rule_matches(const struct shaping_rule_conf *r,
+    const char *site, const char *reply);
+/* "suspend 30m", "rate 10/m for 1h", ...: the action as written back. */
+void shaping_action_format(const struct shaping_action *a, char *buf,
+    size_t len);
+
+#endif
