@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh replay                replay every corpus through its
 #                                         target (make test-fuzz); needs cc
 #   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET (parse, data, reply,
-#                                         bdat, template, inject, proxy) with
+#                                         bdat, template, inject, proxy,
+#                                         shaping) with
 #                                         libFuzzer; needs clang
 #
 # The targets link the parser sources directly, not build/libsluice.a, so
@@ -16,10 +17,11 @@ set -eu
 
 cd "$(dirname "$0")/.."
 OUT=fuzz/build
-TARGETS="parse data reply bdat template inject proxy"
+TARGETS="parse data reply bdat template inject proxy shaping"
 SRCS="src/smtpd/parse.c src/smtpd/data.c src/smtpd/content.c src/smtpd/proxy.c src/smtpc/reply.c src/util/str.c src/util/xalloc.c
-src/inject/template.c src/inject/request.c src/inject/vars.c"
-LIBS="$(pkg-config --cflags --libs jansson)"
+src/inject/template.c src/inject/request.c src/inject/vars.c
+src/shaping/file.c src/shaping/limit.c"
+LIBS="$(pkg-config --cflags --libs jansson) -lm"
 CFLAGS="-std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 

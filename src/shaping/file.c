@@ -514,9 +514,11 @@ list_add(struct parse *p, const char *sec, const char *key, const char *v,
 			return -1;
 		}
 	}
-	*list = xrealloc(*list, (*n + k) * sizeof(**list));
-	memcpy(*list + *n, items, k * sizeof(*items));
-	*n += k;
+	if (k > 0) {
+		*list = xrealloc(*list, (*n + k) * sizeof(**list));
+		memcpy(*list + *n, items, k * sizeof(*items));
+		*n += k;
+	}
 	free(items);
 	return 0;
 }
@@ -628,6 +630,99 @@ source_key(struct parse *p, const char *key, char *v)
 	return fail(p, "[source %s] unknown key '%s'", s->addr, key);
 }
 
+/*
+ * glibc's regcomp() takes memory without bound for some patterns (a
+ * repetition of a repetition such as "a++++", or counted repetitions
+ * inside counted ones), so those are refused before it sees them:
+ * returns NULL, or why the pattern is refused. Walks an ERE: escapes,
+ * bracket expressions, groups and the quantifiers * + ? {n,m}.
+ */
+#define SHAPING_MAX_REGEX 1024
+#define SHAPING_MAX_BOUND 255
+#define SHAPING_MAX_GROUPS 64
+
+static const char *
+regex_refused(const char *re)
+{
+	int bound[SHAPING_MAX_GROUPS + 1] = { 0 }, depth = 0;
+	int prev_quant = 0, prev_group = 0, prev_group_bound = 0;
+
+	if (strlen(re) > SHAPING_MAX_REGEX)
+		return "longer than 1024 bytes";
+	for (const char *p = re; *p; p++) {
+		int quant = 0, group = 0;
+
+		switch (*p) {
+		case '\\':
+			if (p[1] != '\0')
+				p++;
+			break;
+		case '[':
+			p++;
+			if (*p == '^')
+				p++;
+			if (*p == ']')
+				p++;
+			while (*p && *p != ']') {
+				if (*p == '[' && (p[1] == ':' || p[1] == '=' ||
+				    p[1] == '.')) {
+					const char *e = strchr(p + 2, p[1]);
+					if (e == NULL || e[1] != ']')
+						return NULL;	/* regcomp says */
+					p = e + 1;
+				}
+				p++;
+			}
+			if (*p == '\0')
+				return NULL;
+			break;
+		case '(':
+			if (depth == SHAPING_MAX_GROUPS)
+				return "more than 64 groups inside each other";
+			bound[++depth] = 0;
+			break;
+		case ')':
+			if (depth == 0)
+				break;
+			prev_group_bound = bound[depth--];
+			bound[depth] |= prev_group_bound;
+			group = 1;
+			break;
+		case '{': {
+			char *end;
+			long lo, hi;
+			if (!isdigit((unsigned char)p[1]))
+				break;
+			lo = hi = strtol(p + 1, &end, 10);
+			if (*end == ',')
+				hi = isdigit((unsigned char)end[1]) ?
+				    strtol(end + 1, &end, 10) : (end++, lo);
+			if (*end != '}')
+				break;
+			if (lo > SHAPING_MAX_BOUND || hi > SHAPING_MAX_BOUND)
+				return "a count {n,m} above 255";
+			if (prev_group && prev_group_bound)
+				return "a counted repetition of a group that "
+				    "holds one";
+			bound[depth] = 1;
+			p = end;
+			quant = 1;
+			break;
+		}
+		case '*':
+		case '+':
+		case '?':
+			quant = 1;
+			break;
+		}
+		if (quant && prev_quant)
+			return "a repetition of a repetition";
+		prev_quant = quant;
+		prev_group = group;
+	}
+	return NULL;
+}
+
 static int
 rule_key(struct parse *p, const char *key, char *v)
 {
@@ -643,8 +738,12 @@ rule_key(struct parse *p, const char *key, char *v)
 		return 0;
 	}
 	if (strcmp(key, "match") == 0) {
+		const char *why;
 		if (*v == '\0')
 			return fail(p, "[rule %s] match: empty", r->name);
+		if ((why = regex_refused(v)) != NULL)
+			return fail(p, "[rule %s] match: '%.64s': %s", r->name, v,
+			    why);
 		rc = regcomp(&r->re, v, REG_EXTENDED | REG_NOSUB);
 		if (rc != 0) {
 			regerror(rc, &r->re, msg, sizeof(msg));

@@ -131,6 +131,7 @@ test_actions_and_lists(void **state)
 		assert_int_equal(c->rules[0].action.kind, acts[i].kind);
 		assert_null(c->rules[0].site);
 		assert_int_equal(c->rules[0].threshold, 1);
+		assert_true(shaping_rule_matches(&c->rules[0], "any", "451 x"));
 		shaping_action_format(&c->rules[0].action, back, sizeof(back));
 		assert_string_equal(back, acts[i].back);
 		shaping_conf_free(c);
@@ -151,6 +152,23 @@ test_actions_and_lists(void **state)
 	assert_int_equal(a->rate.n, 0);
 	assert_null(a->helo);
 	shaping_conf_free(c);
+}
+
+static void
+test_regex_accepted(void **state)
+{
+	static const char *ok[] = { "^421 4\\.7\\.0 .*TSS04", "(a|b)*c+",
+		"x{2,5}(ab)*", "[*+?]+", "[[:digit:]]{3} [^]*]", "\\++",
+		"(a{3}|b)c", "((a)*)*" };
+	char text[256];
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		struct shaping_conf *c;
+		snprintf(text, sizeof(text), "[rule r]\nmatch = %s\n"
+		    "action = bounce\n", ok[i]);
+		c = parse_ok(text);
+		shaping_conf_free(c);
+	}
 }
 
 static void
@@ -267,6 +285,15 @@ test_errors(void **state)
 		  "t.ini:2: [source ::1] unknown key 'rate'" },
 		{ "[rule r]\nmatch = ^4(\naction = bounce\n",
 		  "t.ini:2: [rule r] match: '^4(': " },
+		{ "[rule r]\nmatch = ^4 (a+++|b)*c\naction = bounce\n",
+		  "t.ini:2: [rule r] match: '^4 (a+++|b)*c': a repetition of a "
+		  "repetition" },
+		{ "[rule r]\nmatch = ((a{9}b){9}\naction = bounce\n",
+		  "t.ini:2: [rule r] match: '((a{9}b){9}': a counted repetition" },
+		{ "[rule r]\nmatch = (((a{2})b)c{3}d){9}\naction = bounce\n",
+		  "t.ini:2: [rule r] match: '(((a{2})b)c{3}d){9}': a counted" },
+		{ "[rule r]\nmatch = a{1,256}\naction = bounce\n",
+		  "t.ini:2: [rule r] match: 'a{1,256}': a count {n,m} above 255" },
 		{ "[rule r]\nmatch = ^4\naction = explode\n",
 		  "t.ini:3: [rule r] action: 'explode' is not suspend D" },
 		{ "[rule r]\nmatch = ^4\naction = suspend\n",
@@ -353,6 +380,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_example),
 		cmocka_unit_test(test_actions_and_lists),
+		cmocka_unit_test(test_regex_accepted),
 		cmocka_unit_test(test_match_sites),
 		cmocka_unit_test(test_rates),
 		cmocka_unit_test(test_errors),
