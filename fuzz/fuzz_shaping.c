@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shaping/shaping_conf.h"
+#include "shaping/shaping_int.h"
 
 #define CHECK(x) do { if (!(x)) abort(); } while (0)
 

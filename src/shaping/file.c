@@ -24,7 +24,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "shaping/shaping_conf.h"
+#include "shaping/shaping_int.h"
 #include "util/util.h"
 
 enum { SEC_NONE, SEC_SITE, SEC_SOURCE, SEC_RULE };

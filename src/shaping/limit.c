@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shaping/shaping_conf.h"
+#include "shaping/shaping_int.h"
 #include "util/util.h"
 
 int64_t

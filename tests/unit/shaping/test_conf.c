@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "shaping/shaping_conf.h"
+#include "shaping/shaping_int.h"
 
 static const char example[] =
     "; the example of issue 14\n"

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "shaping/shaping_conf.h"
+#include "shaping/shaping_int.h"
 
 #define SEC 1000000LL
 #define DAY (86400 * SEC)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * shaping_conf.h: the shaping file ([shaping] file) as parsed, and the pure
+ * shaping_int.h: what the files of src/shaping share: the shaping file ([shaping] file) as parsed, and the pure
  * pieces that work on it: the file parser, the GCRA limiter, the warm-up
  * budget and the rules' threshold windows. Nothing here does I/O but
  * reading the file in shaping_conf_load(), and nothing reads a clock: every
@@ -14,8 +14,8 @@
  *   [rule NAME]     site, match, threshold, action
  * Errors name the file and line: "shaping.ini:7: [site big] rate: ...".
  */
-#ifndef SL_SHAPING_CONF_H
-#define SL_SHAPING_CONF_H
+#ifndef SL_SHAPING_INT_H
+#define SL_SHAPING_INT_H
 
 #include <regex.h>
 #include <stddef.h>
@@ -194,5 +194,81 @@ int shaping_rule_matches(const struct shaping_rule_conf *r,
 /* "suspend 30m", "rate 10/m for 1h", ...: the action as written back. */
 void shaping_action_format(const struct shaping_action *a, char *buf,
     size_t len);
+
+/* ---- scripts.c: the Lua scripts of shared limits (see there) ---- */
+enum {
+	SHAPING_LUA_GCRA = 0,	/* KEYS[1]; interval_us -> 0 or wait_us */
+	SHAPING_LUA_CONN,	/* KEYS[1]; member, limit, ttl_ms -> 1 or 0 */
+	SHAPING_LUA_BUDGET,	/* KEYS[1]; budget, ttl_ms -> n or -n */
+	SHAPING_LUA_ACTION,	/* KEYS[1]; field, value, until_ms -> 1 or 0 */
+	SHAPING_LUA_ACTIONS,	/* KEYS[1] -> field, value, ... */
+	SHAPING_LUA_N
+};
+extern const char *const shaping_scripts[SHAPING_LUA_N];
+
+/* ---- redis.c: a Redis client on the event loop (hiredis, async) ---- */
+
+struct dns;
+struct event_base;
+struct redisReply;
+struct shaping_redis;
+struct shaping_redis_req;
+
+/* Where Redis is: "redis://[:password@]host[:port][/db]". */
+struct shaping_redis_url {
+	char host[256];
+	int port;		/* 6379 */
+	int db;			/* 0 */
+	char password[256];	/* "" for none */
+};
+/* 0, or -1 with the reason in err. */
+int shaping_redis_url_parse(const char *url, struct shaping_redis_url *out,
+    char *err, size_t errlen);
+
+struct shaping_redis_params {
+	const char *url;
+	int timeout_ms;			/* for connecting and each answer */
+	int retry_ms;			/* between attempts while down */
+	const char *const *scripts;	/* Lua, loaded at each connect */
+	size_t nscripts;
+	const char *name;		/* in the log lines: "shaping" */
+};
+
+/* Redis became usable (up 1: connected, set up, scripts loaded) or not. */
+typedef void shaping_redis_state_fn(void *arg, int up);
+/*
+ * A command's answer, borrowed for the call: NULL when Redis failed, did
+ * not answer in time or went away (an error reply is given as it is:
+ * type REDIS_REPLY_ERROR).
+ */
+typedef void shaping_redis_reply_fn(void *arg, struct redisReply *reply);
+
+/*
+ * A client that connects now and again after each failure (every retry_ms),
+ * never blocking the loop: host names are resolved with dns (NULL: IP
+ * addresses only). A failure is logged once, when Redis stops being
+ * usable, and the return once. NULL with a reason in err for a bad URL.
+ */
+struct shaping_redis *shaping_redis_new(struct event_base *base,
+    struct dns *dns, const struct shaping_redis_params *p,
+    shaping_redis_state_fn *fn, void *arg, char *err, size_t errlen);
+/* Close; callbacks of commands not yet answered never run. NULL is fine. */
+void shaping_redis_free(struct shaping_redis *r);
+/* 1 while commands can be sent. */
+int shaping_redis_is_up(const struct shaping_redis *r);
+/*
+ * Send a command (argv[0] the command) or run script number `script` with
+ * nkeys of the args as keys (EVALSHA, and EVAL should Redis have lost the
+ * script). Returns a handle, valid until cb runs, or NULL when Redis is not
+ * up: then cb never runs and the caller falls back. cb never runs from
+ * inside these calls.
+ */
+struct shaping_redis_req *shaping_redis_command(struct shaping_redis *r,
+    int argc, const char *const *argv, shaping_redis_reply_fn *cb, void *arg);
+struct shaping_redis_req *shaping_redis_eval(struct shaping_redis *r,
+    size_t script, int nkeys, int nargs, const char *const *args,
+    shaping_redis_reply_fn *cb, void *arg);
+/* The caller no longer wants the answer of q: its cb will not run. */
+void shaping_redis_forget(struct shaping_redis_req *q);
 
 #endif
