@@ -21,7 +21,7 @@
 #include "conf/conf.h"
 #include "util/util.h"
 
-enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL };
+enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL, T_MSEC };
 
 struct conf_row {
 	const char *section;
@@ -153,6 +153,32 @@ conf_parse_bool(const char *v)
 	return -1;
 }
 
+/* "250ms", "2s", "1m", or a bare number of ms; -1 on error. */
+static int64_t
+conf_parse_msec(const char *v)
+{
+	size_t n = strlen(v);
+	char *end;
+	long long ms;
+
+	if (n > 2 && strcmp(v + n - 2, "ms") == 0) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || end != v + n - 2 || errno)
+			return -1;
+		return ms;
+	}
+	if (n > 0 && isdigit((unsigned char)v[n - 1])) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || *end != '\0' || errno)
+			return -1;
+		return ms;
+	}
+	ms = sl_parse_duration(v);
+	return ms < 0 || ms > INT64_MAX / 1000 ? -1 : ms * 1000;
+}
+
 /* Set one row from its text; returns 0, or -1 with a message in msg. */
 static int
 conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
@@ -196,6 +222,13 @@ conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
 			snprintf(msg, msglen,
 			    "'%s' is not a duration (a number with s, m, h or d)",
 			    v);
+			return -1;
+		}
+		break;
+	case T_MSEC:
+		if ((n = conf_parse_msec(v)) < 0) {
+			snprintf(msg, msglen, "'%s' is not a duration in "
+			    "milliseconds (250ms, 2s)", v);
 			return -1;
 		}
 		break;
@@ -723,6 +756,12 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 			snprintf(msg, msglen, "a path is needed");
 			return -1;
 		}
+	} else if (r->off == offsetof(struct sl_conf, shaping_redis)) {
+		if (*v != '\0' && strncmp(v, "redis://", 8) != 0) {
+			snprintf(msg, msglen, "'%s' is not redis://host[:port]"
+			    "[/db], nor empty", v);
+			return -1;
+		}
 	} else if (r->off == offsetof(struct sl_conf, http_listen)) {
 		struct conf_addr a;
 
@@ -1012,6 +1051,14 @@ conf_print(const struct sl_conf *c, FILE *f)
 			break;
 		case T_BOOL:
 			fprintf(f, "%s = %s\n", r->key, v ? "yes" : "no");
+			break;
+		case T_MSEC:
+			if (v % 1000 == 0 && v != 0)
+				conf_fmt_scaled(v / 1000, "smhd", dmult, 4, buf,
+				    sizeof(buf));
+			else
+				snprintf(buf, sizeof(buf), "%lldms", (long long)v);
+			fprintf(f, "%s = %s\n", r->key, buf);
 			break;
 		}
 	}

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * shaping_int.h: what the files of src/shaping share: the shaping file ([shaping] file) as parsed, and the pure
- * pieces that work on it: the file parser, the GCRA limiter, the warm-up
- * budget and the rules' threshold windows. Nothing here does I/O but
- * reading the file in shaping_conf_load(), and nothing reads a clock: every
- * function that needs the time is given it.
+ * shaping_int.h: what the files of src/shaping share and nothing else
+ * sees: the shaping file as parsed and the pure pieces that work on it
+ * (file.c: the parser; limit.c: GCRA, warm-up budgets, rule threshold
+ * windows; none reads a clock: each is given the time), the Redis client
+ * (redis.c) and its scripts (scripts.c), and the live state of sites,
+ * paths and actions (shaping.c, shared.c, act.c, status.c).
  *
  * The file (docs/SHAPING.md has the full grammar):
  *   [site NAME]     mx, domains, connections, messages_per_connection,
@@ -20,7 +21,12 @@
 #include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "shaping/shaping.h"
 
 /* n events per per_us microseconds; n == 0: no limit. */
 struct shaping_rate {
@@ -197,11 +203,16 @@ void shaping_action_format(const struct shaping_action *a, char *buf,
 
 /* ---- scripts.c: the Lua scripts of shared limits (see there) ---- */
 enum {
-	SHAPING_LUA_GCRA = 0,	/* KEYS[1]; interval_us -> 0 or wait_us */
-	SHAPING_LUA_CONN,	/* KEYS[1]; member, limit, ttl_ms -> 1 or 0 */
-	SHAPING_LUA_BUDGET,	/* KEYS[1]; budget, ttl_ms -> n or -n */
+	SHAPING_LUA_SEND = 0,	/* rate, budget keys; interval_us, budget,
+				   ttl_ms -> {0 go, used} {1 wait, us}
+				   {2 spent, used} */
+	SHAPING_LUA_OPEN,	/* slots, rate keys; member, limit, ttl_ms,
+				   interval_us -> {0 go, n} {1 wait, us}
+				   {2 full, n} */
+	SHAPING_LUA_RENEW,	/* slots key; member, ttl_ms -> 1 */
 	SHAPING_LUA_ACTION,	/* KEYS[1]; field, value, until_ms -> 1 or 0 */
 	SHAPING_LUA_ACTIONS,	/* KEYS[1] -> field, value, ... */
+	SHAPING_LUA_FIRST,	/* KEYS[1]; value -> the value kept (SET NX) */
 	SHAPING_LUA_N
 };
 extern const char *const shaping_scripts[SHAPING_LUA_N];
@@ -270,5 +281,168 @@ struct shaping_redis_req *shaping_redis_eval(struct shaping_redis *r,
     shaping_redis_reply_fn *cb, void *arg);
 /* The caller no longer wants the answer of q: its cb will not run. */
 void shaping_redis_forget(struct shaping_redis_req *q);
+
+/* ---- the live state: shaping.c, shared.c, act.c, status.c ---- */
+
+TAILQ_HEAD(shaping_wait_list, shaping_wait);
+
+/* An action of a rule in force at a site. */
+struct shaping_act_state {
+	int64_t until;			/* unix us; 0: none */
+	char *rule;			/* the rule's name */
+	struct shaping_rate rate;	/* SHAPING_ACT_RATE */
+	int connections;		/* SHAPING_ACT_CONNECTIONS */
+	int shared;			/* known to Redis */
+};
+enum { SHAPING_A_SUSPEND, SHAPING_A_RATE, SHAPING_A_CONNS, SHAPING_A_N };
+
+/* Messages a path sent in each of the last 60 seconds. */
+struct shaping_meter {
+	int64_t sec[60];
+	uint32_t n[60];
+};
+
+/* One source address -> site pair. */
+struct shaping_path {
+	struct shaping_site *site;
+	char *addr;			/* the source, or NULL: the system's */
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	const struct shaping_source_conf *src;	/* its [source], or NULL */
+	int64_t warm_start;		/* unix us the warm-up began */
+	int attached;			/* in site->paths (not left by reload) */
+	int refs;			/* open connections, and attached */
+	int nconn;			/* connections open from this node */
+	int64_t unbindable_until;	/* unix us */
+	int unbind_logged;
+	/* messages: local GCRA, or the shared token asked for */
+	struct shaping_gcra rate;
+	struct shaping_redis_req *send_req;
+	int64_t send_token;		/* unix us a shared token came; 0 */
+	int64_t send_next;		/* unix us: not before (wait, spent) */
+	int spent;			/* the budget of this window is spent */
+	int64_t warm_window;		/* the window warm_used counts */
+	uint64_t warm_used;
+	struct shaping_wait_list send_waiters;
+	struct event *send_ev;
+	/* connections: local GCRA and count, or the shared slot asked for */
+	struct shaping_gcra crate;
+	struct shaping_redis_req *open_req;
+	int64_t open_token;		/* unix us a shared slot came; 0 */
+	int64_t open_next;
+	char **slots;			/* names of the slots held in Redis */
+	size_t nslots, slots_cap;
+	char *slot_open;		/* the slot being asked for */
+	struct shaping_meter meter;
+	char *key;			/* "site:source" in Redis keys */
+};
+
+struct shaping_site {
+	struct shaping_site *hnext;
+	struct shaping *sh;
+	char *name;
+	const struct shaping_site_conf *conf;	/* NULL: implicit */
+	int refs;			/* destinations */
+	struct shaping_path **paths;	/* one per source, or the one */
+	size_t npaths, rr;
+	int nconn;			/* open connections, every path */
+	struct shaping_wait_list open_waiters;
+	struct shaping_wait_list held_waiters;	/* woken when actions end */
+	int64_t open_at;		/* unix us to wake the next; INT64_MAX:
+					   when a connection closes */
+	struct event *open_ev;
+	struct shaping_act_state act[SHAPING_A_N];
+	struct shaping_hits *hits;	/* per rule of the file */
+	int64_t *armed;			/* per rule: a per-recipient action
+					   applies until (unix us) */
+	size_t nhits;
+	char why[512];			/* the last reason given */
+};
+
+struct shaping {
+	struct event_base *base;
+	struct dns *dns;
+	const struct sl_conf *conf;
+	struct shaping_conf *file;
+	struct shaping_site **tab;
+	size_t tab_size, nsites;
+	int64_t (*now)(void *);
+	void *now_arg;
+	/* Redis: NULL when [shaping] redis is empty */
+	struct shaping_redis *redis;
+	char *redis_url;
+	char *prefix;			/* of every key */
+	int nodes;
+	char node[96];			/* this node's name in slot names */
+	uint64_t slot_seq;
+	struct event *poll_ev;		/* actions from Redis, slots renewed */
+	struct shaping_redis_req *poll_req;
+	int64_t renew_at;		/* unix us */
+	char *state_path;		/* warm-up starts of this node */
+};
+
+/* shaping.c */
+int64_t shaping_now(const struct shaping *sh);
+/* 1 while limits are shared (Redis set and up). */
+int shaping_shared(const struct shaping *sh);
+/* The share of a limit this node keeps alone: limit / nodes while Redis
+ * is set but down, else the limit. At least 1. */
+uint64_t shaping_share(const struct shaping *sh, uint64_t limit);
+/* A path's limits now: actions first, then the site's file, as they
+ * apply to this node (interval 0, limit 0: none). */
+int64_t shaping_path_interval(const struct shaping_path *p);
+int shaping_path_conn_limit(const struct shaping_path *p);
+int64_t shaping_path_conn_interval(const struct shaping_path *p);
+uint64_t shaping_path_budget(const struct shaping_path *p, int64_t now);
+/* The same, as Redis applies them to every node together. */
+int64_t shaping_path_interval_all(const struct shaping_path *p);
+int shaping_path_conn_limit_all(const struct shaping_path *p);
+int64_t shaping_path_conn_interval_all(const struct shaping_path *p);
+uint64_t shaping_path_budget_all(const struct shaping_path *p, int64_t now);
+/* Wake one waiter of p (messages) or of site (connections) now or when
+ * asking again is worth it. */
+void shaping_path_kick(struct shaping_path *p);
+void shaping_site_kick(struct shaping_site *site);
+void shaping_meter_add(struct shaping_meter *m, int64_t now);
+uint64_t shaping_meter_minute(const struct shaping_meter *m, int64_t now);
+struct shaping_site *shaping_site_find(struct shaping *sh, const char *name);
+/* Every site, for walks (status, actions). */
+#define SHAPING_FOREACH_SITE(sh, site) \
+	for (size_t b_ = 0; b_ < (sh)->tab_size; b_++) \
+		for ((site) = (sh)->tab[b_]; (site) != NULL; \
+		    (site) = (site)->hnext)
+
+/* shared.c: the Redis side of paths and actions */
+/* Connect to [shaping] redis (conf); -1 with err for a bad URL. */
+int shaping_shared_start(struct shaping *sh, const struct sl_conf *conf,
+    char *err, size_t errlen);
+void shaping_shared_stop(struct shaping *sh);
+/* Ask Redis for a message token / a connection slot on p; 0 if asked. */
+int shaping_shared_send(struct shaping_path *p);
+int shaping_shared_open(struct shaping_path *p);
+/* p's connection closed: give back one slot. */
+void shaping_shared_release(struct shaping_path *p);
+void shaping_shared_forget(struct shaping_path *p);
+/* Tell Redis of an action (kind SHAPING_A_*) / of its end. */
+void shaping_shared_act(struct shaping_site *site, int kind);
+void shaping_shared_resume(struct shaping_site *site);
+
+/* act.c: rules and actions */
+void shaping_act_clear(struct shaping_act_state *a);
+/* Set an action (from a rule here or from Redis); 1 if it changed. */
+int shaping_act_set(struct shaping_site *site, int kind, int64_t until,
+    const char *rule, const struct shaping_rate *rate, int connections,
+    int shared);
+/* Drop actions whose time has passed. */
+void shaping_act_expire(struct shaping_site *site, int64_t now);
+/* The reply rules' counters of site, sized for the file (after reload). */
+void shaping_hits_reset(struct shaping_site *site);
+void shaping_hits_drop(struct shaping_site *site);
+/* An implicit site nothing holds any more is freed. */
+void shaping_site_maybe_free(struct shaping_site *site);
+/* Wake every waiter of site: its actions changed. */
+void shaping_site_wake_all(struct shaping_site *site);
+/* "2026-11-24T10:00:00Z" */
+void shaping_iso_time(int64_t us, char *buf, size_t len);
 
 #endif

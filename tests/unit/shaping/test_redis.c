@@ -4,7 +4,8 @@
  * Lua scripts of shared limits (src/shaping/scripts.c) against a real
  * redis-server (Debian's), started here on a free loopback port with a
  * throwaway configuration: set-up and scripts, EVALSHA falling back to
- * EVAL, atomic GCRA, connection slots, budgets and actions with expiry;
+ * EVAL, atomic messages (GCRA and budget), connection slots and rates,
+ * shared actions and warm-up starts, each with expiry;
  * Redis killed (every waiting command answered NULL, the loss logged once
  * however many attempts fail) and back; a server that never answers (the
  * timeout ends the connection).
@@ -98,6 +99,8 @@ struct watch {
 	int ups, downs;
 	int answers, nulls;
 	long long last_int;
+	long long code, value;	/* an answer {code, value} */
+	size_t elements;
 	int last_type;
 	char last_str[256];
 	int done;
@@ -127,6 +130,12 @@ on_reply(void *arg, struct redisReply *r)
 	w->answers++;
 	w->last_type = r->type;
 	w->last_int = r->integer;
+	w->elements = r->elements;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER) {
+		w->code = r->element[0]->integer;
+		w->value = r->element[1]->integer;
+	}
 	w->last_str[0] = '\0';
 	if (r->str != NULL)
 		sl_strlcpy(w->last_str, r->str, sizeof(w->last_str));
@@ -172,14 +181,17 @@ client(struct event_base *base, int port, int timeout_ms, struct watch *w)
 	return r;
 }
 
-/* Run script with args and wait for the answer into w. */
+/* Run script with args (its keys first) and wait for the answer in w. */
 static void
 eval(struct event_base *base, struct shaping_redis *r, int script, int nargs,
     const char *const *args, struct watch *w)
 {
+	int nkeys = script == SHAPING_LUA_SEND || script == SHAPING_LUA_OPEN ?
+	    2 : 1;
+
 	w->done = 0;
-	assert_non_null(shaping_redis_eval(r, (size_t)script, 1, nargs, args,
-	    on_reply, w));
+	assert_non_null(shaping_redis_eval(r, (size_t)script, nkeys, nargs,
+	    args, on_reply, w));
 	loop_until(base, &w->done, 1, 2000);
 	assert_true(w->done);
 }
@@ -246,51 +258,85 @@ test_scripts(void **state)
 	assert_int_equal(loop_until(base, &w.ups, 1, 3000), 1);
 	assert_true(shaping_redis_is_up(r));
 
-	/* GCRA: one now, the next only an interval later */
-	eval(base, r, SHAPING_LUA_GCRA, 2, (const char *[]){ "t:rate",
-	    "1000000" }, &w);
-	assert_int_equal(w.last_int, 0);
-	eval(base, r, SHAPING_LUA_GCRA, 2, (const char *[]){ "t:rate",
-	    "1000000" }, &w);
-	assert_true(w.last_int > 900000 && w.last_int <= 1000000);
-
-	/* connection slots: 2 of them, renewing one's own is fine */
-	eval(base, r, SHAPING_LUA_CONN, 4, (const char *[]){ "t:conn", "a", "2",
-	    "60000" }, &w);
-	assert_int_equal(w.last_int, 1);
-	eval(base, r, SHAPING_LUA_CONN, 4, (const char *[]){ "t:conn", "b", "2",
-	    "60000" }, &w);
-	assert_int_equal(w.last_int, 1);
-	eval(base, r, SHAPING_LUA_CONN, 4, (const char *[]){ "t:conn", "c", "2",
-	    "60000" }, &w);
-	assert_int_equal(w.last_int, 0);
-	eval(base, r, SHAPING_LUA_CONN, 4, (const char *[]){ "t:conn", "a", "2",
-	    "60000" }, &w);
-	assert_int_equal(w.last_int, 1);
-	/* a slot whose holder stopped renewing expires */
-	eval(base, r, SHAPING_LUA_CONN, 4, (const char *[]){ "t:conn2", "x", "1",
-	    "100" }, &w);
-	assert_int_equal(w.last_int, 1);
-	eval(base, r, SHAPING_LUA_CONN, 4, (const char *[]){ "t:conn2", "y", "1",
-	    "100" }, &w);
-	assert_int_equal(w.last_int, 0);
-	loop_for(base, 150);
-	eval(base, r, SHAPING_LUA_CONN, 4, (const char *[]){ "t:conn2", "y", "1",
-	    "100" }, &w);
-	assert_int_equal(w.last_int, 1);
-
-	/* a budget of 2 */
+	/* a message: GCRA, one now, the next only an interval later */
+	eval(base, r, SHAPING_LUA_SEND, 5, (const char *[]){ "t:rate", "t:w",
+	    "1000000", "0", "1000" }, &w);
+	assert_int_equal(w.code, 0);
+	eval(base, r, SHAPING_LUA_SEND, 5, (const char *[]){ "t:rate", "t:w",
+	    "1000000", "0", "1000" }, &w);
+	assert_int_equal(w.code, 1);
+	assert_true(w.value > 900000 && w.value <= 1000000);
+	/* with a budget of 2 and no rate: 1, 2, then spent */
 	for (int i = 1; i <= 3; i++) {
-		eval(base, r, SHAPING_LUA_BUDGET, 3, (const char *[]){ "t:warm",
-		    "2", "60000" }, &w);
-		assert_int_equal(w.last_int, i <= 2 ? i : -2);
+		eval(base, r, SHAPING_LUA_SEND, 5, (const char *[]){ "t:r2",
+		    "t:warm", "0", "2", "60000" }, &w);
+		assert_int_equal(w.code, i <= 2 ? 0 : 2);
+		assert_int_equal(w.value, i <= 2 ? i : 2);
 	}
+	/* a spent budget takes no rate token either */
+	eval(base, r, SHAPING_LUA_SEND, 5, (const char *[]){ "t:r3", "t:warm",
+	    "1000000", "2", "60000" }, &w);
+	assert_int_equal(w.code, 2);
+	eval(base, r, SHAPING_LUA_SEND, 5, (const char *[]){ "t:r3", "t:warm3",
+	    "1000000", "5", "60000" }, &w);
+	assert_int_equal(w.code, 0);
+
+	/* connection slots: 2 of them; a renewed one stays counted */
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn", "t:cr",
+	    "a", "2", "60000", "0" }, &w);
+	assert_int_equal(w.code, 0);
+	assert_int_equal(w.value, 1);
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn", "t:cr",
+	    "b", "2", "60000", "0" }, &w);
+	assert_int_equal(w.code, 0);
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn", "t:cr",
+	    "c", "2", "60000", "0" }, &w);
+	assert_int_equal(w.code, 2);
+	assert_int_equal(w.value, 2);
+	/* a slot whose holder stopped renewing lapses */
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn2", "t:cr",
+	    "x", "1", "100", "0" }, &w);
+	assert_int_equal(w.code, 0);
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn2", "t:cr",
+	    "y", "1", "100", "0" }, &w);
+	assert_int_equal(w.code, 2);
+	loop_for(base, 150);
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn2", "t:cr",
+	    "y", "1", "100", "0" }, &w);
+	assert_int_equal(w.code, 0);
+	/* ... unless renewed: RENEW counts it even over the limit */
+	eval(base, r, SHAPING_LUA_RENEW, 3, (const char *[]){ "t:conn2", "z",
+	    "60000" }, &w);
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn2", "t:cr",
+	    "q", "3", "60000", "0" }, &w);
+	assert_int_equal(w.code, 0);
+	assert_int_equal(w.value, 3);
+	/* a connection rate: one now, the next a second later */
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn3", "t:cr3",
+	    "a", "0", "60000", "1000000" }, &w);
+	assert_int_equal(w.code, 0);
+	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn3", "t:cr3",
+	    "b", "0", "60000", "1000000" }, &w);
+	assert_int_equal(w.code, 1);
+	assert_true(w.value > 900000);
+
+	/* the first value of a warm-up start wins */
+	eval(base, r, SHAPING_LUA_FIRST, 2, (const char *[]){ "t:first", "100" },
+	    &w);
+	assert_string_equal(w.last_str, "100");
+	eval(base, r, SHAPING_LUA_FIRST, 2, (const char *[]){ "t:first", "200" },
+	    &w);
+	assert_string_equal(w.last_str, "100");
 
 	/* actions: a later until wins; passed ones are dropped on reading */
 	snprintf(until, sizeof(until), "%lld", (long long)now_ms + 60000);
 	snprintf(past, sizeof(past), "%lld", (long long)now_ms - 1000);
-	eval(base, r, SHAPING_LUA_ACTION, 4, (const char *[]){ "t:act",
-	    "big\tsuspend", "x tss04 0", until }, &w);
+	{
+		char val[64];
+		snprintf(val, sizeof(val), "%s tss04 0", until);
+		eval(base, r, SHAPING_LUA_ACTION, 4, (const char *[]){ "t:act",
+		    "big\tsuspend", val, until }, &w);
+	}
 	assert_int_equal(w.last_int, 1);
 	eval(base, r, SHAPING_LUA_ACTION, 4, (const char *[]){ "t:act",
 	    "big\tsuspend", "1 other 0", past }, &w);
@@ -304,16 +350,18 @@ test_scripts(void **state)
 	}
 	eval(base, r, SHAPING_LUA_ACTIONS, 1, (const char *[]){ "t:act" }, &w);
 	assert_int_equal(w.last_type, REDIS_REPLY_ARRAY);
+	assert_int_equal(w.elements, 2);	/* "old" is gone */
 
 	/* Redis lost the scripts: EVALSHA's NOSCRIPT, then EVAL does it */
 	w.done = 0;
 	assert_non_null(shaping_redis_command(r, 2, (const char *[]){ "SCRIPT",
 	    "FLUSH" }, on_reply, &w));
 	loop_until(base, &w.done, 1, 2000);
-	eval(base, r, SHAPING_LUA_BUDGET, 3, (const char *[]){ "t:warm2", "5",
-	    "60000" }, &w);
-	assert_int_equal(w.last_type, REDIS_REPLY_INTEGER);
-	assert_int_equal(w.last_int, 1);
+	eval(base, r, SHAPING_LUA_SEND, 5, (const char *[]){ "t:r9", "t:w9",
+	    "0", "5", "60000" }, &w);
+	assert_int_equal(w.last_type, REDIS_REPLY_ARRAY);
+	assert_int_equal(w.code, 0);
+	assert_int_equal(w.value, 1);
 
 	assert_int_equal(w.nulls, 0);
 	assert_int_equal(w.downs, 0);
@@ -340,11 +388,11 @@ test_shared_gcra(void **state)
 	start = sl_mono_ms();
 	/* both ask as fast as they can for 1 s, at 20 per second */
 	while (sl_mono_ms() - start < 1000) {
-		const char *args[] = { "t:shared", "50000" };
-		eval(base, a, SHAPING_LUA_GCRA, 2, args, &wa);
-		granted += wa.last_int == 0;
-		eval(base, b, SHAPING_LUA_GCRA, 2, args, &wb);
-		granted += wb.last_int == 0;
+		const char *args[] = { "t:shared", "t:sw", "50000", "0", "1" };
+		eval(base, a, SHAPING_LUA_SEND, 5, args, &wa);
+		granted += wa.code == 0;
+		eval(base, b, SHAPING_LUA_SEND, 5, args, &wb);
+		granted += wb.code == 0;
 	}
 	assert_true(granted >= 18 && granted <= 21);
 	shaping_redis_free(a);
@@ -374,8 +422,8 @@ test_down_and_back(void **state)
 	loop_until(base, &w.done, 1, 1000);
 	assert_int_equal(w.nulls, 1);
 	assert_false(shaping_redis_is_up(r));
-	assert_null(shaping_redis_eval(r, SHAPING_LUA_GCRA, 1, 2,
-	    (const char *[]){ "k", "1" }, on_reply, &w));
+	assert_null(shaping_redis_eval(r, SHAPING_LUA_SEND, 2, 5,
+	    (const char *[]){ "k", "w", "1", "0", "1" }, on_reply, &w));
 	/* attempts every 100 ms fail for a second: logged once */
 	loop_for(base, 1000);
 	assert_int_equal(log_count("redis unavailable") - before, 1);
@@ -385,8 +433,9 @@ test_down_and_back(void **state)
 	pid = redis_start(port);
 	assert_int_equal(loop_until(base, &w.ups, 2, 3000), 2);
 	assert_int_equal(log_count("redis available"), 1);
-	eval(base, r, SHAPING_LUA_GCRA, 2, (const char *[]){ "t:r", "1000" }, &w);
-	assert_int_equal(w.last_int, 0);
+	eval(base, r, SHAPING_LUA_SEND, 5, (const char *[]){ "t:r", "t:w",
+	    "1000", "0", "1" }, &w);
+	assert_int_equal(w.code, 0);
 	shaping_redis_free(r);
 	redis_kill(pid);
 	event_base_free(base);
