@@ -890,6 +890,8 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 	case SMTPC_READY:
 		if (c->state == SCHED_CONN_QUITTING)
 			return;		/* a QUIT asked for while busy */
+		if (c->state == SCHED_CONN_CONNECTING && c->path != NULL)
+			shaping_conn_ready(c->path);
 		sched_conn_enter(c, SCHED_CONN_IDLE);
 		sched_conn_next(c);
 		return;

@@ -169,7 +169,7 @@ sched_shape_conn_gone(struct sched_conn *c)
 		c->dest->ntoken_wait--;
 	}
 	if (c->path != NULL)
-		shaping_conn_closed(c->path);
+		shaping_conn_closed(c->path, c->state != SCHED_CONN_CONNECTING);
 	c->path = NULL;
 }
 

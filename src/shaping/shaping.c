@@ -622,6 +622,7 @@ open_go(struct shaping_site *site, size_t idx, struct shaping_path **out)
 	struct shaping_path *p = site->paths[idx];
 
 	p->nconn++;
+	p->nopening++;
 	p->refs++;
 	site->nconn++;
 	site->rr = (idx + 1) % site->npaths;
@@ -693,6 +694,13 @@ shaping_open(struct shaping_site *site, uint32_t pin, unsigned families,
 			reason = p->spent ? "warm-up budget" : "rate";
 			continue;
 		}
+		/* under a rate, one connection on its way at a time: it takes
+		 * the next token; more open only if sending is slower */
+		if (p->nopening > 0 && (shaping_path_interval(p) > 0 ||
+		    shaping_path_budget(p, now) > 0)) {
+			reason = "rate";
+			continue;
+		}
 		if (limit == 0 && iv == 0)
 			return open_go(site, idx, out);
 		if (shaping_shared(sh)) {
@@ -752,10 +760,20 @@ shaping_open(struct shaping_site *site, uint32_t pin, unsigned families,
 }
 
 void
-shaping_conn_closed(struct shaping_path *p)
+shaping_conn_ready(struct shaping_path *p)
+{
+	p->nopening--;
+	if (p->attached)
+		site_open_at(p->site, shaping_now(p->site->sh));
+}
+
+void
+shaping_conn_closed(struct shaping_path *p, int ready)
 {
 	struct shaping_site *site = p->site;
 
+	if (!ready)
+		p->nopening--;
 	p->nconn--;
 	site->nconn--;
 	shaping_shared_release(p);

@@ -108,8 +108,11 @@ void shaping_site_hold(struct shaping_site *site, struct shaping_wait *w);
 enum shaping_answer shaping_open(struct shaping_site *site, uint32_t pin,
     unsigned families, struct shaping_wait *w, struct shaping_path **out,
     const char **why);
-/* The connection opened on p is gone: its slot is free. */
-void shaping_conn_closed(struct shaping_path *p);
+/* The connection opened on p is ready for messages (greeted). */
+void shaping_conn_ready(struct shaping_path *p);
+/* The connection opened on p is gone: its slot is free. ready: it had
+ * been reported ready. */
+void shaping_conn_closed(struct shaping_path *p, int ready);
 /* The address to bind to (NULL: the system's choice) and its name. */
 const struct sockaddr_storage *shaping_path_source(const struct shaping_path *p,
     socklen_t *len);

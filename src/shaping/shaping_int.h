@@ -313,6 +313,7 @@ struct shaping_path {
 	int attached;			/* in site->paths (not left by reload) */
 	int refs;			/* open connections, and attached */
 	int nconn;			/* connections open from this node */
+	int nopening;			/* of them, not greeted yet */
 	int64_t unbindable_until;	/* unix us */
 	int unbind_logged;
 	/* messages: local GCRA, or the shared token asked for */
