@@ -662,6 +662,9 @@ sched_conn_loaded(struct sched_conn *c)
 	c->m.nrcpt = job->nrcpt;
 	c->m.rcpts = c->rcpts;
 	c->m.owner = c;
+	/* the token last, so the message goes out at once (shaping) */
+	if (!sched_shape_send(c))
+		return;
 	sched_conn_enter(c, SCHED_CONN_BUSY);
 	if (c->maildir)
 		maildir_deliver(s->maildir, c->dcid, s->conf->local_maildir_root,
@@ -733,7 +736,7 @@ sched_conn_next(struct sched_conn *c)
 		sched_conn_quit(c);
 		return;
 	}
-	if (d->nready > 0 && sched_shape_send(c)) {
+	if (d->nready > 0 && sched_shape_due(c)) {
 		sched_conn_send(c, TAILQ_FIRST(&d->ready));
 		return;
 	}
@@ -747,7 +750,10 @@ sched_conn_next(struct sched_conn *c)
 void
 sched_conn_resume(struct sched_conn *c)
 {
-	sched_conn_next(c);
+	if (c->state == SCHED_CONN_LOADING)
+		sched_conn_loaded(c);
+	else
+		sched_conn_next(c);
 }
 
 /* 421 or "too many connections" from a host of site: fewer connections,
@@ -979,7 +985,7 @@ sched_dest_run(struct sched *s, struct sched_dest *d)
 			sched_conn_quit(c);
 			continue;
 		}
-		if (sched_shape_send(c))
+		if (sched_shape_due(c))
 			sched_conn_send(c, TAILQ_FIRST(&d->ready));
 	}
 	/* connections waiting for a token: the rate, not their number, is

@@ -427,7 +427,11 @@ int64_t sched_shape_suspended(struct sched *s, struct sched_dest *d);
  * its reason set). */
 int sched_shape_open(struct sched *s, struct sched_dest *d,
     struct shaping_path **path);
-/* The idle connection c may take a message: 1, or 0 (c waits). */
+/* The idle connection c may take a job (a token is due): 1, or 0 (c
+ * waits; woken through sched_conn_resume). */
+int sched_shape_due(struct sched_conn *c);
+/* c's job is loaded: its message may go now (the token taken), 1; or 0
+ * (c waits, LOADING; woken through sched_conn_resume). */
 int sched_shape_send(struct sched_conn *c);
 void sched_shape_conn_gone(struct sched_conn *c);
 /* The limits of c: messages per connection, recipients per transaction. */
@@ -442,7 +446,8 @@ void sched_shape_reply(void *arg, struct smtpc *sc, const char *reply);
 /* d is blocked for a reason shaping gave (a copy is kept). */
 void sched_dest_blocked_text(struct sched_dest *d, const char *why);
 void sched_dest_wake_at(struct sched *s, struct sched_dest *d, int64_t at_ms);
-/* The idle connection c: its next job, or rest, or go (destq.c). */
+/* A connection woken by shaping: an idle one takes its next job (or
+ * rests, or goes), a loading one sends its message (destq.c). */
 void sched_conn_resume(struct sched_conn *c);
 
 /* destq.c */

@@ -40,7 +40,7 @@ sched_shape_conn_woken(struct shaping_wait *w)
 	    offsetof(struct sched_conn, shape_wait));
 
 	c->dest->ntoken_wait--;
-	if (c->state == SCHED_CONN_IDLE)
+	if (c->state == SCHED_CONN_IDLE || c->state == SCHED_CONN_LOADING)
 		sched_conn_resume(c);
 }
 
@@ -144,6 +144,29 @@ sched_shape_open(struct sched *s, struct sched_dest *d,
 	}
 }
 
+/* c waits for its path (the token or its time). */
+static int
+sched_shape_wait(struct sched_conn *c, const char *why)
+{
+	c->dest->ntoken_wait++;
+	sched_dest_blocked_text(c->dest, why);
+	return 0;
+}
+
+int
+sched_shape_due(struct sched_conn *c)
+{
+	const char *why = NULL;
+
+	if (c->path == NULL)
+		return 1;
+	if (c->shape_wait.list != NULL)
+		return 0;		/* already waiting */
+	c->shape_wait.fn = sched_shape_conn_woken;
+	return shaping_send_due(c->path, &c->shape_wait, &why) ? 1 :
+	    sched_shape_wait(c, why);
+}
+
 int
 sched_shape_send(struct sched_conn *c)
 {
@@ -156,9 +179,7 @@ sched_shape_send(struct sched_conn *c)
 	c->shape_wait.fn = sched_shape_conn_woken;
 	if (shaping_send(c->path, &c->shape_wait, &why) == SHAPING_GO)
 		return 1;
-	c->dest->ntoken_wait++;
-	sched_dest_blocked_text(c->dest, why);
-	return 0;
+	return sched_shape_wait(c, why);
 }
 
 void

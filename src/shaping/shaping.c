@@ -238,12 +238,16 @@ shaping_site_wake_all(struct shaping_site *site)
 	}
 }
 
+/* Fire ev at `at` (our clock, unix us). The loop's cached time may be
+ * behind by a whole turn: refreshed first, so a token's timer does not
+ * fire before the token is due. */
 static void
 timer_at(struct event *ev, int64_t at, int64_t now)
 {
 	int64_t wait = at > now ? at - now : 0;
 	struct timeval tv = { wait / SEC, wait % SEC };
 
+	event_base_update_cache_time(event_get_base(ev));
 	evtimer_add(ev, &tv);
 }
 
@@ -819,6 +823,22 @@ shaping_path_unbindable(struct shaping_path *p, const char *why)
 }
 
 /* ---- sending messages ---- */
+
+static enum shaping_answer send_wait(struct shaping_path *p,
+    struct shaping_wait *w, const char **why, const char *what);
+
+int
+shaping_send_due(struct shaping_path *p, struct shaping_wait *w,
+    const char **why)
+{
+	int64_t now = shaping_now(p->site->sh), at = send_ready_at(p, now);
+
+	if (at == 0)
+		return 1;
+	p->send_next = at > p->send_next ? at : p->send_next;
+	send_wait(p, w, why, p->spent ? "warm-up budget" : "rate");
+	return 0;
+}
 
 static enum shaping_answer
 send_go(struct shaping_path *p, int64_t now)

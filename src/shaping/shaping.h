@@ -121,6 +121,15 @@ const char *shaping_path_name(const struct shaping_path *p);
 const char *shaping_path_helo(const struct shaping_path *p);
 /* p's address could not be bound (why): logged once, skipped a while. */
 void shaping_path_unbindable(struct shaping_path *p, const char *why);
+/*
+ * 1 if a message could go on p now (nothing is taken): a connection asks
+ * this before it takes a job, and shaping_send() once the job's body is
+ * in and the message would go out at once, so the receiver sees the
+ * tokens' spacing, not that of reading bodies. 0: w is called back when
+ * one is due.
+ */
+int shaping_send_due(struct shaping_path *p, struct shaping_wait *w,
+    const char **why);
 /* A message may go on a connection of p: GO, or WAIT (w called back). */
 enum shaping_answer shaping_send(struct shaping_path *p, struct shaping_wait *w,
     const char **why);
