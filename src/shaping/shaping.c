@@ -656,8 +656,9 @@ send_ready_at(struct shaping_path *p, int64_t now)
 
 	if (budget > 0) {
 		send_window(p, now);
-		if (p->spent || (!shaping_shared(p->site->sh) &&
-		    p->warm_used >= budget))
+		if (!shaping_shared(p->site->sh) && p->warm_used >= budget)
+			p->spent = 1;
+		if (p->spent)
 			return (p->warm_window + 1) * p->src->warmup.unit_us;
 	}
 	if (shaping_shared(p->site->sh))

@@ -350,14 +350,16 @@ def test_warmup_budget_waits_not_bounces(dns, make_sink, make_sluiced,
     assert all(m["client"] == "127.0.0.5" for m in idx)
     st = site_of(status(d), "warm")
     started = st["sources"][0]["warmup"]["started"]
-    # by sluice's own decision times: no second above its budget
+    # by sluice's own log of each delivery (its clock, a moment after the
+    # token: one may fall into the next second): no second above its budget
     per = {}
     for t, m in log_times(d.log_text(), r"Delivery start .* rcpt=m\d+@warm"):
         per[int(t)] = per.get(int(t), 0) + 1
     for sec, count in per.items():
         step = max(0, (sec - started) // 2)
-        assert count <= min(3 * 2 ** step, 12), (sec - started, count, per)
-    assert max(per.values()) > 3          # it grew
+        assert count <= min(3 * 2 ** step, 12) + 1, (sec - started, count,
+                                                     per)
+    assert max(per.values()) >= 6, per          # it grew
     log = d.log_text()
     assert "status=bounced" not in log and "DSN queued" not in log
 
