@@ -354,6 +354,29 @@ test_limits_of_input(void **state)
 	shaping_conf_free(c);
 }
 
+/* The example that ships in docs/ stays valid (make runs tests from the
+ * top of the tree). */
+static void
+test_docs_example(void **state)
+{
+	char err[512];
+	struct shaping_conf *c = shaping_conf_load("docs/shaping.example.ini",
+	    err, sizeof(err));
+	const char *gmail[] = { "alt2.gmail-smtp-in.l.google.com" };
+	const char *yahoo[] = { "mta7.am0.yahoodns.net" };
+	if (c == NULL)
+		fail_msg("%s", err);
+	assert_string_equal(shaping_conf_match(c, "example.test", gmail, 1)->name,
+	    "gmail");
+	assert_string_equal(shaping_conf_match(c, "example.test", yahoo, 1)->name,
+	    "yahoo");
+	assert_true(c->nrules >= 8);
+	assert_true(shaping_rule_matches(&c->rules[0], "yahoo", "421 4.7.0 "
+	    "[TSS04] Messages from 192.0.2.1 temporarily deferred due to "
+	    "unexpected volume or user complaints"));
+	shaping_conf_free(c);
+}
+
 static void
 test_load_file(void **state)
 {
@@ -385,6 +408,7 @@ main(void)
 		cmocka_unit_test(test_rates),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_limits_of_input),
+		cmocka_unit_test(test_docs_example),
 		cmocka_unit_test(test_load_file),
 	};
 
