@@ -361,6 +361,7 @@ static void
 path_detach(struct shaping_path *p)
 {
 	p->attached = 0;
+	p->src = NULL;		/* in the file being replaced */
 	shaping_shared_forget(p);
 	evtimer_del(p->send_ev);
 	wait_wake_all(&p->send_waiters);
