@@ -44,6 +44,8 @@
 #include "spool/spool.h"
 #include "util/util.h"
 
+#include "sched_fill.h"
+
 struct conn {
 	struct shaping_wait w;		/* first: the waiter is the conn */
 	struct sched_dest *d;
@@ -81,6 +83,13 @@ conn_woken(struct shaping_wait *w)
 	shaping_send(c->p, &c->w, &why);	/* WAIT: the next token */
 }
 
+/* a month ahead: nothing comes due while the bench runs */
+static int64_t
+fill_retry(size_t i)
+{
+	return (int64_t)time(NULL) + 30 * 86400;
+}
+
 static int64_t fake_now;
 
 static int64_t
@@ -102,16 +111,13 @@ run(struct sl_conf *conf, size_t n, size_t nsites, const char *rate,
     double secs, size_t k)
 {
 	struct event_base *base = event_base_new();
-	char path[] = "/tmp/shaping_sched_XXXXXX", err[512], addr[96];
+	char path[] = "/tmp/shaping_sched_XXXXXX", err[512];
 	int fd = mkstemp(path);
 	FILE *f = fdopen(fd, "w");
 	struct sched *s;
 	struct shaping *sh;
-	struct spool_msg sm;
-	struct spool_rcpt sr;
 	struct conn *conns = calloc(nsites, sizeof(*conns));
 	size_t nc = 0;
-	int64_t now = (int64_t)time(NULL);
 	double t0, c0, v[5];
 	char *opt;
 
@@ -130,25 +136,8 @@ run(struct sl_conf *conf, size_t n, size_t nsites, const char *rate,
 	sched_set_shaping(s, sh);
 
 	/* the backlog: N deferred messages, then due at their destinations */
-	memset(&sm, 0, sizeof(sm));
-	memset(&sr, 0, sizeof(sr));
-	sm.sender = "sender@bench.test";
-	sm.client_addr = "127.0.0.1";
-	sm.helo = "bench.invalid";
-	sm.size = 200;
-	sm.nrcpt = 1;
-	sm.rcpts = &sr;
-	sr.addr = addr;
-	sr.state = SPOOL_RCPT_DEFERRED;
-	sr.attempts = 1;
-	sr.last_reply = "451 4.7.1 Try again later";
-	for (size_t i = 0; i < n; i++) {
-		sm.mid = 1700000000000000ull + i;
-		sm.arrival = now - 60;
-		snprintf(addr, sizeof(addr), "u%zu@d%zu.shape.test", i, i % nsites);
-		sr.next_retry = now + 30 * 86400;
-		sched_msg_commit(s, sched_msg_new(s, &sm));
-	}
+	bench_fill(s, n, nsites, "shape.test", 1700000000000000ull, fill_retry,
+	    NULL);
 	{
 		struct sched_msg *m;
 		TAILQ_FOREACH(m, &s->age, age) {

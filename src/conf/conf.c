@@ -320,35 +320,6 @@ conf_reader(char *str, int num, void *stream)
 	return str;
 }
 
-/* Split a LIST value into trimmed, non-empty items; returns the count. */
-static size_t
-conf_split(const char *v, char ***out)
-{
-	char *copy = xstrdup(v), *save = NULL, *tok;
-	char **items = NULL;
-	size_t n = 0;
-
-	for (tok = strtok_r(copy, ",", &save); tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
-		tok = sl_strtrim(tok);
-		if (*tok == '\0')
-			continue;
-		items = xrealloc(items, (n + 1) * sizeof(*items));
-		items[n++] = xstrdup(tok);
-	}
-	free(copy);
-	*out = items;
-	return n;
-}
-
-static void
-conf_strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
 int
 conf_net_parse(const char *s, struct conf_net *out)
 {
@@ -509,18 +480,18 @@ conf_derive_domains(const char *v, char ***list, size_t *n, char *msg,
     size_t msglen)
 {
 	char **items;
-	size_t k = conf_split(v, &items);
+	size_t k = sl_split(v, &items);
 
 	for (size_t i = 0; i < k; i++) {
 		if (!conf_domain_valid(items[i])) {
 			snprintf(msg, msglen, "'%s' is not a domain", items[i]);
-			conf_strv_free(items, k);
+			sl_strv_free(items, k);
 			return -1;
 		}
 		for (char *p = items[i]; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
 	}
-	conf_strv_free(*list, *n);
+	sl_strv_free(*list, *n);
 	*list = items;
 	*n = k;
 	return 0;
@@ -532,19 +503,19 @@ conf_derive_nets(const char *v, struct conf_net **nets, size_t *nnets,
     char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	struct conf_net *out = xcalloc(n ? n : 1, sizeof(*out));
 
 	for (size_t i = 0; i < n; i++) {
 		if (conf_net_parse(items[i], &out[i]) != 0) {
 			snprintf(msg, msglen, "'%s' is not a network "
 			    "(10.0.0.0/8, ::1/128)", items[i]);
-			conf_strv_free(items, n);
+			sl_strv_free(items, n);
 			free(out);
 			return -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	free(*nets);
 	*nets = out;
 	*nnets = n;
@@ -624,7 +595,7 @@ static int
 conf_nodes_valid(const char *v, char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	int rc = 0;
 
 	for (size_t i = 0; i < n && rc == 0; i++) {
@@ -636,7 +607,7 @@ conf_nodes_valid(const char *v, char *msg, size_t msglen)
 			rc = -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	return rc;
 }
 
@@ -668,10 +639,10 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 	size_t n;
 
 	if (r->off == offsetof(struct sl_conf, server_listen)) {
-		n = conf_split(v, &items);
+		n = sl_split(v, &items);
 		if (n == 0) {
 			snprintf(msg, msglen, "at least one address is needed");
-			conf_strv_free(items, n);
+			sl_strv_free(items, n);
 			return -1;
 		}
 		conf_listen_free(c);
@@ -681,11 +652,11 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 				snprintf(msg, msglen, "'%s' is not an address "
 				    "and port (127.0.0.1:25, [::1]:25, *:25)",
 				    items[i]);
-				conf_strv_free(items, n);
+				sl_strv_free(items, n);
 				return -1;
 			}
 		}
-		conf_strv_free(items, n);
+		sl_strv_free(items, n);
 	} else if (r->off == offsetof(struct sl_conf, server_trusted_networks)) {
 		return conf_derive_nets(v, &c->trusted, &c->ntrusted, msg,
 		    msglen);
@@ -980,8 +951,8 @@ conf_free(struct sl_conf *c)
 	conf_listen_free(c);
 	free(c->trusted);
 	free(c->proxy_trusted);
-	conf_strv_free(c->local_domains, c->nlocal_domains);
-	conf_strv_free(c->relay_domains, c->nrelay_domains);
+	sl_strv_free(c->local_domains, c->nlocal_domains);
+	sl_strv_free(c->relay_domains, c->nrelay_domains);
 	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++) {
 		const struct conf_free_section *fs = &conf_free_sections[i];
 		struct conf_kv *kv = *(struct conf_kv **)((char *)c + fs->kv);

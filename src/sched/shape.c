@@ -144,10 +144,21 @@ sched_shape_open(struct sched *s, struct sched_dest *d,
 	}
 }
 
-/* c waits for its path (the token or its time). */
+/* Whether c's path has a token due (take: and take it); else c waits
+ * for it, and its destination says why. */
 static int
-sched_shape_wait(struct sched_conn *c, const char *why)
+sched_shape_token(struct sched_conn *c, int take)
 {
+	const char *why = NULL;
+
+	if (c->path == NULL)
+		return 1;
+	if (c->shape_wait.list != NULL)
+		return 0;		/* already waiting */
+	c->shape_wait.fn = sched_shape_conn_woken;
+	if (take ? shaping_send(c->path, &c->shape_wait, &why) == SHAPING_GO :
+	    shaping_send_due(c->path, &c->shape_wait, &why))
+		return 1;
 	c->dest->ntoken_wait++;
 	sched_dest_blocked_text(c->dest, why);
 	return 0;
@@ -156,30 +167,13 @@ sched_shape_wait(struct sched_conn *c, const char *why)
 int
 sched_shape_due(struct sched_conn *c)
 {
-	const char *why = NULL;
-
-	if (c->path == NULL)
-		return 1;
-	if (c->shape_wait.list != NULL)
-		return 0;		/* already waiting */
-	c->shape_wait.fn = sched_shape_conn_woken;
-	return shaping_send_due(c->path, &c->shape_wait, &why) ? 1 :
-	    sched_shape_wait(c, why);
+	return sched_shape_token(c, 0);
 }
 
 int
 sched_shape_send(struct sched_conn *c)
 {
-	const char *why = NULL;
-
-	if (c->path == NULL)
-		return 1;
-	if (c->shape_wait.list != NULL)
-		return 0;		/* already waiting */
-	c->shape_wait.fn = sched_shape_conn_woken;
-	if (shaping_send(c->path, &c->shape_wait, &why) == SHAPING_GO)
-		return 1;
-	return sched_shape_wait(c, why);
+	return sched_shape_token(c, 1);
 }
 
 void

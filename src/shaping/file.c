@@ -58,17 +58,13 @@ fail(struct parse *p, const char *fmt, ...)
 
 /* ---- values ---- */
 
+/* A count from 1 to max. */
 static int
 parse_count(const char *s, uint64_t max, uint64_t *out)
 {
-	char *end;
-	unsigned long long v;
+	uint64_t v;
 
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (*end != '\0' || errno != 0 || v == 0 || v > max)
+	if (sl_parse_uint(s, &v) != 0 || v == 0 || v > max)
 		return -1;
 	*out = v;
 	return 0;
@@ -157,35 +153,6 @@ shaping_rate_interval(const struct shaping_rate *r)
 	return t > 0 ? t : 1;
 }
 
-/* Split at commas into trimmed, non-empty items (in a copy). */
-static size_t
-split(const char *v, char ***out)
-{
-	char *copy = xstrdup(v), *save = NULL, *tok;
-	char **items = NULL;
-	size_t n = 0;
-
-	for (tok = strtok_r(copy, ",", &save); tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
-		tok = sl_strtrim(tok);
-		if (*tok == '\0')
-			continue;
-		items = xrealloc(items, (n + 1) * sizeof(*items));
-		items[n++] = xstrdup(tok);
-	}
-	free(copy);
-	*out = items;
-	return n;
-}
-
-static void
-strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
 /* Host names, patterns and HELO names: letters, digits, "-._" (and the
  * glob's "*?" when pattern). */
 static int
@@ -234,7 +201,7 @@ shaping_warmup_parse(const char *s, struct shaping_warmup *w, char *err,
 {
 	struct shaping_rate r;
 	char **items;
-	size_t n = split(s, &items);
+	size_t n = sl_split(s, &items);
 	int rc = -1, grows = 0;
 
 	memset(w, 0, sizeof(*w));
@@ -296,7 +263,7 @@ bad_growth:
 	}
 	rc = 0;
 out:
-	strv_free(items, n);
+	sl_strv_free(items, n);
 	return rc;
 }
 
@@ -503,14 +470,14 @@ list_add(struct parse *p, const char *sec, const char *key, const char *v,
     char ***list, size_t *n, int pattern)
 {
 	char **items;
-	size_t k = split(v, &items);
+	size_t k = sl_split(v, &items);
 
 	for (size_t i = 0; i < k; i++) {
 		lower(items[i]);
 		if (!name_valid(items[i], pattern)) {
 			fail(p, "%s %s: '%s' is not a %s", sec, key, items[i],
 			    pattern ? "host pattern" : "domain");
-			strv_free(items, k);
+			sl_strv_free(items, k);
 			return -1;
 		}
 	}
@@ -549,7 +516,7 @@ site_key(struct parse *p, const char *key, char *v)
 		return list_add(p, sec, key, v, &s->domains, &s->ndomains, 0);
 	if (strcmp(key, "source") == 0) {
 		char **items;
-		size_t k = split(v, &items);
+		size_t k = sl_split(v, &items);
 		for (size_t i = 0; i < k; i++) {
 			struct sockaddr_storage ss;
 			socklen_t len;
@@ -560,7 +527,7 @@ site_key(struct parse *p, const char *key, char *v)
 				fail(p, "%s source: '%s' is %s", sec, items[i],
 				    dup ? "listed twice" :
 				    "not an IPv4 or IPv6 address");
-				strv_free(items, k);
+				sl_strv_free(items, k);
 				return -1;
 			}
 			s->sources = xrealloc(s->sources,
@@ -568,7 +535,7 @@ site_key(struct parse *p, const char *key, char *v)
 			s->sources[s->nsources++] = items[i];
 			items[i] = NULL;
 		}
-		strv_free(items, k);
+		sl_strv_free(items, k);
 		return 0;
 	}
 	if (strcmp(key, "connections") == 0)
@@ -924,9 +891,9 @@ shaping_conf_free(struct shaping_conf *c)
 	for (size_t i = 0; i < c->nsites; i++) {
 		struct shaping_site_conf *s = &c->sites[i];
 		free(s->name);
-		strv_free(s->mx, s->nmx);
-		strv_free(s->domains, s->ndomains);
-		strv_free(s->sources, s->nsources);
+		sl_strv_free(s->mx, s->nmx);
+		sl_strv_free(s->domains, s->ndomains);
+		sl_strv_free(s->sources, s->nsources);
 		free(s->helo);
 	}
 	for (size_t i = 0; i < c->nsources; i++)

@@ -32,22 +32,9 @@
 #include "shaping/shaping_int.h"
 #include "util/util.h"
 
+#include "shaping_test.h"
+
 static char logpath[] = "/tmp/test_redis_log_XXXXXX";
-
-static int
-free_port(void)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
-}
 
 /* redis-server on 127.0.0.1:port, nothing on disk; returns once it answers. */
 static pid_t
@@ -155,14 +142,6 @@ loop_until(struct event_base *base, int *flag, int want, int ms)
 	return *flag;
 }
 
-static void
-loop_for(struct event_base *base, int ms)
-{
-	int never = 0;
-
-	loop_until(base, &never, 1, ms);
-}
-
 static struct shaping_redis *
 client(struct event_base *base, int port, int timeout_ms, struct watch *w)
 {
@@ -199,17 +178,7 @@ eval(struct event_base *base, struct shaping_redis *r, int script, int nargs,
 static int
 log_count(const char *text)
 {
-	FILE *f;
-	char line[2048];
-	int n = 0;
-
-	log_flush();
-	f = fopen(logpath, "r");
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f) != NULL)
-		n += strstr(line, text) != NULL;
-	fclose(f);
-	return n;
+	return test_log_count(logpath, text);
 }
 
 static void
@@ -246,7 +215,7 @@ static void
 test_scripts(void **state)
 {
 	struct event_base *base = event_base_new();
-	int port = free_port();
+	int port = test_free_port();
 	pid_t pid = redis_start(port);
 	struct watch w = { 0 };
 	struct shaping_redis *r = client(base, port, 1000, &w);
@@ -300,7 +269,7 @@ test_scripts(void **state)
 	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn2", "t:cr",
 	    "y", "1", "100", "0" }, &w);
 	assert_int_equal(w.code, 2);
-	loop_for(base, 150);
+	test_loop_ms(base, 150);
 	eval(base, r, SHAPING_LUA_OPEN, 6, (const char *[]){ "t:conn2", "t:cr",
 	    "y", "1", "100", "0" }, &w);
 	assert_int_equal(w.code, 0);
@@ -375,7 +344,7 @@ static void
 test_shared_gcra(void **state)
 {
 	struct event_base *base = event_base_new();
-	int port = free_port();
+	int port = test_free_port();
 	pid_t pid = redis_start(port);
 	struct watch wa = { 0 }, wb = { 0 };
 	struct shaping_redis *a = client(base, port, 1000, &wa);
@@ -405,7 +374,7 @@ static void
 test_down_and_back(void **state)
 {
 	struct event_base *base = event_base_new();
-	int port = free_port();
+	int port = test_free_port();
 	pid_t pid = redis_start(port);
 	struct watch w = { 0 };
 	struct shaping_redis *r = client(base, port, 500, &w);
@@ -416,7 +385,7 @@ test_down_and_back(void **state)
 	w.done = 0;
 	assert_non_null(shaping_redis_command(r, 3, (const char *[]){ "BLPOP",
 	    "t:never", "5" }, on_reply, &w));
-	loop_for(base, 50);
+	test_loop_ms(base, 50);
 	redis_kill(pid);
 	assert_int_equal(loop_until(base, &w.downs, 1, 3000), 1);
 	loop_until(base, &w.done, 1, 1000);
@@ -425,7 +394,7 @@ test_down_and_back(void **state)
 	assert_null(shaping_redis_eval(r, SHAPING_LUA_SEND, 2, 5,
 	    (const char *[]){ "k", "w", "1", "0", "1" }, on_reply, &w));
 	/* attempts every 100 ms fail for a second: logged once */
-	loop_for(base, 1000);
+	test_loop_ms(base, 1000);
 	assert_int_equal(log_count("redis unavailable") - before, 1);
 	assert_int_equal(w.downs, 1);
 
@@ -462,12 +431,12 @@ test_timeout(void **state)
 	r = client(base, ntohs(sin.sin_port), 200, &w);
 	while (log_count("no answer within 200 ms") == before &&
 	    sl_mono_ms() - t0 < 3000)
-		loop_for(base, 50);
+		test_loop_ms(base, 50);
 	assert_int_equal(log_count("no answer within 200 ms") - before, 1);
 	assert_int_equal(w.ups, 0);
 	assert_false(shaping_redis_is_up(r));
 	/* more attempts, each timing out, are not logged again */
-	loop_for(base, 800);
+	test_loop_ms(base, 800);
 	assert_int_equal(log_count("no answer within 200 ms") - before, 1);
 	shaping_redis_free(r);
 	close(fd);

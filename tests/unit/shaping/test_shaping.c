@@ -30,6 +30,8 @@
 #include "shaping/shaping_int.h"
 #include "util/util.h"
 
+#include "shaping_test.h"
+
 #define SEC 1000000LL
 #define MS 1000LL
 
@@ -98,15 +100,6 @@ waiter_fn(struct shaping_wait *w)
 	((struct waiter *)w)->woken++;
 }
 
-static void
-loop_ms(struct event_base *base, int ms)
-{
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-
-	event_base_loopexit(base, &tv);
-	event_base_dispatch(base);
-}
-
 static struct shaping_path *
 open_go(struct shaping_site *site)
 {
@@ -121,17 +114,7 @@ open_go(struct shaping_site *site)
 static int
 log_has(const char *text)
 {
-	FILE *f;
-	char line[2048];
-	int n = 0;
-
-	log_flush();
-	f = fopen(logpath, "r");
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-		n += strstr(line, text) != NULL;
-	if (f)
-		fclose(f);
-	return n;
+	return test_log_count(logpath, text);
 }
 
 static void
@@ -193,14 +176,14 @@ test_waiter_woken(void **state)
 	t0 = sl_mono_ms();
 	assert_int_equal(shaping_send(p, &a.w, &why), SHAPING_WAIT);
 	while (!a.woken && sl_mono_ms() - t0 < 2000)
-		loop_ms(w.base, 10);
+		test_loop_ms(w.base, 10);
 	assert_int_equal(a.woken, 1);
 	assert_true(sl_mono_ms() - t0 >= 150);
 	assert_int_equal(shaping_send(p, &a.w, &why), SHAPING_GO);
 	/* a cancelled waiter is not woken */
 	assert_int_equal(shaping_send(p, &a.w, &why), SHAPING_WAIT);
 	shaping_wait_cancel(&a.w);
-	loop_ms(w.base, 300);
+	test_loop_ms(w.base, 300);
 	assert_int_equal(a.woken, 1);
 	shaping_conn_closed(p, 1);
 	shaping_site_put(site);
@@ -226,10 +209,10 @@ test_connections(void **state)
 	assert_int_equal(shaping_open(site, 0, 1u << AF_INET, &a.w, &p3, &why),
 	    SHAPING_WAIT);
 	assert_string_equal(why, "connection limit of site big");
-	loop_ms(w.base, 50);
+	test_loop_ms(w.base, 50);
 	assert_int_equal(a.woken, 0);		/* nothing freed yet */
 	shaping_conn_closed(p1, 1);
-	loop_ms(w.base, 50);
+	test_loop_ms(w.base, 50);
 	assert_int_equal(a.woken, 1);
 	p3 = open_go(site);
 	shaping_conn_closed(p2, 1);
@@ -398,26 +381,18 @@ test_share_while_redis_down(void **state)
 	struct shaping_path *p;
 	const char *why;
 	int before = log_has("redis unavailable");
-	char url[64];
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	char extra[200];
+	char url[64], extra[200];
 	int n;
 
 	/* a port nothing listens on */
-	sin.sin_addr.s_addr = htonl(0x7f000001);
-	bind(fd, (struct sockaddr *)&sin, sizeof(sin));
-	getsockname(fd, (struct sockaddr *)&sin, &len);
-	close(fd);
-	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", ntohs(sin.sin_port));
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", test_free_port());
 	n = snprintf(extra, sizeof(extra), "shaping.redis=%s", url);
 	snprintf(extra + n + 1, sizeof(extra) - n - 1, "shaping.nodes=2");
 	extra[n + 1 + strlen("shaping.nodes=2") + 1] = '\0';
 	world_new(&w, "[site big]\ndomains = big.test\nrate = 10/s\n"
 	    "connections = 4\n", extra, 0);
 	fake = 3000000 * SEC;
-	loop_ms(w.base, 100);		/* the first attempt fails */
+	test_loop_ms(w.base, 100);		/* the first attempt fails */
 	site = shaping_site_get(w.sh, "big.test", NULL, 0, "k");
 	p = open_go(site);
 	/* under a rate, the next opens once this one is greeted */
