@@ -18,7 +18,12 @@
  * Whatever stops it is logged once per change of reason; a destination
  * held back by its site's limit waits on the site (site->waiting) and is
  * run again when a connection of that site closes, one held back by the
- * total limit on s->starved.
+ * total limit on s->starved. Traffic shaping (shape.c) adds its say at
+ * three points: a suspended site holds the destination; a connection
+ * opens on a path (source address, HELO) only when shaping_open says go;
+ * an idle connection takes a job only when its path's token is due, and
+ * sends it once the body is in and the token taken (it may wait LOADING
+ * for it). A reply a rule matched is not the built-in throttle's.
  *
  * A destination with no job and no connection left is freed (the gc
  * event, so never under a caller's feet), and with it its site once no
@@ -29,7 +34,8 @@
  * sched_conn_enter():
  *   CONNECTING -(READY)-> IDLE -(a job)-> LOADING -(its body is in,
  *   body.c)-> BUSY -(done, READY)-> IDLE ... -(idle, limits)-> QUITTING;
- *   LOADING -(no body: the job deferred)-> IDLE; any -(CLOSED or
+ *   LOADING -(no body: the job deferred)-> IDLE; LOADING waits there for
+ *   its path's token (shaping); any -(CLOSED or
  *   FAILED)-> freed by sched_conn_free (FAILED also defers or throttles
  *   the destination; a job still LOADING goes back to the ready list).
  * A Maildir "connection" is IDLE at once, BUSY while maildir.c writes its

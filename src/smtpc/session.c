@@ -3,6 +3,10 @@
  * session.c: one outbound SMTP connection (RFC 5321 client) on a
  * bufferevent: connects to each address in turn, greets, and carries one
  * message at a time, pipelined when the peer offers PIPELINING (RFC 2920).
+ * With params->source each socket is bound to that local address first:
+ * addresses of the other family are skipped, and a bind that fails ends
+ * the connection at once (smtpc_bind_failed: the owner's to handle, not
+ * the peer's fault). Every reply is shown to cb->reply as it comes.
  *
  * Owns the socket, its timers and the queue of commands sent whose replies
  * have not come yet; the message in flight is tx.c's (smtpc_send there).
