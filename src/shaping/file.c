@@ -719,6 +719,10 @@ rule_key(struct parse *p, const char *key, char *v)
 		}
 		r->has_re = 1;
 		r->match = xstrdup(v);
+		/* most rules are for 4xx or 5xx: 250s skip their regex */
+		if (v[0] == '^' && v[1] >= '2' && v[1] <= '5' &&
+		    strchr(v, '|') == NULL)
+			r->lead = v[1];
 		return 0;
 	}
 	if (strcmp(key, "threshold") == 0) {
@@ -954,6 +958,8 @@ shaping_rule_matches(const struct shaping_rule_conf *r, const char *site,
     const char *reply)
 {
 	if (r->site != NULL && strcmp(r->site, site) != 0)
+		return 0;
+	if (r->lead != 0 && reply[0] != r->lead)
 		return 0;
 	return regexec(&r->re, reply, 0, NULL, 0) == 0;
 }

@@ -98,6 +98,8 @@ struct shaping_rule_conf {
 	char *match;			/* the regex as written */
 	regex_t re;
 	int has_re;
+	char lead;			/* "^4...": only replies starting with
+					   this digit can match; 0: any */
 	uint32_t threshold;		/* matches ... */
 	int64_t window_us;		/* ... within this long */
 	struct shaping_action action;

@@ -172,7 +172,7 @@ def test_rate_keeps_under_the_sinks_limit(dns, make_sink, make_sluiced,
     """The sink allows 10 messages a second per client address and answers
     421 beyond; sluice with rate = 10/s never gets that 421 and delivers at
     10/s within 10 % (the sink's timestamps)."""
-    n = scaled(150, 100)
+    n = scaled(120, 90)
     sink = make_sink("--rule", "limit messages 10/s per-ip")
     d = shaped(make_sluiced, dns, sink, tmp_path,
                "[site bigmail]\nmx = *.mx.bigmail.test\nrate = 10/s\n")
@@ -233,7 +233,7 @@ def test_two_nodes_share_one_redis(dns, redis, make_sink, make_sluiced,
     """Two nodes, one Redis, site rate 600/m: together at most 10 a second
     (5 %); Redis killed: each keeps to its share (5/s) and both deliver;
     Redis back: the shared limit again."""
-    phase = scaled(8, 6)
+    phase = scaled(7, 6)
     n = 10 * phase * 3
     sink = make_sink()
     nodes = []

@@ -101,6 +101,8 @@ test_example(void **state)
 	    "Messages from 1.2.3.4 temporarily deferred"));
 	assert_false(shaping_rule_matches(r, "other", "421 4.7.0 [TSS04] x"));
 	assert_false(shaping_rule_matches(r, "bigmail", "451 4.7.0 [TSS04] x"));
+	assert_int_equal(r->lead, '4');
+	assert_false(shaping_rule_matches(r, "bigmail", "250 TSS04"));
 	shaping_conf_free(c);
 }
 
@@ -159,7 +161,7 @@ test_regex_accepted(void **state)
 {
 	static const char *ok[] = { "^421 4\\.7\\.0 .*TSS04", "(a|b)*c+",
 		"x{2,5}(ab)*", "[*+?]+", "[[:digit:]]{3} [^]*]", "\\++",
-		"(a{3}|b)c", "((a)*)*" };
+		"(a{3}|b)c", "((a)*)*", "^4|^5" };
 	char text[256];
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -167,6 +169,15 @@ test_regex_accepted(void **state)
 		snprintf(text, sizeof(text), "[rule r]\nmatch = %s\n"
 		    "action = bounce\n", ok[i]);
 		c = parse_ok(text);
+		shaping_conf_free(c);
+	}
+	/* an alternative at the top: both leading digits still match */
+	{
+		struct shaping_conf *c = parse_ok("[rule r]\nmatch = ^4|^5\n"
+		    "action = bounce\n");
+		assert_int_equal(c->rules[0].lead, 0);
+		assert_true(shaping_rule_matches(&c->rules[0], "s", "550 x"));
+		assert_false(shaping_rule_matches(&c->rules[0], "s", "250 x"));
 		shaping_conf_free(c);
 	}
 }
