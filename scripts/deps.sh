@@ -24,8 +24,7 @@ export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 # HAProxy, Dovecot and Redis are test peers that the tests start on loopback
 # with their own configuration: no service may start at install and take ports
-# (Redis's 6379)
-# (policy-rc.d says no to invoke-rc.d), nor at the next boot.
+# (Redis's 6379; policy-rc.d says no to invoke-rc.d), nor at the next boot.
 norc=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null

@@ -932,7 +932,6 @@ shaping_use(struct shaping *sh, const struct sl_conf *conf,
 	struct shaping_conf *old = sh->file;
 	struct shaping_site *site, *next;
 
-	sh->conf = conf;
 	sh->file = file;
 	sh->nodes = (int)conf->shaping_nodes;
 	free(sh->state_path);

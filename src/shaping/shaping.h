@@ -56,7 +56,7 @@ enum shaping_answer {
  * returned and err is ""), or NULL with "file:line: message" in err.
  * With [shaping] redis, limits are shared from the first answer of Redis
  * on; until then, and whenever Redis is down, each node keeps to its
- * share (limit / [shaping] nodes).
+ * share (limit / [shaping] nodes). conf is read, not kept.
  */
 struct shaping *shaping_new(struct event_base *base, struct dns *dns,
     const struct sl_conf *conf, char *err, size_t errlen);

@@ -365,7 +365,6 @@ struct shaping_site {
 struct shaping {
 	struct event_base *base;
 	struct dns *dns;
-	const struct sl_conf *conf;
 	struct shaping_conf *file;
 	struct shaping_site **tab;
 	size_t tab_size, nsites;
