@@ -8,7 +8,7 @@ BUILD    ?= build
 SAN      ?=
 CC       ?= cc
 PKGS     := libevent libevent_pthreads libevent_openssl inih sqlite3 jansson libcares openssl \
-            gmime-3.0 librabbitmq libcurl libzstd libxcrypt
+            gmime-3.0 librabbitmq libcurl libzstd libxcrypt hiredis
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow \

@@ -11,7 +11,8 @@
 #
 # Targets: parse, data, reply, bdat (smtpd and smtpc parsers), template
 # and inject (the injection template language and request parser), proxy
-# (the PROXY protocol v1/v2 header), sasl (AUTH PLAIN and LOGIN decoding),
+# (the PROXY protocol v1/v2 header), shaping (the shaping file), sasl (AUTH
+# PLAIN and LOGIN decoding),
 # users (the users file), dkim (DKIM canonicalisation), conf (the
 # configuration, with [tls_policy] and [dkim] sign). The targets link their sources directly, not
 # build/libsluice.a, so they build while the rest of the tree does not.
@@ -23,7 +24,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 OUT=fuzz/build
-TARGETS="parse data reply bdat template inject proxy sasl users dkim conf"
+TARGETS="parse data reply bdat template inject proxy shaping sasl users dkim conf"
 BASE="src/util/str.c src/util/xalloc.c"
 
 # The sources and libraries of target $1.
@@ -35,6 +36,7 @@ srcs() {
 		    "src/inject/request.c src/inject/vars.c" \
 		    "$(pkg-config --cflags --libs jansson)" ;;
 	proxy) echo "src/smtpd/proxy.c" ;;
+	shaping) echo "src/shaping/file.c src/shaping/limit.c $BASE -lm" ;;
 	sasl) echo "src/auth/sasl.c" ;;
 	users) echo "src/auth/users.c $BASE -lcrypt" ;;
 	dkim) echo "src/dkim/canon.c" ;;

@@ -43,6 +43,7 @@ int cmd_blast(int argc, char **argv);
 int cmd_queue(int argc, char **argv);
 int cmd_mailq(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_shaping(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_drain(int argc, char **argv);
 int cmd_undrain(int argc, char **argv);

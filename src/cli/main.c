@@ -24,6 +24,8 @@ static const struct cli_cmd cli_cmds[] = {
 	    "queued mail", 1 },
 	{ "status", cmd_status, "uptime, connections, rates, queue and spool",
 	    1 },
+	{ "shaping", cmd_shaping, "traffic shaping: status, resume a site",
+	    1 },
 	{ "drain", cmd_drain, "stop accepting mail (listeners closed); "
 	    "delivery goes on", 1 },
 	{ "undrain", cmd_undrain, "accept mail again after drain", 1 },

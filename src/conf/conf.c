@@ -22,7 +22,7 @@
 #include "dkim/dkim.h"
 #include "util/util.h"
 
-enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL };
+enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL, T_MSEC };
 
 struct conf_row {
 	const char *section;
@@ -158,6 +158,32 @@ conf_parse_bool(const char *v)
 	return -1;
 }
 
+/* "250ms", "2s", "1m", or a bare number of ms; -1 on error. */
+static int64_t
+conf_parse_msec(const char *v)
+{
+	size_t n = strlen(v);
+	char *end;
+	long long ms;
+
+	if (n > 2 && strcmp(v + n - 2, "ms") == 0) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || end != v + n - 2 || errno)
+			return -1;
+		return ms;
+	}
+	if (n > 0 && isdigit((unsigned char)v[n - 1])) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || *end != '\0' || errno)
+			return -1;
+		return ms;
+	}
+	ms = sl_parse_duration(v);
+	return ms < 0 || ms > INT64_MAX / 1000 ? -1 : ms * 1000;
+}
+
 /* Set one row from its text; returns 0, or -1 with a message in msg. */
 static int
 conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
@@ -201,6 +227,13 @@ conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
 			snprintf(msg, msglen,
 			    "'%s' is not a duration (a number with s, m, h or d)",
 			    v);
+			return -1;
+		}
+		break;
+	case T_MSEC:
+		if ((n = conf_parse_msec(v)) < 0) {
+			snprintf(msg, msglen, "'%s' is not a duration in "
+			    "milliseconds (250ms, 2s)", v);
 			return -1;
 		}
 		break;
@@ -364,35 +397,6 @@ conf_reader(char *str, int num, void *stream)
 	return str;
 }
 
-/* Split a LIST value into trimmed, non-empty items; returns the count. */
-static size_t
-conf_split(const char *v, char ***out)
-{
-	char *copy = xstrdup(v), *save = NULL, *tok;
-	char **items = NULL;
-	size_t n = 0;
-
-	for (tok = strtok_r(copy, ",", &save); tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
-		tok = sl_strtrim(tok);
-		if (*tok == '\0')
-			continue;
-		items = xrealloc(items, (n + 1) * sizeof(*items));
-		items[n++] = xstrdup(tok);
-	}
-	free(copy);
-	*out = items;
-	return n;
-}
-
-static void
-conf_strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
 int
 conf_net_parse(const char *s, struct conf_net *out)
 {
@@ -553,18 +557,18 @@ conf_derive_domains(const char *v, char ***list, size_t *n, char *msg,
     size_t msglen)
 {
 	char **items;
-	size_t k = conf_split(v, &items);
+	size_t k = sl_split(v, &items);
 
 	for (size_t i = 0; i < k; i++) {
 		if (!conf_domain_valid(items[i])) {
 			snprintf(msg, msglen, "'%s' is not a domain", items[i]);
-			conf_strv_free(items, k);
+			sl_strv_free(items, k);
 			return -1;
 		}
 		for (char *p = items[i]; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
 	}
-	conf_strv_free(*list, *n);
+	sl_strv_free(*list, *n);
 	*list = items;
 	*n = k;
 	return 0;
@@ -576,19 +580,19 @@ conf_derive_nets(const char *v, struct conf_net **nets, size_t *nnets,
     char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	struct conf_net *out = xcalloc(n ? n : 1, sizeof(*out));
 
 	for (size_t i = 0; i < n; i++) {
 		if (conf_net_parse(items[i], &out[i]) != 0) {
 			snprintf(msg, msglen, "'%s' is not a network "
 			    "(10.0.0.0/8, ::1/128)", items[i]);
-			conf_strv_free(items, n);
+			sl_strv_free(items, n);
 			free(out);
 			return -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	free(*nets);
 	*nets = out;
 	*nnets = n;
@@ -668,7 +672,7 @@ static int
 conf_nodes_valid(const char *v, char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	int rc = 0;
 
 	for (size_t i = 0; i < n && rc == 0; i++) {
@@ -680,7 +684,7 @@ conf_nodes_valid(const char *v, char *msg, size_t msglen)
 			rc = -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	return rc;
 }
 
@@ -717,7 +721,7 @@ conf_derive_addrs(const char *v, struct conf_addr **out, size_t *nout,
     char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	struct conf_addr *a = xcalloc(n ? n : 1, sizeof(*a));
 
 	for (size_t i = 0; i < n; i++) {
@@ -725,11 +729,11 @@ conf_derive_addrs(const char *v, struct conf_addr **out, size_t *nout,
 			snprintf(msg, msglen, "'%s' is not an address and port "
 			    "(127.0.0.1:25, [::1]:25, *:25)", items[i]);
 			conf_addrs_free(&a, &i);
-			conf_strv_free(items, n);
+			sl_strv_free(items, n);
 			return -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	conf_addrs_free(out, nout);
 	*out = a;
 	*nout = n;
@@ -836,19 +840,25 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 		}
 	} else if (r->off == offsetof(struct sl_conf, dkim_sign)) {
 		/* the syntax here; the key files when sluiced loads them */
-		n = conf_split(v, &items);
+		n = sl_split(v, &items);
 		for (size_t i = 0; i < n; i++) {
 			char *d, *s, *path;
 			if (dkim_spec_parse(items[i], &d, &s, &path, msg,
 			    msglen) != 0) {
-				conf_strv_free(items, n);
+				sl_strv_free(items, n);
 				return -1;
 			}
 			free(d);
 			free(s);
 			free(path);
 		}
-		conf_strv_free(items, n);
+		sl_strv_free(items, n);
+	} else if (r->off == offsetof(struct sl_conf, shaping_redis)) {
+		if (*v != '\0' && strncmp(v, "redis://", 8) != 0) {
+			snprintf(msg, msglen, "'%s' is not redis://host[:port]"
+			    "[/db], nor empty", v);
+			return -1;
+		}
 	} else if (r->off == offsetof(struct sl_conf, http_listen)) {
 		struct conf_addr a;
 
@@ -1080,8 +1090,8 @@ conf_free(struct sl_conf *c)
 	conf_listen_free(c);
 	free(c->trusted);
 	free(c->proxy_trusted);
-	conf_strv_free(c->local_domains, c->nlocal_domains);
-	conf_strv_free(c->relay_domains, c->nrelay_domains);
+	sl_strv_free(c->local_domains, c->nlocal_domains);
+	sl_strv_free(c->relay_domains, c->nrelay_domains);
 	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++) {
 		const struct conf_free_section *fs = &conf_free_sections[i];
 		struct conf_kv *kv = *(struct conf_kv **)((char *)c + fs->kv);
@@ -1151,6 +1161,14 @@ conf_print(const struct sl_conf *c, FILE *f)
 			break;
 		case T_BOOL:
 			fprintf(f, "%s = %s\n", r->key, v ? "yes" : "no");
+			break;
+		case T_MSEC:
+			if (v % 1000 == 0 && v != 0)
+				conf_fmt_scaled(v / 1000, "smhd", dmult, 4, buf,
+				    sizeof(buf));
+			else
+				snprintf(buf, sizeof(buf), "%lldms", (long long)v);
+			fprintf(f, "%s = %s\n", r->key, buf);
 			break;
 		}
 	}

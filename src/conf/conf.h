@@ -45,6 +45,7 @@ struct sl_conf {
 #define SETTING_SIZE(f) int64_t f;
 #define SETTING_DURATION(f) int64_t f;
 #define SETTING_BOOL(f) int64_t f;
+#define SETTING_MSEC(f) int64_t f;
 #define SETTING(sec, key, type, def, min, max, field, reload) SETTING_##type(field)
 #include "conf/settings.def"
 #undef SETTING
@@ -54,6 +55,7 @@ struct sl_conf {
 #undef SETTING_SIZE
 #undef SETTING_DURATION
 #undef SETTING_BOOL
+#undef SETTING_MSEC
 
 	/* Derived from the rows above when the file is loaded. */
 	char *path;			/* the file read, or NULL for defaults */

@@ -369,6 +369,28 @@ sched_job_ready(struct sched *s, struct sched_job *job)
 	sched_dest_run(s, d);
 }
 
+void
+sched_job_split(struct sched *s, struct sched_job *job, uint32_t n)
+{
+	uint32_t rest = job->nrcpt - n;
+	struct sched_job *j;
+
+	if (n == 0 || rest == 0 || job->state != SCHED_JOB_READY)
+		return;
+	j = xcalloc(1, sizeof(*j) + rest * sizeof(j->ridx[0]));
+	j->msg = job->msg;
+	j->dest = job->dest;
+	memcpy(j->ridx, job->ridx + n, rest * sizeof(j->ridx[0]));
+	j->nrcpt = rest;
+	job->nrcpt = n;
+	j->next = job->next;
+	job->next = j;
+	j->state = SCHED_JOB_READY;
+	TAILQ_INSERT_AFTER(&job->dest->ready, job, j, entry);
+	job->dest->nready++;
+	job->dest->njobs++;
+}
+
 /* Remove a job from wherever it waits, and from its message. */
 void
 sched_job_unlink(struct sched *s, struct sched_job *job)
@@ -752,7 +774,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 	for (size_t i = 0; i < n; i++) {
 		uint32_t ri = job->ridx[i];
 		struct sched_rcpt *r = &m->rcpts[ri];
-		int code = res[i].code;
+		int64_t hold = 0;	/* a reply rule's retry_in */
+		int code = sched_shape_verdict(s, job->dest, &res[i], &hold);
 
 		all[i] = ri;
 		if (r->attempts < UINT16_MAX)
@@ -786,8 +809,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			    "expired" : "bounced");
 		} else {
 			r->state = SPOOL_RCPT_DEFERRED;
-			r->next_retry = sched_time32(now + sched_backoff(s,
-			    r->attempts));
+			r->next_retry = sched_time32(now + (hold > 0 ? hold :
+			    sched_backoff(s, r->attempts)));
 			if (r->next_retry > next)
 				next = r->next_retry;
 			s->stats.deferred++;

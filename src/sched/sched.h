@@ -53,6 +53,13 @@ struct maildir;
 void sched_set_local(struct sched *s, struct local *l, struct maildir *md);
 /* A new DCID, for delivery connections made outside the scheduler. */
 uint64_t sched_dcid_next(struct sched *s);
+/*
+ * Shape delivery with sh (src/shaping; borrowed, freed after the
+ * scheduler; NULL: none), or again after sh reloaded its file: every
+ * destination finds its site anew.
+ */
+struct shaping;
+void sched_set_shaping(struct sched *s, struct shaping *sh);
 
 /* A copy of what delivery needs of msg (borrowed; msg is not kept). */
 struct sched_msg *sched_msg_new(struct sched *s, const struct spool_msg *msg);
@@ -219,6 +226,7 @@ struct sched_dest_view {
 	int connections;
 	int limit;		/* its site's current concurrency limit */
 	const char *waiting;	/* why due jobs wait, or NULL */
+	const char *site;	/* its shaping site, or NULL (no shaping) */
 };
 typedef int sched_dest_fn(void *arg, const struct sched_dest_view *d);
 void sched_foreach_dest(struct sched *s, sched_dest_fn *fn, void *arg);

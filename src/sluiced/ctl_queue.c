@@ -36,6 +36,7 @@
 #include "control/control.h"
 #include "log/log.h"
 #include "sched/sched.h"
+#include "shaping/shaping.h"
 #include "sluiced/ctl_int.h"
 #include "sluiced/sluiced.h"
 #include "spool/spool.h"
@@ -426,6 +427,10 @@ ctl_sdest_text(struct ctl_text *t, struct sched *sched,
 		ctl_put_int(t, v.limit);
 		ctl_put_key(t, "waiting", 0);
 		ctl_put_str(t, v.waiting);
+		if (v.site != NULL) {
+			ctl_put_key(t, "site", 0);
+			ctl_put_str(t, v.site);
+		}
 	}
 	ctl_put(t, "}", 1);
 }
@@ -583,6 +588,33 @@ ctl_walk_measure(struct ctl_walk *w)
 	w->busy = (w->busy + b) / 2;
 }
 
+/* The shaping actions in force, after the summary's table. */
+struct ctl_actions {
+	struct ctl_text *t;
+	int n;
+};
+
+static int
+ctl_summary_action(void *arg, const char *site, const char *rule,
+    const char *action, int64_t until)
+{
+	struct ctl_actions *a = arg;
+
+	if (a->n++ > 0)
+		ctl_put(a->t, ",", 1);
+	ctl_put(a->t, "{", 1);
+	ctl_put_key(a->t, "site", 1);
+	ctl_put_str(a->t, site);
+	ctl_put_key(a->t, "rule", 0);
+	ctl_put_str(a->t, rule);
+	ctl_put_key(a->t, "action", 0);
+	ctl_put_str(a->t, action);
+	ctl_put_key(a->t, "until", 0);
+	ctl_put_int(a->t, until);
+	ctl_put(a->t, "}", 1);
+	return 0;
+}
+
 /* The final answer: what the walk counted; frees w. */
 static void
 ctl_walk_finish(struct ctl_walk *w)
@@ -616,6 +648,14 @@ ctl_walk_finish(struct ctl_walk *w)
 		ctl_put_int(&t, s->oldest);
 		ctl_put_key(&t, "now", 0);
 		ctl_put_int(&t, s->now);
+		if (w->ctl->d->shaping != NULL) {
+			ctl_put_key(&t, "shaping", 0);
+			struct ctl_actions a = { &t, 0 };
+			ctl_put(&t, "[", 1);
+			shaping_foreach_action(w->ctl->d->shaping,
+			    ctl_summary_action, &a);
+			ctl_put(&t, "]", 1);
+		}
 		ctl_put(&t, "}", 1);
 		control_reply_raw(w->req, ctl_text_ev(&t));
 		break;

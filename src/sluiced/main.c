@@ -37,6 +37,7 @@
 #include "dns/dns.h"
 #include "log/log.h"
 #include "sched/sched.h"
+#include "shaping/shaping.h"
 #include "sluiced/bulk.h"
 #include "sluiced/sluiced.h"
 #include "smtpd/smtpd.h"
@@ -283,6 +284,28 @@ sluiced_fixed_changed(const char *section, const char *key)
 	    "restart", section, key);
 }
 
+/* [shaping] file again (or for the first time); the old stays on error. */
+static int
+sluiced_shaping_reload(struct sluiced *d, const struct sl_conf *nc, char *err,
+    size_t errlen)
+{
+	char msg[1024];
+
+	if (d->shaping != NULL) {
+		if (shaping_reload(d->shaping, nc, msg, sizeof(msg)) != 0)
+			goto fail;
+	} else if (nc->shaping_file[0] != '\0') {
+		if ((d->shaping = shaping_new(d->base, d->dns, nc, msg,
+		    sizeof(msg))) == NULL)
+			goto fail;
+	}
+	sched_set_shaping(d->sched, d->shaping);
+	return 0;
+fail:
+	snprintf(err, errlen, "[shaping] file: %.900s", msg);
+	return -1;
+}
+
 int
 sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 {
@@ -328,6 +351,12 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 		conf_free(nc);
 		return -1;
 	}
+	if (shaping_check(nc, err, errlen) != 0) {
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    err);
+		conf_free(nc);
+		return -1;
+	}
 	if ((dkim = dkim_keys_load(nc->dkim_sign, msg, sizeof(msg))) == NULL) {
 		log_open(d->conf->log_file, d->conf->log_json,
 		    d->conf->log_level);
@@ -356,6 +385,9 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 	smtpd_server_set_conf(d->smtpd, nc);
 	sched_set_conf(d->sched, nc);
 	sluiced_local_start(d, nc);
+	/* checked above; read again (a file changed since is logged) */
+	if (sluiced_shaping_reload(d, nc, msg, sizeof(msg)) != 0)
+		log_warnx("reload: %s; the shaping in use stays", msg);
 	/* sessions may still point into the old one: it goes next time */
 	conf_free(d->old_conf);
 	d->old_conf = d->conf;
@@ -454,6 +486,15 @@ sluiced_run(struct sluiced *d)
 		return 1;
 	}
 	sluiced_local_start(d, d->conf);
+	if (d->conf->shaping_file[0] != '\0') {
+		d->shaping = shaping_new(d->base, d->dns, d->conf, err,
+		    sizeof(err));
+		if (d->shaping == NULL) {
+			log_warnx("[shaping] file: %s", err);
+			return 1;
+		}
+		sched_set_shaping(d->sched, d->shaping);
+	}
 	n = spool_recover(d->spool, sched_recover, d->sched);
 	if (n < 0) {
 		log_warnx("spool %s: recovery failed: %s", d->conf->spool_dir,
@@ -509,6 +550,8 @@ sluiced_run(struct sluiced *d)
 	d->bulk = NULL;
 	sched_free(d->sched);
 	d->sched = NULL;
+	shaping_free(d->shaping);
+	d->shaping = NULL;
 	smtpd_server_free(d->smtpd);
 	d->smtpd = NULL;
 	/* after the sessions: freeing one cancels its recipient check */
@@ -540,6 +583,7 @@ sluiced_free(struct sluiced *d)
 		spool_close(d->spool);
 	sluiced_bulk_free(d->bulk);
 	sched_free(d->sched);
+	shaping_free(d->shaping);
 	smtpd_server_free(d->smtpd);
 	local_free(d->local);
 	if (d->dns)
@@ -644,6 +688,11 @@ main(int argc, char **argv)
 		conf_print(d.conf, stdout);
 		conf_free(d.conf);
 		return 0;
+	}
+	if (check && shaping_check(d.conf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sluiced: %s\n", err);
+		conf_free(d.conf);
+		return 1;
 	}
 	if (check) {
 		printf("sluiced: configuration %s is valid\n",

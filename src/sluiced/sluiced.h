@@ -45,6 +45,7 @@ struct sluiced {
 	struct spool *spool;
 	struct dns *dns;
 	struct sched *sched;
+	struct shaping *shaping;	/* [shaping] file, or NULL */
 	struct smtpd_server *smtpd;
 	struct local *local;		/* local recipients and their check */
 	struct maildir *maildir;	/* Maildir writers, or NULL */

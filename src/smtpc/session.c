@@ -3,6 +3,10 @@
  * session.c: one outbound SMTP connection (RFC 5321 client) on a
  * bufferevent: connects to each address in turn, greets, and carries one
  * message at a time, pipelined when the peer offers PIPELINING (RFC 2920).
+ * With params->source each socket is bound to that local address first:
+ * addresses of the other family are skipped, and a bind that fails ends
+ * the connection at once (smtpc_bind_failed: the owner's to handle, not
+ * the peer's fault). Every reply is shown to cb->reply as it comes.
  *
  * Owns the socket, its timers and the queue of commands sent whose replies
  * have not come yet; the message in flight is tx.c's (smtpc_send there).
@@ -283,12 +287,30 @@ smtpc_connect_start(struct smtpc *c)
 		    "connect to %s: address family not supported", c->peer);
 		return -1;
 	}
+	if (c->source_len > 0 && c->source.ss_family != a->ss.ss_family) {
+		snprintf(c->last_reason, sizeof(c->last_reason), "connect to "
+		    "%s: not reachable from the source address", c->peer);
+		return -1;
+	}
 	/*
 	 * connect(2) here rather than in bufferevent_socket_connect(), so an
 	 * error at once (EADDRNOTAVAIL, ENETUNREACH) comes with its errno.
 	 */
 	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0);
+	if (fd >= 0 && c->source_len > 0 && bind(fd,
+	    (const struct sockaddr *)&c->source, c->source_len) != 0) {
+		char src[INET6_ADDRSTRLEN] = "?";
+		const void *in = c->source.ss_family == AF_INET ?
+		    (const void *)&((const struct sockaddr_in *)&c->source)->sin_addr :
+		    (const void *)&((const struct sockaddr_in6 *)&c->source)->sin6_addr;
+		inet_ntop(c->source.ss_family, in, src, sizeof(src));
+		snprintf(c->last_reason, sizeof(c->last_reason), "cannot bind "
+		    "to source address %s: %s", src, strerror(errno));
+		close(fd);
+		c->bind_failed = 1;
+		return -1;
+	}
 	if (fd < 0 || (connect(fd, (const struct sockaddr *)&a->ss, len) != 0 &&
 	    errno != EINPROGRESS))
 		goto fail;
@@ -321,7 +343,7 @@ fail:
 static void
 smtpc_connect_next(struct smtpc *c)
 {
-	for (; c->ai < c->naddr; c->ai++) {
+	for (; c->ai < c->naddr && !c->bind_failed; c->ai++) {
 		if (smtpc_connect_start(c) == 0)
 			return;
 		log_ev(LOG_INFO, SMTPC_IDS(c), "connect failed", "reason",
@@ -652,6 +674,12 @@ smtpc_on_reply(struct smtpc *c)
 {
 	struct smtpc_sent s;
 
+	if (c->cb.reply != NULL) {
+		char full[sizeof(c->reply.text) + 8];
+		snprintf(full, sizeof(full), "%d %s", c->reply.code,
+		    c->reply.text);
+		c->cb.reply(c->cb.arg, c, full);
+	}
 	if (c->qlen == 0) {
 		/* Unasked: a 421 before closing, or a confused peer. */
 		log_ev(LOG_INFO, SMTPC_IDS(c), "unexpected reply", "reply",
@@ -806,6 +834,11 @@ smtpc_new(struct event_base *base, uint64_t dcid, const struct smtpc_params *p,
 	c->p = *p;
 	c->helo = xstrdup(p->helo != NULL && p->helo[0] ? p->helo : "localhost");
 	c->p.helo = c->helo;
+	if (p->source != NULL && p->source_len <= sizeof(c->source)) {
+		memcpy(&c->source, p->source, p->source_len);
+		c->source_len = p->source_len;
+	}
+	c->p.source = NULL;	/* our copy is c->source */
 	if (c->p.connect_timeout <= 0)
 		c->p.connect_timeout = 30;
 	if (c->p.command_timeout <= 0)
@@ -883,6 +916,12 @@ smtpc_free(struct smtpc *c)
 		return;
 	}
 	smtpc_destroy(c);
+}
+
+int
+smtpc_bind_failed(const struct smtpc *c)
+{
+	return c->bind_failed;
 }
 
 const char *

@@ -86,6 +86,11 @@ struct smtpc_params {
 	const char *tls_ca_file;	/* VERIFY: trust anchors; NULL or "":
 					   the system's; borrowed */
 	int lmtp;			/* speak LMTP (RFC 2033) */
+	/* the local address to send from (port 0), or NULL: the system's
+	 * choice. Addresses of another family are skipped; one that cannot
+	 * be bound fails the connection at once (smtpc_bind_failed). */
+	const struct sockaddr_storage *source;
+	socklen_t source_len;
 };
 
 struct smtpc_rcpt {
@@ -132,6 +137,12 @@ struct smtpc_cb {
 	void (*event)(void *arg, struct smtpc *c, enum smtpc_event ev, int code,
 	    const char *reason);
 	void *arg;
+	/*
+	 * Optional: every reply the peer gives (the greeting, each command's,
+	 * the end of data's), as it comes: "421 4.7.0 text" (lines joined by
+	 * " / "). It must not free c.
+	 */
+	void (*reply)(void *arg, struct smtpc *c, const char *reply);
 };
 
 /*
@@ -152,6 +163,10 @@ void smtpc_quit(struct smtpc *c);
  * callback returns); smtpc_send and smtpc_quit are too. NULL does nothing.
  */
 void smtpc_free(struct smtpc *c);
+
+/* 1 if the connection failed because params->source could not be bound
+ * (not the peer's fault: another source may do). */
+int smtpc_bind_failed(const struct smtpc *c);
 
 /* What the connection learned: the peer's address and host, and counts. */
 const char *smtpc_peer_host(const struct smtpc *c);

@@ -119,6 +119,9 @@ struct smtpc {
 	int quit_pending;	/* smtpc_quit during a message */
 	struct smtpc_tx tx;
 
+	struct sockaddr_storage source;	/* to bind to; family 0: none */
+	socklen_t source_len;
+	int bind_failed;	/* the source could not be bound */
 	int last_code;		/* the last address's failure */
 	char last_reason[512];
 
