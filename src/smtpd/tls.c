@@ -166,6 +166,9 @@ smtpd_session_flushed(struct smtpd_session *s)
 	struct bufferevent *under;
 	struct evbuffer *out;
 
+	/* no reply goes out before the handshake ends: nothing to wait for */
+	if (s->tls && !SSL_is_init_finished(bufferevent_openssl_get_ssl(s->bev)))
+		return 1;
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 		return 0;
 	if (!s->tls || (under = bufferevent_get_underlying(s->bev)) == NULL)
