@@ -17,14 +17,20 @@
  * the injection's builder thread instead of read: the same waiting,
  * cancelling and freeing.
  *
+ * The operator's `queue show --body` takes the same entry through a
+ * handle (sched_body_fetch): its answer always comes from the loop, a
+ * zero timer when the body was in already.
+ *
  * Entry life: get (none) -> LOADING (waiters) -> loaded: READY, or
  * failed: unhashed -> last put -> freed.
- * Callers: destq.c (connections), dsn.c (reports).
+ * Callers: destq.c (connections), dsn.c (reports), sluiced's ctl_queue.c
+ * (sched_body_fetch).
  */
 #include <stddef.h>
 #include <stdlib.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "log/log.h"
 #include "sched/sched_int.h"
@@ -85,6 +91,7 @@ sched_body_loaded(void *arg, struct evbuffer *buf, enum spool_status st)
 
 	b->loading = 0;
 	b->buf = buf;
+	b->missing = buf == NULL && st == SPOOL_ERR_NOTFOUND;
 	if (buf == NULL) {
 		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, b->mid, -1 },
 		    "body not read", "reason", st == SPOOL_ERR_NOTFOUND ?
@@ -184,4 +191,65 @@ sched_body_free_all(struct sched *s)
 {
 	free(s->btab);
 	s->btab = NULL;
+}
+
+/* The operator's handle on a body (sched_body_fetch). */
+struct sched_body_ref {
+	struct sched_body_wait wait;
+	struct sched_body *b;		/* a reference of its own */
+	struct event *ev;		/* the answer, when the body was in */
+	sched_body_fn *cb;
+	void *arg;
+};
+
+static void
+sched_body_ref_answer(struct sched_body_ref *r)
+{
+	r->cb(r->arg, r->b->buf, r->b->buf != NULL ? NULL : r->b->missing ?
+	    "not in the spool" : "read error");
+}
+
+static void
+sched_body_ref_loaded(void *arg, struct sched_body *b)
+{
+	sched_body_ref_answer(arg);
+}
+
+static void
+sched_body_ref_ready(evutil_socket_t fd, short what, void *arg)
+{
+	sched_body_ref_answer(arg);
+}
+
+struct sched_body_ref *
+sched_body_fetch(struct sched *s, uint64_t mid, sched_body_fn *cb, void *arg)
+{
+	struct sched_body_ref *r = xcalloc(1, sizeof(*r));
+
+	r->cb = cb;
+	r->arg = arg;
+	r->wait.cb = sched_body_ref_loaded;
+	r->wait.arg = r;
+	r->b = sched_body_get(s, mid, &r->wait);
+	if (!r->b->loading) {
+		/* in memory already: answer from the loop all the same */
+		r->ev = evtimer_new(s->base, sched_body_ref_ready, r);
+		struct timeval now = { 0, 0 };
+		evtimer_add(r->ev, &now);
+	}
+	return r;
+}
+
+void
+sched_body_done(struct sched *s, struct sched_body_ref *r)
+{
+	if (r == NULL)
+		return;
+	if (r->ev != NULL)
+		event_free(r->ev);
+	if (r->wait.body != NULL)
+		sched_body_cancel(s, &r->wait);	/* puts its reference */
+	else
+		sched_body_put(s, r->b);
+	free(r);
 }

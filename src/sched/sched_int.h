@@ -260,6 +260,9 @@ struct sched_body {
 	int refs;
 	unsigned loading : 1;
 	unsigned hashed : 1;
+	unsigned missing : 1;		/* not read: the spool has none
+					   (SPOOL_ERR_NOTFOUND), not an
+					   I/O error */
 	struct sched_body_wait *waiters;
 };
 
