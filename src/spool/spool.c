@@ -499,6 +499,20 @@ spool_insert_dsn(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
 	spool_enqueue(sp, r, cb, arg);
 }
 
+void
+spool_insert_notice(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
+    uint8_t flag, spool_done_fn *cb, void *arg)
+{
+	struct spool_req *r = xcalloc(1, sizeof(*r));
+
+	r->type = SPOOL_REQ_INSERT;
+	r->mid = dsn->mid;
+	r->msg = dsn;
+	r->orig = orig;
+	r->orig_flag = flag;
+	spool_enqueue(sp, r, cb, arg);
+}
+
 /* Only what the update writes is copied; the caller keeps rcpts. */
 void
 spool_update_rcpts(struct spool *sp, uint64_t mid,

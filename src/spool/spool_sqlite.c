@@ -71,6 +71,7 @@ enum {
 	ST_HAS_ENV,
 	ST_UPD_RCPT,
 	ST_UPD_STATE,
+	ST_SET_FLAG,
 	ST_DEL_ENV,
 	ST_DEL_RCPTS,
 	ST_DEL_BODY,
@@ -100,6 +101,7 @@ static const char *const spool_db_sql[ST_MAX] = {
 	    " next_retry = ?5, last_reply = ?6 WHERE mid = ?1 AND rid = ?2",
 	[ST_UPD_STATE] = "UPDATE recipients SET state = ?3"
 	    " WHERE mid = ?1 AND rid = ?2",
+	[ST_SET_FLAG] = "UPDATE envelopes SET flags = flags | ?2 WHERE mid = ?1",
 	[ST_DEL_ENV] = "DELETE FROM envelopes WHERE mid = ?1",
 	[ST_DEL_RCPTS] = "DELETE FROM recipients WHERE mid = ?1",
 	[ST_DEL_BODY] = "DELETE FROM bodies WHERE mid = ?1",
@@ -643,6 +645,14 @@ spool_db_insert(struct spool_db *d, struct spool_req *r)
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)r->orig);
 		sqlite3_bind_int64(st, 2, r->rcpts[i].rid);
 		sqlite3_bind_int(st, 3, r->rcpts[i].state);
+		if ((rc = spool_db_step(d, st)) != SQLITE_OK)
+			return rc;
+	}
+	/* a notice: the message it is about records that it went */
+	if (r->orig_flag != 0) {
+		st = d->st[ST_SET_FLAG];
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)r->orig);
+		sqlite3_bind_int(st, 2, r->orig_flag);
 		if ((rc = spool_db_step(d, st)) != SQLITE_OK)
 			return rc;
 	}

@@ -363,6 +363,102 @@ test_expiry_status(void **state)
 	world_free(w);
 }
 
+/* Delay notices (Action: delayed) the peer took. */
+static int
+peer_delay_notices(const struct peer *p)
+{
+	int n = 0;
+
+	for (int i = 0; i < p->nmsg; i++)
+		n += p->msgs[i].from[0] == '\0' &&
+		    strstr(p->msgs[i].data, "Action: delayed") != NULL;
+	return n;
+}
+
+static int deferrals_wanted;	/* for deferred_enough */
+
+static int
+first_deferral(struct world *w)
+{
+	return world_log_count(w, "deferred attempts=1") >= 1;
+}
+
+/* The message was deferred deferrals_wanted times in all. */
+static int
+deferred_enough(struct world *w)
+{
+	return world_log_count(w, "deferred attempts=") >= deferrals_wanted;
+}
+
+static int
+one_delay_notice(struct world *w)
+{
+	return peer_delay_notices(&w->peer) >= 1;
+}
+
+/* The notice delivered and gone from the queue: the original is left. */
+static int
+delay_notice_done(struct world *w)
+{
+	return one_delay_notice(w) && world_queued(w) == 1;
+}
+
+/*
+ * Two more deferrals after the notice: a second notice, if one were
+ * decided, would be delivered by then (the same peer, the next turn).
+ */
+static void
+two_more_deferrals(struct world *w)
+{
+	deferrals_wanted = world_log_count(w, "deferred attempts=") + 2;
+	world_run_until(w, deferred_enough, 15, "two more deferrals");
+}
+
+/*
+ * The delay notice is recorded in the spool with the notice itself:
+ * a message deferred before [delivery] delay_warning whose daemon is
+ * down when the threshold passes gets its notice after the restart. On
+ * main the restart guessed "warned" from the attempts and the age, and
+ * the notice never went.
+ */
+static void
+test_delay_notice_after_restart_not_skipped(void **state)
+{
+	struct world *w = world_new();
+
+	world_set(w, "delivery.delay_warning=2s");
+	world_start(w);
+	world_submit(w, "s@src.test", "later@dst.test",
+	    "Subject: t\r\n\r\nx\r\n", 0);
+	world_run_until(w, first_deferral, 10, "the first deferral");
+	assert_int_equal(peer_delay_notices(&w->peer), 0);
+	world_stop(w);
+	sleep(3);		/* down while the threshold passes */
+	world_start(w);
+	assert_int_equal(spool_recover(w->sp, sched_recover, w->s), 1);
+	world_run_until(w, delay_notice_done, 10, "the delay notice");
+	two_more_deferrals(w);
+	assert_int_equal(peer_delay_notices(&w->peer), 1);
+	world_free(w);
+}
+
+/* A notice that went is not sent again after a restart. */
+static void
+test_delay_notice_not_repeated_after_restart(void **state)
+{
+	struct world *w = world_new();
+
+	world_set(w, "delivery.delay_warning=1s");
+	world_start(w);
+	world_submit(w, "s@src.test", "later@dst.test",
+	    "Subject: t\r\n\r\nx\r\n", 0);
+	world_run_until(w, delay_notice_done, 10, "the delay notice");
+	assert_int_equal(world_restart(w), 1);
+	two_more_deferrals(w);
+	assert_int_equal(peer_delay_notices(&w->peer), 1);
+	world_free(w);
+}
+
 /*
  * Issue 9 item 16: a destination and its site are freed once they have no
  * job and no connection (on main they stayed for the life of the daemon:
@@ -701,6 +797,8 @@ main(void)
 		cmocka_unit_test(test_bounce_not_repeated_after_restart),
 		cmocka_unit_test(test_dsn_retry_backoff),
 		cmocka_unit_test(test_expiry_status),
+		cmocka_unit_test(test_delay_notice_after_restart_not_skipped),
+		cmocka_unit_test(test_delay_notice_not_repeated_after_restart),
 		cmocka_unit_test(test_idle_destinations_freed),
 		cmocka_unit_test(test_unreadable_body_frees_connection),
 		cmocka_unit_test(test_body_read_once_shared),
