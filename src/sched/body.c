@@ -17,6 +17,16 @@
  * the injection's builder thread instead of read: the same waiting,
  * cancelling and freeing.
  *
+ * A body the spool does not have (SPOOL_ERR_NOTFOUND: an inconsistency,
+ * since a message's envelope and body are stored in one transaction)
+ * is not retried until the message expires: the first time it is logged
+ * as a warning and counted (sluice_spool_bodies_missing_total), and
+ * after SCHED_BODY_MISSING_TRIES reads that found none, its recipients
+ * fail with 5.3.0 and the sender gets a DSN without the body
+ * (sched_body_missing). Nothing is left to move aside as Postfix moves
+ * a damaged queue file to "corrupt": the envelope is intact, and the log
+ * line keeps its sender and size.
+ *
  * The operator's `queue show --body` takes the same entry through a
  * handle (sched_body_fetch): its answer always comes from the loop, a
  * zero timer when the body was in already.
@@ -27,6 +37,7 @@
  * (sched_body_fetch).
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <event2/buffer.h>
@@ -93,9 +104,13 @@ sched_body_loaded(void *arg, struct evbuffer *buf, enum spool_status st)
 	b->buf = buf;
 	b->missing = buf == NULL && st == SPOOL_ERR_NOTFOUND;
 	if (buf == NULL) {
-		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, b->mid, -1 },
-		    "body not read", "reason", st == SPOOL_ERR_NOTFOUND ?
-		    "not in the spool" : spool_last_error(s->spool), NULL);
+		/* a whole body the spool lacks is said once per message, by
+		 * sched_body_missing */
+		if (!b->missing || b->rid != SCHED_BODY_WHOLE)
+			log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, b->mid,
+			    -1 }, "body not read", "reason", b->missing ?
+			    "not in the spool" : spool_last_error(s->spool),
+			    NULL);
 		sched_body_unhash(s, b);	/* the next asker reads again */
 	}
 	/* a waiter may cancel others from its callback: take them one by
@@ -252,4 +267,38 @@ sched_body_done(struct sched *s, struct sched_body_ref *r)
 	else
 		sched_body_put(s, r->b);
 	free(r);
+}
+
+void
+sched_body_missing(struct sched *s, struct sched_job *job)
+{
+	struct sched_msg *m = job->msg;
+	struct sched_job *j, *next;
+	char size[24], tries[8];
+
+	if (m->body_missing == 0) {
+		s->stats.bodies_missing++;
+		snprintf(size, sizeof(size), "%u", m->size);
+		snprintf(tries, sizeof(tries), "%d", SCHED_BODY_MISSING_TRIES);
+		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, m->mid, -1 },
+		    "spool inconsistency: message body missing", "sender",
+		    sched_msg_sender(m), "size", size, "fails_after_tries",
+		    tries, NULL);
+	}
+	if (m->body_missing < SCHED_BODY_MISSING_TRIES)
+		m->body_missing++;
+	if (m->body_missing < SCHED_BODY_MISSING_TRIES) {
+		sched_job_defer_all(s, job, 451, "451 4.3.0 message body "
+		    "could not be read from the spool", NULL);
+		return;
+	}
+	/* every job of m that waits fails now; one on another connection
+	 * fails when its own read finds nothing; a held one when released */
+	for (j = m->jobs; j != NULL; j = next) {
+		next = j->next;
+		if (j == job || j->state == SCHED_JOB_READY ||
+		    j->state == SCHED_JOB_DEFERRED)
+			sched_job_fail_all(s, j, "550 5.3.0 message body "
+			    "missing from the spool");
+	}
 }

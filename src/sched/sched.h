@@ -259,6 +259,7 @@ struct sched_stats {
 	uint64_t delivered, deferred, expired;
 	uint64_t failed;	/* recipients failed for good (bounced) */
 	uint64_t dsn_sent;
+	uint64_t bodies_missing; /* messages whose body the spool lost */
 	uint64_t lat_count[SCHED_LAT_BUCKETS + 1];	/* last: +Inf */
 	double lat_sum;
 };

@@ -9,6 +9,8 @@
  */
 #include <malloc.h>
 
+#include <sqlite3.h>
+
 #include "harness.h"
 #if defined(__SANITIZE_ADDRESS__)
 /* the ASan runtime's (GCC ships no header for it) */
@@ -684,6 +686,56 @@ test_unreadable_body_frees_connection(void **state)
 }
 
 /*
+ * A body the spool lost (its row gone, the envelope intact): said once as
+ * a warning, counted, deferred, and after SCHED_BODY_MISSING_TRIES reads
+ * that found none the recipient fails with 5.3.0 and the sender gets a
+ * DSN (without the body); the message leaves the queue. On main it was
+ * retried until the message expired, silently.
+ */
+static int
+missing_failed(struct world *w)
+{
+	return world_empty(w) && peer_dsns(&w->peer) >= 1;
+}
+
+static void
+test_missing_body_fails_after_tries(void **state)
+{
+	struct world *w = world_new();
+	struct sched_stats st;
+	char path[128], *err = NULL;
+	sqlite3 *db;
+
+	world_set(w, "delivery.retry_max=1s");
+	world_start(w);
+	w->peer.close_after_mail = 1;	/* not delivered before the loss */
+	world_submit(w, "s@src.test", "a@dst.test",
+	    "Subject: lost\r\n\r\nbody\r\n", 0);
+	world_run_until(w, first_deferral, 10, "the first deferral");
+	world_stop(w);
+	snprintf(path, sizeof(path), "%s/spool.db", w->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DELETE FROM bodies", NULL, NULL,
+	    &err), SQLITE_OK);
+	sqlite3_close(db);
+	w->peer.close_after_mail = 0;
+	world_start(w);
+	assert_int_equal(spool_recover(w->sp, sched_recover, w->s), 1);
+	world_run_until(w, missing_failed, 20, "the recipient failed");
+	sched_stats_get(w->s, &st);
+	assert_int_equal(st.bodies_missing, 1);
+	assert_int_equal(world_log_count(w, "spool inconsistency: message "
+	    "body missing"), 1);
+	assert_int_equal(world_log_count(w, "451 4.3.0 message body could "
+	    "not be read"), SCHED_BODY_MISSING_TRIES - 1);
+	assert_int_equal(w->peer.nmsg, 1);
+	assert_non_null(strstr(w->peer.msgs[0].data, "\r\nStatus: 5.3.0\r\n"));
+	assert_non_null(strstr(w->peer.msgs[0].data, "message body missing "
+	    "from the spool"));
+	world_free(w);
+}
+
+/*
  * Issue 9 item 15: the body is read once, off the loop thread, and shared:
  * a message to three destinations, all three connections sending it at
  * once, makes one read of the spool.
@@ -801,6 +853,7 @@ main(void)
 		cmocka_unit_test(test_delay_notice_not_repeated_after_restart),
 		cmocka_unit_test(test_idle_destinations_freed),
 		cmocka_unit_test(test_unreadable_body_frees_connection),
+		cmocka_unit_test(test_missing_body_fails_after_tries),
 		cmocka_unit_test(test_body_read_once_shared),
 		cmocka_unit_test(test_memory_per_recipient),
 		cmocka_unit_test(test_loop_same_socket),
