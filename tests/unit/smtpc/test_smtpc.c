@@ -735,8 +735,9 @@ test_pipelined_two_rcpts(void **state)
 	assert_int_equal(f->d.ready, 2);	/* idle again */
 
 	/* MAIL, both RCPTs and DATA in one write (RFC 2920). */
+	/* 27 bytes, and the line end DATA adds to the last line */
 	assert_string_equal(f->fp.cmd[1],
-	    "MAIL FROM:<from@test> SIZE=27");
+	    "MAIL FROM:<from@test> SIZE=29");
 	assert_string_equal(f->fp.cmd[2], "RCPT TO:<bad@test>");
 	assert_string_equal(f->fp.cmd[3], "RCPT TO:<good@test>");
 	assert_string_equal(f->fp.cmd[4], "DATA");
@@ -1040,6 +1041,36 @@ test_bdat_folds_long_lines(void **state)
 		assert_int_equal(t.r[0].code, 250);
 		tmsg_free(&t);
 	}
+}
+
+/*
+ * SIZE= declares the message as it goes on the wire: after the folding
+ * of a line over 998 octets (RFC 1870: the DATA stuffing dots and final
+ * dot aside). On main it gave the length before folding (1202 here),
+ * less than the 1205 octets sent.
+ */
+static void
+test_size_after_folding(void **state)
+{
+	struct fixture *f = *state;
+	char body[1300];
+	struct tmsg t;
+	char *data;
+
+	memset(body, 'x', 1200);
+	memcpy(body + 1200, "\r\n", 3);
+	connect_ready(f, &params_fast);
+	tmsg_init(&t, body, "a@test", NULL);
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 250);
+	assert_string_equal(f->fp.cmd[1], "MAIL FROM:<from@test> SIZE=1205");
+	data = fp_data_str(&f->fp);
+	/* what came after DATA, less its final ".\r\n" */
+	assert_int_equal(strlen(data) - 3, 1205);
+	assert_memory_equal(data + 998, "\r\n x", 4);
+	free(data);
+	tmsg_free(&t);
 }
 
 /* The idle connection: the peer hangs up -> CLOSED. */
@@ -1409,6 +1440,7 @@ main(void)
 		T(test_smtputf8_needed),
 		T(test_params_and_bdat),
 		T(test_bdat_folds_long_lines),
+		T(test_size_after_folding),
 		T(test_idle_peer_closes),
 		T(test_log_lines),
 		T(test_tls_may),
