@@ -46,7 +46,7 @@ def sluiced_tls(tmp_path_factory, tls_pair):
                conf={"server": {"tls_cert": str(c), "tls_key": str(k),
                                 "command_timeout": "1s",
                                 "max_errors": "1000",
-                                "local_domains": "local.test"}})
+                                "relay_domains": "local.test"}})
     d.start()
     yield d
     d.stop()
