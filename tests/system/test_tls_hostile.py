@@ -224,13 +224,7 @@ def test_close_notify_in_pipeline(target):
 def test_reset_with_replies_unread(target):
     """240 KB of replies backed up (reading paused), then a reset."""
     def seq(port):
-        s = starttls_plain(port)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        t = TLS(s)
-        data = t.records(b"EHLO client.test\r\n" + b"NOOP\r\n" * 20000)
-        th = threading.Thread(target=lambda: _sendall_quiet(s, data),
-                              daemon=True)
-        th.start()
+        s, th = flood_unread(port)
         time.sleep(0.3)
         rst(s)
         th.join(timeout=20)
@@ -271,13 +265,7 @@ def test_timeout_with_replies_backed_up(sluiced_tls):
     """Replies unread past the 64 KB bound, so the write timeout ends
     the session while the filter still holds output."""
     def seq(port):
-        s = starttls_plain(port)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        t = TLS(s)
-        data = t.records(b"EHLO client.test\r\n" + b"NOOP\r\n" * 20000)
-        th = threading.Thread(target=lambda: _sendall_quiet(s, data),
-                              daemon=True)
-        th.start()
+        s, th = flood_unread(port)
         th.join(timeout=30)
         # the server ends it; reading its backlog through a 4 KB window
         # would take the client long, and proves nothing more
@@ -304,6 +292,19 @@ def _sluiced_settled(d):
         return (len(re.findall(r"ICID \d+ New SMTP connection", log)) ==
                 len(re.findall(r"ICID \d+ connection closed reason=", log)))
     return settled
+
+
+def flood_unread(port):
+    """In TLS, 20 000 NOOPs sent (by a thread) through a 4 KB receive
+    window and never read: 240 KB of replies back up. (socket, thread)"""
+    s = starttls_plain(port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    t = TLS(s)
+    data = t.records(b"EHLO client.test\r\n" + b"NOOP\r\n" * 20000)
+    th = threading.Thread(target=lambda: _sendall_quiet(s, data),
+                          daemon=True)
+    th.start()
+    return s, th
 
 
 def _sendall_quiet(s, data):

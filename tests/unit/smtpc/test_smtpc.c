@@ -48,6 +48,8 @@
 #include "spool/spool.h"
 #include "smtpc/smtpc.h"
 
+#include "../tlsctx.h"
+
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 /* --- the scripted peer --- */
@@ -142,26 +144,7 @@ fp_starttls(struct fpeer *fp)
 static SSL_CTX *
 fp_tls_ctx(void)
 {
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	X509_NAME *name = X509_get_subject_name(x);
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-
-	assert_non_null(key);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, key);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-	    (const unsigned char *)"mx.test", -1, -1, 0);
-	X509_set_issuer_name(x, name);
-	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
-	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
-	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
-	X509_free(x);
-	EVP_PKEY_free(key);
-	return ctx;
+	return test_tls_server_ctx();
 }
 
 /* Reply to a command, or not (stall), or with garbage; 0 if stalled. */
