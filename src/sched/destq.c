@@ -667,13 +667,19 @@ sched_conn_loaded(struct sched_conn *c)
 
 	if (c->body->buf == NULL) {
 		/* nothing to send: retry later rather than lose it, and let
-		 * the connection take the next job or go (issue 9 item 17) */
+		 * the connection take the next job or go (issue 9 item 17);
+		 * a body the spool does not have is not retried for ever */
+		int missing = c->body->missing &&
+		    c->body->rid == SCHED_BODY_WHOLE;
 		c->job = NULL;
 		sched_body_put(s, c->body);
 		c->body = NULL;
 		sched_conn_enter(c, SCHED_CONN_IDLE);
-		sched_job_defer_all(s, job, 451, "451 4.3.0 message body "
-		    "could not be read from the spool", NULL);
+		if (missing)
+			sched_body_missing(s, job);
+		else
+			sched_job_defer_all(s, job, 451, "451 4.3.0 message "
+			    "body could not be read from the spool", NULL);
 		sched_conn_next(c);
 		return;
 	}

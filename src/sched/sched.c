@@ -184,7 +184,9 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 	sched_put(&p, msg->sender ? msg->sender : "");
 	m->has_envid = sched_put(&p, msg->envid) != NULL;
 	m->ret = msg->ret;
-	m->flags = msg->flags;
+	/* the spool's record of a delay notice that went (dsn.c) */
+	m->warned = (msg->flags & SPOOL_F_WARNED) != 0;
+	m->flags = msg->flags & ~SPOOL_F_WARNED;
 	m->size = msg->size < UINT32_MAX ? (uint32_t)msg->size : UINT32_MAX;
 	for (size_t i = 0; i < msg->nrcpt; i++) {
 		const struct spool_rcpt *sr = &msg->rcpts[i];
@@ -337,16 +339,9 @@ void
 sched_recover(void *arg, struct spool_msg *msg)
 {
 	struct sched *s = arg;
+	/* m->warned comes from the spool: SPOOL_F_WARNED is set in the
+	 * delay notice's own transaction */
 	struct sched_msg *m = sched_msg_new(s, msg);
-	int64_t warn = s->conf->delivery_delay_warning;
-
-	/* Whether its delay notice went out is not on disk: one that was
-	 * deferred past the threshold is taken as warned, so a restart never
-	 * sends a second notice (a missed one is the lesser harm). */
-	for (uint32_t i = 0; warn > 0 && i < m->nrcpt; i++)
-		if (m->rcpts[i].attempts > 0 &&
-		    sl_now_us() / 1000000 - m->arrival >= warn)
-			m->warned = 1;
 
 	spool_msg_free(msg);
 	sched_msg_commit(s, m);

@@ -186,6 +186,22 @@ int sched_dest_find(struct sched *s, const char *name,
 /* One message; returns 0, or -1 if mid is not queued. */
 int sched_view(struct sched *s, uint64_t mid, sched_view_fn *fn, void *arg);
 
+/*
+ * A message's body for the operator (queue show --body): the copy that
+ * delivery shares, read on the spool's reader thread if it is not in
+ * memory yet (body.c), never on the loop. cb(arg, body, why) runs once,
+ * from the loop, never inside this call: body is read-only and stays
+ * valid until sched_body_done(); NULL if it could not be read, with why
+ * ("not in the spool", or the read's error). Returns the handle.
+ */
+struct sched_body_ref;
+typedef void sched_body_fn(void *arg, const struct evbuffer *body,
+    const char *why);
+struct sched_body_ref *sched_body_fetch(struct sched *s, uint64_t mid,
+    sched_body_fn *cb, void *arg);
+/* Let go of it, whether cb ran or not (then it never will). */
+void sched_body_done(struct sched *s, struct sched_body_ref *r);
+
 /* Which recipients a command acts on: one message, a domain, or all. */
 struct sched_sel {
 	uint64_t mid;		/* non-zero: this message */
@@ -243,6 +259,7 @@ struct sched_stats {
 	uint64_t delivered, deferred, expired;
 	uint64_t failed;	/* recipients failed for good (bounced) */
 	uint64_t dsn_sent;
+	uint64_t bodies_missing; /* messages whose body the spool lost */
 	uint64_t lat_count[SCHED_LAT_BUCKETS + 1];	/* last: +Inf */
 	double lat_sum;
 };

@@ -110,6 +110,8 @@ struct sched_msg {
 	unsigned dsn_wait : 1;		/* in s->dsn_wait (dsn.c) */
 	unsigned has_envid : 1;
 	unsigned failures_kept : 1;	/* hooks.failed has them */
+	unsigned body_missing : 2;	/* reads that found no body (body.c
+					   sched_body_missing) */
 	struct sched_rcpt rcpts[];	/* nrcpt of them, then the strings
 					   (sender, envid if any, each
 					   address and its ORCPT): one
@@ -260,6 +262,9 @@ struct sched_body {
 	int refs;
 	unsigned loading : 1;
 	unsigned hashed : 1;
+	unsigned missing : 1;		/* not read: the spool has none
+					   (SPOOL_ERR_NOTFOUND), not an
+					   I/O error */
 	struct sched_body_wait *waiters;
 };
 
@@ -394,6 +399,13 @@ struct sched_body *sched_body_get_rcpt(struct sched *s, uint64_t mid,
 void sched_body_cancel(struct sched *s, struct sched_body_wait *w);
 void sched_body_put(struct sched *s, struct sched_body *b);
 void sched_body_free_all(struct sched *s);
+/*
+ * The spool has no body for job's message (b->missing): the job is
+ * deferred, or after SCHED_BODY_MISSING_TRIES such reads the message's
+ * recipients fail (body.c says how). Takes the job from the connection.
+ */
+#define SCHED_BODY_MISSING_TRIES 3
+void sched_body_missing(struct sched *s, struct sched_job *job);
 
 /* loop.c */
 /* 1 if addr (with its port) is one of our [server] listen sockets. */

@@ -41,7 +41,8 @@
  *   TLS -(VERIFY, handshake done, chain or name wrong)-> as a failed address
  *   IDLE -(smtpc_send)-> TX -(last reply: smtpc_tx_end)-> IDLE (READY)
  *   TX -(timeout, EOF, garbage: smtpc_tx_break)-> CLOSED (done, CLOSED)
- *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED)
+ *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED);
+ *     after the reply, in TLS, a close_notify goes first (smtpc_quit_done)
  *   IDLE -(peer closes or speaks)-> CLOSED (CLOSED)
  */
 #include <arpa/inet.h>
@@ -669,6 +670,18 @@ smtpc_lost(struct smtpc *c, const char *why)
 	}
 }
 
+/*
+ * QUIT's reply came: in TLS, a close_notify first (RFC 8446 6.1), written
+ * to the socket now or never, so a peer that does not read holds nothing.
+ */
+static void
+smtpc_quit_done(struct smtpc *c)
+{
+	if (c->tls && sl_tls_close_notify(c->bev) == 0)
+		sl_tls_push(c->bev);
+	smtpc_close(c, "quit");
+}
+
 static void
 smtpc_on_reply(struct smtpc *c)
 {
@@ -697,7 +710,7 @@ smtpc_on_reply(struct smtpc *c)
 		smtpc_ehlo_reply(c, s.cmd);
 		break;
 	case SMTPC_CMD_QUIT:
-		smtpc_close(c, "quit");
+		smtpc_quit_done(c);
 		smtpc_emit(c, SMTPC_CLOSED, 0, NULL);
 		break;
 	case SMTPC_CMD_STARTTLS:

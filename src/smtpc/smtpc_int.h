@@ -70,6 +70,8 @@ struct smtpc_tx {
 	int body_writing;	/* body being sent, output not yet drained */
 	int body_left;		/* more of it to queue (smtpc_body_pump) */
 	size_t body_off;	/* body bytes queued so far */
+	uint64_t size;		/* the message on the wire: SIZE= and BDAT's
+				   count (tx.c smtpc_wire_size) */
 	struct smtpc_enc enc;	/* how they go on the wire */
 	int local;		/* outcome decided here; done is deferred */
 };

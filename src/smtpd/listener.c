@@ -438,10 +438,14 @@ smtpd_server_stop(struct smtpd_server *srv, void (*done)(void *), void *arg)
 	/* sessions in the middle of a message finish it (session.c) */
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		/* nothing is said before the PROXY header, not even 421 */
-		if (smtpd_session_idle(s))
-			smtpd_session_close(s, s->state == SMTPD_ST_PROXY ? NULL :
-			    "421 4.3.2 Service shutting down", "shutdown");
+		if (!smtpd_session_idle(s))
+			continue;
+		/* held: a TLS session's reply may call back into it;
+		 * nothing is said before the PROXY header, not even 421 */
+		smtpd_hold(s);
+		smtpd_session_close(s, s->state == SMTPD_ST_PROXY ? NULL :
+		    "421 4.3.2 Service shutting down", "shutdown");
+		smtpd_release(s);
 	}
 	smtpd_stop_check(srv);
 }

@@ -42,8 +42,13 @@
  * Invariants
  *  1. The 250 that ends DATA or BDAT LAST is sent only from
  *     smtpd_session_stored() with SPOOL_OK: after the store said durable.
- *  2. A session in STORE is never freed by the network side: its free is
- *     deferred until the store answers (the answer needs the session).
+ *  2. A session is freed only once nothing uses it. Every entry into it
+ *     holds it (smtpd_hold): libevent's callbacks (read, write, event, the
+ *     reply delay; tls.c's flush), which a TLS filter also runs from
+ *     inside our own writes and enables, and the store until it answers.
+ *     smtpd_session_free while held only marks it (CLOSING, s->gone: the
+ *     frames up the stack find it CLOSING and stop), and the last
+ *     smtpd_release frees it. That is the one free path.
  *  3. Once CLOSING, no input is read and no reply but the closing one is
  *     queued; the session is freed once that reply is out (or its write
  *     timeout fires), which releases its fd and its per-address slot.
@@ -63,6 +68,7 @@
 
 static void smtpd_session_read(struct bufferevent *bev, void *arg);
 static int smtpd_session_input(struct smtpd_session *s);
+static void smtpd_session_destroy(struct smtpd_session *s, const char *why);
 static void smtpd_session_event(struct bufferevent *bev, short what, void *arg);
 static void smtpd_session_write(struct bufferevent *bev, void *arg);
 static void smtpd_tx_reset(struct smtpd_session *s);
@@ -134,7 +140,12 @@ smtpd_reply_release(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_session *s = arg;
 
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	/* a TLS filter writes, and may call back, from inside the enable */
 	bufferevent_enable(s->bev, EV_WRITE);
+	smtpd_release(s);
 }
 
 void
@@ -330,8 +341,11 @@ void
 smtpd_session_start(struct smtpd_session *s)
 {
 	/* behind a balancer the greeting waits for the PROXY header */
-	if (s->state != SMTPD_ST_PROXY)
-		smtpd_session_greet(s);
+	if (s->state == SMTPD_ST_PROXY)
+		return;
+	smtpd_hold(s);
+	smtpd_session_greet(s);
+	smtpd_release(s);
 }
 
 /*
@@ -378,17 +392,42 @@ smtpd_proxy_read(struct smtpd_session *s, struct evbuffer *in)
 }
 
 void
+smtpd_hold(struct smtpd_session *s)
+{
+	s->inflight++;
+}
+
+int
+smtpd_release(struct smtpd_session *s)
+{
+	if (SL_NEVER(s->inflight == 0) || --s->inflight > 0 ||
+	    s->gone == NULL)
+		return s->gone == NULL;
+	smtpd_session_destroy(s, s->gone);
+	return 0;
+}
+
+void
 smtpd_session_free(struct smtpd_session *s, const char *why)
 {
-	struct smtpd_server *srv = s->srv;
-
-	if (s->state == SMTPD_ST_STORE) {
-		/* invariant 2: the store's answer will free it */
-		s->close_after = 1;
+	if (s->gone != NULL)
+		return;		/* freed already: the first reason stands */
+	smtpd_enter(s, SMTPD_ST_CLOSING);
+	if (s->inflight > 0) {
+		/* invariant 2: used up the stack, or the store owes an answer */
+		s->gone = xstrdup(why);
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		return;
 	}
-	smtpd_enter(s, SMTPD_ST_CLOSING);
+	smtpd_session_destroy(s, why);
+}
+
+/* The one place a session's memory goes (invariant 2). */
+static void
+smtpd_session_destroy(struct smtpd_session *s, const char *why)
+{
+	struct smtpd_server *srv = s->srv;
+
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
 	    "connection closed", "reason", why, NULL);
 	if (srv->ops.closed)
@@ -401,6 +440,7 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	bufferevent_free(s->bev);
 	free(s->helo);
 	free(s->auth_user);
+	free(s->gone);
 	smtpd_server_session_gone(srv, s);
 	free(s);
 }
@@ -472,18 +512,17 @@ smtpd_session_want_read(struct smtpd_session *s)
 		bufferevent_enable(s->bev, EV_READ);
 }
 
+/* Replies were written (the write callback). */
 static void
-smtpd_session_write(struct bufferevent *bev, void *arg)
+smtpd_session_written(struct smtpd_session *s)
 {
-	struct smtpd_session *s = arg;
-
 	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
 		smtpd_session_free(s, "closed");
 		return;
 	}
 	/* the remainder is out: back to writing from smtpd_flush() */
 	if (s->direct && !s->tls)
-		bufferevent_disable(bev, EV_WRITE);
+		bufferevent_disable(s->bev, EV_WRITE);
 	/* the client read its replies: go on with the commands buffered,
 	 * then read (the filter may call our read callback from enable) */
 	if (s->out_full && !s->in_read &&
@@ -493,6 +532,18 @@ smtpd_session_write(struct bufferevent *bev, void *arg)
 		if (smtpd_session_input(s))
 			smtpd_session_want_read(s);
 	}
+}
+
+static void
+smtpd_session_write(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	smtpd_session_written(s);
+	smtpd_release(s);
 }
 
 void
@@ -529,10 +580,10 @@ smtpd_session_idle(const struct smtpd_session *s)
 	    s->state == SMTPD_ST_AUTH;
 }
 
+/* The bufferevent's news: handshake done, timeout, EOF or error. */
 static void
-smtpd_session_event(struct bufferevent *bev, short what, void *arg)
+smtpd_session_news(struct smtpd_session *s, short what)
 {
-	struct smtpd_session *s = arg;
 	char why[256];
 
 	if (what & BEV_EVENT_CONNECTED) {
@@ -552,7 +603,7 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 		snprintf(reply, sizeof(reply),
 		    "421 4.4.2 %s Error: timeout exceeded",
 		    s->srv->conf->server_hostname);
-		bufferevent_enable(bev, EV_WRITE);
+		bufferevent_enable(s->bev, EV_WRITE);
 		smtpd_session_close(s, reply, "timeout");
 		return;
 	}
@@ -563,6 +614,18 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 		smtpd_session_free(s, s->tls ? smtpd_tls_error(s, why,
 		    sizeof(why)) : evutil_socket_error_to_string(
 		    EVUTIL_SOCKET_ERROR()));
+}
+
+static void
+smtpd_session_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	smtpd_session_news(s, what);
+	smtpd_release(s);
 }
 
 /* ---- the transaction ---- */
@@ -822,6 +885,8 @@ smtpd_session_verified(struct smtpd_session *s, int code, const char *reply)
 	if (SL_NEVER(s->state != SMTPD_ST_VERIFY || tx->verify == NULL))
 		return;
 	tx->verify = NULL;
+	/* invariant 2: an entry from outside libevent's callbacks */
+	smtpd_hold(s);
 	/* a reject that closes the session (max_errors) must not free it
 	 * here: smtpd_session_input does, once the 421 is out */
 	s->in_read = 1;
@@ -838,6 +903,7 @@ smtpd_session_verified(struct smtpd_session *s, int code, const char *reply)
 	}
 	s->in_read = 0;
 	smtpd_session_resume(s);
+	smtpd_release(s);
 }
 
 static void
@@ -1052,43 +1118,10 @@ smtpd_store(struct smtpd_session *s)
 	bufferevent_disable(s->bev, EV_READ);
 	srv->stats.recipients += msg->nrcpt;
 	srv->stats.bytes += msg->size;
-	/* the store may answer at once; smtpd_session_stored handles both */
+	/* invariant 2: held until the answer; the store may answer at once,
+	 * smtpd_session_stored handles both */
+	smtpd_hold(s);
 	srv->ops.store(srv->ops.arg, s, msg);
-}
-
-void
-smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
-{
-	struct smtpd_tx *tx = &s->tx;
-	char mid[17];
-
-	SL_ALWAYS(s->state == SMTPD_ST_STORE);
-	spool_mid_fmt(tx->mid, mid);
-	smtpd_enter(s, SMTPD_ST_IDLE);
-	if (status == SPOOL_OK) {
-		s->srv->stats.messages++;
-		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
-		if (!s->close_after)
-			smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
-	} else {
-		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
-		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
-		    NULL);
-		if (!s->close_after)
-			smtpd_reply(s, "451 4.3.0 Error: queue file write "
-			    "error, try again later");
-	}
-	smtpd_tx_reset(s);
-	if (s->close_after) {
-		smtpd_session_free(s, "client disconnected");
-		return;
-	}
-	if (s->srv->stopping) {
-		smtpd_session_close(s, "421 4.3.2 Service shutting down",
-		    "shutdown");
-		return;
-	}
-	smtpd_session_resume(s);
 }
 
 /*
@@ -1109,6 +1142,40 @@ smtpd_session_resume(struct smtpd_session *s)
 	/* go on with pipelined input already buffered, then read */
 	if (smtpd_session_input(s))
 		smtpd_session_want_read(s);
+}
+
+void
+smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
+{
+	struct smtpd_tx *tx = &s->tx;
+	char mid[17];
+
+	/* in STORE, or freed (CLOSING) while the store had it */
+	SL_ALWAYS(s->state == SMTPD_ST_STORE || s->gone != NULL);
+	spool_mid_fmt(tx->mid, mid);
+	smtpd_enter(s, SMTPD_ST_IDLE);
+	/* a session freed meanwhile (CLOSING) sends no reply */
+	if (status == SPOOL_OK) {
+		s->srv->stats.messages++;
+		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
+		smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
+	} else {
+		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
+		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
+		    NULL);
+		smtpd_reply(s, "451 4.3.0 Error: queue file write "
+		    "error, try again later");
+	}
+	smtpd_tx_reset(s);
+	if (s->gone != NULL)
+		;	/* the client left meanwhile */
+	else if (s->srv->stopping)
+		smtpd_session_close(s, "421 4.3.2 Service shutting down",
+		    "shutdown");
+	else
+		smtpd_session_resume(s);
+	/* the store's hold (smtpd_store): a client gone meanwhile goes now */
+	smtpd_release(s);
 }
 
 /*
@@ -1264,7 +1331,8 @@ smtpd_session_input(struct smtpd_session *s)
 	}
 	s->in_read = 0;
 	smtpd_flush(s);
-	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
+	if (s->state == SMTPD_ST_CLOSING && (s->gone != NULL ||
+	    smtpd_session_flushed(s))) {
 		smtpd_session_free(s, "closed");
 		return 0;
 	}
@@ -1278,9 +1346,11 @@ smtpd_session_read(struct bufferevent *bev, void *arg)
 
 	/* a TLS filter runs its read callback from bufferevent_enable(); the
 	 * loop already running takes what it decrypted */
-	if (s->in_read)
+	if (s->in_read || s->gone != NULL)
 		return;
+	smtpd_hold(s);
 	(void)smtpd_session_input(s);
+	smtpd_release(s);
 }
 
 uint64_t

@@ -97,10 +97,14 @@ struct smtpd_session {
 	enum smtpd_state state;	/* written only by smtpd_enter */
 	int errors;
 	int in_read;		/* inside smtpd_session_input: no recursion */
+	int inflight;		/* callbacks running on s, and the store's
+				   answer owed to it: its free waits for
+				   them (session.c smtpd_hold) */
+	char *gone;		/* freed while inflight: why, logged when
+				   the last of them lets go; NULL before */
 	int out_full;		/* reading paused: over SMTPD_OUT_MAX of
 				   replies unwritten (session.c) */
 	int discard_line;	/* dropping the rest of an over-long line */
-	int close_after;	/* close once the pending reply is written */
 	int trusted;
 	int tls;		/* STARTTLS done: bev is the TLS filter */
 	int direct;		/* replies are written by smtpd_flush(), the
@@ -203,7 +207,21 @@ void smtpd_flush(struct smtpd_session *s);
 void smtpd_session_resume(struct smtpd_session *s);
 /* Greet (or refuse) the new client. */
 void smtpd_session_start(struct smtpd_session *s);
+/*
+ * End the session: CLOSING, nothing more read, written or answered. The
+ * memory goes at once, or, while s->inflight (a callback of s runs up
+ * the stack, or the store owes an answer), when the last of them lets go
+ * (smtpd_release): code up the stack may go on using s, and finds it
+ * CLOSING.
+ */
 void smtpd_session_free(struct smtpd_session *s, const char *why);
+/*
+ * Around every entry into s from libevent or the store (session.c,
+ * tls.c): hold it, and let go; smtpd_release returns 0 once s is freed or
+ * to be freed (stop using it).
+ */
+void smtpd_hold(struct smtpd_session *s);
+int smtpd_release(struct smtpd_session *s);
 /* Send a reply line (without CRLF). */
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
