@@ -141,6 +141,7 @@ start_sluiced() {
 	SLUICED_PORT=$(free_port)
 	cat >"$SLUICED_DIR/sluiced.conf" <<EOF
 [server]
+user =
 listen = 127.0.0.1:$SLUICED_PORT
 max_connections = 20000
 max_connections_per_ip = 0
@@ -305,6 +306,18 @@ postfix_count() {
 }
 
 # --- process accounting -----------------------------------------------------------
+
+# bench_cc OUT SRC: build a bench program (bench/SRC) against
+# build/libsluice.a with the Makefile's flags and its own package list
+# (PKGS, whatever it holds now), into $BENCH_TMP/OUT.
+bench_cc() {
+	local pkgs
+	pkgs=$(printf 'print-pkgs:\n\t@echo $(PKGS)\n' | make -s -C "$REPO" -f Makefile -f - print-pkgs)
+	# shellcheck disable=SC2046,SC2086
+	(cd "$REPO" && cc -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -pthread -Isrc \
+		$(pkg-config --cflags $pkgs) -o "$BENCH_TMP/$1" "bench/$2" \
+		"$BUILD/libsluice.a" $(pkg-config --libs $pkgs) -lm) || die "cannot build bench/$2"
+}
 
 # cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

@@ -28,6 +28,7 @@
 #include "spool/spool.h"
 #include "util/inbox.h"
 #include "util/util.h"
+#include "util/work.h"
 
 #include <sched.h>
 
@@ -69,7 +70,9 @@ sluiced_loop_fini(void *arg, void *loop_arg)
 {
 	struct sluiced_loop *lp = loop_arg;
 
-	/* the answers still due to its sessions, called back now */
+	/* signatures in progress reach the port, then the answers still due
+	 * to its sessions are called back (the loop is still: here) */
+	sl_work_free(lp->work);
 	spool_port_free(lp->port);
 	free(lp);
 }

@@ -10,13 +10,17 @@
 #ifndef SL_SLUICED_H
 #define SL_SLUICED_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
 struct control_server;
 struct sl_conf;
+struct dkim_keys;
+struct sl_work;
 struct local;
 struct maildir;
 struct control_req;
@@ -42,6 +46,7 @@ struct sluiced {
 	struct spool *spool;
 	struct dns *dns;
 	struct sched *sched;
+	struct shaping *shaping;	/* [shaping] file, or NULL */
 	struct smtpd_server *smtpd;
 	struct local *local;		/* local recipients and their check */
 	struct maildir *maildir;	/* Maildir writers, or NULL */
@@ -59,6 +64,15 @@ struct sluiced {
 	int64_t spool_failed_at;	/* monotonic ms of the last message the
 					   spool failed to store, 0 if it stored
 					   the last one */
+	int drop;			/* run as uid/gid once all is open */
+	uid_t uid;
+	gid_t gid;
+	struct dkim_keys *dkim;		/* [dkim] sign, loaded; owned */
+	struct dkim_keys *old_dkim;	/* kept as old_conf is */
+	pthread_mutex_t dkim_mu;	/* dkim's swap against loops taking
+					   a reference ([server] loops) */
+	struct sl_work *work;		/* DKIM signing threads, made on first
+					   use; owned */
 };
 
 /*
@@ -73,6 +87,7 @@ void sluiced_stop(struct sluiced *d, const char *why);
 /* loops.c: an SMTP loop of its own ([server] loops), sluiced's side */
 struct spool_port;
 struct sl_inbox;
+struct sl_work;
 struct event_base;
 struct smtpd_session;
 struct sluiced_loop {
@@ -80,6 +95,8 @@ struct sluiced_loop {
 	int id;
 	struct spool_port *port;	/* its door to the spool */
 	struct sl_inbox *inbox;		/* calls to the loop */
+	struct sl_work *work;		/* DKIM signing for its sessions, made
+					   on first use (the loop's thread) */
 };
 /* How many loops [server] loops asks for (0: one per core); 1: none of
  * their own. */
@@ -92,6 +109,13 @@ void sluiced_loop_fini(void *arg, void *loop_arg);
 void *sluiced_loop_verify(struct sluiced_loop *lp, struct smtpd_session *s,
     const char *rcpt);
 void sluiced_loop_verify_cancel(void *handle);
+/*
+ * priv.c: look up [server] user when started as root (0, or -1 with the
+ * reason in err; sets the umask) and, once everything is open, hand the
+ * spool and the log to it and become it.
+ */
+int sluiced_priv_lookup(struct sluiced *d, char *err, size_t errlen);
+int sluiced_priv_drop(struct sluiced *d, char *err, size_t errlen);
 
 /* ctl.c: the control commands (a control_cmd_fn) and their state. */
 struct sluiced_ctl *sluiced_ctl_new(struct sluiced *d);

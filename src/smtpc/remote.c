@@ -6,7 +6,8 @@
  *
  * The owner's calls (send, quit, free) are posted to the loop, which runs
  * them on the smtpc there; the smtpc's callbacks (done, event) run on the
- * loop and are posted back to the owner, with what the owner may ask of
+ * loop and are posted back to the owner (every reply too, when the owner
+ * asks for them), with what the owner may ask of
  * the connection afterwards (the peer's host and extensions) copied into
  * the remote at that moment. A message handed to smtpc_remote_send is
  * borrowed by the loop until its done reaches the owner, as smtpc_send's
@@ -52,12 +53,15 @@ struct smtpc_remote {
 	char *helo;
 	struct smtpc_addr *addrs;
 	size_t naddr;
+	struct sockaddr_storage source;	/* p.source's, copied */
 };
 
 /* A callback on its way to the owner. */
 struct smtpc_remote_ev {
 	struct smtpc_remote *r;
-	struct smtpc_msg *m;		/* done; NULL: an event */
+	struct smtpc_msg *m;		/* done; NULL: an event or a reply */
+	int reply;			/* a reply (in reason), in order
+					   before its done */
 	enum smtpc_event ev;
 	int code;
 	char *reason;
@@ -93,6 +97,8 @@ smtpc_remote_deliver(void *arg)
 	if (!r->owner_gone) {
 		if (e->m != NULL)
 			r->cb.done(r->cb.arg, (struct smtpc *)r, e->m);
+		else if (e->reply)
+			r->cb.reply(r->cb.arg, (struct smtpc *)r, e->reason);
 		else
 			r->cb.event(r->cb.arg, (struct smtpc *)r, e->ev, e->code,
 			    e->reason != NULL ? e->reason : "");
@@ -120,6 +126,20 @@ smtpc_remote_on_done(void *arg, struct smtpc *c, struct smtpc_msg *m)
 	smtpc_remote_peer(r, c);
 	e->r = r;
 	e->m = m;
+	smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
+}
+
+/* Every reply, when the owner wants them: posted before the done they
+ * lead to, so the owner hears them in order. */
+static void
+smtpc_remote_on_reply(void *arg, struct smtpc *c, const char *reply)
+{
+	struct smtpc_remote *r = arg;
+	struct smtpc_remote_ev *e = xcalloc(1, sizeof(*e));
+
+	e->r = r;
+	e->reply = 1;
+	e->reason = xstrdup(reply);
 	smtpc_remote_post(r, r->owner, smtpc_remote_deliver, e);
 }
 
@@ -161,9 +181,12 @@ static void
 smtpc_remote_start(void *arg)
 {
 	struct smtpc_remote *r = arg;
-	struct smtpc_cb cb = { smtpc_remote_on_done, smtpc_remote_on_event, r };
+	struct smtpc_cb cb = { smtpc_remote_on_done, smtpc_remote_on_event, r,
+		r->cb.reply != NULL ? smtpc_remote_on_reply : NULL };
 
 	r->p.helo = r->helo;
+	if (r->p.source != NULL)
+		r->p.source = &r->source;
 	r->c = smtpc_new(r->loop_base, r->dcid, &r->p, r->addrs, r->naddr,
 	    &cb);
 	smtpc_remote_unref(r);		/* the post's */
@@ -231,6 +254,8 @@ smtpc_remote_new(struct sl_inbox *owner, struct sl_inbox *loop,
 	r->dcid = dcid;
 	r->p = *p;
 	r->helo = p->helo != NULL ? xstrdup(p->helo) : NULL;
+	if (p->source != NULL)
+		memcpy(&r->source, p->source, sizeof(r->source));
 	r->naddr = naddr;
 	r->addrs = xcalloc(naddr ? naddr : 1, sizeof(*addrs));
 	memcpy(r->addrs, addrs, naddr * sizeof(*addrs));

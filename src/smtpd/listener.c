@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * listener.c: the listening sockets, connection limits (in total and per
- * client address), the list of open sessions, and graceful shutdown.
+ * listener.c: the listening sockets ([server] listen, and [submission]
+ * listen and tls_listen), connection limits (in total, per client address
+ * at once, and per client address per minute), the list of open sessions,
+ * and graceful shutdown.
  *
  * Per-address counts live in a small chained hash table keyed by the
  * address bytes; an entry exists only while that address has a session, so
  * its size follows the number of distinct clients connected.
  * As Postfix does for mynetworks, trusted clients are exempt from the
- * per-address limit (the total limit still holds).
+ * per-address limits (the total limit still holds). A client over a limit
+ * gets one 421 line written to its fresh socket and the socket closed at
+ * once, so it costs no session and delays no one else.
  *
  * Draining (`sluice drain`): smtpd_server_pause closes the listening
  * sockets, so new connections are refused by the kernel (and a load
@@ -15,13 +19,15 @@
  * go on; smtpd_server_resume binds the same addresses again.
  *
  * With loops of their own (loops.c), each shard runs this on its thread;
- * the per-address table, the count of sessions against max_connections
- * and the ICIDs are the root's (smtpd_root), the table under its mutex.
+ * the per-address table, what clients.c remembers per address, the count
+ * of sessions against max_connections and the ICIDs are the root's
+ * (smtpd_root), the tables under its limits_mu.
  *
- * Behind a balancer ([server] proxy_protocol), a connection from outside
- * proxy_trusted_networks is closed at accept; the others become sessions
- * in SMTPD_ST_PROXY, and the per-address limit is applied to the client
- * their PROXY header names (smtpd_server_admit), not to the balancer.
+ * Behind a balancer ([server] proxy_protocol, on [server] listen), a
+ * connection from outside proxy_trusted_networks is closed at accept; the
+ * others become sessions in SMTPD_ST_PROXY, and the per-address limits
+ * (concurrent and per minute) are applied to the client their PROXY header
+ * names (smtpd_server_admit), not to the balancer.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,10 +39,12 @@
 
 #include <event2/event.h>
 
+#include "auth/auth.h"
 #include "log/log.h"
 #include "smtpd/smtpd_int.h"
 #include "util/tls.h"
 #include "util/util.h"
+#include "util/work.h"
 
 #define IPTAB_SIZE 4096
 
@@ -138,9 +146,12 @@ smtpd_refuse(int fd, const char *reply)
 }
 
 /*
- * The per-address limit: NULL if the client at sa may open one more
- * session, else the setting it is over, with the 421 line (no CRLF) in
- * reply.
+ * The per-address limits, concurrent sessions and new connections per
+ * minute: NULL if the client at sa may open one more session, else the
+ * setting it is over, with the 421 line (no CRLF) in reply. A connection
+ * is counted against the rate whether it is taken or refused for it, so a
+ * client that keeps hammering stays over. Behind a balancer sa is the
+ * client its PROXY header named (smtpd_server_admit), not the balancer.
  */
 /* (the root's limits_mu held) */
 static const char *
@@ -150,11 +161,21 @@ smtpd_admit(struct smtpd_server *srv, const struct sockaddr *sa, int trusted,
 	const struct sl_conf *c = srv->conf;
 	struct smtpd_iptab_entry *e = iptab_get(srv, sa, 0);
 
-	if (!trusted && c->server_max_connections_per_ip > 0 && e != NULL &&
+	if (trusted)
+		return NULL;
+	if (c->server_max_connections_per_ip > 0 && e != NULL &&
 	    e->count >= (uint64_t)c->server_max_connections_per_ip) {
 		snprintf(reply, len, "421 4.7.0 %s Error: too many "
 		    "connections from your address", c->server_hostname);
 		return "max_connections_per_ip";
+	}
+	if (c->server_connection_rate_per_ip > 0 &&
+	    smtpd_client_rate_over(srv, sa, c->server_connection_rate_per_ip,
+	    sl_mono_ms())) {
+		snprintf(reply, len, "421 4.7.0 %s Error: too many "
+		    "connections from your address per minute, try again "
+		    "later", c->server_hostname);
+		return "connection_rate_per_ip";
 	}
 	return NULL;
 }
@@ -196,12 +217,15 @@ static void
 smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct smtpd_server *srv = arg;
+	struct smtpd_listener *sl = arg;
+	struct smtpd_server *srv = sl->srv;
 	const struct sl_conf *c = srv->conf;
 	struct smtpd_session *s;
 	const char *why = NULL;
 	char reply[300];
-	int proxied = c->proxy_mode != SMTPD_PROXY_OFF;
+	/* the PROXY protocol is spoken on [server] listen only */
+	int proxied = sl->kind == SMTPD_L_MTA &&
+	    c->proxy_mode != SMTPD_PROXY_OFF;
 
 	srv->stats.connections++;
 	pthread_mutex_lock(&smtpd_root(srv)->limits_mu);
@@ -240,6 +264,7 @@ smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
 		atomic_fetch_sub(&smtpd_root(srv)->total, 1);
 		return;
 	}
+	s->submission = sl->kind != SMTPD_L_MTA;
 	if (!proxied) {
 		pthread_mutex_lock(&smtpd_root(srv)->limits_mu);
 		smtpd_ip_hold(srv, s);
@@ -248,6 +273,11 @@ smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	if (++srv->stats.sessions > srv->stats.peak_sessions)
 		srv->stats.peak_sessions = srv->stats.sessions;
+	/* RFC 8314: the handshake first; the greeting waits in the filter */
+	if (sl->kind == SMTPD_L_SUBMISSIONS && smtpd_tls_implicit(s) != 0) {
+		smtpd_session_free(s, "TLS not available");
+		return;
+	}
 	smtpd_session_start(s);
 }
 
@@ -267,49 +297,68 @@ smtpd_accept_error(struct evconnlistener *l, void *arg)
 	}
 }
 
-/* Bind and listen on every address of [server] listen. */
+/* Bind the n addresses of one kind. */
+static int
+smtpd_listen_kind(struct smtpd_server *srv, const struct conf_addr *a,
+    size_t n, enum smtpd_listen_kind kind, char *err, size_t errlen)
+{
+	static const char *const names[] = { "smtp", "submission",
+		"submissions" };
+
+	for (size_t i = 0; i < n; i++) {
+		struct smtpd_listener *sl = &srv->listeners[srv->nlisteners];
+		struct sockaddr_storage ss = a[i].ss;
+		socklen_t len = a[i].len;
+		unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		    LEV_OPT_CLOSE_ON_EXEC;
+
+		/* loops of their own share each port (SO_REUSEPORT); the
+		 * first one chose it when the configuration says 0 */
+		if (srv->parent != NULL) {
+			flags |= LEV_OPT_REUSEABLE_PORT;
+			if (srv->shard_id > 0 && smtpd_loops_bound(srv->parent,
+			    srv->nlisteners, &ss, &len) != 0) {
+				snprintf(err, errlen, "listen on %s: the first "
+				    "loop has no such socket", a[i].text);
+				return -1;
+			}
+		}
+		sl->srv = srv;
+		sl->kind = kind;
+		sl->l = evconnlistener_new_bind(srv->base, smtpd_accept, sl,
+		    flags, 1024, (const struct sockaddr *)&ss, (int)len);
+		if (sl->l == NULL) {
+			snprintf(err, errlen, "listen on %s: %s", a[i].text,
+			    strerror(errno));
+			return -1;
+		}
+		evconnlistener_set_error_cb(sl->l, smtpd_accept_error);
+		srv->nlisteners++;
+		if (srv->shard_id == 0)
+			log_ev(LOG_INFO, NULL, "listening", "address",
+			    a[i].text, "service", names[kind], NULL);
+	}
+	return 0;
+}
+
+/* Bind and listen on every address: [server] listen and [submission]. */
 static int
 smtpd_listen_all(struct smtpd_server *srv, char *err, size_t errlen)
 {
 	const struct sl_conf *c = srv->conf;
 
-	for (size_t i = 0; i < c->nlisten; i++) {
-		struct evconnlistener *l;
-		struct sockaddr_storage ss = c->listen[i].ss;
-		socklen_t len = c->listen[i].len;
-		unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-		    LEV_OPT_CLOSE_ON_EXEC;
-		/* loops of their own share each port (SO_REUSEPORT); the
-		 * first one chose it when the configuration says 0 */
-		if (srv->parent != NULL) {
-			flags |= LEV_OPT_REUSEABLE_PORT;
-			if (srv->shard_id > 0 &&
-			    smtpd_loops_bound(srv->parent, i, &ss, &len) != 0) {
-				snprintf(err, errlen, "listen on %s: the first "
-				    "loop has no such socket", c->listen[i].text);
-				return -1;
-			}
-		}
-		l = evconnlistener_new_bind(srv->base, smtpd_accept, srv,
-		    flags, 1024, (const struct sockaddr *)&ss, (int)len);
-		if (l == NULL) {
-			snprintf(err, errlen, "listen on %s: %s",
-			    c->listen[i].text, strerror(errno));
-			return -1;
-		}
-		evconnlistener_set_error_cb(l, smtpd_accept_error);
-		srv->listeners[srv->nlisteners++] = l;
-		if (srv->shard_id == 0)
-			log_ev(LOG_INFO, NULL, "listening", "address",
-			    c->listen[i].text, NULL);
-	}
-	return 0;
+	return smtpd_listen_kind(srv, c->listen, c->nlisten, SMTPD_L_MTA, err,
+	    errlen) != 0 || smtpd_listen_kind(srv, c->sub_listen,
+	    c->nsub_listen, SMTPD_L_SUBMISSION, err, errlen) != 0 ||
+	    smtpd_listen_kind(srv, c->subs_listen, c->nsubs_listen,
+	    SMTPD_L_SUBMISSIONS, err, errlen) != 0 ? -1 : 0;
 }
 
 int
 smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 {
 	const struct sl_conf *c = srv->conf;
+	size_t nsub = c->nsub_listen + c->nsubs_listen;
 
 	if (srv->nshards > 0)
 		return smtpd_loops_listen(srv, err, errlen);
@@ -318,7 +367,18 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 		return -1;
 	if (smtpd_policy_load(srv, c, err, errlen) != 0)
 		return -1;
-	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
+	if (nsub > 0 && srv->tls_ctx == NULL) {
+		snprintf(err, errlen, "[submission] %s needs [server] tls_cert "
+		    "(AUTH is offered only in TLS)", c->nsub_listen ?
+		    "listen" : "tls_listen");
+		return -1;
+	}
+	if (nsub > 0) {
+		if (smtpd_auth_load(srv, c, err, errlen) != 0)
+			return -1;
+		srv->work = sl_work_new(srv->base, 2);
+	}
+	srv->listeners = xcalloc(c->nlisten + nsub, sizeof(*srv->listeners));
 	if (smtpd_listen_all(srv, err, errlen) != 0)
 		return -1;
 	if (srv->parent == NULL) {
@@ -336,7 +396,7 @@ static void
 smtpd_listen_close(struct smtpd_server *srv)
 {
 	for (size_t i = 0; i < srv->nlisteners; i++)
-		evconnlistener_free(srv->listeners[i]);
+		evconnlistener_free(srv->listeners[i].l);
 	srv->nlisteners = 0;
 }
 
@@ -378,7 +438,7 @@ smtpd_server_port(const struct smtpd_server *srv)
 	if (srv->nshards > 0)
 		return smtpd_server_port(srv->shards[0]);
 	if (srv->nlisteners == 0 || getsockname(evconnlistener_get_fd(
-	    srv->listeners[0]), (struct sockaddr *)&ss, &len) != 0)
+	    srv->listeners[0].l), (struct sockaddr *)&ss, &len) != 0)
 		return -1;
 	if (ss.ss_family == AF_INET)
 		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
@@ -402,6 +462,9 @@ smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 	}
 	if (smtpd_policy_load(srv, conf, err, sizeof(err)) != 0)
 		log_warnx("reload: %s; %s stays", err, srv->postmaster);
+	if (srv->work != NULL && smtpd_auth_load(srv, conf, err,
+	    sizeof(err)) != 0)
+		log_warnx("reload: %s; the users in use stay", err);
 	srv->conf = conf;
 }
 
@@ -441,10 +504,14 @@ smtpd_server_stop(struct smtpd_server *srv, void (*done)(void *), void *arg)
 	/* sessions in the middle of a message finish it (session.c) */
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		/* nothing is said before the PROXY header, not even 421 */
-		if (smtpd_session_idle(s))
-			smtpd_session_close(s, s->state == SMTPD_ST_PROXY ? NULL :
-			    "421 4.3.2 Service shutting down", "shutdown");
+		if (!smtpd_session_idle(s))
+			continue;
+		/* held: a TLS session's reply may call back into it;
+		 * nothing is said before the PROXY header, not even 421 */
+		smtpd_hold(s);
+		smtpd_session_close(s, s->state == SMTPD_ST_PROXY ? NULL :
+		    "421 4.3.2 Service shutting down", "shutdown");
+		smtpd_release(s);
 	}
 	smtpd_stop_check(srv);
 }
@@ -472,10 +539,15 @@ smtpd_server_free(struct smtpd_server *srv)
 	if (srv == NULL)
 		return;
 	smtpd_loops_free(srv);		/* the loops first, if any */
+	/* password checks in flight end first: their sessions may be freed */
+	sl_work_free(srv->work);
+	srv->work = NULL;
 	smtpd_server_abort(srv);
 	for (size_t i = 0; i < srv->nlisteners; i++)
-		evconnlistener_free(srv->listeners[i]);
+		evconnlistener_free(srv->listeners[i].l);
 	free(srv->listeners);
+	auth_users_free(srv->users);
+	smtpd_clients_free(srv);
 	for (size_t i = 0; i < IPTAB_SIZE; i++) {
 		struct smtpd_iptab_entry *e, *n;
 		for (e = srv->iptab[i]; e; e = n) {

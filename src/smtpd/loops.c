@@ -101,6 +101,12 @@ smtpd_session_loop_arg(const struct smtpd_session *s)
 	return s->srv->loop_arg;
 }
 
+struct event_base *
+smtpd_session_base(const struct smtpd_session *s)
+{
+	return s->srv->base;
+}
+
 int
 smtpd_session_loop_id(const struct smtpd_session *s)
 {
@@ -121,7 +127,7 @@ smtpd_loops_bound(struct smtpd_server *srv, size_t i,
 
 	*len = sizeof(*ss);
 	if (i >= first->nlisteners || getsockname(evconnlistener_get_fd(
-	    first->listeners[i]), (struct sockaddr *)ss, len) != 0)
+	    first->listeners[i].l), (struct sockaddr *)ss, len) != 0)
 		return -1;
 	return 0;
 }

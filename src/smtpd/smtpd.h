@@ -183,6 +183,8 @@ void smtpd_session_stored_at(struct smtpd_session *s,
 /* The session's loop: ops.loop_init's answer for it (NULL without loops
  * of their own), and its number (0 without). */
 void *smtpd_session_loop_arg(const struct smtpd_session *s);
+/* The event base the session runs on. */
+struct event_base *smtpd_session_base(const struct smtpd_session *s);
 int smtpd_session_loop_id(const struct smtpd_session *s);
 /* The configuration the session's server uses now (its loop's). */
 const struct sl_conf *smtpd_session_conf(const struct smtpd_session *s);
@@ -190,7 +192,11 @@ const struct sl_conf *smtpd_session_conf(const struct smtpd_session *s);
 uint64_t smtpd_session_icid(const struct smtpd_session *s);
 const struct sockaddr *smtpd_session_peer(const struct smtpd_session *s);
 const char *smtpd_session_peer_text(const struct smtpd_session *s);
-/* 1 if the session is in TLS (after STARTTLS). */
+/* 1 if the session is in TLS (after STARTTLS, or on a tls_listen port). */
 int smtpd_session_tls(const struct smtpd_session *s);
+/* 1 if the client is in [server] trusted_networks. */
+int smtpd_session_trusted(const struct smtpd_session *s);
+/* The user the client authenticated as (AUTH), or NULL. */
+const char *smtpd_session_auth_user(const struct smtpd_session *s);
 
 #endif
