@@ -110,3 +110,48 @@ def test_one_loop_does_it_all(make_sluiced):
     assert len(got) == PER_CONN
     assert "loop=" not in d.log_text()
     assert "SMTP loops started" not in d.log_text()
+
+
+def test_auth_lockout_and_rate_are_one_for_all_loops(make_sluiced, cert,
+                                                     tmp_path):
+    """What the server remembers per client address (AUTH failures, new
+    connections per minute) is one table for all loops: an address locked
+    out on one loop is locked out on every loop, and the rate counts every
+    connection whichever loop took it. Before the table was the root's,
+    each loop kept its own: about half the connections after the lockout
+    reached a loop that had seen no failure."""
+    import smtplib
+    from test_submission import PASSWORD, add_user, auth_plain, tls_client
+    from sluicetest import free_port
+    c, k = cert
+    users = tmp_path / "users"
+    add_user(users, "bob", PASSWORD)
+    d = make_sluiced(conf={
+        "server": {"loops": "2", "tls_cert": str(c), "tls_key": str(k),
+                   "connection_rate_per_ip": "1000"},
+        "submission": {"listen": f"127.0.0.1:{free_port()}"},
+        "auth": {"users_file": str(users), "failure_delay": "1s",
+                 "max_failures": "2", "lockout": "10m"}})
+    port = int(d.conf["submission"]["listen"].rsplit(":", 1)[1])
+    wait_until(lambda: "service=submission" in d.log_text(),
+               what="submission listener")
+    s = tls_client(port, "127.0.0.5")
+    assert auth_plain(s, "bob", "wrong")[0] == 535
+    assert auth_plain(s, "bob", "wrong")[0] == 421
+    s.close()
+    # every later connection from that address, whichever loop takes it
+    for _ in range(12):
+        s = tls_client(port, "127.0.0.5")
+        code, msg, _ = auth_plain(s, "bob", PASSWORD)
+        assert code == 421, msg
+        try:
+            s.close()
+        except smtplib.SMTPException:
+            pass
+    loops = set(re.findall(r"New SMTP connection .*127\.0\.0\.5.* loop=(\d)",
+                           d.log_text()))
+    assert loops == {"0", "1"}, loops
+    # another address is not affected
+    s = tls_client(port, "127.0.0.6")
+    assert auth_plain(s, "bob", PASSWORD)[0] == 235
+    s.quit()
