@@ -190,21 +190,24 @@ sink_store_close(struct sink *k)
 	k->maildir = NULL;
 }
 
-/* Write all of body (borrowed, left intact) to fd; 0 or -1. */
+/*
+ * Write all of body (borrowed, left intact) to fd; 0 or -1. Sixteen of
+ * the buffer's chunks at a time, until its whole length is written.
+ */
 static int
 store_write_body(int fd, struct evbuffer *body)
 {
+	size_t total = evbuffer_get_length(body), done = 0;
 	struct evbuffer_ptr pos;
 	struct evbuffer_iovec v[16];
-	int n;
 
-	if (evbuffer_ptr_set(body, &pos, 0, EVBUFFER_PTR_SET) != 0)
-		return -1;
-	for (;;) {
-		n = evbuffer_peek(body, -1, &pos, v, 16);
+	while (done < total) {
+		if (evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_SET) != 0)
+			return -1;
+		int n = evbuffer_peek(body, (ev_ssize_t)(total - done), &pos, v,
+		    16);
 		if (n <= 0)
-			return 0;
-		size_t done = 0;
+			return -1;
 		for (int i = 0; i < n && i < 16; i++) {
 			const char *p = v[i].iov_base;
 			size_t left = v[i].iov_len;
@@ -219,11 +222,8 @@ store_write_body(int fd, struct evbuffer *body)
 			}
 			done += v[i].iov_len;
 		}
-		if (n <= 16)
-			return 0;
-		if (evbuffer_ptr_set(body, &pos, done, EVBUFFER_PTR_ADD) != 0)
-			return -1;
 	}
+	return 0;
 }
 
 /* Subject: and From: of the message's header (its first SINK_MIME_HEAD
