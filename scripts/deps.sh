@@ -7,7 +7,8 @@ libjansson-dev libc-ares-dev libssl-dev libcmocka-dev clang libcrypt-dev
 python3 python3-pytest swaks libnet-ssleay-perl openssl curl postfix
 dnsmasq-base strace sqlite3 iproute2 procps psmisc haproxy
 libgmime-3.0-dev librabbitmq-dev libcurl4-openssl-dev libzstd-dev
-rabbitmq-server python3-pika python3-dkim python3-nacl"
+rabbitmq-server python3-pika python3-dkim python3-nacl
+chromium chromium-driver python3-selenium python3-pil"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -189,11 +189,16 @@ pop3_free(struct pop3_session *s, const char *why)
 	free(s);
 }
 
-/* Free s if nothing holds it: its last reply out, no read in flight. */
+/*
+ * Free s if nothing holds it: no read in flight, and its last reply out
+ * or no longer being written (the connection failed or timed out).
+ */
 static void
 pop3_maybe_free(struct pop3_session *s, const char *why)
 {
-	if (s->state == POP3_ST_CLOSING && !s->inflight && pop3_pending(s) == 0)
+	if (s->state == POP3_ST_CLOSING && !s->inflight &&
+	    (pop3_pending(s) == 0 ||
+	    !(bufferevent_get_enabled(s->bev) & EV_WRITE)))
 		pop3_free(s, why);
 }
 
@@ -684,9 +689,7 @@ pop3_event_cb(struct bufferevent *bev, short what, void *arg)
 	    what & BEV_EVENT_EOF ? "client disconnected" : "connection error";
 
 	if (s->state == POP3_ST_CLOSING || !(what & BEV_EVENT_TIMEOUT)) {
-		/* nothing more can be written: drop what waits */
-		evbuffer_drain(bufferevent_get_output(bev),
-		    evbuffer_get_length(bufferevent_get_output(bev)));
+		/* nothing more can be written: what waits is dropped */
 		if (s->state != POP3_ST_CLOSING) {
 			log_info("sink: POP3 %llu closing (%s)",
 			    (unsigned long long)s->id, why);
@@ -810,6 +813,7 @@ sink_pop3_stop(struct sink *k)
 		if (s->state != POP3_ST_CLOSING)
 			pop3_enter(s, POP3_ST_CLOSING);
 		/* a read in flight frees it when it comes back */
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		if (!s->inflight)
 			pop3_free(s, "shutdown");
 	}
