@@ -14,7 +14,7 @@ import time
 import pytest
 
 from sinkutil import read_reply
-from sluicetest import wait_until
+from sluicetest import scaled, wait_until
 
 
 def send(sink, body, rcpt="ann@example.test", sender="app@example.test"):
@@ -284,11 +284,11 @@ def rss_kb(pid):
 
 
 def test_clients_that_never_read(make_sink):
-    """20 clients each ask for a 4 MB message 5 times and read nothing:
-    the sink keeps a slice per client, not the messages (a copy each
-    would be 400 MB), and the write timeout closes them."""
+    """20 clients each ask for a 16 MB message 5 times and read nothing:
+    the sink keeps a slice per client, not the message (a copy each would
+    be 320 MB), and the write timeout closes them."""
     s = make_sink("--pop3-timeout", "3s", pop3=True)
-    big = msg("big", [b"y" * 998] * 4000)
+    big = msg("big", [b"y" * 998] * 16000)
     nsock = sockets(s.proc.pid)     # the listeners
     send(s, big)
     wait_until(lambda: sockets(s.proc.pid) == nsock, what="SMTP to close")
@@ -303,7 +303,8 @@ def test_clients_that_never_read(make_sink):
                what="20 sessions")
     time.sleep(1)
     grown = rss_kb(s.proc.pid) - base
-    assert grown < 40 * 1024, "sink grew by %d KB" % grown
+    # (ASan keeps freed memory in quarantine)
+    assert grown < scaled(40, 120) * 1024, "sink grew by %d KB" % grown
     # the write timeout ends each of them; the sink still serves others
     wait_until(lambda: sockets(s.proc.pid) <= nsock, timeout=60,
                what="the stalled sessions to close")
