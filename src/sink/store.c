@@ -232,10 +232,16 @@ static void
 store_summary(struct evbuffer *body, json_t *meta)
 {
 	size_t n = evbuffer_get_length(body);
+	struct evbuffer_ptr end, lim;
 	char *head;
 
 	if (n > SINK_MIME_HEAD)
 		n = SINK_MIME_HEAD;
+	/* only the header: up to its empty line */
+	if (evbuffer_ptr_set(body, &lim, n, EVBUFFER_PTR_SET) == 0 &&
+	    (end = evbuffer_search_range(body, "\r\n\r\n", 4, NULL,
+	    &lim)).pos >= 0)
+		n = (size_t)end.pos + 4;
 	head = xmalloc(n + 1);
 	evbuffer_copyout(body, head, n);
 	sink_mime_summary(head, n, meta);
