@@ -42,6 +42,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -167,6 +168,37 @@ http_cross_origin(struct evhttp_request *req)
 	else
 		return 1;	/* "null" and anything else */
 	return host == NULL || !sl_strcaseeq(origin, host);
+}
+
+/*
+ * 1 if the Host header names this server as a browser reached it: an IP
+ * address, localhost, this machine's name or --hostname. A page of any
+ * other name is a DNS rebinding of someone's site onto our address, which
+ * must not read the captured mail.
+ */
+static int
+http_host_ok(struct sink *k, struct evhttp_request *req)
+{
+	const char *host = evhttp_find_header(
+	    evhttp_request_get_input_headers(req), "Host");
+	unsigned char addr[16];
+	char name[256], *colon;
+
+	if (host == NULL)
+		return 1;	/* HTTP/1.0 clients, scripts */
+	if (host[0] == '[')
+		return strchr(host, ']') != NULL;	/* an IPv6 literal */
+	if (sl_strlcpy(name, host, sizeof(name)) >= sizeof(name))
+		return 0;
+	if ((colon = strrchr(name, ':')) != NULL)
+		*colon = '\0';
+	if (inet_pton(AF_INET, name, addr) == 1 ||
+	    sl_strcaseeq(name, "localhost") ||
+	    sl_strcaseeq(name, k->host) ||
+	    sl_strcaseeq(name, k->conf->server_hostname))
+		return 1;
+	size_t n = strlen(name);
+	return n > 10 && sl_strcaseeq(name + n - 10, ".localhost");
 }
 
 /* ---- reads on the worker ---- */
@@ -554,6 +586,11 @@ http_route(struct evhttp_request *req, void *arg)
 
 	if (path == NULL || *path == '\0')
 		path = "/";
+	if (!http_host_ok(k, req)) {
+		http_error(req, 403, "unknown Host: reach the sink by its "
+		    "address, localhost or its --hostname");
+		return;
+	}
 	if (strcmp(path, "/api/stats") == 0 && get) {
 		char *s = sink_stats_json(&k->st);
 		http_json(req, 200, "OK", json_loads(s, 0, NULL));

@@ -144,6 +144,15 @@ def test_page_and_headers(inbox):
         assert inbox.http(path)[0] == 200, path
     assert inbox.http("/nothing.js")[0] == 404
     assert inbox.http("/", method="POST")[0] in (405, 501)
+    # a page of another name resolved to our address (DNS rebinding)
+    for host, code in (("evil.test", 403), ("evil.test:%d" % inbox.http_port,
+                                            403),
+                       ("localhost:%d" % inbox.http_port, 200),
+                       ("app.localhost", 200), ("[::1]:80", 200),
+                       ("127.0.0.1", 200)):
+        assert inbox.http("/api/messages?limit=0",
+                          headers={"Host": host})[0] == code, host
+        assert inbox.http("/", headers={"Host": host})[0] == code, host
     s = inbox.api("/api/server")
     assert s["rules"] == ["rcpt *@bounce.test 550 5.1.1 User unknown"]
     assert s["smtp_port"] == inbox.port and s["pop3_port"] == inbox.pop3_port
