@@ -136,6 +136,19 @@ const char *http_reason(int code);
 /* ---- pure helpers (unit-tested) ---- */
 
 /*
+ * origin.c. 1 if a browser says the request comes from a page of another
+ * origin: Sec-Fetch-Site (site) other than same-origin or none, or an
+ * Origin that is not http(s)://host. Any may be NULL (not sent).
+ */
+int http_cross_origin(const char *origin, const char *host, const char *site);
+/*
+ * 1 if the Host header host names this server as a browser reached it: an
+ * IP address, localhost (or a name under it), or one of names (a NULL-
+ * terminated list; NULL for none). NULL (no Host) counts as local.
+ */
+int http_host_local(const char *host, const char *const *names);
+
+/*
  * Match path against a route pattern: 1 if it matches, with the segment
  * that "*" matched copied into tail (at most tailsize-1 bytes; a longer one
  * does not match); 0 if not.

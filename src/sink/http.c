@@ -42,7 +42,6 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -52,6 +51,7 @@
 #include <event2/listener.h>
 
 #include "conf/conf.h"
+#include "http/http.h"
 #include "sink/sink_int.h"
 #include "util/util.h"
 #include "util/worker.h"
@@ -120,21 +120,6 @@ http_json(struct evhttp_request *req, int code, const char *reason, json_t *o)
 	evbuffer_free(b);
 }
 
-static const char *
-http_reason(int code)
-{
-	switch (code) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 413: return "Payload Too Large";
-	case 503: return "Service Unavailable";
-	default: return "Internal Server Error";
-	}
-}
-
 static void
 http_error(struct evhttp_request *req, int code, const char *msg)
 {
@@ -142,36 +127,19 @@ http_error(struct evhttp_request *req, int code, const char *msg)
 	    msg));
 }
 
-/*
- * 1 if a browser says the request comes from a page of another origin:
- * Sec-Fetch-Site other than same-origin or none (typed by the user), or
- * an Origin that is not this server's. Clients that send neither (curl,
- * scripts) are not browsers carrying someone's session.
- */
+/* 1 if the request comes from a page of another origin (origin.c). */
 static int
-http_cross_origin(struct evhttp_request *req)
+http_cross_origin_req(struct evhttp_request *req)
 {
 	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-	const char *site = evhttp_find_header(h, "Sec-Fetch-Site");
-	const char *origin = evhttp_find_header(h, "Origin");
-	const char *host = evhttp_find_header(h, "Host");
 
-	if (site != NULL && strcmp(site, "same-origin") != 0 &&
-	    strcmp(site, "none") != 0)
-		return 1;
-	if (origin == NULL)
-		return 0;
-	if (strncmp(origin, "http://", 7) == 0)
-		origin += 7;
-	else if (strncmp(origin, "https://", 8) == 0)
-		origin += 8;
-	else
-		return 1;	/* "null" and anything else */
-	return host == NULL || !sl_strcaseeq(origin, host);
+	return http_cross_origin(evhttp_find_header(h, "Origin"),
+	    evhttp_find_header(h, "Host"),
+	    evhttp_find_header(h, "Sec-Fetch-Site"));
 }
 
 /*
- * 1 if the Host header names this server as a browser reached it: an IP
+ * 1 if the Host header names this server as a browser reached it: an
  * address, localhost, this machine's name or --hostname. A page of any
  * other name is a DNS rebinding of someone's site onto our address, which
  * must not read the captured mail.
@@ -179,26 +147,10 @@ http_cross_origin(struct evhttp_request *req)
 static int
 http_host_ok(struct sink *k, struct evhttp_request *req)
 {
-	const char *host = evhttp_find_header(
-	    evhttp_request_get_input_headers(req), "Host");
-	unsigned char addr[16];
-	char name[256], *colon;
+	const char *names[] = { k->host, k->conf->server_hostname, NULL };
 
-	if (host == NULL)
-		return 1;	/* HTTP/1.0 clients, scripts */
-	if (host[0] == '[')
-		return strchr(host, ']') != NULL;	/* an IPv6 literal */
-	if (sl_strlcpy(name, host, sizeof(name)) >= sizeof(name))
-		return 0;
-	if ((colon = strrchr(name, ':')) != NULL)
-		*colon = '\0';
-	if (inet_pton(AF_INET, name, addr) == 1 ||
-	    sl_strcaseeq(name, "localhost") ||
-	    sl_strcaseeq(name, k->host) ||
-	    sl_strcaseeq(name, k->conf->server_hostname))
-		return 1;
-	size_t n = strlen(name);
-	return n > 10 && sl_strcaseeq(name + n - 10, ".localhost");
+	return http_host_local(evhttp_find_header(
+	    evhttp_request_get_input_headers(req), "Host"), names);
 }
 
 /* ---- reads on the worker ---- */
@@ -561,7 +513,7 @@ http_message(struct sink *k, struct evhttp_request *req,
 	} else if (cmd == EVHTTP_REQ_DELETE) {
 		if (sub != NULL)
 			http_error(req, 405, "DELETE /api/messages/ID only");
-		else if (http_cross_origin(req))
+		else if (http_cross_origin_req(req))
 			http_error(req, 403, "cross-origin request refused");
 		else if (sink_store_delete(k, id) == 0)
 			http_json(req, 200, "OK", json_pack("{s:i}", "deleted",
@@ -601,7 +553,7 @@ http_route(struct evhttp_request *req, void *arg)
 		http_list(k, req);
 	} else if (strcmp(path, "/api/messages") == 0 &&
 	    cmd == EVHTTP_REQ_DELETE) {
-		if (http_cross_origin(req)) {
+		if (http_cross_origin_req(req)) {
 			http_error(req, 403, "cross-origin request refused");
 			return;
 		}
