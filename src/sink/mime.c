@@ -23,6 +23,7 @@
 #include <gmime/gmime.h>
 
 #include "sink/sink_int.h"
+#include "submit/submit.h"
 #include "util/util.h"
 
 /* A string for JSON: s if it is UTF-8, else its bytes as Latin-1. */
@@ -42,56 +43,6 @@ mime_jstr(const char *s, size_t n)
 	return j ? j : json_null();
 }
 
-size_t
-sink_mime_header_walk(const char *p, size_t len, sink_mime_field_fn *fn,
-    void *arg)
-{
-	const char *start = p, *end = p + len;
-	const char *name = NULL;
-	size_t nlen = 0, vlen = 0;
-	char *value = NULL;
-
-	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
-		size_t next = eol ? n + 1 : n;
-		if (n > 0 && p[n - 1] == '\r')
-			n--;
-		if (n == 0) {
-			p += next;	/* the empty line ends the header */
-			break;
-		}
-		if ((*p == ' ' || *p == '\t') && name != NULL) {
-			/* RFC 5322 2.2.3: unfold by removing the CRLF */
-			value = xrealloc(value, vlen + n + 1);
-			memcpy(value + vlen, p, n);
-			vlen += n;
-			value[vlen] = '\0';
-		} else {
-			const char *colon = memchr(p, ':', n);
-			if (name != NULL)
-				fn(arg, name, nlen, value, vlen);
-			name = NULL;
-			if (colon != NULL) {
-				const char *v = colon + 1;
-				name = p;
-				nlen = (size_t)(colon - p);
-				while (v < p + n && (*v == ' ' || *v == '\t'))
-					v++;
-				vlen = (size_t)(p + n - v);
-				value = xrealloc(value, vlen + 1);
-				memcpy(value, v, vlen);
-				value[vlen] = '\0';
-			}
-		}
-		p += next;
-	}
-	if (name != NULL)
-		fn(arg, name, nlen, value, vlen);
-	free(value);
-	return (size_t)(p - start);
-}
-
 static void
 mime_field_pair(void *arg, const char *name, size_t nlen, const char *value,
     size_t vlen)
@@ -108,7 +59,7 @@ sink_mime_headers(const char *p, size_t len)
 {
 	json_t *out = json_array();
 
-	sink_mime_header_walk(p, len, mime_field_pair, out);
+	submit_fields(p, submit_header_len(p, len), mime_field_pair, out);
 	return out;
 }
 
@@ -141,7 +92,7 @@ mime_field_summary(void *arg, const char *name, size_t nlen,
 void
 sink_mime_summary(const char *p, size_t len, json_t *meta)
 {
-	sink_mime_header_walk(p, len, mime_field_summary, meta);
+	submit_fields(p, submit_header_len(p, len), mime_field_summary, meta);
 	if (json_object_get(meta, "subject") == NULL)
 		json_object_set_new(meta, "subject", json_string(""));
 	if (json_object_get(meta, "from") == NULL)

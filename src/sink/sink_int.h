@@ -96,15 +96,6 @@ void sink_query_free(struct sink_query *q);
 /* mime.c */
 /* How much of a message's start the index reads for Subject: and From:. */
 #define SINK_MIME_HEAD (64 * 1024)
-typedef void sink_mime_field_fn(void *arg, const char *name, size_t nlen,
-    const char *value, size_t vlen);
-/*
- * Call fn for each header field of the message in p (unfolded value,
- * NUL-terminated, borrowed); returns the length of the header and the
- * empty line after it.
- */
-size_t sink_mime_header_walk(const char *p, size_t len, sink_mime_field_fn *fn,
-    void *arg);
 /* The header fields, unfolded, as [[name, value], ...]; a new array. */
 json_t *sink_mime_headers(const char *p, size_t len);
 /* Set "subject" and "from" (decoded, "" when absent) in meta. */

@@ -39,6 +39,7 @@
 #include "sluiced/ctl_int.h"
 #include "sluiced/sluiced.h"
 #include "spool/spool.h"
+#include "submit/submit.h"
 #include "util/jsonw.h"
 #include "util/util.h"
 
@@ -51,6 +52,7 @@
 #define CTL_CURSORS 64
 #define CTL_CURSOR_IDLE_S 600
 #define CTL_BODY_CHUNK (48 * 1024)
+#define CTL_HEADER_MAX (256 * 1024)	/* of a body read for its header */
 
 /* Age buckets of `queue summary`, in minutes (as Postfix's qshape). */
 static const int ctl_age_minutes[] = { 5, 10, 20, 40, 80, 160, 320, 640,
@@ -168,6 +170,18 @@ ctl_msg_text(struct ctl_text *t, const struct sched_msg_view *m)
 		ctl_put(t, "}", 1);
 	}
 	ctl_put(t, "]}", 2);
+}
+
+json_t *
+ctl_msg_json(const struct sched_msg_view *m)
+{
+	struct ctl_text t = { 0 };
+	json_t *j;
+
+	ctl_msg_text(&t, m);
+	j = json_loadb(t.p, t.len, 0, NULL);
+	free(t.p);
+	return j ? j : json_null();
 }
 
 /* The text as a new evbuffer, for control_reply_raw. */
@@ -994,6 +1008,55 @@ ctl_show_msg(void *arg, const struct sched_msg_view *m)
 	return 1;
 }
 
+/* A header field as [name, value]; bytes that are not UTF-8 become '?'. */
+static void
+ctl_header_pair(void *arg, const char *name, size_t nlen, const char *value,
+    size_t vlen)
+{
+	json_t *pair = json_array();
+	char *v = xstrndup(value, vlen);
+
+	if (!sl_utf8_valid(v, vlen))
+		for (size_t i = 0; i < vlen; i++)
+			if ((unsigned char)v[i] >= 0x80)
+				v[i] = '?';
+	json_array_append_new(pair, json_stringn(name, nlen));
+	json_array_append_new(pair, json_stringn(v, vlen) ?: json_string(""));
+	json_array_append_new(arg, pair);
+	free(v);
+}
+
+/* queue.show with "headers": the message and its header fields (the
+ * stored text's, our Received: first), read from the spool. */
+static void
+ctl_show_headers(struct sluiced_ctl *ctl, struct control_req *req,
+    uint64_t id, const struct ctl_text *t)
+{
+	struct evbuffer *body = spool_body_load(ctl->d->spool, id);
+	json_t *o = json_loadb(t->p, t->len, 0, NULL), *hs = json_array();
+	size_t n;
+	const char *p;
+
+	if (body == NULL || o == NULL) {
+		json_decref(o);
+		json_decref(hs);
+		if (body != NULL)
+			evbuffer_free(body);
+		control_reply_err(req, CONTROL_ERR_FAILED, NULL, "cannot read "
+		    "the body: %s", spool_last_error(ctl->d->spool));
+		return;
+	}
+	n = evbuffer_get_length(body);
+	if (n > CTL_HEADER_MAX)
+		n = CTL_HEADER_MAX;
+	p = (const char *)evbuffer_pullup(body, (ev_ssize_t)n);
+	submit_fields(p ? p : "", submit_header_len(p ? p : "", n),
+	    ctl_header_pair, hs);
+	json_object_set_new(o, "headers", hs);
+	evbuffer_free(body);
+	control_reply(req, o);
+}
+
 void
 ctl_show(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 {
@@ -1008,6 +1071,12 @@ ctl_show(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 		control_reply_err(req, CONTROL_ERR_NOTFOUND, json_pack("[O]",
 		    mid ? mid : json_null()), "MID %s is not in the queue",
 		    json_is_string(mid) ? json_string_value(mid) : "?");
+		return;
+	}
+	if (!json_is_true(json_object_get(args, "body")) &&
+	    json_is_true(json_object_get(args, "headers"))) {
+		ctl_show_headers(ctl, req, id, &t);
+		free(t.p);
 		return;
 	}
 	if (!json_is_true(json_object_get(args, "body"))) {

@@ -27,6 +27,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 class Browser:
     def __init__(self, profile_dir):
+        os.makedirs(str(profile_dir), exist_ok=True)
         o = Options()
         for f in FLAGS:
             o.add_argument(f)

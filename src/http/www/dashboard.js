@@ -32,8 +32,9 @@ async function api(path, opts) {
 		return await sl.json("api/v1/" + path, o);
 	} catch (e) {
 		if (e.status === 401) {
-			showTokenForm(token() ? "That token was refused." : null);
-			e.message = "The API token is needed: " + e.message;
+			showTokenForm();
+			e.message = token() ? "That token was refused: give the one of " +
+				"[http] api_token_file." : "Give the API token to read the queue.";
 		}
 		throw e;
 	}
@@ -48,10 +49,8 @@ function ok() {
 	$("error").hidden = true;
 }
 
-function showTokenForm(why) {
+function showTokenForm() {
 	$("token-form").hidden = false;
-	if (why)
-		fail(new Error(why));
 	$("token").focus();
 }
 
@@ -196,14 +195,21 @@ async function loadOverview() {
 
 /* ---- one destination ---- */
 
-/* Its facts and replies; its page of messages only when first (the view
- * was opened, paged, or acted on): the live loop does not walk a queue. */
+/* Its facts and replies; with first (the view was opened, paged or acted
+ * on) also a page of its messages: the live loop does not page. */
 async function loadDest(first) {
-	const r = await api("destinations/" + encodeURIComponent(view.dest));
+	let path = "destinations/" + encodeURIComponent(view.dest);
+	if (first) {
+		const p = new URLSearchParams({ messages: PAGE });
+		if (view.cursor)
+			p.set("after", view.cursor);
+		path += "?" + p;
+	}
+	const r = await api(path);
 	const d = r.destination, now = r.now;
 	$("d-title").textContent = d.name;
 	sl.fill($("d-facts"), [
-		["Queued", `${d.queued} recipients in ${d.messages} messages, ${d.ready} due now`],
+		["Queued", `${d.queued} messages, ${d.ready} due now`],
 		["Oldest", d.oldest ? sl.age(now - d.oldest) + " old" : "—"],
 		["Connections", `${d.connections} open, at most ${d.limit}`],
 		["State", stateTag(d)],
@@ -214,22 +220,18 @@ async function loadDest(first) {
 	if (first)
 		actions($("d-actions"), { domain: d.name }, "every message to " + d.name,
 			["flush", "hold", "release", "bounce", "delete"]);
-	sl.fill($("d-replies").tBodies[0], (d.replies || []).map(x => sl.el("tr", {},
+	sl.fill($("d-replies").tBodies[0], d.replies.map(x => sl.el("tr", {},
 		sl.el("td", { "data-label": "When" }, sl.time(x.time)),
-		sl.el("td", { "data-label": "Reply" }, x.reply),
+		sl.el("td", { "data-label": "Reply" }, x.reply,
+			x.host ? sl.el("div", { class: "muted" }, "from " + x.host) : null),
 		sl.el("td", { "data-label": "Times", class: "num" }, x.count))));
 	if (first)
-		await loadDestMsgs(d);
+		renderDestMsgs(d, r);
 }
 
-async function loadDestMsgs(d) {
-	const p = new URLSearchParams({ limit: PAGE });
-	if (view.cursor)
-		p.set("cursor", view.cursor);
-	const q = await api("destinations/" + encodeURIComponent(d.name) + "/messages?" + p);
-	sl.fill($("d-msgs").tBodies[0], q.messages.map(m => {
-		const here = m.recipients.filter(x => x.destination === d.name ||
-			(x.address || "").toLowerCase().endsWith("@" + d.name.toLowerCase()));
+function renderDestMsgs(d, r) {
+	sl.fill($("d-msgs").tBodies[0], r.messages.map(m => {
+		const here = m.recipients.filter(x => x.destination === d.name);
 		return sl.el("tr", {},
 			sl.el("td", { "data-label": "Message" },
 				sl.el("a", { href: "#/m/" + m.mid }, m.mid)),
@@ -239,9 +241,9 @@ async function loadDestMsgs(d) {
 				sl.el("div", {}, `${x.address} (${x.state}, ${x.attempts} attempts)`))),
 			sl.el("td", { "data-label": "Size", class: "num" }, sl.bytes(m.size)));
 	}));
-	$("d-msgs-empty").hidden = q.messages.length > 0;
-	view.nextCursor = q.next_cursor;
-	$("d-msgs-next").disabled = !q.next_cursor;
+	$("d-msgs-empty").hidden = r.messages.length > 0;
+	view.nextCursor = r.next_after;
+	$("d-msgs-next").disabled = !r.next_after;
 	$("d-msgs-first").disabled = !view.cursor;
 }
 
