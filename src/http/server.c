@@ -92,8 +92,10 @@ struct http_server {
 	struct event *attach_ev;
 	struct http_req *reqs;
 	uint64_t refused;
-	int64_t unauth_at;		/* the last 401 logged, monotonic s */
-	uint64_t unauth_more;		/* 401s not logged since */
+	/* refusals logged (HTTP_REFUSED_*): the last, monotonic s, and how
+	 * many were not logged since */
+	int64_t refused_at[2];
+	uint64_t refused_more[2];
 };
 
 /* ---- connections and the cap ---- */
@@ -459,24 +461,28 @@ http_req_parse(struct http_req *req)
 	return 0;
 }
 
-/* One line per second at most: a client guessing tokens cannot flood the
- * log. */
+enum { HTTP_REFUSED_TOKEN, HTTP_REFUSED_ORIGIN };
+
+/* One line per second at most of each kind: a client guessing tokens (or
+ * a page firing requests) cannot flood the log. */
 static void
-http_log_unauthorized(struct http_server *srv, struct http_req *req)
+http_log_refused(struct http_server *srv, struct http_req *req, int kind)
 {
 	int64_t now = sl_mono_ms() / 1000;
 	char more[24];
 
-	if (now == srv->unauth_at) {
-		srv->unauth_more++;
+	if (now == srv->refused_at[kind]) {
+		srv->refused_more[kind]++;
 		return;
 	}
 	snprintf(more, sizeof(more), "%llu",
-	    (unsigned long long)srv->unauth_more);
-	log_ev(LOG_INFO, NULL, "http: unauthorized", "peer", req->peer,
-	    "path", req->path, srv->unauth_more ? "more" : NULL, more, NULL);
-	srv->unauth_at = now;
-	srv->unauth_more = 0;
+	    (unsigned long long)srv->refused_more[kind]);
+	log_ev(LOG_INFO, NULL, kind == HTTP_REFUSED_ORIGIN ?
+	    "http: cross-origin request refused" : "http: unauthorized",
+	    "peer", req->peer, "path", req->path,
+	    srv->refused_more[kind] ? "more" : NULL, more, NULL);
+	srv->refused_at[kind] = now;
+	srv->refused_more[kind] = 0;
 }
 
 /*
@@ -508,7 +514,7 @@ http_authorized(struct http_server *srv, struct http_req *req,
 	if (!http_token_ok(auth, srv->token)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req->ev),
 		    "WWW-Authenticate", "Bearer realm=\"sluice\"");
-		http_log_unauthorized(srv, req);
+		http_log_refused(srv, req, HTTP_REFUSED_TOKEN);
 		http_reply_error(req, 401, NULL, "a bearer token is needed: "
 		    "Authorization: Bearer <the token of [http] "
 		    "api_token_file>");
@@ -551,6 +557,7 @@ http_dispatch(struct evhttp_request *ev, void *arg)
 	if (m == HTTP_POST && http_cross_origin(http_req_header(req, "Origin"),
 	    http_req_header(req, "Host"), http_req_header(req,
 	    "Sec-Fetch-Site"))) {
+		http_log_refused(srv, req, HTTP_REFUSED_ORIGIN);
 		http_reply_error(req, 403, NULL, "a request from a page of "
 		    "another origin: refused");
 		return;
