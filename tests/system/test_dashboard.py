@@ -243,8 +243,25 @@ def test_dashboard_in_chromium(mta, net, browser, tmp_path):  # noqa: F811
     b.one("#dest-filter button[type=submit]").click()
     b.wait(lambda: len(rows(b)) == 3, what="3 rows again")
 
+    # with the keyboard: the column headers are buttons
+    from selenium.webdriver.common.keys import Keys
+    b.one("#dests thead th[data-sort=queued] button").send_keys(Keys.ENTER)
+    b.wait(lambda: [r[0].text for r in rows(b)] ==
+           ["c.test", "b.test", "a.test"], what="sorted by queued")
+    # a phone-sized window: the table turns into cards
+    b.d.set_window_size(390, 844)
+    try:
+        b.wait(lambda: b.one("#dests thead").location["x"] < 0,
+               what="cards")
+        b.shot(tmp_path / "overview-phone.png")
+    finally:
+        b.d.set_window_size(1280, 900)
+    unlabelled = b.js("""return Array.from(document.querySelectorAll(
+        'input, select')).filter(e => !e.labels.length).map(e => e.id)""")
+    assert unlabelled == []
+
     # a destination's page and a message's: the subject stays text
-    b.css("#dests tbody a")[2].click()
+    [a for a in b.css("#dests tbody a") if a.text == "c.test"][0].click()
     b.wait(lambda: b.one("#d-title").text == "c.test", what="c.test")
     b.wait(lambda: len(b.css("#d-msgs tbody tr")) == 3, what="its messages")
     assert "Connection refused" in b.one("#d-replies").text
