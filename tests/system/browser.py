@@ -88,5 +88,23 @@ class Browser:
                     path, len(colors), 100.0 * top / total)
         return path
 
+    def phone_shot(self, path, table):
+        """In a phone-sized window (390 x 844): wait until the table
+        (a CSS selector) shows as cards (its header moved off screen),
+        save a screenshot to path; then back to the usual size."""
+        self.d.set_window_size(390, 844)
+        try:
+            self.wait(lambda: self.one(table + " thead").location["x"] < 0,
+                      what="cards")
+            self.shot(path)
+        finally:
+            self.d.set_window_size(1280, 900)
+
+    def unlabelled(self):
+        """The ids of form controls without a label."""
+        return self.js("""return Array.from(document.querySelectorAll(
+            'input, select, textarea')).filter(e => !e.labels.length &&
+            !e.getAttribute('aria-label')).map(e => e.id)""")
+
     def console_errors(self):
         return [e for e in self.d.get_log("browser") if e["level"] == "SEVERE"]

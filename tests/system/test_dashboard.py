@@ -249,16 +249,8 @@ def test_dashboard_in_chromium(mta, net, browser, tmp_path):  # noqa: F811
     b.wait(lambda: [r[0].text for r in rows(b)] ==
            ["c.test", "b.test", "a.test"], what="sorted by queued")
     # a phone-sized window: the table turns into cards
-    b.d.set_window_size(390, 844)
-    try:
-        b.wait(lambda: b.one("#dests thead").location["x"] < 0,
-               what="cards")
-        b.shot(tmp_path / "overview-phone.png")
-    finally:
-        b.d.set_window_size(1280, 900)
-    unlabelled = b.js("""return Array.from(document.querySelectorAll(
-        'input, select')).filter(e => !e.labels.length).map(e => e.id)""")
-    assert unlabelled == []
+    b.phone_shot(tmp_path / "overview-phone.png", "#dests")
+    assert b.unlabelled() == []
 
     # a destination's page and a message's: the subject stays text
     [a for a in b.css("#dests tbody a") if a.text == "c.test"][0].click()

@@ -292,13 +292,7 @@ def test_inbox_in_chromium(inbox, browser, remote, tmp_path):
     assert inbox.api("/api/messages?limit=0")["total"] == 4
 
     # a phone-sized window: the list still reads, as cards
-    b.d.set_window_size(390, 844)
-    try:
-        b.wait(lambda: b.one("#messages thead").location["x"] < 0,
-               what="cards")
-        b.shot(tmp_path / "inbox-phone.png")
-    finally:
-        b.d.set_window_size(1280, 900)
+    b.phone_shot(tmp_path / "inbox-phone.png", "#messages")
     assert [e for e in b.console_errors()
             if "favicon" not in e["message"]] == []
 
@@ -332,7 +326,4 @@ def test_keyboard(inbox, browser):
     assert not b.one("#panel-headers").get_attribute("hidden")
     assert b.one("#panel-text").get_attribute("hidden")
     # every form control has a label
-    unlabelled = b.js("""return Array.from(document.querySelectorAll(
-        'input, select, textarea')).filter(e => !e.labels.length &&
-        !e.getAttribute('aria-label')).map(e => e.id)""")
-    assert unlabelled == []
+    assert b.unlabelled() == []
