@@ -49,7 +49,11 @@ function ok() {
 	$("error").hidden = true;
 }
 
+/* Ask for the token: once, not at every refused poll (that would take
+ * the focus away every 2 s). */
 function showTokenForm() {
+	if (!$("token-form").hidden)
+		return;
 	$("token-form").hidden = false;
 	$("token").focus();
 }
@@ -323,7 +327,10 @@ function route() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-	$("token-button").addEventListener("click", () => showTokenForm());
+	$("token-button").addEventListener("click", () => {
+		$("token-form").hidden = true;
+		showTokenForm();
+	});
 	$("token-cancel").addEventListener("click", () => { $("token-form").hidden = true; });
 	$("token-forget").addEventListener("click", () => {
 		sessionStorage.removeItem("sluice-token");
