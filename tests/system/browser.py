@@ -70,7 +70,23 @@ class Browser:
         raise AssertionError("timed out waiting for %s (%r)" % (what, last))
 
     def texts(self, sel):
-        return [e.text for e in self.css(sel)]
+        """The text of every element that matches sel, read at once (a
+        page that redraws between two reads cannot make one stale)."""
+        return self.js("return Array.from(document.querySelectorAll("
+                       "arguments[0])).map(e => e.innerText)", sel)
+
+    def cells(self, table):
+        """The rows of a table's body as lists of cell texts, at once."""
+        return self.js("return Array.from(document.querySelectorAll("
+                       "arguments[0] + ' tbody tr')).map(tr => "
+                       "Array.from(tr.cells).map(td => td.innerText))", table)
+
+    def click_text(self, sel, text):
+        """Click the element matching sel whose text is text, at once."""
+        ok = self.js("const e = Array.from(document.querySelectorAll("
+                     "arguments[0])).find(e => e.innerText === arguments[1]);"
+                     "if (e) e.click(); return !!e", sel, text)
+        assert ok, "no %s reading %r" % (sel, text)
 
     def shot(self, path):
         """Save a screenshot to path; fail if it is blank."""
