@@ -460,16 +460,21 @@ done:
 static void
 http_server_info(struct sink *k, struct evhttp_request *req)
 {
-	json_t *rules = json_array();
+	json_t *rules = json_array(), *users = json_array();
 
 	for (size_t i = 0; i < k->rules->nlines; i++)
 		json_array_append_new(rules, json_string(k->rules->lines[i]));
-	http_json(req, 200, "OK", json_pack("{s:s,s:i,s:o,s:o,s:b,s:b,s:I}",
+	for (size_t i = 0; i < k->o.nusers; i++)
+		json_array_append_new(users, json_string(k->o.users[i].name));
+	http_json(req, 200, "OK", json_pack("{s:s,s:i,s:o,s:o,s:o,s:b,s:b,s:b,"
+	    "s:I}",
 	    "hostname", k->conf->server_hostname,
 	    "smtp_port", sink_smtp_port(k),
 	    "pop3_port", k->pop3 ? json_integer(sink_pop3_port(k)) :
 	    json_null(),
 	    "rules", rules,
+	    "auth_users", users,
+	    "auth_required", k->o.auth_required != 0,
 	    "capturing", k->maildir != NULL,
 	    "tls", k->o.tls_cert != NULL,
 	    "max_size", (json_int_t)k->conf->server_max_message_size));

@@ -136,6 +136,7 @@ struct sink_opts {
 	int64_t pop3_timeout_s;	/* idle POP3 clients; 0: 10 minutes */
 	const struct sink_user *users;	/* --auth; none: anyone */
 	size_t nusers;
+	int auth_required;	/* --auth-required: 530 to MAIL before AUTH */
 	const char *hostname;	/* in the greeting; NULL: the host's */
 	const char *tls_cert;	/* PEM files for STARTTLS; NULL: none */
 	const char *tls_key;	/* NULL: the key is in tls_cert */
