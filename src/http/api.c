@@ -396,25 +396,28 @@ api_drain_post(void *arg, struct http_req *h)
 	api_run(arg, h, strrchr(http_req_path(h), '/') + 1, json_object());
 }
 
-/* Reading needs the token unless [http] dashboard_public; actions always. */
 #define API_GET(path, fn) \
+	{ path, HTTP_GET, HTTP_AUTH_TOKEN, 0, fn }
+/* What the dashboard reads of the queue: the token unless [http]
+ * dashboard_public; actions always need it. */
+#define API_READ(path, fn) \
 	{ path, HTTP_GET, HTTP_AUTH_READ, 0, fn }
 #define API_POST(path, fn, max) \
 	{ path, HTTP_POST, HTTP_AUTH_TOKEN, max, fn }
 
 static const struct http_route api_routes[] = {
-	API_GET("/api/v1/status", api_status_get),
-	API_GET("/api/v1/queue", api_queue_get),
-	API_GET("/api/v1/queue/summary", api_summary_get),
+	API_READ("/api/v1/status", api_status_get),
+	API_READ("/api/v1/queue", api_queue_get),
+	API_READ("/api/v1/queue/summary", api_summary_get),
 	API_POST("/api/v1/queue/flush", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/hold", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/release", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/delete", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/bounce", api_action_post, HTTP_API_MAX_BODY),
-	API_GET("/api/v1/queue/*", api_message_get),
-	API_GET("/api/v1/dashboard", api_dashboard_get),
-	API_GET("/api/v1/destinations", api_destinations_get),
-	API_GET("/api/v1/destinations/*", api_destination_get),
+	API_READ("/api/v1/queue/*", api_message_get),
+	API_READ("/api/v1/dashboard", api_dashboard_get),
+	API_READ("/api/v1/destinations", api_destinations_get),
+	API_READ("/api/v1/destinations/*", api_destination_get),
 	API_POST("/api/v1/drain", api_drain_post, 0),
 	API_POST("/api/v1/undrain", api_drain_post, 0),
 	API_GET("/api/v1/failures", api_failures_get),

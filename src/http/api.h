@@ -16,9 +16,9 @@
  *                                       queue.destinations, one page
  *   GET  /api/v1/destinations/NAME      queue.destination
  *
- * The GET routes (and those of the dashboard) need the bearer token unless
- * [http] dashboard_public is on; the POST routes always need it (server.c
- * checks it). Threads: the
+ * Every route needs the bearer token (server.c checks it), except that
+ * with [http] dashboard_public the queue's reading routes (status, queue,
+ * dashboard, destinations) answer without it. Threads: the
  * event loop thread.
  */
 #ifndef SL_HTTP_API_H

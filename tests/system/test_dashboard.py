@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 
 from delivery_util import net  # noqa: F401 (fixture)
-from sluicetest import free_port, wait_until
+from sluicetest import daemon_sections, free_port, wait_until
 
 TOKEN = "dashboard-test-token-0123456789"
 EVIL_SUBJECT = "Hi <script>window.__pwned=1</script><img src=x onerror=alert(1)>"
@@ -190,6 +190,8 @@ def test_token_and_origins(mta):
                headers={"Host": "evil.test:%d" % d.http_port})[0] == 200
     assert req(d, "/api/v1/queue/flush", "POST", token=None, body=all_)[0] \
         == 401
+    if "archive" in daemon_sections():      # not what the dashboard reads
+        assert req(d, "/api/v1/archive", token=None)[0] == 401
     assert api(d, "/api/v1/dashboard", token=None)["queue"]["messages"] == 6
 
 
