@@ -39,7 +39,7 @@ sink_usage(FILE *f)
 	    "                   [--rules FILE] [--rule 'RULE'] [--http ADDR:PORT]\n"
 	    "                   [--stats-json FILE] [--seed N] [--fsync]\n"
 	    "                   [--tls-cert FILE [--tls-key FILE]]\n"
-	    "                   [--pop3 ADDR:PORT] [--auth USER:PASS]...\n"
+	    "                   [--pop3 ADDR:PORT] [--auth USER:PASS]... [--auth-required]\n"
 	    "  --listen ADDR:PORT       SMTP address (default 127.0.0.1:2526; port 0: any)\n"
 	    "  --maildir DIR            capture each message into the Maildir DIR\n"
 	    "  --discard                count messages only (the default)\n"
@@ -52,7 +52,9 @@ sink_usage(FILE *f)
 	    "  --http ADDR:PORT         serve the inbox page and the JSON API there\n"
 	    "  --pop3 ADDR:PORT         serve the captured mail over POP3 (needs --maildir)\n"
 	    "  --pop3-timeout D         drop idle POP3 clients after D (default 10m)\n"
-	    "  --auth USER:PASS         a user of POP3 (repeatable; none: anyone)\n"
+	    "  --auth USER:PASS         offer AUTH PLAIN and LOGIN (with or without TLS) to\n"
+	    "                           this user, also for POP3 (repeatable)\n"
+	    "  --auth-required          MAIL before AUTH gets 530 5.7.0 (needs --auth)\n"
 	    "  --stats-json FILE        write the statistics there on SIGUSR1 and exit\n"
 	    "  --max-size SIZE          largest message accepted (default 50M)\n"
 	    "  --hostname NAME          name in the greeting\n"
@@ -202,7 +204,7 @@ cmd_sink(int argc, char **argv)
 	enum { O_LISTEN = 256, O_MAILDIR, O_DISCARD, O_FSYNC, O_RULES, O_RULE,
 		O_DELAY, O_MAXCONN, O_DROP, O_G421, O_SEED, O_HTTP, O_STATS,
 		O_MAXSIZE, O_HOST, O_TLSCERT, O_TLSKEY, O_POP3, O_POP3TIMEOUT,
-		O_AUTH };
+		O_AUTH, O_AUTHREQ };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "maildir", required_argument, NULL, O_MAILDIR },
@@ -224,6 +226,7 @@ cmd_sink(int argc, char **argv)
 		{ "pop3", required_argument, NULL, O_POP3 },
 		{ "pop3-timeout", required_argument, NULL, O_POP3TIMEOUT },
 		{ "auth", required_argument, NULL, O_AUTH },
+		{ "auth-required", no_argument, NULL, O_AUTHREQ },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -316,6 +319,9 @@ cmd_sink(int argc, char **argv)
 			if (sink_flag_user(&users, &o.nusers, optarg) != 0)
 				goto done;
 			break;
+		case O_AUTHREQ:
+			o.auth_required = 1;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -336,6 +342,11 @@ cmd_sink(int argc, char **argv)
 	if (discard && o.maildir != NULL) {
 		fprintf(stderr, "sluice sink: --maildir and --discard exclude "
 		    "each other\n");
+		goto done;
+	}
+	if (o.auth_required && o.nusers == 0) {
+		fprintf(stderr, "sluice sink: --auth-required needs a user: "
+		    "give --auth USER:PASS\n");
 		goto done;
 	}
 	if (o.pop3 != NULL && o.maildir == NULL) {

@@ -218,6 +218,13 @@ sink_replied(void *arg, struct smtpd_session *s, int code)
 		k->st.replies[code]++;
 }
 
+/* AUTH (smtpd's auth.c): one of the --auth pairs. */
+static int
+sink_auth_check(void *arg, const char *user, const char *pass)
+{
+	return sink_user_ok(arg, user, pass);
+}
+
 static uint64_t
 sink_mid_next(void *arg)
 {
@@ -252,6 +259,9 @@ sink_conf(const struct sink_opts *o, char *err, size_t errlen)
 	c->server_max_connections = 1000000;
 	/* injected refusals count as errors too: leave room for many */
 	c->server_max_errors = 1000;
+	/* a test server answers a wrong password at once, and again */
+	c->auth_failure_delay = 0;
+	c->auth_max_failures = 10000;
 	if (o->max_size > 0)
 		c->server_max_message_size = o->max_size;
 	if (o->hostname != NULL) {
@@ -285,6 +295,8 @@ sink_new(struct event_base *base, const struct sink_opts *o, char *err,
 		.product = "sluice sink",
 		.no_received = 1,
 		.reply_delay_ms = o->rules->delay_ms,
+		.auth_check = o->nusers > 0 ? sink_auth_check : NULL,
+		.auth_required = o->auth_required,
 	};
 
 	k->base = base;

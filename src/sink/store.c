@@ -276,6 +276,8 @@ store_meta(struct sink *k, struct smtpd_session *s, const struct spool_msg *m,
 	json_object_set_new(o, "8bitmime",
 	    json_boolean(m->flags & SPOOL_F_8BITMIME));
 	json_object_set_new(o, "tls", json_boolean(smtpd_session_tls(s)));
+	json_object_set_new(o, "auth_user", smtpd_session_auth_user(s) ?
+	    json_string(smtpd_session_auth_user(s)) : json_null());
 	json_object_set_new(o, "time", json_real((double)now / 1e6));
 	json_object_set_new(o, "date", json_string(date));
 	store_summary(m->body, o);
