@@ -8,7 +8,7 @@ BUILD    ?= build
 SAN      ?=
 CC       ?= cc
 PKGS     := libevent libevent_pthreads libevent_openssl inih sqlite3 jansson libcares openssl \
-            gmime-3.0 librabbitmq libcurl libzstd libxcrypt
+            gmime-3.0 librabbitmq libcurl libzstd libxcrypt hiredis
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow \
@@ -99,7 +99,7 @@ test-asan:
 # then fuzz each target with libFuzzer for FUZZ_SECONDS (a fixed time, so
 # make test stays within its budget; scripts/fuzz.sh run NAME SECONDS runs
 # one longer).
-FUZZ_SECONDS ?= 15
+FUZZ_SECONDS ?= 12
 test-fuzz:
 	@scripts/fuzz.sh replay
 	@scripts/fuzz.sh all $(FUZZ_SECONDS)

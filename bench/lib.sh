@@ -108,14 +108,18 @@ print(s.getsockname()[1])'
 }
 
 # wait_smtp PORT [SECONDS]: wait until a 220 greeting comes from 127.0.0.1:PORT.
+# With WAIT_SMTP_PROXY=1, each try first sends a PROXY v2 LOCAL header (as a
+# balancer's health check does), for a listener that wants one.
 wait_smtp() {
-	"$PY" - "$1" "${2:-20}" <<'EOF'
+	"$PY" - "$1" "${2:-20}" "${WAIT_SMTP_PROXY:-}" <<'EOF'
 import socket, sys, time
 port, limit = int(sys.argv[1]), float(sys.argv[2])
+hdr = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00" if sys.argv[3] else b""
 end = time.time() + limit
 while time.time() < end:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(hdr)
             if s.recv(512).startswith(b"220"):
                 s.sendall(b"QUIT\r\n")
                 sys.exit(0)

@@ -5,15 +5,16 @@
 #                                         target (make test-fuzz); needs cc
 #   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET with libFuzzer; needs
 #                                         clang
-#   scripts/fuzz.sh all SECONDS           fuzz every target SECONDS each, one
-#                                         after the other (make test-fuzz);
-#                                         fails on any finding
+#   scripts/fuzz.sh all SECONDS           fuzz every target SECONDS each, two
+#                                         at a time (make test-fuzz); fails
+#                                         on any finding
 #
 # Targets: parse, data, reply, bdat (smtpd and smtpc parsers), template
-# and inject (the injection template language and request parser), sasl (AUTH PLAIN
-# and LOGIN decoding), users (the users file), dkim (DKIM
-# canonicalisation), conf (the configuration, with [tls_policy] and
-# [dkim] sign). The targets link their sources directly, not
+# and inject (the injection template language and request parser), proxy
+# (the PROXY protocol v1/v2 header), shaping (the shaping file), sasl (AUTH
+# PLAIN and LOGIN decoding),
+# users (the users file), dkim (DKIM canonicalisation), conf (the
+# configuration, with [tls_policy] and [dkim] sign). The targets link their sources directly, not
 # build/libsluice.a, so they build while the rest of the tree does not.
 # Builds go to fuzz/build/ (ignored by git). A run grows its working
 # corpus in fuzz/build/work-TARGET and writes crashers to
@@ -23,7 +24,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 OUT=fuzz/build
-TARGETS="parse data reply bdat template inject sasl users dkim conf"
+TARGETS="parse data reply bdat template inject proxy shaping sasl users dkim conf"
 BASE="src/util/str.c src/util/xalloc.c"
 
 # The sources and libraries of target $1.
@@ -34,6 +35,8 @@ srcs() {
 		    "src/smtpc/reply.c $BASE src/inject/template.c" \
 		    "src/inject/request.c src/inject/vars.c" \
 		    "$(pkg-config --cflags --libs jansson)" ;;
+	proxy) echo "src/smtpd/proxy.c" ;;
+	shaping) echo "src/shaping/file.c src/shaping/limit.c $BASE -lm" ;;
 	sasl) echo "src/auth/sasl.c" ;;
 	users) echo "src/auth/users.c $BASE -lcrypt" ;;
 	dkim) echo "src/dkim/canon.c" ;;
@@ -82,11 +85,19 @@ run() {
 	    "$OUT/work-$t" "fuzz/corpus/$t"
 }
 
-# Every target for secs seconds; one line each, then the totals.
+# Every target for secs seconds, two at a time (libFuzzer uses one core);
+# one line each, then the totals.
 all() {
-	secs=$1 pass=0 fail=0
+	secs=$1 pass=0 fail=0 n=0
 	for t in $TARGETS; do
-		if run "$t" "$secs" >"$OUT/run-$t.log" 2>&1; then
+		(if run "$t" "$secs" >"$OUT/run-$t.log" 2>&1; then echo 0;
+		    else echo 1; fi >"$OUT/run-$t.rc") &
+		n=$((n + 1))
+		[ $((n % 2)) = 0 ] && wait
+	done
+	wait
+	for t in $TARGETS; do
+		if [ "$(cat "$OUT/run-$t.rc")" = 0 ]; then
 			pass=$((pass + 1))
 			echo "fuzz run $t: $(grep -o 'Done [0-9]* runs' \
 			    "$OUT/run-$t.log" | tail -1) in ${secs}s, no finding"

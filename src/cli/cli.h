@@ -43,6 +43,7 @@ int cmd_blast(int argc, char **argv);
 int cmd_queue(int argc, char **argv);
 int cmd_mailq(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_shaping(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_drain(int argc, char **argv);
 int cmd_undrain(int argc, char **argv);
@@ -52,6 +53,7 @@ int cmd_failures(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
 int cmd_user(int argc, char **argv);
 int cmd_dkim(int argc, char **argv);
+int cmd_cluster(int argc, char **argv);
 
 /*
  * cmd_ctl.c: send cmd with args (borrowed, may be NULL) to the control
@@ -66,6 +68,15 @@ int cli_call(const char *conf_path, const char *cmd, json_t *args,
 struct control_stream_cb;
 int cli_call_stream(const char *conf_path, const char *cmd, json_t *args,
     const struct control_stream_cb *cb, json_t **result);
+/*
+ * cmd_queue.c: the tables of `sluice queue` (also for `sluice cluster`):
+ * a summary ({destinations, age_minutes, messages, recipients, oldest,
+ * now}); a message with its recipients, after the header line, each with
+ * a NODE column first when node is not NULL.
+ */
+void cli_print_summary(json_t *summary);
+void cli_print_msg_header(const char *node);
+void cli_print_msg(json_t *m, int64_t now, const char *node);
 /* Print j as indented JSON and a newline. */
 void cli_print_json(json_t *j);
 /* "1.2K", "2026-11-24 10:00:00" (local time; 0: "now"), "3m05s" */

@@ -59,14 +59,16 @@ queue_print_rcpt(json_t *r, int64_t now)
 		printf("        waiting: %s\n", json_string_value(waiting));
 }
 
-static void
-queue_print_msg(json_t *m, int64_t now)
+void
+cli_print_msg(json_t *m, int64_t now, const char *node)
 {
 	char size[32], when[64];
 	const char *sender = json_string_value(json_object_get(m, "sender"));
 	json_t *r;
 	size_t i;
 
+	if (node != NULL)
+		printf("%-10s ", node);
 	printf("%-16s %7s  %s  <%s>%s\n",
 	    json_string_value(json_object_get(m, "mid")),
 	    cli_fmt_size((uint64_t)json_integer_value(json_object_get(m,
@@ -76,6 +78,14 @@ queue_print_msg(json_t *m, int64_t now)
 	    json_is_true(json_object_get(m, "bounce")) ? " (a DSN)" : "");
 	json_array_foreach(json_object_get(m, "recipients"), i, r)
 		queue_print_rcpt(r, now);
+}
+
+void
+cli_print_msg_header(const char *node)
+{
+	if (node != NULL)
+		printf("%-10s ", node);
+	printf("%-16s %7s  %-19s  %s\n", "MID", "SIZE", "ARRIVAL", "SENDER");
 }
 
 /* Printing a streamed listing as the messages come. */
@@ -100,9 +110,8 @@ queue_list_item(void *arg, const char *text, size_t len)
 	if ((m = json_loadb(text, len, 0, NULL)) == NULL)
 		return -1;
 	if (out->messages++ == 0)
-		printf("%-16s %7s  %-19s  %s\n", "MID", "SIZE", "ARRIVAL",
-		    "SENDER");
-	queue_print_msg(m, out->now);
+		cli_print_msg_header(NULL);
+	cli_print_msg(m, out->now, NULL);
 	out->recipients += json_array_size(json_object_get(m, "recipients"));
 	json_decref(m);
 	return 0;
@@ -144,26 +153,36 @@ queue_list(struct queue_opts *o)
 static int
 queue_summary(struct queue_opts *o)
 {
-	json_t *res, *d, *mins, *v;
-	size_t i, j, nb;
-	int64_t now;
+	json_t *res;
 	int rc;
 
 	if ((rc = cli_call(o->conf, "queue.summary", NULL, &res)) != CLI_OK)
 		return rc;
-	if (o->json) {
+	if (o->json)
 		cli_print_json(res);
-		json_decref(res);
-		return CLI_OK;
-	}
+	else
+		cli_print_summary(res);
+	json_decref(res);
+	return CLI_OK;
+}
+
+void
+cli_print_summary(json_t *res)
+{
+	json_t *d, *mins, *v;
+	size_t i, j, nb;
+	int64_t now;
+
 	now = json_integer_value(json_object_get(res, "now"));
 	mins = json_object_get(res, "age_minutes");
 	nb = json_array_size(mins);
 	printf("%-28s %6s %6s", "DESTINATION", "RCPTS", "T");
 	json_array_foreach(mins, i, v)
 		printf(" %5lld", (long long)json_integer_value(v));
-	printf(" %5lld+  %s\n", (long long)json_integer_value(
-	    json_array_get(mins, nb - 1)), "OLDEST");
+	if (nb > 0)
+		printf(" %5lld+", (long long)json_integer_value(
+		    json_array_get(mins, nb - 1)));
+	printf("  %s\n", "OLDEST");
 	json_array_foreach(json_object_get(res, "destinations"), i, d) {
 		char age[32];
 		json_t *w = json_object_get(d, "waiting");
@@ -193,8 +212,15 @@ queue_summary(struct queue_opts *o)
 		    json_object_get(res, "oldest")), age, sizeof(age)));
 	}
 	printf("; ages in minutes\n");
-	json_decref(res);
-	return CLI_OK;
+	json_array_foreach(json_object_get(res, "shaping"), i, v) {
+		char when[64];
+		printf("shaping: site %s: %s by rule %s until %s\n",
+		    json_string_value(json_object_get(v, "site")),
+		    json_string_value(json_object_get(v, "action")),
+		    json_string_value(json_object_get(v, "rule")),
+		    cli_fmt_time(json_integer_value(json_object_get(v,
+		    "until")), when, sizeof(when)));
+	}
 }
 
 /* ---- show ---- */
@@ -217,7 +243,7 @@ queue_show(struct queue_opts *o)
 	if (o->json) {
 		cli_print_json(res);
 	} else {
-		queue_print_msg(res, (int64_t)time(NULL));
+		cli_print_msg(res, (int64_t)time(NULL), NULL);
 		if ((body = json_object_get(res, "body")) != NULL)
 			printf("\n%s", json_string_value(body));
 	}

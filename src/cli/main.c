@@ -24,11 +24,15 @@ static const struct cli_cmd cli_cmds[] = {
 	    "queued mail", 1 },
 	{ "status", cmd_status, "uptime, connections, rates, queue and spool",
 	    1 },
+	{ "shaping", cmd_shaping, "traffic shaping: status, resume a site",
+	    1 },
 	{ "drain", cmd_drain, "stop accepting mail (listeners closed); "
 	    "delivery goes on", 1 },
 	{ "undrain", cmd_undrain, "accept mail again after drain", 1 },
 	{ "reload", cmd_reload, "make sluiced re-read its configuration", 1 },
 	{ "stop", cmd_stop, "stop sluiced gracefully", 1 },
+	{ "cluster", cmd_cluster, "status and queue of every node of "
+	    "[cluster] nodes", 1 },
 	{ "sendmail", cmd_sendmail, "submit a message (sendmail-compatible)",
 	    1 },
 	{ "failures", cmd_failures, "list, retry, purge recipients that "

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/un.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,7 +22,7 @@
 #include "dkim/dkim.h"
 #include "util/util.h"
 
-enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL };
+enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL, T_MSEC };
 
 struct conf_row {
 	const char *section;
@@ -40,8 +41,30 @@ static const struct conf_row conf_rows[] = {
 #undef SETTING
 };
 
-/* Sections whose keys are free-form (domain names). */
-static const char *const conf_free_sections[] = { "routes", "tls_policy" };
+static int conf_backend_valid(const char *key, const char *value,
+    char *msg, size_t msglen);
+static int conf_mailbox_valid(const char *key, const char *value,
+    char *msg, size_t msglen);
+static int conf_tls_policy_valid(const char *key, const char *value,
+    char *msg, size_t msglen);
+
+/* Sections whose keys are free-form (domains, names, addresses). */
+static const struct conf_free_section {
+	const char *name;
+	size_t kv, n;		/* offsets of the array and its count */
+	int (*valid)(const char *key, const char *value, char *msg,
+	    size_t msglen);
+	int lower;		/* keys are case-insensitive: kept lower-case */
+} conf_free_sections[] = {
+	{ "routes", offsetof(struct sl_conf, routes),
+	  offsetof(struct sl_conf, nroutes), NULL, 0 },
+	{ "backends", offsetof(struct sl_conf, backends),
+	  offsetof(struct sl_conf, nbackends), conf_backend_valid, 0 },
+	{ "mailboxes", offsetof(struct sl_conf, mailboxes),
+	  offsetof(struct sl_conf, nmailboxes), conf_mailbox_valid, 1 },
+	{ "tls_policy", offsetof(struct sl_conf, tls_policy),
+	  offsetof(struct sl_conf, ntls_policy), conf_tls_policy_valid, 1 },
+};
 
 struct conf_parse {
 	struct sl_conf *c;
@@ -86,9 +109,28 @@ conf_section_known(const char *name)
 		if (strcmp(conf_rows[i].section, name) == 0)
 			return 1;
 	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++)
-		if (strcmp(conf_free_sections[i], name) == 0)
+		if (strcmp(conf_free_sections[i].name, name) == 0)
 			return 1;
 	return 0;
+}
+
+/* Append key = value to a free section's array. */
+static void
+conf_kv_add(struct sl_conf *c, const struct conf_free_section *fs,
+    const char *key, const char *value, int line)
+{
+	struct conf_kv **kv = (struct conf_kv **)((char *)c + fs->kv);
+	size_t *n = (size_t *)((char *)c + fs->n);
+	char *k = xstrdup(key);
+
+	if (fs->lower)
+		for (char *p = k; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+	*kv = xrealloc(*kv, (*n + 1) * sizeof(**kv));
+	(*kv)[*n].key = k;
+	(*kv)[*n].value = xstrdup(value);
+	(*kv)[*n].line = line;
+	(*n)++;
 }
 
 static const struct conf_row *
@@ -114,6 +156,32 @@ conf_parse_bool(const char *v)
 			return 0;
 	}
 	return -1;
+}
+
+/* "250ms", "2s", "1m", or a bare number of ms; -1 on error. */
+static int64_t
+conf_parse_msec(const char *v)
+{
+	size_t n = strlen(v);
+	char *end;
+	long long ms;
+
+	if (n > 2 && strcmp(v + n - 2, "ms") == 0) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || end != v + n - 2 || errno)
+			return -1;
+		return ms;
+	}
+	if (n > 0 && isdigit((unsigned char)v[n - 1])) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || *end != '\0' || errno)
+			return -1;
+		return ms;
+	}
+	ms = sl_parse_duration(v);
+	return ms < 0 || ms > INT64_MAX / 1000 ? -1 : ms * 1000;
 }
 
 /* Set one row from its text; returns 0, or -1 with a message in msg. */
@@ -162,6 +230,13 @@ conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
 			return -1;
 		}
 		break;
+	case T_MSEC:
+		if ((n = conf_parse_msec(v)) < 0) {
+			snprintf(msg, msglen, "'%s' is not a duration in "
+			    "milliseconds (250ms, 2s)", v);
+			return -1;
+		}
+		break;
 	case T_BOOL:
 		if ((n = conf_parse_bool(v)) < 0) {
 			snprintf(msg, msglen, "'%s' is not yes or no", v);
@@ -191,30 +266,22 @@ static int conf_domain_valid(const char *d);
 static int conf_derive(struct sl_conf *c, const struct conf_row *r,
     char *msg, size_t msglen);
 
+/* [tls_policy] domain, .domain or * = none|may|encrypt|verify */
 static int
-conf_tls_policy_add(struct conf_parse *p, const char *key, const char *value)
+conf_tls_policy_valid(const char *key, const char *value, char *msg,
+    size_t msglen)
 {
-	struct sl_conf *c = p->c;
-	char *k;
-
-	if (conf_tls_level_parse(value) < 0)
-		return conf_fail(p, "[tls_policy] %s: '%s' is not none, may, "
-		    "encrypt or verify", key, value);
-	k = xstrdup(key);
-	for (char *q = k; *q; q++)
-		*q = (char)tolower((unsigned char)*q);
-	if (strcmp(k, "*") != 0 && !conf_domain_valid(k[0] == '.' ? k + 1 : k)) {
-		free(k);
-		return conf_fail(p, "[tls_policy] '%s' is not a domain, "
-		    ".domain or *", key);
+	if (conf_tls_level_parse(value) < 0) {
+		snprintf(msg, msglen, "'%s' is not none, may, encrypt or verify",
+		    value);
+		return -1;
 	}
-	c->tls_policy = xrealloc(c->tls_policy,
-	    (c->ntls_policy + 1) * sizeof(*c->tls_policy));
-	c->tls_policy[c->ntls_policy].key = k;
-	c->tls_policy[c->ntls_policy].value = xstrdup(value);
-	c->tls_policy[c->ntls_policy].line = p->line;
-	c->ntls_policy++;
-	return 1;
+	if (strcmp(key, "*") != 0 &&
+	    !conf_domain_valid(key[0] == '.' ? key + 1 : key)) {
+		snprintf(msg, msglen, "'%s' is not a domain, .domain or *", key);
+		return -1;
+	}
+	return 0;
 }
 
 int
@@ -282,18 +349,16 @@ conf_handler(void *user, const char *section, const char *key,
 		return 0;
 	if (!conf_section_known(section))
 		return conf_fail(p, "unknown section [%s]", section);
-	if (strcmp(section, "routes") == 0) {
-		struct sl_conf *c = p->c;
-		c->routes = xrealloc(c->routes,
-		    (c->nroutes + 1) * sizeof(*c->routes));
-		c->routes[c->nroutes].key = xstrdup(key);
-		c->routes[c->nroutes].value = xstrdup(value);
-		c->routes[c->nroutes].line = p->line;
-		c->nroutes++;
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++) {
+		const struct conf_free_section *fs = &conf_free_sections[i];
+		if (strcmp(section, fs->name) != 0)
+			continue;
+		if (fs->valid != NULL && fs->valid(key, value, msg,
+		    sizeof(msg)) != 0)
+			return conf_fail(p, "[%s] %s: %s", section, key, msg);
+		conf_kv_add(p->c, fs, key, value, p->line);
 		return 1;
 	}
-	if (strcmp(section, "tls_policy") == 0)
-		return conf_tls_policy_add(p, key, value);
 	if ((r = conf_row_find(section, key)) == NULL)
 		return conf_fail(p, "[%s] unknown key '%s'", section, key);
 	/* inih calls again with the same key for an indented continuation line */
@@ -330,35 +395,6 @@ conf_reader(char *str, int num, void *stream)
 		p->last_key = NULL;
 	}
 	return str;
-}
-
-/* Split a LIST value into trimmed, non-empty items; returns the count. */
-static size_t
-conf_split(const char *v, char ***out)
-{
-	char *copy = xstrdup(v), *save = NULL, *tok;
-	char **items = NULL;
-	size_t n = 0;
-
-	for (tok = strtok_r(copy, ",", &save); tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
-		tok = sl_strtrim(tok);
-		if (*tok == '\0')
-			continue;
-		items = xrealloc(items, (n + 1) * sizeof(*items));
-		items[n++] = xstrdup(tok);
-	}
-	free(copy);
-	*out = items;
-	return n;
-}
-
-static void
-conf_strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
 }
 
 int
@@ -521,21 +557,144 @@ conf_derive_domains(const char *v, char ***list, size_t *n, char *msg,
     size_t msglen)
 {
 	char **items;
-	size_t k = conf_split(v, &items);
+	size_t k = sl_split(v, &items);
 
 	for (size_t i = 0; i < k; i++) {
 		if (!conf_domain_valid(items[i])) {
 			snprintf(msg, msglen, "'%s' is not a domain", items[i]);
-			conf_strv_free(items, k);
+			sl_strv_free(items, k);
 			return -1;
 		}
 		for (char *p = items[i]; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
 	}
-	conf_strv_free(*list, *n);
+	sl_strv_free(*list, *n);
 	*list = items;
 	*n = k;
 	return 0;
+}
+
+/* A LIST of networks into *nets (replaced only when every item parses). */
+static int
+conf_derive_nets(const char *v, struct conf_net **nets, size_t *nnets,
+    char *msg, size_t msglen)
+{
+	char **items;
+	size_t n = sl_split(v, &items);
+	struct conf_net *out = xcalloc(n ? n : 1, sizeof(*out));
+
+	for (size_t i = 0; i < n; i++) {
+		if (conf_net_parse(items[i], &out[i]) != 0) {
+			snprintf(msg, msglen, "'%s' is not a network "
+			    "(10.0.0.0/8, ::1/128)", items[i]);
+			sl_strv_free(items, n);
+			free(out);
+			return -1;
+		}
+	}
+	sl_strv_free(items, n);
+	free(*nets);
+	*nets = out;
+	*nnets = n;
+	return 0;
+}
+
+int
+conf_endpoint_parse(const char *spec, struct sockaddr_storage *ss,
+    socklen_t *len)
+{
+	struct conf_addr a;
+
+	memset(ss, 0, sizeof(*ss));
+	if (strncmp(spec, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+		if (spec[5] != '/' || strlen(spec + 5) >= sizeof(sun->sun_path))
+			return -1;
+		sun->sun_family = AF_UNIX;
+		sl_strlcpy(sun->sun_path, spec + 5, sizeof(sun->sun_path));
+		*len = sizeof(*sun);
+		return 0;
+	}
+	/* the brackets make it an address, as in [routes] */
+	if (spec[0] != '[' || conf_addr_parse(spec, &a) != 0)
+		return -1;
+	free(a.text);
+	if (a.ss.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(
+	    &((struct sockaddr_in6 *)&a.ss)->sin6_addr))
+		return -1;
+	if (a.ss.ss_family == AF_INET &&
+	    ((struct sockaddr_in *)&a.ss)->sin_addr.s_addr == INADDR_ANY)
+		return -1;
+	memcpy(ss, &a.ss, a.len);
+	*len = a.len;
+	return 0;
+}
+
+/* [backends] name = lmtp:ENDPOINT | smtp:ENDPOINT */
+static int
+conf_backend_valid(const char *key, const char *value, char *msg,
+    size_t msglen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int lmtp = strncmp(value, "lmtp:", 5) == 0;
+
+	if ((lmtp || strncmp(value, "smtp:", 5) == 0) &&
+	    conf_endpoint_parse(value + 5, &ss, &len) == 0 &&
+	    (lmtp || ss.ss_family != AF_UNIX))
+		return 0;
+	snprintf(msg, msglen, "'%s' is not lmtp:[address]:port, "
+	    "lmtp:unix:/path or smtp:[address]:port", value);
+	return -1;
+}
+
+/* [mailboxes] address-or-domain = backend */
+static int
+conf_mailbox_valid(const char *key, const char *value, char *msg,
+    size_t msglen)
+{
+	const char *at = strchr(key, '@');
+
+	if ((at != NULL && (at == key || !conf_domain_valid(at + 1))) ||
+	    (at == NULL && !conf_domain_valid(key))) {
+		snprintf(msg, msglen, "not an address or a domain");
+		return -1;
+	}
+	if (*value == '\0') {
+		snprintf(msg, msglen, "a backend of [backends] is needed");
+		return -1;
+	}
+	return 0;
+}
+
+/* [cluster] nodes = name=http://host:port, ... */
+static int
+conf_nodes_valid(const char *v, char *msg, size_t msglen)
+{
+	char **items;
+	size_t n = sl_split(v, &items);
+	int rc = 0;
+
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *eq = strchr(items[i], '=');
+		if (eq == NULL || eq == items[i] ||
+		    strncmp(eq + 1, "http://", 7) != 0 || eq[8] == '\0') {
+			snprintf(msg, msglen, "'%s' is not name=http://host:port",
+			    items[i]);
+			rc = -1;
+		}
+	}
+	sl_strv_free(items, n);
+	return rc;
+}
+
+const struct conf_kv *
+conf_backend(const struct sl_conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->nbackends; i++)
+		if (strcmp(c->backends[i].key, name) == 0)
+			return &c->backends[i];
+	return NULL;
 }
 
 static void
@@ -562,7 +721,7 @@ conf_derive_addrs(const char *v, struct conf_addr **out, size_t *nout,
     char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	struct conf_addr *a = xcalloc(n ? n : 1, sizeof(*a));
 
 	for (size_t i = 0; i < n; i++) {
@@ -570,11 +729,11 @@ conf_derive_addrs(const char *v, struct conf_addr **out, size_t *nout,
 			snprintf(msg, msglen, "'%s' is not an address and port "
 			    "(127.0.0.1:25, [::1]:25, *:25)", items[i]);
 			conf_addrs_free(&a, &i);
-			conf_strv_free(items, n);
+			sl_strv_free(items, n);
 			return -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	conf_addrs_free(out, nout);
 	*out = a;
 	*nout = n;
@@ -604,25 +763,54 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 		return conf_derive_addrs(v, &c->subs_listen, &c->nsubs_listen,
 		    msg, msglen);
 	} else if (r->off == offsetof(struct sl_conf, server_trusted_networks)) {
-		n = conf_split(v, &items);
-		free(c->trusted);
-		c->trusted = xcalloc(n, sizeof(*c->trusted));
-		c->ntrusted = n;
-		for (size_t i = 0; i < n; i++) {
-			if (conf_net_parse(items[i], &c->trusted[i]) != 0) {
-				snprintf(msg, msglen, "'%s' is not a network "
-				    "(10.0.0.0/8, ::1/128)", items[i]);
-				conf_strv_free(items, n);
-				return -1;
+		return conf_derive_nets(v, &c->trusted, &c->ntrusted, msg,
+		    msglen);
+	} else if (r->off == offsetof(struct sl_conf,
+	    server_proxy_trusted_networks)) {
+		return conf_derive_nets(v, &c->proxy_trusted,
+		    &c->nproxy_trusted, msg, msglen);
+	} else if (r->off == offsetof(struct sl_conf, server_proxy_protocol)) {
+		static const char *modes[] = { "off", "v1", "v2", "any" };
+		for (size_t i = 0; i < SL_ARRAY_LEN(modes); i++) {
+			if (strcmp(v, modes[i]) == 0) {
+				c->proxy_mode = (int)i;
+				return 0;
 			}
 		}
-		conf_strv_free(items, n);
+		snprintf(msg, msglen, "'%s' is not off, v1, v2 or any", v);
+		return -1;
 	} else if (r->off == offsetof(struct sl_conf, server_local_domains)) {
 		return conf_derive_domains(v, &c->local_domains,
 		    &c->nlocal_domains, msg, msglen);
 	} else if (r->off == offsetof(struct sl_conf, server_relay_domains)) {
 		return conf_derive_domains(v, &c->relay_domains,
 		    &c->nrelay_domains, msg, msglen);
+	} else if (r->off == offsetof(struct sl_conf, local_agent)) {
+		if (strcmp(v, "maildir") != 0 && strcmp(v, "lmtp") != 0) {
+			snprintf(msg, msglen, "'%s' is not maildir or lmtp", v);
+			return -1;
+		}
+		c->local_lmtp_agent = strcmp(v, "lmtp") == 0;
+	} else if (r->off == offsetof(struct sl_conf, local_recipient_check)) {
+		static const char *checks[] = { "none", "file", "lmtp" };
+		for (size_t i = 0; i < SL_ARRAY_LEN(checks); i++) {
+			if (strcmp(v, checks[i]) == 0) {
+				c->recipient_check = (int)i;
+				return 0;
+			}
+		}
+		snprintf(msg, msglen, "'%s' is not file, lmtp or none", v);
+		return -1;
+	} else if (r->off == offsetof(struct sl_conf, local_lmtp)) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		if (*v != '\0' && conf_endpoint_parse(v, &ss, &len) != 0) {
+			snprintf(msg, msglen, "'%s' is not unix:/path or "
+			    "[address]:port", v);
+			return -1;
+		}
+	} else if (r->off == offsetof(struct sl_conf, cluster_nodes)) {
+		return conf_nodes_valid(v, msg, msglen);
 	} else if (r->off == offsetof(struct sl_conf, log_format)) {
 		if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
 			snprintf(msg, msglen, "'%s' is not text or json", v);
@@ -652,19 +840,25 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 		}
 	} else if (r->off == offsetof(struct sl_conf, dkim_sign)) {
 		/* the syntax here; the key files when sluiced loads them */
-		n = conf_split(v, &items);
+		n = sl_split(v, &items);
 		for (size_t i = 0; i < n; i++) {
 			char *d, *s, *path;
 			if (dkim_spec_parse(items[i], &d, &s, &path, msg,
 			    msglen) != 0) {
-				conf_strv_free(items, n);
+				sl_strv_free(items, n);
 				return -1;
 			}
 			free(d);
 			free(s);
 			free(path);
 		}
-		conf_strv_free(items, n);
+		sl_strv_free(items, n);
+	} else if (r->off == offsetof(struct sl_conf, shaping_redis)) {
+		if (*v != '\0' && strncmp(v, "redis://", 8) != 0) {
+			snprintf(msg, msglen, "'%s' is not redis://host[:port]"
+			    "[/db], nor empty", v);
+			return -1;
+		}
 	} else if (r->off == offsetof(struct sl_conf, http_listen)) {
 		struct conf_addr a;
 
@@ -734,6 +928,83 @@ conf_load(const char *path, char *err, size_t errlen)
 		return conf_free(c);
 	}
 	return c;
+}
+
+/* Where a setting came from, for the messages of conf_check. */
+static const char *
+conf_where(const struct sl_conf *c, int line, char *buf, size_t len)
+{
+	const char *file = c->path ? c->path : "(built-in defaults)";
+
+	if (line > 0)
+		snprintf(buf, len, "%s:%d", file, line);
+	else
+		snprintf(buf, len, "%s", file);
+	return buf;
+}
+
+/* The checks of [local], [backends] and [mailboxes] (conf_check). */
+static int
+conf_check_local(struct sl_conf *c, char *err, size_t errlen)
+{
+	char where[512];
+	const char *file = conf_where(c, 0, where, sizeof(where));
+	int mapped = c->nmailboxes > 0 || c->local_mailbox_map[0] != '\0';
+
+	for (size_t i = 0; i < c->nmailboxes; i++) {
+		const struct conf_kv *m = &c->mailboxes[i];
+		const char *at = strchr(m->key, '@');
+		if (conf_backend(c, m->value) == NULL) {
+			snprintf(err, errlen, "%s: [mailboxes] %s: no backend "
+			    "'%s' in [backends]", conf_where(c, m->line, where,
+			    sizeof(where)), m->key, m->value);
+			return -1;
+		}
+		if (at != NULL && !conf_domain_in(c->local_domains,
+		    c->nlocal_domains, at + 1)) {
+			snprintf(err, errlen, "%s: [mailboxes] %s: %s is not in "
+			    "[server] local_domains", conf_where(c, m->line,
+			    where, sizeof(where)), m->key, at + 1);
+			return -1;
+		}
+	}
+	/* a domain whose mailboxes a backend holds is ours to accept */
+	for (size_t i = 0; i < c->nmailboxes; i++) {
+		const char *k = c->mailboxes[i].key;
+		if (strchr(k, '@') != NULL ||
+		    conf_domain_in(c->local_domains, c->nlocal_domains, k))
+			continue;
+		c->local_domains = xrealloc(c->local_domains,
+		    (c->nlocal_domains + 1) * sizeof(*c->local_domains));
+		c->local_domains[c->nlocal_domains++] = xstrdup(k);
+	}
+	if (c->local_lmtp_agent && c->local_lmtp[0] == '\0') {
+		snprintf(err, errlen, "%s: [local] agent = lmtp needs [local] "
+		    "lmtp (unix:/path or [address]:port)", file);
+		return -1;
+	}
+	if (c->recipient_check == 2 && !c->local_lmtp_agent && !mapped) {
+		snprintf(err, errlen, "%s: [local] recipient_check = lmtp needs "
+		    "an LMTP server to ask: [local] agent = lmtp, or backends "
+		    "in [mailboxes] or mailbox_map", file);
+		return -1;
+	}
+	return 0;
+}
+
+int
+conf_check(struct sl_conf *c, char *err, size_t errlen)
+{
+	const char *file = c->path ? c->path : "(built-in defaults)";
+
+	/* without the balancers' addresses anyone could claim any client */
+	if (c->proxy_mode != 0 && c->nproxy_trusted == 0) {
+		snprintf(err, errlen, "%s: [server] proxy_protocol = %s needs "
+		    "[server] proxy_trusted_networks (the balancers' addresses)",
+		    file, c->server_proxy_protocol);
+		return -1;
+	}
+	return conf_check_local(c, err, errlen);
 }
 
 int
@@ -818,18 +1089,19 @@ conf_free(struct sl_conf *c)
 			free(*(char **)((char *)c + conf_rows[i].off));
 	conf_listen_free(c);
 	free(c->trusted);
-	conf_strv_free(c->local_domains, c->nlocal_domains);
-	conf_strv_free(c->relay_domains, c->nrelay_domains);
-	for (size_t i = 0; i < c->nroutes; i++) {
-		free(c->routes[i].key);
-		free(c->routes[i].value);
+	free(c->proxy_trusted);
+	sl_strv_free(c->local_domains, c->nlocal_domains);
+	sl_strv_free(c->relay_domains, c->nrelay_domains);
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++) {
+		const struct conf_free_section *fs = &conf_free_sections[i];
+		struct conf_kv *kv = *(struct conf_kv **)((char *)c + fs->kv);
+		size_t n = *(size_t *)((char *)c + fs->n);
+		for (size_t k = 0; k < n; k++) {
+			free(kv[k].key);
+			free(kv[k].value);
+		}
+		free(kv);
 	}
-	free(c->routes);
-	for (size_t i = 0; i < c->ntls_policy; i++) {
-		free(c->tls_policy[i].key);
-		free(c->tls_policy[i].value);
-	}
-	free(c->tls_policy);
 	free(c->path);
 	free(c);
 	return NULL;
@@ -890,18 +1162,24 @@ conf_print(const struct sl_conf *c, FILE *f)
 		case T_BOOL:
 			fprintf(f, "%s = %s\n", r->key, v ? "yes" : "no");
 			break;
+		case T_MSEC:
+			if (v % 1000 == 0 && v != 0)
+				conf_fmt_scaled(v / 1000, "smhd", dmult, 4, buf,
+				    sizeof(buf));
+			else
+				snprintf(buf, sizeof(buf), "%lldms", (long long)v);
+			fprintf(f, "%s = %s\n", r->key, buf);
+			break;
 		}
 	}
-	if (c->nroutes > 0) {
-		fprintf(f, "\n[routes]\n");
-		for (size_t i = 0; i < c->nroutes; i++)
-			fprintf(f, "%s = %s\n", c->routes[i].key,
-			    c->routes[i].value);
-	}
-	if (c->ntls_policy > 0) {
-		fprintf(f, "\n[tls_policy]\n");
-		for (size_t i = 0; i < c->ntls_policy; i++)
-			fprintf(f, "%s = %s\n", c->tls_policy[i].key,
-			    c->tls_policy[i].value);
+	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++) {
+		const struct conf_free_section *fs = &conf_free_sections[i];
+		const struct conf_kv *kv = *(struct conf_kv *const *)
+		    ((const char *)c + fs->kv);
+		size_t n = *(const size_t *)((const char *)c + fs->n);
+		if (n > 0)
+			fprintf(f, "\n[%s]\n", fs->name);
+		for (size_t k = 0; k < n; k++)
+			fprintf(f, "%s = %s\n", kv[k].key, kv[k].value);
 	}
 }

@@ -28,7 +28,10 @@ struct conf_addr {
 	char *text;		/* as written */
 };
 
-/* An entry of a free-form section such as [routes]: key = value. */
+/*
+ * An entry of a free-form section, [routes], [backends] or [mailboxes]:
+ * key = value, with the line it came from (0 for -o).
+ */
 struct conf_kv {
 	char *key;
 	char *value;
@@ -42,6 +45,7 @@ struct sl_conf {
 #define SETTING_SIZE(f) int64_t f;
 #define SETTING_DURATION(f) int64_t f;
 #define SETTING_BOOL(f) int64_t f;
+#define SETTING_MSEC(f) int64_t f;
 #define SETTING(sec, key, type, def, min, max, field, reload) SETTING_##type(field)
 #include "conf/settings.def"
 #undef SETTING
@@ -51,6 +55,7 @@ struct sl_conf {
 #undef SETTING_SIZE
 #undef SETTING_DURATION
 #undef SETTING_BOOL
+#undef SETTING_MSEC
 
 	/* Derived from the rows above when the file is loaded. */
 	char *path;			/* the file read, or NULL for defaults */
@@ -62,6 +67,10 @@ struct sl_conf {
 	size_t nsubs_listen;
 	struct conf_net *trusted;
 	size_t ntrusted;
+	int proxy_mode;			/* [server] proxy_protocol: 0 off, 1 v1,
+					   2 v2, 3 any (enum smtpd_proxy_mode) */
+	struct conf_net *proxy_trusted;	/* [server] proxy_trusted_networks */
+	size_t nproxy_trusted;
 	char **local_domains;		/* lower-case */
 	size_t nlocal_domains;
 	char **relay_domains;		/* lower-case */
@@ -70,6 +79,17 @@ struct sl_conf {
 	/* [routes]: domain = hosts, in file order (delivery reads them). */
 	struct conf_kv *routes;
 	size_t nroutes;
+	/* [backends]: name = lmtp:ENDPOINT | smtp:ENDPOINT (checked). */
+	struct conf_kv *backends;
+	size_t nbackends;
+	/* [mailboxes]: address or domain = backend name (lower-case keys;
+	 * each names a backend, conf_check). Their domains are local too:
+	 * conf_check adds them to local_domains. */
+	struct conf_kv *mailboxes;
+	size_t nmailboxes;
+	int local_lmtp_agent;		/* [local] agent = lmtp */
+	int recipient_check;		/* [local] recipient_check: 0 none,
+					   1 file, 2 lmtp */
 	/* [tls_policy]: domain = none|may|encrypt|verify, checked on load. */
 	struct conf_kv *tls_policy;
 	size_t ntls_policy;
@@ -91,6 +111,12 @@ enum conf_tls {
  */
 struct sl_conf *conf_load(const char *path, char *err, size_t errlen);
 struct sl_conf *conf_free(struct sl_conf *c);
+/*
+ * The checks that span settings, run once the file and every override are
+ * in (sluiced at start, -n and reload): 0, or -1 with the settings named in
+ * err ("file: [server] proxy_protocol = v2 needs ...").
+ */
+int conf_check(struct sl_conf *c, char *err, size_t errlen);
 /*
  * Apply "section.key=value" over c, as the file would (sluiced -o).
  * Returns 0, or -1 with "-o SPEC: message" in err.
@@ -124,6 +150,15 @@ int conf_tls_level_parse(const char *s);
 int conf_tls_level_for(const struct sl_conf *c, const char *domain);
 /* 1 if domain has an entry of its own in [tls_policy] (not "*"). */
 int conf_tls_policy_has(const struct sl_conf *c, const char *domain);
+/*
+ * An endpoint of a delivery agent: "unix:/absolute/path" or an address
+ * literal with a port, "[192.0.2.1]:24", "[2001:db8::1]:24" (no names, no
+ * wildcard). 0 with the socket address in ss and its length in len, or -1.
+ */
+int conf_endpoint_parse(const char *spec, struct sockaddr_storage *ss,
+    socklen_t *len);
+/* The backend named name in [backends], or NULL. */
+const struct conf_kv *conf_backend(const struct sl_conf *c, const char *name);
 /* 1 if domain (any case) is in the lower-case list. */
 int conf_domain_in(char *const *list, size_t n, const char *domain);
 

@@ -443,9 +443,15 @@ static void
 sched_dest_fill(struct sched *s, const struct sched_dest *d,
     struct sched_dest_view *v)
 {
-	int64_t now_ms = sched_now_ms();
+	int64_t now_ms = sched_now_ms(), held = 0;
 	struct sched_job *first = TAILQ_FIRST(&d->all);
+	const char *why;
 
+	/* a shaping rule's suspension holds it back as a DNS failure does */
+	if (d->shape != NULL)
+		held = shaping_site_suspended(d->shape, &why);
+	if (d->paused_until > held)
+		held = d->paused_until;
 	*v = (struct sched_dest_view){
 		.name = d->name,
 		.jobs = d->njobs,
@@ -455,13 +461,13 @@ sched_dest_fill(struct sched *s, const struct sched_dest *d,
 		    (int)s->conf->delivery_destination_concurrency,
 		.waiting = d->blocked,
 		.oldest = first ? (int64_t)first->msg->arrival : 0,
-		.paused_until = d->paused_until > now_ms ?
-		    d->paused_until / 1000 : 0,
+		.paused_until = held > now_ms ? held / 1000 : 0,
 		.throttled = d->site != NULL && (d->site->paused_until >
 		    now_ms || d->site->limit <
 		    (int)s->conf->delivery_destination_concurrency),
 		.last_reply = d->replies ? d->replies[0].reply : NULL,
 		.last_reply_at = d->replies ? d->replies[0].at : 0,
+		.site = d->shape ? shaping_site_name(d->shape) : NULL,
 	};
 }
 

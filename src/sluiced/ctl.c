@@ -8,6 +8,7 @@
  *
  *   status                       uptime, connections, rates, queue, spool
  *   queue.*                      ctl_queue.c
+ *   shaping.*                    ctl_shaping.c
  *   drain, undrain               close and reopen the SMTP listeners
  *   reload, stop
  *
@@ -284,6 +285,8 @@ static const struct {
 	{ "queue.destinations", ctl_destinations },
 	{ "queue.destination", ctl_destination },
 	{ "dashboard", ctl_dashboard },
+	{ "shaping.status", ctl_shaping_status },
+	{ "shaping.resume", ctl_shaping_resume },
 	{ "drain", ctl_drain },
 	{ "undrain", ctl_undrain },
 	{ "reload", ctl_reload },

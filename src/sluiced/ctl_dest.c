@@ -97,7 +97,8 @@ ctl_dest_state(const struct sched_dest_view *v, int64_t now)
 static json_t *
 ctl_dest_json(const struct sched_dest_view *v, int64_t now)
 {
-	return json_pack("{s:s,s:I,s:I,s:i,s:i,s:s,s:s?,s:I,s:o,s:s?,s:o}",
+	return json_pack("{s:s,s:I,s:I,s:i,s:i,s:s,s:s?,s:I,s:o,s:s?,s:o,"
+	    "s:s?}",
 	    "name", v->name, "queued", (json_int_t)v->jobs,
 	    "ready", (json_int_t)v->ready, "connections", v->connections,
 	    "limit", v->limit, "state", ctl_dest_state(v, now),
@@ -107,7 +108,8 @@ ctl_dest_json(const struct sched_dest_view *v, int64_t now)
 	    json_integer((json_int_t)v->paused_until) : json_null(),
 	    "last_reply", v->last_reply,
 	    "last_reply_at", v->last_reply_at ?
-	    json_integer((json_int_t)v->last_reply_at) : json_null());
+	    json_integer((json_int_t)v->last_reply_at) : json_null(),
+	    "site", v->site);
 }
 
 /* A walk's matches: copies of the views (their strings stay valid until

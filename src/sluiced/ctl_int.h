@@ -60,6 +60,8 @@ ctl_cmd_fn ctl_dashboard, ctl_destinations, ctl_destination;
 /* Take a sample of the counters for the dashboard's rates (ctl.c's
  * sampling timer). */
 void ctl_rates_sample(struct sluiced_ctl *ctl);
+/* ctl_shaping.c: `sluice shaping status|resume`. */
+ctl_cmd_fn ctl_shaping_status, ctl_shaping_resume;
 /* End every listing and page cursor (the daemon stops; before sched_free). */
 void ctl_queue_stop(struct sluiced_ctl *ctl);
 

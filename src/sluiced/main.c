@@ -32,10 +32,12 @@
 
 #include "conf/conf.h"
 #include "control/control.h"
+#include "deliver/deliver.h"
 #include "dkim/dkim.h"
 #include "dns/dns.h"
 #include "log/log.h"
 #include "sched/sched.h"
+#include "shaping/shaping.h"
 #include "sluiced/bulk.h"
 #include "sluiced/sluiced.h"
 #include "smtpd/smtpd.h"
@@ -181,6 +183,49 @@ sluiced_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
 	sl_work_submit(d->work, sluiced_sign_run, sluiced_sign_done, j);
 }
 
+/* local.c answered a recipient check: tell the session. */
+static void
+sluiced_verified(void *arg, int code, const char *reply)
+{
+	smtpd_session_verified(arg, code, reply);
+}
+
+/* ops->verify: [local] recipient_check for a local recipient. */
+static void *
+sluiced_verify(void *arg, struct smtpd_session *s, const char *rcpt)
+{
+	struct sluiced *d = arg;
+
+	return local_check(d->local, rcpt, sluiced_verified, s);
+}
+
+static void
+sluiced_verify_cancel(void *arg, void *handle)
+{
+	local_check_cancel(handle);
+}
+
+static uint64_t
+sluiced_dcid(void *arg)
+{
+	struct sluiced *d = arg;
+
+	return sched_dcid_next(d->sched);
+}
+
+/*
+ * Local delivery for configuration c: the Maildir workers once there is a
+ * local domain (started on demand, kept until exit), and the scheduler
+ * told where local mail goes.
+ */
+static void
+sluiced_local_start(struct sluiced *d, const struct sl_conf *c)
+{
+	if (d->maildir == NULL && c->nlocal_domains > 0)
+		d->maildir = maildir_new(d->base, SLUICED_MAILDIR_THREADS);
+	sched_set_local(d->sched, d->local, d->maildir);
+}
+
 static uint64_t
 sluiced_mid_next(void *arg)
 {
@@ -239,6 +284,28 @@ sluiced_fixed_changed(const char *section, const char *key)
 	    "restart", section, key);
 }
 
+/* [shaping] file again (or for the first time); the old stays on error. */
+static int
+sluiced_shaping_reload(struct sluiced *d, const struct sl_conf *nc, char *err,
+    size_t errlen)
+{
+	char msg[1024];
+
+	if (d->shaping != NULL) {
+		if (shaping_reload(d->shaping, nc, msg, sizeof(msg)) != 0)
+			goto fail;
+	} else if (nc->shaping_file[0] != '\0') {
+		if ((d->shaping = shaping_new(d->base, d->dns, nc, msg,
+		    sizeof(msg))) == NULL)
+			goto fail;
+	}
+	sched_set_shaping(d->sched, d->shaping);
+	return 0;
+fail:
+	snprintf(err, errlen, "[shaping] file: %.900s", msg);
+	return -1;
+}
+
 int
 sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 {
@@ -261,6 +328,13 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	if (conf_check(nc, msg, sizeof(msg)) != 0) {
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    msg);
+		snprintf(err, errlen, "%s", msg);
+		conf_free(nc);
+		return -1;
+	}
 	if (d->log_format != NULL)
 		nc->log_json = strcmp(d->log_format, "json") == 0;
 	if (log_open(nc->log_file, nc->log_json, nc->log_level) != 0) {
@@ -277,9 +351,29 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 		conf_free(nc);
 		return -1;
 	}
-	if ((dkim = dkim_keys_load(nc->dkim_sign, err, errlen)) == NULL) {
+	if (shaping_check(nc, err, errlen) != 0) {
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    err);
+		conf_free(nc);
+		return -1;
+	}
+	if ((dkim = dkim_keys_load(nc->dkim_sign, msg, sizeof(msg))) == NULL) {
+		log_open(d->conf->log_file, d->conf->log_json,
+		    d->conf->log_level);
 		log_warnx("reload failed, the configuration and keys in use "
-		    "stay: %s", err);
+		    "stay: %s", msg);
+		snprintf(err, errlen, "%s", msg);
+		conf_free(nc);
+		return -1;
+	}
+	/* last: the tables it loads point into nc */
+	if (local_load(d->local, nc, msg, sizeof(msg)) != 0) {
+		log_open(d->conf->log_file, d->conf->log_json,
+		    d->conf->log_level);
+		log_warnx("reload failed, the configuration in use stays: %s",
+		    msg);
+		snprintf(err, errlen, "%s", msg);
+		dkim_keys_free(dkim);
 		conf_free(nc);
 		return -1;
 	}
@@ -290,6 +384,10 @@ sluiced_reload(struct sluiced *d, char *err, size_t errlen)
 	d->dkim = dkim;
 	smtpd_server_set_conf(d->smtpd, nc);
 	sched_set_conf(d->sched, nc);
+	sluiced_local_start(d, nc);
+	/* checked above; read again (a file changed since is logged) */
+	if (sluiced_shaping_reload(d, nc, msg, sizeof(msg)) != 0)
+		log_warnx("reload: %s; the shaping in use stays", msg);
 	/* sessions may still point into the old one: it goes next time */
 	conf_free(d->old_conf);
 	d->old_conf = d->conf;
@@ -345,6 +443,8 @@ sluiced_run(struct sluiced *d)
 {
 	struct smtpd_ops ops = {
 		.store = sluiced_store,
+		.verify = sluiced_verify,
+		.verify_cancel = sluiced_verify_cancel,
 		.mid_next = sluiced_mid_next,
 		.arg = d,
 		.product = "sluice",
@@ -378,6 +478,22 @@ sluiced_run(struct sluiced *d)
 	if ((d->bulk = sluiced_bulk_new(d, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
 		return 1;
+	}
+	/* before recovery: it routes local recipients */
+	d->local = local_new(d->base, sluiced_dcid, d);
+	if (local_load(d->local, d->conf, err, sizeof(err)) != 0) {
+		log_warnx("[local]: %s", err);
+		return 1;
+	}
+	sluiced_local_start(d, d->conf);
+	if (d->conf->shaping_file[0] != '\0') {
+		d->shaping = shaping_new(d->base, d->dns, d->conf, err,
+		    sizeof(err));
+		if (d->shaping == NULL) {
+			log_warnx("[shaping] file: %s", err);
+			return 1;
+		}
+		sched_set_shaping(d->sched, d->shaping);
 	}
 	n = spool_recover(d->spool, sched_recover, d->sched);
 	if (n < 0) {
@@ -425,14 +541,22 @@ sluiced_run(struct sluiced *d)
 	 * deliveries in flight are retried at the next start */
 	sched_stop(d->sched);
 	sluiced_bulk_quiesce(d->bulk);
+	/* Maildir writes in flight finish; their outcomes are recorded */
+	maildir_free(d->maildir);
+	d->maildir = NULL;
 	spool_close(d->spool);
 	d->spool = NULL;
 	sluiced_bulk_free(d->bulk);
 	d->bulk = NULL;
 	sched_free(d->sched);
 	d->sched = NULL;
+	shaping_free(d->shaping);
+	d->shaping = NULL;
 	smtpd_server_free(d->smtpd);
 	d->smtpd = NULL;
+	/* after the sessions: freeing one cancels its recipient check */
+	local_free(d->local);
+	d->local = NULL;
 	dns_free(d->dns);
 	d->dns = NULL;
 	log_info("sluiced stopped");
@@ -454,11 +578,14 @@ sluiced_free(struct sluiced *d)
 	if (d->sched)
 		sched_stop(d->sched);
 	sluiced_bulk_quiesce(d->bulk);
+	maildir_free(d->maildir);
 	if (d->spool)
 		spool_close(d->spool);
 	sluiced_bulk_free(d->bulk);
 	sched_free(d->sched);
+	shaping_free(d->shaping);
 	smtpd_server_free(d->smtpd);
+	local_free(d->local);
 	if (d->dns)
 		dns_free(d->dns);
 	for (size_t i = 0; i < SL_ARRAY_LEN(evs); i++)
@@ -546,6 +673,11 @@ main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (conf_check(d.conf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sluiced: %s\n", err);
+		conf_free(d.conf);
+		return 1;
+	}
 	d.conf_path = path;
 	d.log_format = logfmt;
 	d.overrides = overrides;
@@ -556,6 +688,11 @@ main(int argc, char **argv)
 		conf_print(d.conf, stdout);
 		conf_free(d.conf);
 		return 0;
+	}
+	if (check && shaping_check(d.conf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sluiced: %s\n", err);
+		conf_free(d.conf);
+		return 1;
 	}
 	if (check) {
 		printf("sluiced: configuration %s is valid\n",

@@ -7,9 +7,12 @@
  * root: the listening ports, the spool, the control socket, the log, the
  * certificate, the DKIM keys and the users file. It then hands the spool
  * directory and its files and the log file to the user (the spool thread
- * creates WAL files there later, SIGHUP reopens the log), and drops to the
- * user's uid, its gid and no other group. glibc applies setuid to every
- * thread of the process, the spool's included.
+ * creates WAL files there later, SIGHUP reopens the log), makes [local]
+ * maildir_root for the user when this node stores mail in Maildirs and
+ * the directory is missing (the Maildir workers make the rest of the tree
+ * as the user), and drops to the user's uid, its gid and no other group.
+ * glibc applies setuid to every thread of the process, the spool's and
+ * the Maildir workers' included.
  *
  * Started as anyone else, or with an empty [server] user, nothing
  * changes. Files the daemon creates are never readable by other users
@@ -93,6 +96,29 @@ sluiced_priv_spool(struct sluiced *d, char *err, size_t errlen)
 	return rc;
 }
 
+/*
+ * [local] maildir_root, when this node delivers into Maildirs: made for
+ * the user if it is missing (its parent must exist). One that exists is
+ * left as it is: the operator's (a Maildir that cannot be written defers).
+ */
+static int
+sluiced_priv_maildir(struct sluiced *d, char *err, size_t errlen)
+{
+	const struct sl_conf *c = d->conf;
+	const char *dir = c->local_maildir_root;
+
+	if (c->nlocal_domains == 0 || c->local_lmtp_agent || dir[0] == '\0')
+		return 0;
+	if (mkdir(dir, 0700) != 0) {
+		if (errno == EEXIST || errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "[local] maildir_root %s: %s", dir,
+		    strerror(errno));
+		return -1;
+	}
+	return sluiced_priv_chown(d, dir, err, errlen);
+}
+
 int
 sluiced_priv_drop(struct sluiced *d, char *err, size_t errlen)
 {
@@ -101,7 +127,8 @@ sluiced_priv_drop(struct sluiced *d, char *err, size_t errlen)
 
 	if (!d->drop)
 		return 0;
-	if (sluiced_priv_spool(d, err, errlen) != 0)
+	if (sluiced_priv_spool(d, err, errlen) != 0 ||
+	    sluiced_priv_maildir(d, err, errlen) != 0)
 		return -1;
 	if (strcmp(logf, "-") != 0 &&
 	    sluiced_priv_chown(d, logf, err, errlen) != 0)

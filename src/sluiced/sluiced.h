@@ -20,12 +20,17 @@ struct control_server;
 struct sl_conf;
 struct dkim_keys;
 struct sl_work;
+struct local;
+struct maildir;
 struct control_req;
 struct http_server;
 struct sluiced_ctl;
 struct sluiced_bulk;
 
 #define SLUICE_VERSION "0.1.0"
+/* Threads writing Maildirs: each waits on its fsyncs, so a few write at
+ * once while the loop goes on. */
+#define SLUICED_MAILDIR_THREADS 4
 
 struct sluiced {
 	struct event_base *base;
@@ -40,7 +45,10 @@ struct sluiced {
 	struct spool *spool;
 	struct dns *dns;
 	struct sched *sched;
+	struct shaping *shaping;	/* [shaping] file, or NULL */
 	struct smtpd_server *smtpd;
+	struct local *local;		/* local recipients and their check */
+	struct maildir *maildir;	/* Maildir writers, or NULL */
 	struct control_server *control;
 	struct http_server *http;
 	struct sluiced_ctl *ctl;

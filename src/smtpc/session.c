@@ -3,6 +3,10 @@
  * session.c: one outbound SMTP connection (RFC 5321 client) on a
  * bufferevent: connects to each address in turn, greets, and carries one
  * message at a time, pipelined when the peer offers PIPELINING (RFC 2920).
+ * With params->source each socket is bound to that local address first:
+ * addresses of the other family are skipped, and a bind that fails ends
+ * the connection at once (smtpc_bind_failed: the owner's to handle, not
+ * the peer's fault). Every reply is shown to cb->reply as it comes.
  *
  * Owns the socket, its timers and the queue of commands sent whose replies
  * have not come yet; the message in flight is tx.c's (smtpc_send there).
@@ -26,6 +30,7 @@
  *                           or CLOSED with SMTPC_FAILED when none is left
  *   GREETING -(2xx: EHLO sent)-> EHLO -(2xx, or 5xx then HELO 2xx:
  *                                       smtpc_greeted)-> IDLE (READY)
+ *   (LMTP: LHLO in EHLO's place, and a 5xx to it fails the address)
  *   EHLO -(2xx offering STARTTLS, policy not NONE: smtpc_starttls_begin)->
  *     STARTTLS -(220: smtpc_tls_start)-> TLS -(handshake done:
  *     smtpc_tls_done, EHLO again)-> EHLO, in TLS for the rest
@@ -36,10 +41,12 @@
  *   TLS -(VERIFY, handshake done, chain or name wrong)-> as a failed address
  *   IDLE -(smtpc_send)-> TX -(last reply: smtpc_tx_end)-> IDLE (READY)
  *   TX -(timeout, EOF, garbage: smtpc_tx_break)-> CLOSED (done, CLOSED)
- *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED)
+ *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED);
+ *     after the reply, in TLS, a close_notify goes first (smtpc_quit_done)
  *   IDLE -(peer closes or speaks)-> CLOSED (CLOSED)
  */
 #include <arpa/inet.h>
+#include <sys/un.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -222,11 +229,28 @@ smtpc_reply_reset(struct smtpc *c)
 	c->reply.on_line_arg = c;
 }
 
+/* EHLO, or LHLO for LMTP. */
+static void
+smtpc_hello(struct smtpc *c)
+{
+	smtpc_cmd(c, SMTPC_CMD_EHLO, 0, "%s %s", c->p.lmtp ? "LHLO" : "EHLO",
+	    c->helo);
+}
+
 static void
 smtpc_peer_set(struct smtpc *c, const struct smtpc_addr *a)
 {
 	const void *in;
 	int v6 = a->ss.ss_family == AF_INET6;
+
+	if (a->ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *sun = (const void *)&a->ss;
+		c->port = 0;
+		snprintf(c->addr_text, sizeof(c->addr_text), "%s",
+		    sun->sun_path);
+		snprintf(c->peer, sizeof(c->peer), "unix:%s", sun->sun_path);
+		return;
+	}
 
 	in = v6 ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
 	    : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
@@ -257,9 +281,16 @@ smtpc_connect_start(struct smtpc *c)
 		len = sizeof(struct sockaddr_in);
 	else if (a->ss.ss_family == AF_INET6)
 		len = sizeof(struct sockaddr_in6);
+	else if (a->ss.ss_family == AF_UNIX)
+		len = sizeof(struct sockaddr_un);
 	else {
 		snprintf(c->last_reason, sizeof(c->last_reason),
 		    "connect to %s: address family not supported", c->peer);
+		return -1;
+	}
+	if (c->source_len > 0 && c->source.ss_family != a->ss.ss_family) {
+		snprintf(c->last_reason, sizeof(c->last_reason), "connect to "
+		    "%s: not reachable from the source address", c->peer);
 		return -1;
 	}
 	/*
@@ -268,6 +299,19 @@ smtpc_connect_start(struct smtpc *c)
 	 */
 	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0);
+	if (fd >= 0 && c->source_len > 0 && bind(fd,
+	    (const struct sockaddr *)&c->source, c->source_len) != 0) {
+		char src[INET6_ADDRSTRLEN] = "?";
+		const void *in = c->source.ss_family == AF_INET ?
+		    (const void *)&((const struct sockaddr_in *)&c->source)->sin_addr :
+		    (const void *)&((const struct sockaddr_in6 *)&c->source)->sin6_addr;
+		inet_ntop(c->source.ss_family, in, src, sizeof(src));
+		snprintf(c->last_reason, sizeof(c->last_reason), "cannot bind "
+		    "to source address %s: %s", src, strerror(errno));
+		close(fd);
+		c->bind_failed = 1;
+		return -1;
+	}
 	if (fd < 0 || (connect(fd, (const struct sockaddr *)&a->ss, len) != 0 &&
 	    errno != EINPROGRESS))
 		goto fail;
@@ -300,7 +344,7 @@ fail:
 static void
 smtpc_connect_next(struct smtpc *c)
 {
-	for (; c->ai < c->naddr; c->ai++) {
+	for (; c->ai < c->naddr && !c->bind_failed; c->ai++) {
 		if (smtpc_connect_start(c) == 0)
 			return;
 		log_ev(LOG_INFO, SMTPC_IDS(c), "connect failed", "reason",
@@ -334,14 +378,19 @@ static void
 smtpc_connected(struct smtpc *c)
 {
 	struct timeval wtv = { c->p.data_timeout, 0 };
-	char where[INET6_ADDRSTRLEN + 16];
+	char where[sizeof(c->peer)];
 
 	c->connected = 1;
 	c->state = SMTPC_ST_GREETING;
 	c->need_rset = 0;
-	snprintf(where, sizeof(where), "[%s]:%d", c->addr_text, c->port);
-	log_ev(LOG_INFO, SMTPC_IDS(c), "New SMTP connection", "host",
-	    c->addrs[c->ai].host, "addr", where, NULL);
+	if (c->port == 0)	/* a Unix socket */
+		snprintf(where, sizeof(where), "%s", c->peer);
+	else
+		snprintf(where, sizeof(where), "[%s]:%d", c->addr_text,
+		    c->port);
+	log_ev(LOG_INFO, SMTPC_IDS(c), c->p.lmtp ? "New LMTP connection" :
+	    "New SMTP connection", "host", c->addrs[c->ai].host, "addr",
+	    where, NULL);
 	/* A write must progress within data_timeout (a stalled body). */
 	bufferevent_set_timeouts(c->bev, NULL, &wtv);
 	bufferevent_enable(c->bev, EV_READ);
@@ -507,7 +556,7 @@ smtpc_tls_done(struct smtpc *c)
 	c->ext = 0;
 	c->peer_size = 0;
 	c->state = SMTPC_ST_EHLO;
-	smtpc_cmd(c, SMTPC_CMD_EHLO, 0, "EHLO %s", c->helo);
+	smtpc_hello(c);
 	smtpc_timer_update(c);
 }
 
@@ -572,8 +621,8 @@ smtpc_ehlo_reply(struct smtpc *c, int cmd)
 		c->state = SMTPC_ST_EHLO;
 		c->ext = 0;
 		c->peer_size = 0;
-		smtpc_cmd(c, SMTPC_CMD_EHLO, 0, "EHLO %s", c->helo);
-	} else if (cmd == SMTPC_CMD_EHLO && code / 100 == 5) {
+		smtpc_hello(c);
+	} else if (cmd == SMTPC_CMD_EHLO && code / 100 == 5 && !c->p.lmtp) {
 		/* RFC 5321 3.2: a server without EHLO; fall back to HELO. */
 		c->ext = 0;
 		c->peer_size = 0;
@@ -621,11 +670,29 @@ smtpc_lost(struct smtpc *c, const char *why)
 	}
 }
 
+/*
+ * QUIT's reply came: in TLS, a close_notify first (RFC 8446 6.1), written
+ * to the socket now or never, so a peer that does not read holds nothing.
+ */
+static void
+smtpc_quit_done(struct smtpc *c)
+{
+	if (c->tls && sl_tls_close_notify(c->bev) == 0)
+		sl_tls_push(c->bev);
+	smtpc_close(c, "quit");
+}
+
 static void
 smtpc_on_reply(struct smtpc *c)
 {
 	struct smtpc_sent s;
 
+	if (c->cb.reply != NULL) {
+		char full[sizeof(c->reply.text) + 8];
+		snprintf(full, sizeof(full), "%d %s", c->reply.code,
+		    c->reply.text);
+		c->cb.reply(c->cb.arg, c, full);
+	}
 	if (c->qlen == 0) {
 		/* Unasked: a 421 before closing, or a confused peer. */
 		log_ev(LOG_INFO, SMTPC_IDS(c), "unexpected reply", "reply",
@@ -643,7 +710,7 @@ smtpc_on_reply(struct smtpc *c)
 		smtpc_ehlo_reply(c, s.cmd);
 		break;
 	case SMTPC_CMD_QUIT:
-		smtpc_close(c, "quit");
+		smtpc_quit_done(c);
 		smtpc_emit(c, SMTPC_CLOSED, 0, NULL);
 		break;
 	case SMTPC_CMD_STARTTLS:
@@ -780,6 +847,11 @@ smtpc_new(struct event_base *base, uint64_t dcid, const struct smtpc_params *p,
 	c->p = *p;
 	c->helo = xstrdup(p->helo != NULL && p->helo[0] ? p->helo : "localhost");
 	c->p.helo = c->helo;
+	if (p->source != NULL && p->source_len <= sizeof(c->source)) {
+		memcpy(&c->source, p->source, p->source_len);
+		c->source_len = p->source_len;
+	}
+	c->p.source = NULL;	/* our copy is c->source */
 	if (c->p.connect_timeout <= 0)
 		c->p.connect_timeout = 30;
 	if (c->p.command_timeout <= 0)
@@ -857,6 +929,12 @@ smtpc_free(struct smtpc *c)
 		return;
 	}
 	smtpc_destroy(c);
+}
+
+int
+smtpc_bind_failed(const struct smtpc *c)
+{
+	return c->bind_failed;
 }
 
 const char *

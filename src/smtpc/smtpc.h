@@ -31,6 +31,17 @@
  * (RFC 6125, SNI sent), and fails the address on a mismatch
  * ("certificate name mismatch: ...").
  *
+ * LMTP (RFC 2033, params.lmtp): the same connection says LHLO instead of
+ * EHLO (no HELO fallback), always sends DATA, and after the data reads one
+ * reply per recipient that RCPT accepted, in RCPT order, each that
+ * recipient's own outcome. Addresses may be Unix sockets (AF_UNIX), as a
+ * local LMTP server such as Dovecot's usually is.
+ *
+ * A probe message (smtpc_msg.probe) only asks: MAIL and RCPT, no data;
+ * each recipient's outcome is its RCPT reply, and the next message on the
+ * connection starts with RSET. It verifies recipients with the server that
+ * holds their mailboxes before they are accepted.
+ *
  * Every step has a timeout (RFC 5321 4.5.3.2); a peer that stalls, sends
  * garbage, a reply without CRLF, or a multi-line reply that never ends (more
  * than 100 lines or 64 KB) ends the connection with the message's
@@ -74,6 +85,12 @@ struct smtpc_params {
 	int tls;			/* enum smtpc_tls; default 0 (MAY) */
 	const char *tls_ca_file;	/* VERIFY: trust anchors; NULL or "":
 					   the system's; borrowed */
+	int lmtp;			/* speak LMTP (RFC 2033) */
+	/* the local address to send from (port 0), or NULL: the system's
+	 * choice. Addresses of another family are skipped; one that cannot
+	 * be bound fails the connection at once (smtpc_bind_failed). */
+	const struct sockaddr_storage *source;
+	socklen_t source_len;
 };
 
 struct smtpc_rcpt {
@@ -96,6 +113,7 @@ struct smtpc_msg {
 	size_t nrcpt;
 	struct smtpc_rcpt *rcpts;	/* borrowed; outcomes written in */
 	void *owner;			/* for the caller */
+	int probe;			/* MAIL and RCPT only (no body) */
 };
 
 enum smtpc_event {
@@ -119,6 +137,12 @@ struct smtpc_cb {
 	void (*event)(void *arg, struct smtpc *c, enum smtpc_event ev, int code,
 	    const char *reason);
 	void *arg;
+	/*
+	 * Optional: every reply the peer gives (the greeting, each command's,
+	 * the end of data's), as it comes: "421 4.7.0 text" (lines joined by
+	 * " / "). It must not free c.
+	 */
+	void (*reply)(void *arg, struct smtpc *c, const char *reply);
 };
 
 /*
@@ -139,6 +163,10 @@ void smtpc_quit(struct smtpc *c);
  * callback returns); smtpc_send and smtpc_quit are too. NULL does nothing.
  */
 void smtpc_free(struct smtpc *c);
+
+/* 1 if the connection failed because params->source could not be bound
+ * (not the peer's fault: another source may do). */
+int smtpc_bind_failed(const struct smtpc *c);
 
 /* What the connection learned: the peer's address and host, and counts. */
 const char *smtpc_peer_host(const struct smtpc *c);

@@ -20,6 +20,9 @@
  * With PIPELINING, RSET..DATA go in one write; BDAT (carrying the body)
  * waits for the RCPT replies, and so does everything without PIPELINING.
  * MAIL refused -> DONE at once; no RCPT taken -> DONE without DATA.
+ * A probe stops at DATA: once the RCPT replies are in, they are final.
+ * LMTP (RFC 2033 4.2): the end of the data awaits one reply per recipient
+ * RCPT accepted (a SMTPC_CMD_DOT each, idx naming it), in RCPT order.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -95,13 +98,13 @@ smtpc_send_mail(struct smtpc *c)
 	char size[32] = "", envid[320] = "";
 	const char *ret = "";
 
-	for (size_t i = 0; i < m->nrcpt; i++)
+	for (size_t i = 0; i < m->nrcpt && !m->probe; i++)
 		log_gw(LOG_GW_START, &(struct log_ids){ 0, c->dcid, m->mid,
 		    m->rcpts[i].rid }, "rcpt", m->rcpts[i].addr, "relay",
 		    c->peer, NULL);
 	if (c->ext & SMTPC_EXT_SIZE)
-		snprintf(size, sizeof(size), " SIZE=%zu",
-		    m->body ? evbuffer_get_length(m->body) : 0);
+		snprintf(size, sizeof(size), " SIZE=%llu",
+		    (unsigned long long)c->tx.size);
 	if (c->ext & SMTPC_EXT_DSN) {
 		ret = m->ret == SPOOL_RET_FULL ? " RET=FULL" :
 		    m->ret == SPOOL_RET_HDRS ? " RET=HDRS" : "";
@@ -149,6 +152,13 @@ smtpc_tx_fold(const struct smtpc *c)
 	return !(c->tx.m->flags & SPOOL_F_BINARYMIME);
 }
 
+/* 1 if the message goes with BDAT (RFC 3030), 0 with DATA. */
+static int
+smtpc_tx_bdat(const struct smtpc *c)
+{
+	return c->p.use_bdat && !c->p.lmtp && (c->ext & SMTPC_EXT_CHUNKING);
+}
+
 /* Start sending the body (after 354, or with BDAT): in pieces. */
 static void
 smtpc_body_start(struct smtpc *c, int stuff)
@@ -188,9 +198,19 @@ smtpc_send_body_bdat(struct smtpc *c)
 	/* RFC 3030 2: the chunk is the body as it is, no dot-stuffing; its
 	 * size is what folding leaves of it */
 	smtpc_cmd(c, SMTPC_CMD_BDAT, 0, "BDAT %llu LAST",
-	    (unsigned long long)smtpc_enc_size(c->tx.m->body, 0,
-	    smtpc_tx_fold(c)));
+	    (unsigned long long)c->tx.size);
 	smtpc_body_start(c, 0);
+}
+
+/* A probe's RCPT replies are in: they are its outcomes; RSET comes next. */
+static void
+smtpc_probe_end(struct smtpc *c)
+{
+	for (size_t i = 0; i < c->tx.m->nrcpt; i++)
+		if (c->tx.rst[i] == SMTPC_R_ACCEPTED)
+			c->tx.rst[i] = SMTPC_R_FINAL;
+	c->need_rset = 1;
+	c->tx.stage = SMTPC_SG_DONE;
 }
 
 /* Send what may go now: everything with PIPELINING, else one command. */
@@ -199,7 +219,7 @@ smtpc_tx_pump(struct smtpc *c)
 {
 	struct smtpc_tx *tx = &c->tx;
 	int pipe = (c->ext & SMTPC_EXT_PIPELINING) != 0;
-	int bdat = c->p.use_bdat && (c->ext & SMTPC_EXT_CHUNKING);
+	int bdat = smtpc_tx_bdat(c);
 
 	while (tx->stage != SMTPC_SG_DONE && (pipe || c->qlen == 0)) {
 		switch (tx->stage) {
@@ -219,6 +239,12 @@ smtpc_tx_pump(struct smtpc *c)
 				tx->stage = SMTPC_SG_DATA;
 			break;
 		case SMTPC_SG_DATA:
+			if (tx->m->probe) {
+				if (c->qlen > 0)
+					return;
+				smtpc_probe_end(c);
+				break;
+			}
 			/*
 			 * DATA may go with the RCPTs (RFC 2920 3.1); BDAT
 			 * carries the body, so it waits for their replies.
@@ -276,6 +302,19 @@ smtpc_data_reply(struct smtpc *c)
 		 * an empty message, whose reply is then ignored.
 		 */
 		smtpc_q_push(c, SMTPC_CMD_DOT, 0);
+		/* LMTP: a reply for each recipient taken, the first above */
+		if (c->p.lmtp && tx->accepted > 0) {
+			size_t k = 0;
+			for (size_t i = 0; i < tx->m->nrcpt; i++) {
+				if (tx->rst[i] != SMTPC_R_ACCEPTED)
+					continue;
+				if (k++ == 0)
+					c->q[c->qhead + c->qlen - 1].idx =
+					    (uint32_t)i;
+				else
+					smtpc_q_push(c, SMTPC_CMD_DOT, i);
+			}
+		}
 		if (tx->mail_failed || tx->accepted == 0)
 			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
 		else
@@ -288,12 +327,22 @@ smtpc_data_reply(struct smtpc *c)
 	c->need_rset = 1;
 }
 
-/* The reply to the end of the data (or BDAT LAST): final for all taken. */
+/*
+ * The reply to the end of the data (or BDAT LAST): final for all taken;
+ * in LMTP for the one recipient it answers.
+ */
 static void
-smtpc_dot_reply(struct smtpc *c)
+smtpc_dot_reply(struct smtpc *c, size_t idx)
 {
 	if (c->tx.mail_failed || c->tx.accepted == 0)
 		return;
+	if (c->p.lmtp) {
+		if (SL_ALWAYS(idx < c->tx.m->nrcpt &&
+		    c->tx.rst[idx] == SMTPC_R_ACCEPTED))
+			smtpc_rcpt_set(c, idx, SMTPC_R_FINAL, c->reply.code,
+			    c->reply.text);
+		return;
+	}
 	smtpc_rcpt_all(c, SMTPC_R_ACCEPTED, c->reply.code, c->reply.text);
 }
 
@@ -314,7 +363,7 @@ smtpc_tx_reply(struct smtpc *c, const struct smtpc_sent *s)
 		break;
 	case SMTPC_CMD_DOT:
 	case SMTPC_CMD_BDAT:
-		smtpc_dot_reply(c);
+		smtpc_dot_reply(c, s->idx);
 		break;
 	}
 	smtpc_tx_pump(c);
@@ -343,8 +392,14 @@ smtpc_tx_end(struct smtpc *c)
 			r->code = 451;
 		what = r->code / 100 == 2 ? LOG_GW_DONE :
 		    r->code / 100 == 5 ? LOG_GW_REJECTED : LOG_GW_DELAYED;
-		log_gw(what, &(struct log_ids){ 0, c->dcid, m->mid, r->rid },
-		    "rcpt", r->addr, "relay", c->peer, "reply", r->reply, NULL);
+		if (m->probe)
+			log_ev(LOG_DEBUG, &(struct log_ids){ 0, c->dcid, m->mid,
+			    r->rid }, "Recipient checked", "rcpt", r->addr,
+			    "relay", c->peer, "reply", r->reply, NULL);
+		else
+			log_gw(what, &(struct log_ids){ 0, c->dcid, m->mid,
+			    r->rid }, "rcpt", r->addr, "relay", c->peer,
+			    "reply", r->reply, NULL);
 	}
 	free(c->tx.rst);
 	memset(&c->tx, 0, sizeof(c->tx));
@@ -394,17 +449,44 @@ smtpc_send_local(struct smtpc *c, int code, const char *text)
 	smtpc_defer(c, SMTPC_DEFER_LOCAL);
 }
 
+/*
+ * The message's size on the wire, after folding (RFC 1870: without DATA's
+ * stuffing dots and final dot): what SIZE= declares and BDAT counts. With
+ * DATA the line end it adds to a body without one is counted. 0 when the
+ * peer asks for neither (the scan is not free).
+ */
+static uint64_t
+smtpc_wire_size(const struct smtpc *c)
+{
+	struct evbuffer *body = c->tx.m->body;
+	size_t len = body != NULL ? evbuffer_get_length(body) : 0;
+	struct evbuffer_ptr at;
+	char end[2];
+	uint64_t n;
+
+	if (len == 0 || !(c->ext & SMTPC_EXT_SIZE || smtpc_tx_bdat(c)))
+		return 0;
+	n = smtpc_enc_size(body, 0, smtpc_tx_fold(c));
+	if (!smtpc_tx_bdat(c) && (len < 2 ||
+	    evbuffer_ptr_set(body, &at, len - 2, EVBUFFER_PTR_SET) != 0 ||
+	    evbuffer_copyout_from(body, &at, end, 2) != 2 ||
+	    memcmp(end, "\r\n", 2) != 0))
+		n += 2;
+	return n;
+}
+
 void
 smtpc_send(struct smtpc *c, struct smtpc_msg *m)
 {
-	size_t size = m->body != NULL ? evbuffer_get_length(m->body) : 0;
-	char text[400];
+	uint64_t size;
+	char text[512];
 
 	if (c->tx.m != NULL)
 		SL_PANIC("smtpc_send: DCID %llu has a message in flight",
 		    (unsigned long long)c->dcid);
 	memset(&c->tx, 0, sizeof(c->tx));
 	c->tx.m = m;
+	size = c->tx.size = smtpc_wire_size(c);
 	c->tx.rst = xcalloc(m->nrcpt ? m->nrcpt : 1, 1);
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		m->rcpts[i].code = 0;

@@ -17,12 +17,19 @@
  * sockets, so new connections are refused by the kernel (and a load
  * balancer's SMTP check marks the node down) while sessions in progress
  * go on; smtpd_server_resume binds the same addresses again.
+ *
+ * Behind a balancer ([server] proxy_protocol, on [server] listen), a
+ * connection from outside proxy_trusted_networks is closed at accept; the
+ * others become sessions in SMTPD_ST_PROXY, and the per-address limits
+ * (concurrent and per minute) are applied to the client their PROXY header
+ * names (smtpd_server_admit), not to the balancer.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -115,9 +122,73 @@ static void
 smtpd_refuse(int fd, const char *reply)
 {
 	/* a fresh socket's send buffer takes one line without blocking */
-	ssize_t n = write(fd, reply, strlen(reply));
+	struct iovec iov[2] = { { (void *)reply, strlen(reply) },
+		{ (void *)"\r\n", 2 } };
+	ssize_t n = writev(fd, iov, 2);
 	(void)n;
 	close(fd);
+}
+
+/*
+ * The per-address limits, concurrent sessions and new connections per
+ * minute: NULL if the client at sa may open one more session, else the
+ * setting it is over, with the 421 line (no CRLF) in reply. A connection
+ * is counted against the rate whether it is taken or refused for it, so a
+ * client that keeps hammering stays over. Behind a balancer sa is the
+ * client its PROXY header named (smtpd_server_admit), not the balancer.
+ */
+static const char *
+smtpd_admit(struct smtpd_server *srv, const struct sockaddr *sa, int trusted,
+    char *reply, size_t len)
+{
+	const struct sl_conf *c = srv->conf;
+	struct smtpd_iptab_entry *e = iptab_get(srv, sa, 0);
+
+	if (trusted)
+		return NULL;
+	if (c->server_max_connections_per_ip > 0 && e != NULL &&
+	    e->count >= (uint64_t)c->server_max_connections_per_ip) {
+		snprintf(reply, len, "421 4.7.0 %s Error: too many "
+		    "connections from your address", c->server_hostname);
+		return "max_connections_per_ip";
+	}
+	if (c->server_connection_rate_per_ip > 0 &&
+	    smtpd_client_rate_over(srv, sa, c->server_connection_rate_per_ip,
+	    sl_mono_ms())) {
+		snprintf(reply, len, "421 4.7.0 %s Error: too many "
+		    "connections from your address per minute, try again "
+		    "later", c->server_hostname);
+		return "connection_rate_per_ip";
+	}
+	return NULL;
+}
+
+/* Count s against its client's address. */
+static void
+smtpd_ip_hold(struct smtpd_server *srv, struct smtpd_session *s)
+{
+	struct smtpd_iptab_entry *e = iptab_get(srv,
+	    (struct sockaddr *)&s->peer, 1);
+
+	e->count++;
+	s->ipent = e;
+}
+
+int
+smtpd_server_admit(struct smtpd_server *srv, struct smtpd_session *s,
+    char *reply, size_t len)
+{
+	const char *why = smtpd_admit(srv, (struct sockaddr *)&s->peer,
+	    s->trusted, reply, len);
+
+	if (why != NULL) {
+		srv->stats.refused++;
+		log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
+		    "connection refused", "reason", why, NULL);
+		return -1;
+	}
+	smtpd_ip_hold(srv, s);
+	return 0;
 }
 
 static void
@@ -127,52 +198,46 @@ smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
 	struct smtpd_listener *sl = arg;
 	struct smtpd_server *srv = sl->srv;
 	const struct sl_conf *c = srv->conf;
-	struct smtpd_iptab_entry *e = NULL;
 	struct smtpd_session *s;
+	const char *why = NULL;
 	char reply[300];
-	int trusted;
+	/* the PROXY protocol is spoken on [server] listen only */
+	int proxied = sl->kind == SMTPD_L_MTA &&
+	    c->proxy_mode != SMTPD_PROXY_OFF;
 
 	srv->stats.connections++;
 	if (srv->stats.sessions >= (uint64_t)c->server_max_connections) {
-		srv->stats.refused++;
 		snprintf(reply, sizeof(reply), "421 4.7.0 %s Error: too many "
-		    "connections, try again later\r\n", c->server_hostname);
-		log_ev(LOG_INFO, NULL, "connection refused", "reason",
-		    "max_connections", NULL);
-		smtpd_refuse(fd, reply);
-		return;
+		    "connections, try again later", c->server_hostname);
+		why = "max_connections";
+	} else if (proxied) {
+		/* only a balancer may say who the client is */
+		if (!conf_net_match(c->proxy_trusted, c->nproxy_trusted, sa))
+			why = "not in proxy_trusted_networks";
+	} else {
+		why = smtpd_admit(srv, sa, conf_net_match(c->trusted,
+		    c->ntrusted, sa), reply, sizeof(reply));
 	}
-	trusted = conf_net_match(c->trusted, c->ntrusted, sa);
-	e = iptab_get(srv, sa, 0);
-	if (!trusted && c->server_max_connections_per_ip > 0 && e != NULL &&
-	    e->count >= (uint64_t)c->server_max_connections_per_ip) {
+	if (why != NULL) {
+		char addr[64];
 		srv->stats.refused++;
-		snprintf(reply, sizeof(reply), "421 4.7.0 %s Error: too many "
-		    "connections from your address\r\n", c->server_hostname);
-		log_ev(LOG_INFO, NULL, "connection refused", "reason",
-		    "max_connections_per_ip", NULL);
-		smtpd_refuse(fd, reply);
-		return;
-	}
-	if (!trusted && c->server_connection_rate_per_ip > 0 &&
-	    smtpd_client_rate_over(srv, sa, c->server_connection_rate_per_ip,
-	    sl_mono_ms())) {
-		srv->stats.refused++;
-		snprintf(reply, sizeof(reply), "421 4.7.0 %s Error: too many "
-		    "connections from your address per minute, try again "
-		    "later\r\n", c->server_hostname);
-		log_ev(LOG_INFO, NULL, "connection refused", "reason",
-		    "connection_rate_per_ip", NULL);
-		smtpd_refuse(fd, reply);
+		smtpd_addr_text(sa, addr, sizeof(addr));
+		log_ev(LOG_INFO, NULL, "connection refused", "reason", why,
+		    "address", addr, NULL);
+		/* a peer that should have sent a PROXY header gets no SMTP */
+		if (proxied && strcmp(why, "max_connections") != 0)
+			close(fd);
+		else
+			smtpd_refuse(fd, reply);
 		return;
 	}
 	evutil_make_socket_nonblocking(fd);
-	if ((s = smtpd_session_new(srv, fd, sa, (socklen_t)salen)) == NULL)
+	if ((s = smtpd_session_new(srv, fd, sa, (socklen_t)salen,
+	    proxied)) == NULL)
 		return;
 	s->submission = sl->kind != SMTPD_L_MTA;
-	e = iptab_get(srv, sa, 1);
-	e->count++;
-	s->ipent = e;
+	if (!proxied)
+		smtpd_ip_hold(srv, s);
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	if (++srv->stats.sessions > srv->stats.peak_sessions)
 		srv->stats.peak_sessions = srv->stats.sessions;
@@ -373,9 +438,14 @@ smtpd_server_stop(struct smtpd_server *srv, void (*done)(void *), void *arg)
 	/* sessions in the middle of a message finish it (session.c) */
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		if (smtpd_session_idle(s))
-			smtpd_session_close(s, "421 4.3.2 Service shutting down",
-			    "shutdown");
+		if (!smtpd_session_idle(s))
+			continue;
+		/* held: a TLS session's reply may call back into it;
+		 * nothing is said before the PROXY header, not even 421 */
+		smtpd_hold(s);
+		smtpd_session_close(s, s->state == SMTPD_ST_PROXY ? NULL :
+		    "421 4.3.2 Service shutting down", "shutdown");
+		smtpd_release(s);
 	}
 	smtpd_stop_check(srv);
 }

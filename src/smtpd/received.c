@@ -3,7 +3,7 @@
  * received.c: the Received: trace header (RFC 5321 4.4) that sluice puts
  * first in every message it accepts, naming the queue ID (MID).
  *
- *   Received: from client.example ([192.0.2.1])
+ *   Received: from client.example ([192.0.2.1]) (port 41234)
  *   	by mta.example (sluice) with ESMTP id 0005F1A2B3C4D5E6
  *   	for <rcpt@example.net>; Tue, 24 Nov 2026 10:00:00 +0000
  *
@@ -13,6 +13,9 @@
  * TLS_AES_256_GCM_SHA384)" as Postfix does; an authenticated session
  * adds "A" (ESMTPSA, UTF8SMTPSA). Neither the user nor anything of the
  * password is written.
+ * The address and port are the client's: behind a balancer, the ones its
+ * PROXY header named. The port goes in a comment of its own, so the
+ * TCP-info in parentheses stays the address literal RFC 5321 4.4 gives.
  */
 #include <string.h>
 
@@ -55,7 +58,8 @@ smtpd_received_add(struct smtpd_session *s, struct smtpd_tx *tx)
 		proto = s->tls ? "ESMTPSA" : "ESMTPA";
 	else
 		proto = s->tls ? "ESMTPS" : s->esmtp ? "ESMTP" : "SMTP";
-	evbuffer_add_printf(tx->body, "Received: from %s (%s)\r\n", helo, addr);
+	evbuffer_add_printf(tx->body, "Received: from %s (%s) (port %d)\r\n",
+	    helo, addr, s->peer_port);
 	if (s->tls)
 		evbuffer_add_printf(tx->body, "\t(using %s with cipher %s)\r\n",
 		    sl_tls_version(s->bev), sl_tls_cipher(s->bev));

@@ -10,7 +10,12 @@
  *
  * States and the functions that move them (smtpd_enter is the only writer
  * of s->state; smtpd_moves[] lists every transition it allows):
+ *   PROXY -(no PROXY protocol: smtpd_session_new; the header read and the
+ *        client admitted: smtpd_proxy_read)-> GREET; a bad, late or
+ *        missing header -> CLOSING without a reply
  *   GREET -(HELO/EHLO: smtpd_cmd_helo)-> IDLE -(MAIL)-> MAIL -(RCPT)-> RCPT
+ *   MAIL|RCPT -(RCPT that ops->verify must answer)-> VERIFY
+ *        -(smtpd_session_verified)-> RCPT (taken), or back (refused)
  *   RCPT -(DATA)-> DATA -(end of data: smtpd_data_end)-> STORE
  *   any but DATA, STORE -(BDAT)-> BDAT -(chunk read: smtpd_bdat_end)-> RCPT,
  *        or STORE when the chunk was LAST, or back where it came from when
@@ -37,8 +42,13 @@
  * Invariants
  *  1. The 250 that ends DATA or BDAT LAST is sent only from
  *     smtpd_session_stored() with SPOOL_OK: after the store said durable.
- *  2. A session in STORE is never freed by the network side: its free is
- *     deferred until the store answers (the answer needs the session).
+ *  2. A session is freed only once nothing uses it. Every entry into it
+ *     holds it (smtpd_hold): libevent's callbacks (read, write, event, the
+ *     reply delay; tls.c's flush), which a TLS filter also runs from
+ *     inside our own writes and enables, and the store until it answers.
+ *     smtpd_session_free while held only marks it (CLOSING, s->gone: the
+ *     frames up the stack find it CLOSING and stop), and the last
+ *     smtpd_release frees it. That is the one free path.
  *  3. Once CLOSING, no input is read and no reply but the closing one is
  *     queued; the session is freed once that reply is out (or its write
  *     timeout fires), which releases its fd and its per-address slot.
@@ -58,6 +68,7 @@
 
 static void smtpd_session_read(struct bufferevent *bev, void *arg);
 static int smtpd_session_input(struct smtpd_session *s);
+static void smtpd_session_destroy(struct smtpd_session *s, const char *why);
 static void smtpd_session_event(struct bufferevent *bev, short what, void *arg);
 static void smtpd_session_write(struct bufferevent *bev, void *arg);
 static void smtpd_tx_reset(struct smtpd_session *s);
@@ -66,8 +77,10 @@ static void smtpd_tx_reset(struct smtpd_session *s);
 	(&(struct log_ids){ (s)->icid, 0, (s)->tx.mid, -1 })
 
 static const char *const smtpd_state_names[] = {
-	[SMTPD_ST_GREET] = "GREET", [SMTPD_ST_IDLE] = "IDLE",
+	[SMTPD_ST_PROXY] = "PROXY", [SMTPD_ST_GREET] = "GREET",
+	[SMTPD_ST_IDLE] = "IDLE",
 	[SMTPD_ST_MAIL] = "MAIL", [SMTPD_ST_RCPT] = "RCPT",
+	[SMTPD_ST_VERIFY] = "VERIFY",
 	[SMTPD_ST_DATA] = "DATA", [SMTPD_ST_BDAT] = "BDAT",
 	[SMTPD_ST_STORE] = "STORE", [SMTPD_ST_AUTH] = "AUTH",
 	[SMTPD_ST_CLOSING] = "CLOSING",
@@ -76,11 +89,14 @@ static const char *const smtpd_state_names[] = {
 #define B(st) (1u << SMTPD_ST_##st)
 /* The states each state may move to (the file header draws them). */
 static const unsigned smtpd_moves[] = {
+	[SMTPD_ST_PROXY] = B(GREET) | B(CLOSING),
 	[SMTPD_ST_GREET] = B(GREET) | B(IDLE) | B(BDAT) | B(CLOSING),
 	[SMTPD_ST_IDLE] = B(GREET) | B(IDLE) | B(MAIL) | B(BDAT) | B(AUTH) |
 	    B(CLOSING),
-	[SMTPD_ST_MAIL] = B(IDLE) | B(RCPT) | B(BDAT) | B(CLOSING),
-	[SMTPD_ST_RCPT] = B(IDLE) | B(RCPT) | B(DATA) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_MAIL] = B(IDLE) | B(RCPT) | B(VERIFY) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_RCPT] = B(IDLE) | B(RCPT) | B(VERIFY) | B(DATA) | B(BDAT) |
+	    B(CLOSING),
+	[SMTPD_ST_VERIFY] = B(MAIL) | B(RCPT) | B(IDLE) | B(CLOSING),
 	[SMTPD_ST_DATA] = B(IDLE) | B(STORE) | B(CLOSING),
 	[SMTPD_ST_BDAT] = B(GREET) | B(IDLE) | B(MAIL) | B(RCPT) | B(STORE) |
 	    B(CLOSING),
@@ -124,7 +140,12 @@ smtpd_reply_release(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_session *s = arg;
 
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	/* a TLS filter writes, and may call back, from inside the enable */
 	bufferevent_enable(s->bev, EV_WRITE);
+	smtpd_release(s);
 }
 
 void
@@ -196,17 +217,12 @@ smtpd_reject(struct smtpd_session *s, const char *cmd, const char *fmt, ...)
 		    "too many errors");
 }
 
-struct smtpd_session *
-smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
-    socklen_t salen)
+int
+smtpd_addr_text(const struct sockaddr *sa, char *buf, size_t len)
 {
-	struct smtpd_session *s = xcalloc(1, sizeof(*s));
 	char host[INET6_ADDRSTRLEN];
 	int port = 0;
 
-	s->srv = srv;
-	s->icid = ++srv->next_icid;
-	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
 	host[0] = '\0';
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const void *)sa;
@@ -222,8 +238,50 @@ smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
 	} else {
 		sl_strlcpy(host, "unix", sizeof(host));
 	}
-	sl_strlcpy(s->peer_text, host, sizeof(s->peer_text));
-	s->trusted = conf_net_match(srv->conf->trusted, srv->conf->ntrusted, sa);
+	sl_strlcpy(buf, host, len);
+	return port;
+}
+
+/* The client is sa: the address every check, limit and log line uses. */
+static void
+smtpd_session_set_peer(struct smtpd_session *s, const struct sockaddr *sa)
+{
+	size_t salen = sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
+	    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	    sizeof(s->peer);
+
+	if ((const void *)sa != (void *)&s->peer)
+		memcpy(&s->peer, sa, salen);
+	s->peer_port = smtpd_addr_text(sa, s->peer_text, sizeof(s->peer_text));
+	s->trusted = conf_net_match(s->srv->conf->trusted,
+	    s->srv->conf->ntrusted, sa);
+}
+
+/* The one line that opens a connection's story in the log. */
+static void
+smtpd_session_log_new(struct smtpd_session *s)
+{
+	char portbuf[16];
+
+	snprintf(portbuf, sizeof(portbuf), "%d", s->peer_port);
+	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
+	    "New SMTP connection", "address", s->peer_text, "port", portbuf,
+	    "trusted", s->trusted ? "yes" : "no",
+	    s->proxy_text[0] ? "proxy" : NULL, s->proxy_text, NULL);
+}
+
+struct smtpd_session *
+smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
+    socklen_t salen, int proxied)
+{
+	struct smtpd_session *s = xcalloc(1, sizeof(*s));
+
+	s->srv = srv;
+	s->icid = ++srv->next_icid;
+	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+	smtpd_session_set_peer(s, (struct sockaddr *)&s->peer);
+	if (proxied)	/* the client is named by the header to come */
+		sl_strlcpy(s->proxy_text, s->peer_text, sizeof(s->proxy_text));
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL) {
 		close(fd);
@@ -231,18 +289,16 @@ smtpd_session_new(struct smtpd_server *srv, int fd, const struct sockaddr *sa,
 		return NULL;
 	}
 	smtpd_session_setcb(s);
-	smtpd_timeouts(s, srv->conf->server_command_timeout, 0);
+	smtpd_timeouts(s, proxied ? srv->conf->server_proxy_timeout :
+	    srv->conf->server_command_timeout, 0);
 	/* a test sink that delays replies holds them with the write event */
 	s->direct = srv->ops.reply_delay_ms == 0;
 	if (s->direct)	/* a socket bufferevent starts with EV_WRITE on */
 		bufferevent_disable(s->bev, EV_WRITE);
 	bufferevent_enable(s->bev, s->direct ? EV_READ : EV_READ | EV_WRITE);
-	{
-		char portbuf[16];
-		snprintf(portbuf, sizeof(portbuf), "%d", port);
-		log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
-		    "New SMTP connection", "address", s->peer_text, "port",
-		    portbuf, "trusted", s->trusted ? "yes" : "no", NULL);
+	if (!proxied) {
+		smtpd_enter(s, SMTPD_ST_GREET);
+		smtpd_session_log_new(s);
 	}
 	return s;
 }
@@ -284,21 +340,94 @@ smtpd_session_greet(struct smtpd_session *s)
 void
 smtpd_session_start(struct smtpd_session *s)
 {
+	/* behind a balancer the greeting waits for the PROXY header */
+	if (s->state == SMTPD_ST_PROXY)
+		return;
+	smtpd_hold(s);
 	smtpd_session_greet(s);
+	smtpd_release(s);
+}
+
+/*
+ * SMTPD_ST_PROXY: parse what came so far as the PROXY header; 1 if the
+ * session moved on (to GREET, or CLOSING), 0 if more input is needed.
+ * The client's own bytes behind the header stay in the buffer for GREET.
+ */
+static int
+smtpd_proxy_read(struct smtpd_session *s, struct evbuffer *in)
+{
+	const struct sl_conf *c = s->srv->conf;
+	size_t n = evbuffer_get_length(in);
+	struct smtpd_proxy_hdr h;
+	char reply[300];
+
+	if (n > SMTPD_PROXY_MAX)
+		n = SMTPD_PROXY_MAX;
+	switch (smtpd_proxy_parse(evbuffer_pullup(in, (ssize_t)n), n,
+	    (enum smtpd_proxy_mode)c->proxy_mode, &h)) {
+	case SMTPD_PROXY_MORE:
+		return 0;
+	case SMTPD_PROXY_BAD:
+		log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
+		    "PROXY header refused", "proxy", s->proxy_text, "reason",
+		    h.why, NULL);
+		smtpd_session_close(s, NULL, "bad PROXY header");
+		return 1;
+	case SMTPD_PROXY_DONE:
+		break;
+	}
+	evbuffer_drain(in, h.len);
+	/* v1 UNKNOWN, v2 LOCAL (health checks): the socket's own peer */
+	if (!h.local)
+		smtpd_session_set_peer(s, (struct sockaddr *)&h.src);
+	smtpd_session_log_new(s);
+	if (smtpd_server_admit(s->srv, s, reply, sizeof(reply)) != 0) {
+		smtpd_session_close(s, reply, "refused at connect");
+		return 1;
+	}
+	smtpd_enter(s, SMTPD_ST_GREET);
+	smtpd_timeouts(s, c->server_command_timeout, 0);
+	smtpd_session_greet(s);
+	return 1;
+}
+
+void
+smtpd_hold(struct smtpd_session *s)
+{
+	s->inflight++;
+}
+
+int
+smtpd_release(struct smtpd_session *s)
+{
+	if (SL_NEVER(s->inflight == 0) || --s->inflight > 0 ||
+	    s->gone == NULL)
+		return s->gone == NULL;
+	smtpd_session_destroy(s, s->gone);
+	return 0;
 }
 
 void
 smtpd_session_free(struct smtpd_session *s, const char *why)
 {
-	struct smtpd_server *srv = s->srv;
-
-	if (s->state == SMTPD_ST_STORE) {
-		/* invariant 2: the store's answer will free it */
-		s->close_after = 1;
+	if (s->gone != NULL)
+		return;		/* freed already: the first reason stands */
+	smtpd_enter(s, SMTPD_ST_CLOSING);
+	if (s->inflight > 0) {
+		/* invariant 2: used up the stack, or the store owes an answer */
+		s->gone = xstrdup(why);
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		return;
 	}
-	smtpd_enter(s, SMTPD_ST_CLOSING);
+	smtpd_session_destroy(s, why);
+}
+
+/* The one place a session's memory goes (invariant 2). */
+static void
+smtpd_session_destroy(struct smtpd_session *s, const char *why)
+{
+	struct smtpd_server *srv = s->srv;
+
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
 	    "connection closed", "reason", why, NULL);
 	if (srv->ops.closed)
@@ -311,6 +440,7 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	bufferevent_free(s->bev);
 	free(s->helo);
 	free(s->auth_user);
+	free(s->gone);
 	smtpd_server_session_gone(srv, s);
 	free(s);
 }
@@ -377,23 +507,22 @@ static void
 smtpd_session_want_read(struct smtpd_session *s)
 {
 	if (!s->out_full && s->state != SMTPD_ST_STORE &&
-	    s->state != SMTPD_ST_CLOSING &&
+	    s->state != SMTPD_ST_VERIFY && s->state != SMTPD_ST_CLOSING &&
 	    (s->state != SMTPD_ST_AUTH || smtpd_auth_reading(s)))
 		bufferevent_enable(s->bev, EV_READ);
 }
 
+/* Replies were written (the write callback). */
 static void
-smtpd_session_write(struct bufferevent *bev, void *arg)
+smtpd_session_written(struct smtpd_session *s)
 {
-	struct smtpd_session *s = arg;
-
 	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
 		smtpd_session_free(s, "closed");
 		return;
 	}
 	/* the remainder is out: back to writing from smtpd_flush() */
 	if (s->direct && !s->tls)
-		bufferevent_disable(bev, EV_WRITE);
+		bufferevent_disable(s->bev, EV_WRITE);
 	/* the client read its replies: go on with the commands buffered,
 	 * then read (the filter may call our read callback from enable) */
 	if (s->out_full && !s->in_read &&
@@ -403,6 +532,18 @@ smtpd_session_write(struct bufferevent *bev, void *arg)
 		if (smtpd_session_input(s))
 			smtpd_session_want_read(s);
 	}
+}
+
+static void
+smtpd_session_write(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	smtpd_session_written(s);
+	smtpd_release(s);
 }
 
 void
@@ -431,15 +572,18 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 int
 smtpd_session_idle(const struct smtpd_session *s)
 {
-	return s->state == SMTPD_ST_GREET || s->state == SMTPD_ST_IDLE ||
-	    s->state == SMTPD_ST_MAIL || s->state == SMTPD_ST_RCPT ||
+	/* VERIFY holds no message yet: its check is cancelled with it;
+	 * so is AUTH's password check */
+	return s->state == SMTPD_ST_PROXY || s->state == SMTPD_ST_GREET ||
+	    s->state == SMTPD_ST_IDLE || s->state == SMTPD_ST_MAIL ||
+	    s->state == SMTPD_ST_RCPT || s->state == SMTPD_ST_VERIFY ||
 	    s->state == SMTPD_ST_AUTH;
 }
 
+/* The bufferevent's news: handshake done, timeout, EOF or error. */
 static void
-smtpd_session_event(struct bufferevent *bev, short what, void *arg)
+smtpd_session_news(struct smtpd_session *s, short what)
 {
-	struct smtpd_session *s = arg;
 	char why[256];
 
 	if (what & BEV_EVENT_CONNECTED) {
@@ -451,11 +595,15 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 			smtpd_session_free(s, "write timeout");
 			return;
 		}
+		if (s->state == SMTPD_ST_PROXY) {
+			smtpd_session_free(s, "no PROXY header in time");
+			return;
+		}
 		char reply[300];
 		snprintf(reply, sizeof(reply),
 		    "421 4.4.2 %s Error: timeout exceeded",
 		    s->srv->conf->server_hostname);
-		bufferevent_enable(bev, EV_WRITE);
+		bufferevent_enable(s->bev, EV_WRITE);
 		smtpd_session_close(s, reply, "timeout");
 		return;
 	}
@@ -468,6 +616,18 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 		    EVUTIL_SOCKET_ERROR()));
 }
 
+static void
+smtpd_session_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	smtpd_session_news(s, what);
+	smtpd_release(s);
+}
+
 /* ---- the transaction ---- */
 
 static void
@@ -475,6 +635,13 @@ smtpd_tx_reset(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = &s->tx;
 
+	/* a recipient still being checked goes with its transaction */
+	if (tx->verify != NULL) {
+		s->srv->ops.verify_cancel(s->srv->ops.arg, tx->verify);
+		tx->verify = NULL;
+		free(tx->rcpts[tx->nrcpt].addr);
+		free(tx->rcpts[tx->nrcpt].orcpt);
+	}
 	smtpd_body_release(s);
 	free(tx->sender);
 	free(tx->envid);
@@ -630,6 +797,8 @@ smtpd_cmd_mail(struct smtpd_session *s, char *arg)
 	smtpd_reply(s, "250 2.1.0 Ok");
 }
 
+static void smtpd_rcpt_take(struct smtpd_session *s, const char *for_addr);
+
 static void
 smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 {
@@ -683,12 +852,58 @@ smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
 		sr->addr = xstrdup(r.addr);
 	}
 	sr->state = SPOOL_RCPT_QUEUED;
+	if (p != SMTPD_RCPT_POSTMASTER && s->srv->ops.verify != NULL &&
+	    (tx->verify = s->srv->ops.verify(s->srv->ops.arg, s,
+	    sr->addr)) != NULL) {
+		/* rcpts[nrcpt] waits for smtpd_session_verified */
+		smtpd_enter(s, SMTPD_ST_VERIFY);
+		bufferevent_disable(s->bev, EV_READ);
+		return;
+	}
+	smtpd_rcpt_take(s, p == SMTPD_RCPT_POSTMASTER ? r.addr : NULL);
+}
+
+/* rcpts[nrcpt] is in: log it, count it, 250. for: what the client named. */
+static void
+smtpd_rcpt_take(struct smtpd_session *s, const char *for_addr)
+{
+	struct smtpd_tx *tx = &s->tx;
+
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, tx->mid,
-	    (int64_t)tx->nrcpt }, "To", "rcpt", sr->addr,
-	    p == SMTPD_RCPT_POSTMASTER ? "for" : NULL, r.addr, NULL);
+	    (int64_t)tx->nrcpt }, "To", "rcpt", tx->rcpts[tx->nrcpt].addr,
+	    for_addr != NULL ? "for" : NULL, for_addr, NULL);
 	tx->nrcpt++;
 	smtpd_enter(s, SMTPD_ST_RCPT);
 	smtpd_reply(s, "250 2.1.5 Ok");
+}
+
+void
+smtpd_session_verified(struct smtpd_session *s, int code, const char *reply)
+{
+	struct smtpd_tx *tx = &s->tx;
+
+	if (SL_NEVER(s->state != SMTPD_ST_VERIFY || tx->verify == NULL))
+		return;
+	tx->verify = NULL;
+	/* invariant 2: an entry from outside libevent's callbacks */
+	smtpd_hold(s);
+	/* a reject that closes the session (max_errors) must not free it
+	 * here: smtpd_session_input does, once the 421 is out */
+	s->in_read = 1;
+	if (code / 100 == 2) {
+		smtpd_rcpt_take(s, NULL);
+	} else {
+		free(tx->rcpts[tx->nrcpt].addr);
+		free(tx->rcpts[tx->nrcpt].orcpt);
+		smtpd_enter(s, tx->nrcpt > 0 ? SMTPD_ST_RCPT : SMTPD_ST_MAIL);
+		if (code / 100 == 4)
+			smtpd_tempfail(s, "RCPT", reply);
+		else
+			smtpd_reject(s, "RCPT", "%s", reply);
+	}
+	s->in_read = 0;
+	smtpd_session_resume(s);
+	smtpd_release(s);
 }
 
 static void
@@ -903,43 +1118,21 @@ smtpd_store(struct smtpd_session *s)
 	bufferevent_disable(s->bev, EV_READ);
 	srv->stats.recipients += msg->nrcpt;
 	srv->stats.bytes += msg->size;
-	/* the store may answer at once; smtpd_session_stored handles both */
+	/* invariant 2: held until the answer; the store may answer at once,
+	 * smtpd_session_stored handles both */
+	smtpd_hold(s);
 	srv->ops.store(srv->ops.arg, s, msg);
 }
 
+/*
+ * The wait (STORE, VERIFY, AUTH's password check or delay) is over: go on
+ * with the pipelined input already buffered, then read again.
+ */
 void
-smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
+smtpd_session_resume(struct smtpd_session *s)
 {
-	struct smtpd_tx *tx = &s->tx;
-	char mid[17];
-
-	SL_ALWAYS(s->state == SMTPD_ST_STORE);
-	spool_mid_fmt(tx->mid, mid);
-	smtpd_enter(s, SMTPD_ST_IDLE);
-	if (status == SPOOL_OK) {
-		s->srv->stats.messages++;
-		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
-		if (!s->close_after)
-			smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
-	} else {
-		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
-		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
-		    NULL);
-		if (!s->close_after)
-			smtpd_reply(s, "451 4.3.0 Error: queue file write "
-			    "error, try again later");
-	}
-	smtpd_tx_reset(s);
-	if (s->close_after) {
-		smtpd_session_free(s, "client disconnected");
-		return;
-	}
-	if (s->srv->stopping) {
-		smtpd_session_close(s, "421 4.3.2 Service shutting down",
-		    "shutdown");
-		return;
-	}
-	smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
+	if (s->state != SMTPD_ST_CLOSING)
+		smtpd_timeouts(s, s->srv->conf->server_command_timeout, 0);
 	/* called from the read loop (a store that answers at once): it goes
 	 * on with the input and flushes the 250 with its own replies */
 	if (s->in_read) {
@@ -949,6 +1142,40 @@ smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
 	/* go on with pipelined input already buffered, then read */
 	if (smtpd_session_input(s))
 		smtpd_session_want_read(s);
+}
+
+void
+smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
+{
+	struct smtpd_tx *tx = &s->tx;
+	char mid[17];
+
+	/* in STORE, or freed (CLOSING) while the store had it */
+	SL_ALWAYS(s->state == SMTPD_ST_STORE || s->gone != NULL);
+	spool_mid_fmt(tx->mid, mid);
+	smtpd_enter(s, SMTPD_ST_IDLE);
+	/* a session freed meanwhile (CLOSING) sends no reply */
+	if (status == SPOOL_OK) {
+		s->srv->stats.messages++;
+		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
+		smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
+	} else {
+		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
+		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
+		    NULL);
+		smtpd_reply(s, "451 4.3.0 Error: queue file write "
+		    "error, try again later");
+	}
+	smtpd_tx_reset(s);
+	if (s->gone != NULL)
+		;	/* the client left meanwhile */
+	else if (s->srv->stopping)
+		smtpd_session_close(s, "421 4.3.2 Service shutting down",
+		    "shutdown");
+	else
+		smtpd_session_resume(s);
+	/* the store's hold (smtpd_store): a client gone meanwhile goes now */
+	smtpd_release(s);
 }
 
 /*
@@ -1077,6 +1304,9 @@ smtpd_session_input(struct smtpd_session *s)
 	s->in_read = 1;
 	while (progress && evbuffer_get_length(in) > 0) {
 		switch (s->state) {
+		case SMTPD_ST_PROXY:
+			progress = smtpd_proxy_read(s, in);
+			break;
 		case SMTPD_ST_DATA:
 			progress = smtpd_body_read_data(s, in);
 			break;
@@ -1089,6 +1319,7 @@ smtpd_session_input(struct smtpd_session *s)
 			    smtpd_read_command(s, in) : 0;
 			break;
 		case SMTPD_ST_STORE:
+		case SMTPD_ST_VERIFY:
 		case SMTPD_ST_CLOSING:
 			progress = 0;
 			break;
@@ -1100,7 +1331,8 @@ smtpd_session_input(struct smtpd_session *s)
 	}
 	s->in_read = 0;
 	smtpd_flush(s);
-	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
+	if (s->state == SMTPD_ST_CLOSING && (s->gone != NULL ||
+	    smtpd_session_flushed(s))) {
 		smtpd_session_free(s, "closed");
 		return 0;
 	}
@@ -1114,22 +1346,11 @@ smtpd_session_read(struct bufferevent *bev, void *arg)
 
 	/* a TLS filter runs its read callback from bufferevent_enable(); the
 	 * loop already running takes what it decrypted */
-	if (s->in_read)
+	if (s->in_read || s->gone != NULL)
 		return;
+	smtpd_hold(s);
 	(void)smtpd_session_input(s);
-}
-
-void
-smtpd_session_resume(struct smtpd_session *s)
-{
-	/* inside the read loop, it goes on by itself */
-	if (s->in_read) {
-		smtpd_session_want_read(s);
-		return;
-	}
-	/* what was pipelined meanwhile, then read */
-	if (smtpd_session_input(s))
-		smtpd_session_want_read(s);
+	smtpd_release(s);
 }
 
 uint64_t

@@ -61,6 +61,15 @@ struct smtpd_ops {
 	 * exactly once, now or later (from the same thread).
 	 */
 	void (*store)(void *arg, struct smtpd_session *s, struct spool_msg *msg);
+	/*
+	 * Optional: check a recipient that the relay policy let in (the
+	 * postmaster is not asked). NULL: take it now. Else a handle: the
+	 * session reads nothing more until smtpd_session_verified() answers
+	 * (never from inside verify); if the transaction or the session ends
+	 * first, verify_cancel(arg, handle) is called and no answer may come.
+	 */
+	void *(*verify)(void *arg, struct smtpd_session *s, const char *rcpt);
+	void (*verify_cancel)(void *arg, void *handle);
 	/* Optional: a session ended (for statistics). */
 	void (*closed)(void *arg, struct smtpd_session *s);
 	void *arg;
@@ -134,6 +143,13 @@ int smtpd_server_port(const struct smtpd_server *srv);
 
 /* The answer to ops->store. */
 void smtpd_session_stored(struct smtpd_session *s, enum spool_status status);
+/*
+ * The answer to ops->verify: a 2xx takes the recipient (250 2.1.5),
+ * anything else is the reply the client gets ("550 5.1.1 ..."; a 4xx is
+ * not counted against max_errors).
+ */
+void smtpd_session_verified(struct smtpd_session *s, int code,
+    const char *reply);
 /* What a check or store may want to know about the session. */
 uint64_t smtpd_session_icid(const struct smtpd_session *s);
 const struct sockaddr *smtpd_session_peer(const struct smtpd_session *s);

@@ -15,6 +15,7 @@
 #include "smtpd/content.h"
 #include "smtpd/data.h"
 #include "smtpd/parse.h"
+#include "smtpd/proxy.h"
 #include "smtpd/smtpd.h"
 
 /*
@@ -24,10 +25,14 @@
 #define SMTPD_OUT_MAX (64 * 1024)
 
 enum smtpd_state {
-	SMTPD_ST_GREET = 0,	/* before HELO/EHLO */
+	SMTPD_ST_PROXY = 0,	/* waiting for the PROXY header (proxy.c);
+				   every session starts here, and one on a
+				   listener without it moves on at once */
+	SMTPD_ST_GREET,		/* before HELO/EHLO */
 	SMTPD_ST_IDLE,		/* after HELO/EHLO, no transaction */
 	SMTPD_ST_MAIL,		/* after MAIL */
 	SMTPD_ST_RCPT,		/* after a RCPT was accepted */
+	SMTPD_ST_VERIFY,	/* a RCPT waits for ops->verify's answer */
 	SMTPD_ST_DATA,		/* reading DATA */
 	SMTPD_ST_BDAT,		/* reading a BDAT chunk */
 	SMTPD_ST_STORE,		/* waiting for ops->store to answer */
@@ -56,6 +61,8 @@ struct smtpd_tx {
 	int bdat_seen;			/* a BDAT was given: DATA is refused */
 	int bdat_fail;			/* reply for this chunk: 0 ok or code */
 	int drop_in_data;		/* a check said DROP at DATA */
+	void *verify;			/* ops->verify's handle: rcpts[nrcpt]
+					   waits for its answer */
 	int64_t start_ms;
 };
 
@@ -80,17 +87,24 @@ struct smtpd_session {
 	struct smtpd_server *srv;
 	struct bufferevent *bev;
 	uint64_t icid;
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer;	/* the client: from the PROXY
+					   header when there is one */
 	char peer_text[64];
+	int peer_port;
+	char proxy_text[64];	/* the balancer's address; "" if none */
 	char *helo;
 	int esmtp;
 	enum smtpd_state state;	/* written only by smtpd_enter */
 	int errors;
 	int in_read;		/* inside smtpd_session_input: no recursion */
+	int inflight;		/* callbacks running on s, and the store's
+				   answer owed to it: its free waits for
+				   them (session.c smtpd_hold) */
+	char *gone;		/* freed while inflight: why, logged when
+				   the last of them lets go; NULL before */
 	int out_full;		/* reading paused: over SMTPD_OUT_MAX of
 				   replies unwritten (session.c) */
 	int discard_line;	/* dropping the rest of an over-long line */
-	int close_after;	/* close once the pending reply is written */
 	int trusted;
 	int tls;		/* STARTTLS done: bev is the TLS filter */
 	int direct;		/* replies are written by smtpd_flush(), the
@@ -169,8 +183,15 @@ struct smtpd_server {
  * bug.
  */
 int smtpd_enter(struct smtpd_session *s, enum smtpd_state to);
+/*
+ * A session on fd from sa; proxied: sa is a balancer and the client is
+ * named by the PROXY header that must come first (SMTPD_ST_PROXY).
+ */
 struct smtpd_session *smtpd_session_new(struct smtpd_server *srv, int fd,
-    const struct sockaddr *sa, socklen_t salen);
+    const struct sockaddr *sa, socklen_t salen, int proxied);
+/* The text of an address as logs show it (IPv4-mapped as IPv4; "unix"),
+ * and its port (0 if none). */
+int smtpd_addr_text(const struct sockaddr *sa, char *buf, size_t len);
 /* Point s->bev's callbacks at the session (again after STARTTLS). */
 void smtpd_session_setcb(struct smtpd_session *s);
 /*
@@ -186,7 +207,21 @@ void smtpd_flush(struct smtpd_session *s);
 void smtpd_session_resume(struct smtpd_session *s);
 /* Greet (or refuse) the new client. */
 void smtpd_session_start(struct smtpd_session *s);
+/*
+ * End the session: CLOSING, nothing more read, written or answered. The
+ * memory goes at once, or, while s->inflight (a callback of s runs up
+ * the stack, or the store owes an answer), when the last of them lets go
+ * (smtpd_release): code up the stack may go on using s, and finds it
+ * CLOSING.
+ */
 void smtpd_session_free(struct smtpd_session *s, const char *why);
+/*
+ * Around every entry into s from libevent or the store (session.c,
+ * tls.c): hold it, and let go; smtpd_release returns 0 once s is freed or
+ * to be freed (stop using it).
+ */
+void smtpd_hold(struct smtpd_session *s);
+int smtpd_release(struct smtpd_session *s);
 /* Send a reply line (without CRLF). */
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -309,6 +344,12 @@ void smtpd_clients_free(struct smtpd_server *srv);
 /* listener.c */
 void smtpd_server_session_gone(struct smtpd_server *srv,
     struct smtpd_session *s);
+/*
+ * The per-address limit for a client learnt from its PROXY header: 0 and
+ * s is counted against s->peer, or -1 with the 421 line (no CRLF) in reply.
+ */
+int smtpd_server_admit(struct smtpd_server *srv, struct smtpd_session *s,
+    char *reply, size_t len);
 
 /* received.c: prepend the Received: header of tx to tx->body. */
 void smtpd_received_add(struct smtpd_session *s, struct smtpd_tx *tx);

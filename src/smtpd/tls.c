@@ -3,7 +3,8 @@
  * tls.c: STARTTLS on the server side (RFC 3207): the server's TLS context
  * from [server] tls_cert and tls_key, the STARTTLS command, implicit TLS
  * on [submission] tls_listen (RFC 8314: the handshake first, then the
- * greeting, in TLS), and the wait for a closing TLS session's last bytes.
+ * greeting, in TLS), and the end of a closing TLS session: its
+ * close_notify and the wait for its last bytes.
  *
  * STARTTLS replies 220 in plaintext, then puts a libevent OpenSSL filter
  * (BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE: freeing it frees the
@@ -22,6 +23,10 @@
  *  3. A closing TLS session is freed only once the socket's bufferevent
  *     has written the ciphertext of the last reply, or its write timeout
  *     fired (the filter's output drains into it, not into the socket).
+ *  4. A session we close (QUIT, timeout, too many errors, shutdown) ends
+ *     its TLS with a close_notify after the last reply (RFC 8446 6.1), in
+ *     the same bounded wait: a client that never reads meets the 10 s
+ *     write timeout. One that left first (EOF, error) gets none.
  */
 #include <string.h>
 
@@ -192,20 +197,26 @@ smtpd_session_flushed(struct smtpd_session *s)
 	struct bufferevent *under;
 	struct evbuffer *out;
 
+	/* no reply goes out before the handshake ends: nothing to wait for */
+	if (s->tls && !SSL_is_init_finished(bufferevent_openssl_get_ssl(s->bev)))
+		return 1;
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 		return 0;
 	if (!s->tls || (under = bufferevent_get_underlying(s->bev)) == NULL)
 		return 1;
 	out = bufferevent_get_output(under);
-	if (evbuffer_get_length(out) == 0)
-		return 1;
 	if (s->flush_cb == NULL) {
+		/* invariant 4: the last reply is ciphertext now; the
+		 * close_notify goes behind it */
+		(void)sl_tls_close_notify(s->bev);
+		if (evbuffer_get_length(out) == 0)
+			return 1;
 		s->flush_cb = evbuffer_add_cb(out, smtpd_tls_flushed, s);
 		/* a client that reads nothing more: its TIMEOUT reaches us */
 		bufferevent_set_timeouts(under, NULL,
 		    &(struct timeval){ 10, 0 });
 	}
-	return 0;
+	return evbuffer_get_length(out) == 0;
 }
 
 void

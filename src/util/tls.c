@@ -5,7 +5,8 @@
  *
  * Owns the process's client context (one SSL_CTX for every outbound
  * connection, made on first use and kept until exit). Server contexts
- * belong to their caller (smtpd keeps one per server).
+ * belong to their caller (smtpd keeps one per server). Both sides end a
+ * TLS session they close with a close_notify (sl_tls_close_notify).
  * Callers: src/smtpd/tls.c, src/smtpc/session.c.
  *
  * Both sides refuse anything older than TLS 1.2. The client context of
@@ -23,9 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-
+#include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -274,4 +276,42 @@ sl_tls_cipher(struct bufferevent *bev)
 	const char *c = ssl ? SSL_get_cipher_name(ssl) : NULL;
 
 	return c ? c : "";
+}
+
+int
+sl_tls_close_notify(struct bufferevent *bev)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	struct bufferevent *under = bufferevent_get_underlying(bev);
+	size_t low = 0, high = 0;
+	int r;
+
+	if (ssl == NULL || under == NULL || !SSL_is_init_finished(ssl))
+		return -1;
+	/* the alert goes whole, a record's bytes past the socket's mark,
+	 * rather than wait for a peer that may never read */
+	bufferevent_getwatermark(under, EV_WRITE, &low, &high);
+	bufferevent_setwatermark(under, EV_WRITE, low, 0);
+	r = SSL_shutdown(ssl);
+	bufferevent_setwatermark(under, EV_WRITE, low, high);
+	ERR_clear_error();
+	return r < 0 ? -1 : 0;
+}
+
+void
+sl_tls_push(struct bufferevent *bev)
+{
+	struct bufferevent *under = bufferevent_get_underlying(bev);
+	struct evbuffer *out;
+
+	if (under == NULL)
+		return;
+	out = bufferevent_get_output(under);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	/* the bufferevent freezes its output's front but around its own
+	 * writes; an error is the peer's business now */
+	evbuffer_unfreeze(out, 1);
+	(void)evbuffer_write(out, bufferevent_getfd(under));
+	evbuffer_freeze(out, 1);
 }

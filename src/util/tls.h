@@ -68,4 +68,19 @@ const char *sl_tls_error(struct bufferevent *bev, const char *fallback,
 const char *sl_tls_version(struct bufferevent *bev);
 const char *sl_tls_cipher(struct bufferevent *bev);
 
+/*
+ * RFC 8446 6.1 (RFC 5246 7.2.1): a TLS filter bufferevent closing on our
+ * side sends close_notify. Queues the alert in the socket's bufferevent,
+ * behind the ciphertext already there (call it once the filter's own
+ * output is empty), whatever that buffer's write mark. 0 if queued, -1 if
+ * not (no handshake done, or the session failed).
+ */
+int sl_tls_close_notify(struct bufferevent *bev);
+/*
+ * Write what a TLS filter's socket bufferevent holds straight to the
+ * socket, now, as far as the socket takes it: for a connection about to
+ * be freed, which waits for nothing (the rest is dropped with it).
+ */
+void sl_tls_push(struct bufferevent *bev);
+
 #endif

@@ -53,12 +53,16 @@ def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def port_listening(port, v6=False):
-    """True if something listens on 127.0.0.1:port, or with v6 on
+def port_listening(port, v6=False, addr="127.0.0.1", pid=None):
+    """True if something listens on addr:port (127.0.0.1), or with v6 on
     [::1]:port (from /proc, no connect: a probe connection would count
-    against the connection limits)."""
-    path, want = ("/proc/net/tcp6", "0" * 24 + f"01000000:{port:04X}") if v6 \
-        else ("/proc/net/tcp", f"0100007F:{port:04X}")
+    against the connection limits). With pid: in that process's network
+    namespace."""
+    net = f"/proc/{pid}/net" if pid else "/proc/net"
+    a4 = "" if v6 else "".join(f"{int(b):02X}"
+                               for b in reversed(addr.split(".")))
+    path, want = (net + "/tcp6", "0" * 24 + f"01000000:{port:04X}") if v6 \
+        else (net + "/tcp", f"{a4}:{port:04X}")
     try:
         with open(path) as f:
             next(f)
@@ -231,11 +235,12 @@ class Daemon:
     """One sluiced process on a temp dir: start, stop, restart, kill -9."""
 
     def __init__(self, root, conf=None, args=(), wrapper=(), env=None,
-                 listen="127.0.0.1:{port}"):
+                 listen="127.0.0.1:{port}", netns=None):
         self.root = Path(root)
         # [server] listen, {port} filled in at start; started means the
-        # first address listens (127.0.0.1 or [::1])
-        self.listen = listen
+        # first address listens (127.0.0.1, [::1], or netns's address)
+        self.netns = netns
+        self.listen = listen if netns is None else netns.addr + ":{port}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.spool_dir = self.root / "spool"
         self.conf_path = self.root / "sluiced.ini"
@@ -303,9 +308,11 @@ class Daemon:
             self.write_conf()
             self.runs += 1
             self.stderr_path = self.root / f"stderr.{self.runs}.log"
+            ns = ["ip", "netns", "exec", self.netns.ns] if self.netns else []
             with open(self.stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(
-                    self.wrapper + [str(SLUICED), "-c", str(self.conf_path)]
+                    ns + self.wrapper + [str(SLUICED), "-c",
+                                         str(self.conf_path)]
                     + self.args, stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=err, env=self.env,
                     cwd=self.root)
@@ -314,7 +321,9 @@ class Daemon:
                 if self.proc.poll() is not None:
                     break
                 if port_listening(self.port,
-                                  v6=self.listen.startswith("[")):
+                                  v6=self.listen.startswith("["),
+                                  addr=self.listen.rsplit(":", 1)[0],
+                                  pid=self.proc.pid if self.netns else None):
                     return self
                 time.sleep(0.01)
             else:

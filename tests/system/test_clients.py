@@ -72,7 +72,7 @@ def test_swaks_several_recipients(sluiced, tmp_path, pipe):
 def test_swaks_refused_recipient(make_sluiced, tmp_path):
     """swaks with one recipient refused (relay): the others get the mail."""
     d = make_sluiced(conf={"server": {"trusted_networks": "192.0.2.0/24",
-                                      "local_domains": "local.test"}})
+                                      "relay_domains": "local.test"}})
     f = tmp_path / "msg.eml"
     f.write_bytes(MSG)
     rc, out, err = run(["swaks", "--server", f"127.0.0.1:{d.port}",
@@ -121,7 +121,7 @@ def test_curl_refused_recipient_fails(make_sluiced, tmp_path):
 
 @pytest.mark.slow
 def test_smtp_source_concurrency(make_sluiced):
-    d = make_sluiced(conf={"server": {"local_domains": "local.test"}})
+    d = make_sluiced(conf={"server": {"relay_domains": "local.test"}})
     n = scaled(500, 200)
     rc, out, err = run(["/usr/sbin/smtp-source", "-s", "20", "-m", str(n),
                         "-l", "4096", "-f", "source@client.sluice.test",

@@ -111,7 +111,7 @@ def test_kill9_loses_nothing_acknowledged(make_sluiced):
     msgs = make_messages(rnd)
     shas = [sha256(m) for m in msgs]
     assert len(set(shas)) == TOTAL
-    d = make_sluiced(conf={"server": {"local_domains": "local.test"}})
+    d = make_sluiced(conf={"server": {"relay_domains": "local.test"}})
 
     load = Load(d.port, msgs)
     threads = [threading.Thread(target=load.worker, daemon=True)

@@ -91,7 +91,7 @@ def test_connection_max_age(make_sluiced):
 # ---- IPv6 ----
 
 def test_listen_on_ipv6_loopback(make_sluiced):
-    d = make_sluiced(conf={"server": {"local_domains": "local.test"}},
+    d = make_sluiced(conf={"server": {"relay_domains": "local.test"}},
                      listen="[::1]:{port}")
     with smtplib.SMTP("::1", d.port, timeout=15,
                       local_hostname="client6.sluice.test") as s:

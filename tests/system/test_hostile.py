@@ -72,7 +72,7 @@ class Served(threading.Thread):
 
 def untrusted_one_per_ip(make_sluiced, **server):
     conf = {"max_connections_per_ip": "1", "max_errors": "2",
-            "trusted_networks": "192.0.2.0/24", "local_domains": "local.test"}
+            "trusted_networks": "192.0.2.0/24", "relay_domains": "local.test"}
     conf.update(server)
     return make_sluiced(conf={"server": conf})
 

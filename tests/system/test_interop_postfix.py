@@ -220,7 +220,7 @@ def postfix_into(postfix, d):
 
 
 def test_postfix_relays_into_sluiced(postfix, make_sluiced):
-    d = make_sluiced(conf={"server": {"local_domains": "in.test"}})
+    d = make_sluiced(conf={"server": {"relay_domains": "in.test"}})
     postfix_into(postfix, d)
     msg = b"Subject: from postfix\r\nX-Token: pf-in-1\r\n\r\nhello sluiced\r\n"
     postfix.sendmail("app@pf.sluice.test", ["u1@in.test", "u2@in.test"], msg,
@@ -247,7 +247,7 @@ def test_postfix_relays_into_sluiced(postfix, make_sluiced):
 
 def test_postfix_starttls_into_sluiced(postfix, make_sluiced, cert):
     c, k = cert
-    d = make_sluiced(conf={"server": {"local_domains": "in.test",
+    d = make_sluiced(conf={"server": {"relay_domains": "in.test",
                                       "tls_cert": str(c), "tls_key": str(k)}})
     postfix_into(postfix, d)
     msg = b"Subject: from postfix in TLS\r\nX-Token: pf-tls-1\r\n\r\nhi\r\n"

@@ -28,7 +28,7 @@ def world(net, make_sluiced, script=None, **server):
     back = net.back()
     conf = net.conf()
     conf["server"] = {"trusted_networks": "192.0.2.0/24",
-                      "local_domains": "local.test",
+                      "relay_domains": "local.test",
                       "postmaster": "admin@pm.test"}
     conf["server"].update(server)
     return make_sluiced(conf=conf), rx, back

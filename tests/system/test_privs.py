@@ -3,8 +3,9 @@
 test_privs.py: privileges. Started as root with [server] user = nobody,
 sluiced binds, opens its spool, then runs as nobody (uid, gid and no
 other group, read from /proc/PID/status); the spool is handed to it and
-not readable by others; a message still flows end to end to a sink. A
-user that does not exist stops the start with a clear error.
+not readable by others; a message still flows end to end to a sink, and
+to a local Maildir made for the user. A user that does not exist stops
+the start with a clear error.
 """
 import os
 import pwd
@@ -39,6 +40,17 @@ def proc_ids(pid):
     return st
 
 
+def send_finished(d, rcpt, text):
+    """One message to rcpt; wait until it is finished (delivered)."""
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
+        c.ehlo("client.test")
+        c.mail("a@client.test")
+        c.rcpt(rcpt)
+        code, resp = c.data(b"Subject: privs\r\n\r\n" + text + b"\r\n")
+        assert code == 250
+    d.wait_log(r"Message finished MID %016X done" % mid_of(resp), timeout=30)
+
+
 def test_drops_to_user_and_mail_flows(world_dir, make_sink):
     nobody = pwd.getpwnam("nobody")
     sink = make_sink()
@@ -68,18 +80,43 @@ def test_drops_to_user_and_mail_flows(world_dir, make_sink):
             st = os.stat(os.path.join(spool, name))
             assert st.st_uid == nobody.pw_uid, name
             assert st.st_mode & 0o007 == 0, (name, oct(st.st_mode))
-        with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as c:
-            c.ehlo("client.test")
-            c.mail("a@client.test")
-            c.rcpt("b@far.test")
-            code, resp = c.data(b"Subject: privs\r\n\r\nas nobody\r\n")
-            assert code == 250
-        mid = mid_of(resp)
-        d.wait_log(r"Message finished MID %016X done" % mid, timeout=30)
+        send_finished(d, "b@far.test", b"as nobody")
         got = wait_until(lambda: sink.messages(), what="message at the sink")
         assert b"as nobody" in got[0]
         # new files made after the drop (WAL, log) are not world-readable
         assert os.stat(d.log).st_mode & 0o007 == 0
+    finally:
+        d.stop()
+
+
+def test_local_maildir_as_user(world_dir):
+    """A Maildir node started as root: maildir_root, missing at start, is
+    made for the user, and mail for a local user lands there in files and
+    directories of the user, not readable by others."""
+    nobody = pwd.getpwnam("nobody")
+    root = os.path.join(world_dir, "d")
+    d = Daemon(root, conf={
+        "server": {"user": "nobody", "local_domains": "local.test"},
+        "local": {"maildir_root": os.path.join(root, "mail"),
+                  "recipient_check": "none"},
+        "spool": {"dir": os.path.join(root, "spool")},
+        "control": {"socket": os.path.join(root, "ctl.sock")},
+        "log": {"file": os.path.join(root, "sluiced.log")}})
+    d.start()
+    try:
+        d.wait_log(r"dropped root user=nobody")
+        send_finished(d, "Alice@local.test", b"to a Maildir")
+        mail = os.path.join(root, "mail")
+        md = os.path.join(mail, "local.test", "alice", "Maildir")
+        new = os.listdir(os.path.join(md, "new"))
+        assert len(new) == 1, new
+        f = os.path.join(md, "new", new[0])
+        with open(f, "rb") as fp:
+            assert b"to a Maildir" in fp.read()
+        for path in (mail, md, f):
+            st = os.stat(path)
+            assert st.st_uid == nobody.pw_uid, path
+            assert st.st_mode & 0o007 == 0, (path, oct(st.st_mode))
     finally:
         d.stop()
 

@@ -176,7 +176,7 @@ def test_max_connections(make_sluiced):
 def test_max_connections_per_ip(make_sluiced):
     d = make_sluiced(conf={"server": {"max_connections_per_ip": "2",
                                       "trusted_networks": "192.0.2.0/24",
-                                      "local_domains": "local.test"}})
+                                      "relay_domains": "local.test"}})
     a, b = d.connect(), d.connect()
     try:
         assert a.greeting.startswith("220") and b.greeting.startswith("220")

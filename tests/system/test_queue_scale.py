@@ -27,7 +27,7 @@ N = scaled(100000, 30000)
 def big_queue(make_sluiced, tmp_path):
     sock = tmp_path / "ctl" / "sluice.sock"
     d = make_sluiced(conf={"control": {"socket": str(sock)},
-                           "server": {"local_domains": "local.test"}})
+                           "server": {"relay_domains": "local.test"}})
     d.stop()
     p = subprocess.run([sys.executable, str(REPO / "bench" / "gen_spool.py"),
                         "--dir", str(d.spool_dir), "--recipients", str(N),

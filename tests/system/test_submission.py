@@ -114,7 +114,8 @@ def test_smtplib_auth_relays_with_esmtpsa(sub, mech):
         c.sendmail("bob@client.test", ["r@far.test"], MSG)
     got = sink_got(sub)[0]
     rec = got.split(b"\r\n\r\n")[0]
-    m = re.search(rb"Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n"
+    m = re.search(rb"Received: from client\.test \(\[127\.0\.0\.1\]\) "
+                  rb"\(port \d+\)\r\n"
                   rb"\t\(using (TLSv1\.[23]) with cipher \S+\)\r\n"
                   rb"\tby mx\.sluice\.test \(sluice\) with ESMTPSA id ", rec)
     assert m, rec

@@ -120,7 +120,83 @@ static const struct {
 	{ "[log]\nformat = xml\n", 2, "not text or json" },
 	{ "[server]\nthis line has no equals\n", 2, "syntax error" },
 	{ "[server]\nlocal_domains = a b.test\n", 2, "not a domain" },
+	{ "[server]\nproxy_protocol = v3\n", 2, "not off, v1, v2 or any" },
+	{ "[local]\nagent = mbox\n", 2, "not maildir or lmtp" },
+	{ "[local]\nlmtp = /run/lmtp\n", 2, "not unix:/path" },
+	{ "[local]\nrecipient_check = ldap\n", 2, "not file, lmtp or none" },
+	{ "[backends]\nb1 = lmtp:10.0.0.1:24\n", 2, "not lmtp:[address]" },
+	{ "[backends]\nb1 = smtp:unix:/x\n", 2, "not lmtp:[address]" },
+	{ "[mailboxes]\n@x.test = b1\n", 2, "not an address or a domain" },
+	{ "[cluster]\nnodes = fe1=10.0.0.1:9025\n", 2, "name=http://host" },
 };
+
+/* Errors across settings (conf_check): the file, and the line if one. */
+static const struct {
+	const char *ini;
+	int line;		/* 0: the message names the file only */
+	const char *text;
+} check_cases[] = {
+	{ "[server]\nproxy_protocol = v2\n", 0,
+	  "proxy_protocol = v2 needs [server] proxy_trusted_networks" },
+	{ "[local]\nagent = lmtp\n", 0, "agent = lmtp needs [local] lmtp" },
+	{ "[local]\nrecipient_check = lmtp\n", 0, "an LMTP server to ask" },
+	{ "[server]\nlocal_domains = l.test\n[local]\nrecipient_check = "
+	  "none\n[mailboxes]\na@l.test = b9\n", 6, "no backend 'b9'" },
+	{ "[local]\nrecipient_check = none\n[backends]\nb1 = smtp:[::1]:25\n"
+	  "[mailboxes]\na@other.test = b1\n", 6, "not in [server] "
+	  "local_domains" },
+};
+
+static void
+test_check_errors(void **state)
+{
+	for (size_t i = 0; i < sizeof(check_cases) / sizeof(check_cases[0]);
+	    i++) {
+		char err[512], want[128];
+		const char *p = write_ini(check_cases[i].ini);
+		struct sl_conf *c = conf_load(p, err, sizeof(err));
+
+		assert_non_null(c);
+		assert_int_equal(conf_check(c, err, sizeof(err)), -1);
+		if (check_cases[i].line > 0)
+			snprintf(want, sizeof(want), "%s:%d: ", p,
+			    check_cases[i].line);
+		else
+			snprintf(want, sizeof(want), "%s: ", p);
+		if (strstr(err, want) == NULL || strstr(err,
+		    check_cases[i].text) == NULL)
+			fail_msg("case %zu: got '%s', want '%s' and '%s'", i,
+			    err, want, check_cases[i].text);
+		conf_free(c);
+		unlink(p);
+	}
+}
+
+/* [mailboxes] domains become local; a good local setup passes. */
+static void
+test_local_sections(void **state)
+{
+	char err[512];
+	const char *p = write_ini("[server]\nlocal_domains = Example.test\n"
+	    "[local]\nrecipient_check = lmtp\n[backends]\n"
+	    "b1 = lmtp:[10.0.0.11]:24\nb2 = smtp:[10.0.0.12]:25\n"
+	    "b3 = lmtp:unix:/run/dovecot/lmtp\n[mailboxes]\n"
+	    "Alice@Example.test = b1\nexample.org = b2\n");
+	struct sl_conf *c = conf_load(p, err, sizeof(err));
+
+	assert_non_null(c);
+	assert_int_equal(conf_check(c, err, sizeof(err)), 0);
+	assert_int_equal(c->nbackends, 3);
+	assert_string_equal(conf_backend(c, "b3")->value,
+	    "lmtp:unix:/run/dovecot/lmtp");
+	assert_null(conf_backend(c, "b4"));
+	assert_string_equal(c->mailboxes[0].key, "alice@example.test");
+	assert_true(conf_domain_in(c->local_domains, c->nlocal_domains,
+	    "example.org"));
+	assert_int_equal(c->recipient_check, 2);
+	conf_free(c);
+	unlink(p);
+}
 
 static void
 test_errors(void **state)
@@ -277,6 +353,8 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_check_errors),
+		cmocka_unit_test(test_local_sections),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_nets),
 		cmocka_unit_test(test_print_roundtrip),

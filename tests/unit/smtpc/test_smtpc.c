@@ -16,10 +16,15 @@
  * ClientHello with plaintext instead. The tests of the STARTTLS policy
  * are at the end; the others run with SMTPC_TLS_NONE.
  *
+ * With lmtp set the peer speaks LMTP (RFC 2033): LHLO, and after the data
+ * one reply per recipient it accepted ("over" in the address: 452 4.2.2,
+ * a mailbox over quota); it may listen on a Unix socket (unix_path).
+ *
  * Run one test by name: test_smtpc test_reuse (a cmocka filter pattern).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,6 +47,8 @@
 #include "log/log.h"
 #include "spool/spool.h"
 #include "smtpc/smtpc.h"
+
+#include "../tlsctx.h"
 
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
@@ -69,6 +76,10 @@ struct fpeer {
 	int tls;			/* this connection is in TLS */
 	int tls_up;			/* its handshake finished */
 	char sni[256];
+	int lmtp;			/* LHLO, a reply per recipient */
+	char unix_path[108];		/* listen here instead of TCP */
+	char *taken[8];			/* LMTP: the RCPTs accepted */
+	int ntaken;
 
 	struct bufferevent *bev;
 	int nconn;
@@ -133,26 +144,7 @@ fp_starttls(struct fpeer *fp)
 static SSL_CTX *
 fp_tls_ctx(void)
 {
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	X509_NAME *name = X509_get_subject_name(x);
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-
-	assert_non_null(key);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, key);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-	    (const unsigned char *)"mx.test", -1, -1, 0);
-	X509_set_issuer_name(x, name);
-	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
-	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
-	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
-	X509_free(x);
-	EVP_PKEY_free(key);
-	return ctx;
+	return test_tls_server_ctx();
 }
 
 /* Reply to a command, or not (stall), or with garbage; 0 if stalled. */
@@ -176,7 +168,7 @@ fp_line(struct fpeer *fp, char *line)
 		fp->cmd[fp->ncmd] = strdup(line);
 		fp->batch[fp->ncmd++] = fp->reads;
 	}
-	if (fp_is(line, "EHLO")) {
+	if (fp_is(line, "EHLO") || (fp->lmtp && fp_is(line, "LHLO"))) {
 		if (fp->close_at_ehlo) {
 			bufferevent_free(fp->bev);
 			fp->bev = NULL;
@@ -192,6 +184,9 @@ fp_line(struct fpeer *fp, char *line)
 		fp_answer(fp, "MAIL", fp->mail_reply ? fp->mail_reply :
 		    "250 2.1.0 Ok\r\n");
 	} else if (fp_is(line, "RCPT")) {
+		if (fp->lmtp && !strstr(line, "bad") && !strstr(line, "later") &&
+		    fp->ntaken < 8)
+			fp->taken[fp->ntaken++] = strdup(line + 8);
 		fp_answer(fp, "RCPT", strstr(line, "bad") ?
 		    "550 5.1.1 No such user\r\n" : strstr(line, "later") ?
 		    "450 4.2.0 Try later\r\n" : "250 2.1.5 Ok\r\n");
@@ -203,6 +198,8 @@ fp_line(struct fpeer *fp, char *line)
 		fp->bdat_left = strtoul(line + 5, NULL, 10);
 		fp->in_data = 2;
 	} else if (fp_is(line, "RSET")) {
+		for (; fp->ntaken > 0; fp->ntaken--)
+			free(fp->taken[fp->ntaken - 1]);
 		fp_answer(fp, "RSET", "250 2.0.0 Ok\r\n");
 	} else if (fp_is(line, "QUIT")) {
 		fp_answer(fp, "QUIT", "221 2.0.0 Bye\r\n");
@@ -227,6 +224,25 @@ fp_data(struct fpeer *fp, struct evbuffer *in)
 	return p.pos >= 0 && (size_t)p.pos + 5 == evbuffer_get_length(fp->data);
 }
 
+/* LMTP: the end of the data gets a reply for each recipient taken. */
+static void
+fp_lmtp_dot(struct fpeer *fp)
+{
+	char line[300];
+
+	for (int i = 0; i < fp->ntaken; i++) {
+		if (strstr(fp->taken[i], "over"))
+			snprintf(line, sizeof(line), "452 4.2.2 %s Mailbox is "
+			    "full\r\n", fp->taken[i]);
+		else
+			snprintf(line, sizeof(line), "250 2.0.0 %s Saved\r\n",
+			    fp->taken[i]);
+		fp_say(fp, line);
+		free(fp->taken[i]);
+	}
+	fp->ntaken = 0;
+}
+
 static void
 fp_read(struct bufferevent *bev, void *arg)
 {
@@ -240,6 +256,10 @@ fp_read(struct bufferevent *bev, void *arg)
 			if (!fp_data(fp, in))
 				return;
 			fp->in_data = 0;
+			if (fp->lmtp) {
+				fp_lmtp_dot(fp);
+				continue;
+			}
 			fp_answer(fp, "DOT", fp->dot_reply ? fp->dot_reply :
 			    "250 2.0.0 Queued as X\r\n");
 			continue;
@@ -307,6 +327,19 @@ fp_start(struct event_base *base, struct fpeer *fp)
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	socklen_t slen = sizeof(sin);
 
+	fp->data = evbuffer_new();
+	if (fp->unix_path[0] != '\0') {
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s",
+		    fp->unix_path);
+		unlink(fp->unix_path);
+		fp->lis = evconnlistener_new_bind(base, fp_accept, fp,
+		    LEV_OPT_CLOSE_ON_FREE, 16, (struct sockaddr *)&sun,
+		    sizeof(sun));
+		assert_non_null(fp->lis);
+		return;
+	}
+
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	fp->lis = evconnlistener_new_bind(base, fp_accept, fp,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
@@ -315,7 +348,6 @@ fp_start(struct event_base *base, struct fpeer *fp)
 	getsockname(evconnlistener_get_fd(fp->lis), (struct sockaddr *)&sin,
 	    &slen);
 	fp->port = ntohs(sin.sin_port);
-	fp->data = evbuffer_new();
 }
 
 static void
@@ -328,6 +360,10 @@ fp_stop(struct fpeer *fp)
 	SSL_CTX_free(fp->tls_ctx);
 	for (int i = 0; i < fp->ncmd; i++)
 		free(fp->cmd[i]);
+	for (int i = 0; i < fp->ntaken; i++)
+		free(fp->taken[i]);
+	if (fp->unix_path[0] != '\0')
+		unlink(fp->unix_path);
 }
 
 /* The data received as a string (for short bodies). */
@@ -682,8 +718,9 @@ test_pipelined_two_rcpts(void **state)
 	assert_int_equal(f->d.ready, 2);	/* idle again */
 
 	/* MAIL, both RCPTs and DATA in one write (RFC 2920). */
+	/* 27 bytes, and the line end DATA adds to the last line */
 	assert_string_equal(f->fp.cmd[1],
-	    "MAIL FROM:<from@test> SIZE=27");
+	    "MAIL FROM:<from@test> SIZE=29");
 	assert_string_equal(f->fp.cmd[2], "RCPT TO:<bad@test>");
 	assert_string_equal(f->fp.cmd[3], "RCPT TO:<good@test>");
 	assert_string_equal(f->fp.cmd[4], "DATA");
@@ -989,6 +1026,36 @@ test_bdat_folds_long_lines(void **state)
 	}
 }
 
+/*
+ * SIZE= declares the message as it goes on the wire: after the folding
+ * of a line over 998 octets (RFC 1870: the DATA stuffing dots and final
+ * dot aside). On main it gave the length before folding (1202 here),
+ * less than the 1205 octets sent.
+ */
+static void
+test_size_after_folding(void **state)
+{
+	struct fixture *f = *state;
+	char body[1300];
+	struct tmsg t;
+	char *data;
+
+	memset(body, 'x', 1200);
+	memcpy(body + 1200, "\r\n", 3);
+	connect_ready(f, &params_fast);
+	tmsg_init(&t, body, "a@test", NULL);
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 250);
+	assert_string_equal(f->fp.cmd[1], "MAIL FROM:<from@test> SIZE=1205");
+	data = fp_data_str(&f->fp);
+	/* what came after DATA, less its final ".\r\n" */
+	assert_int_equal(strlen(data) - 3, 1205);
+	assert_memory_equal(data + 998, "\r\n x", 4);
+	free(data);
+	tmsg_free(&t);
+}
+
 /* The idle connection: the peer hangs up -> CLOSED. */
 static void
 test_idle_peer_closes(void **state)
@@ -1227,6 +1294,111 @@ test_tls_log_line(void **state)
 	unlink(path);
 }
 
+/* --- LMTP (RFC 2033) and probes --- */
+
+static const struct smtpc_params params_lmtp = {
+	.helo = "client.test", .connect_timeout = 2, .command_timeout = 1,
+	.data_timeout = 2, .tls = SMTPC_TLS_NONE, .lmtp = 1, .use_bdat = 1,
+};
+
+/* Three recipients: one refused at RCPT, one over quota after the data. */
+static void
+test_lmtp_per_rcpt(void **state)
+{
+	struct fixture *f = *state;
+	struct tmsg t;
+
+	f->fp.lmtp = 1;
+	connect_ready(f, &params_lmtp);
+	assert_string_equal(f->fp.cmd[0], "LHLO client.test");
+	tmsg_init(&t, "Subject: l\r\n\r\nhi\r\n", "a@test", "bad@test");
+	t.r[2].rid = 2;
+	t.r[2].addr = "over@test";
+	t.m.nrcpt = 3;
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 250);
+	assert_string_equal(t.r[0].reply, "250 2.0.0 <a@test> Saved");
+	assert_int_equal(t.r[1].code, 550);
+	assert_int_equal(t.r[2].code, 452);
+	assert_string_equal(t.r[2].reply, "452 4.2.2 <over@test> Mailbox is "
+	    "full");
+	/* DATA even though the peer offers CHUNKING */
+	assert_string_equal(f->fp.cmd[5], "DATA");
+	/* the connection goes on: a second message, one reply */
+	tmsg_free(&t);
+	tmsg_init(&t, "x\r\n", "b@test", NULL);
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 2);
+	assert_int_equal(t.r[0].code, 250);
+	assert_string_equal(t.r[0].reply, "250 2.0.0 <b@test> Saved");
+	tmsg_free(&t);
+}
+
+/* An LMTP server on a Unix socket; LHLO refused fails the address. */
+static void
+test_lmtp_unix(void **state)
+{
+	struct fixture *f = *state;
+	struct fpeer u = { .lmtp = 1 };
+	struct smtpc_addr a = { 0 };
+	struct sockaddr_un *sun = (struct sockaddr_un *)&a.ss;
+	struct tmsg t;
+
+	snprintf(u.unix_path, sizeof(u.unix_path), "/tmp/sluice-lmtp-%d",
+	    (int)getpid());
+	fp_start(f->base, &u);
+	sun->sun_family = AF_UNIX;
+	snprintf(sun->sun_path, sizeof(sun->sun_path), "%s", u.unix_path);
+	drv_connect(&f->d, &params_lmtp, &a, 1);
+	run_until(&f->d, &f->d.ready, 1);
+	assert_string_equal(smtpc_peer_addr(f->d.c), u.unix_path);
+	tmsg_init(&t, "x\r\n", "over@test", "c@test");
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 452);
+	assert_int_equal(t.r[1].code, 250);
+	tmsg_free(&t);
+	smtpc_free(f->d.c);
+
+	memset(&f->d, 0, sizeof(f->d));
+	f->d.base = f->base;
+	u.ehlo = "500 5.5.1 Unknown command\r\n";
+	drv_connect(&f->d, &params_lmtp, &a, 1);
+	run_until(&f->d, &f->d.failed, 1);
+	assert_int_equal(f->d.code, 500);
+	assert_string_equal(u.cmd[u.ncmd - 1], "LHLO client.test");
+	fp_stop(&u);
+}
+
+/* A probe: MAIL and RCPT, outcomes from RCPT, no data; RSET next. */
+static void
+test_probe(void **state)
+{
+	struct fixture *f = *state;
+	struct tmsg t, u;
+
+	f->fp.lmtp = 1;
+	connect_ready(f, &params_lmtp);
+	tmsg_init(&t, "", "good@test", "bad@test");
+	t.m.probe = 1;
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 250);
+	assert_int_equal(t.r[1].code, 550);
+	for (int i = 0; i < f->fp.ncmd; i++)
+		assert_false(fp_is(f->fp.cmd[i], "DATA"));
+	tmsg_init(&u, "y\r\n", "z@test", NULL);
+	drv_send(&f->d, &u.m);
+	run_until(&f->d, &f->d.done, 2);
+	assert_string_equal(f->fp.cmd[4], "RSET");
+	assert_string_equal(u.r[0].reply, "250 2.0.0 <z@test> Saved");
+	run_for(&f->d, 100);
+	assert_int_equal(f->d.closed, 0);	/* no stray reply */
+	tmsg_free(&t);
+	tmsg_free(&u);
+}
+
 int
 main(void)
 {
@@ -1250,6 +1422,7 @@ main(void)
 		T(test_smtputf8_needed),
 		T(test_params_and_bdat),
 		T(test_bdat_folds_long_lines),
+		T(test_size_after_folding),
 		T(test_idle_peer_closes),
 		T(test_log_lines),
 		T(test_tls_may),
@@ -1259,6 +1432,9 @@ main(void)
 		T(test_tls_handshake_fails_plaintext_retry),
 		T(test_tls_encrypt),
 		T(test_tls_log_line),
+		T(test_lmtp_per_rcpt),
+		T(test_lmtp_unix),
+		T(test_probe),
 #undef T
 	};
 
