@@ -1202,15 +1202,17 @@ sched_stop(struct sched *s)
 /* ---- what the dashboard sees of a destination ---- */
 
 void
-sched_dest_job_add(struct sched_dest *d, struct sched_job *job)
+sched_dest_job_add(struct sched_dest *d, struct sched_job *job,
+    struct sched_job *after)
 {
-	struct sched_job *j;
+	struct sched_job *j = after;
 
 	/* new mail comes last; a job made again for an older message (a
-	 * release, a split) goes back to its place */
-	TAILQ_FOREACH_REVERSE(j, &d->all, sched_job_list, all)
-		if (j->msg->mid <= job->msg->mid)
-			break;
+	 * release) goes back to its place; a split's, beside its own */
+	if (j == NULL)
+		TAILQ_FOREACH_REVERSE(j, &d->all, sched_job_list, all)
+			if (j->msg->mid <= job->msg->mid)
+				break;
 	if (j == NULL)
 		TAILQ_INSERT_HEAD(&d->all, job, all);
 	else

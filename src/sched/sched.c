@@ -247,7 +247,7 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 			j->next = m->jobs;
 			m->jobs = j;
 			d->njobs++;
-			sched_dest_job_add(d, j);
+			sched_dest_job_add(d, j, NULL);
 		}
 		j->ridx[j->nrcpt++] = i;
 		if (r->next_retry > j->timer.key)
@@ -385,6 +385,7 @@ sched_job_split(struct sched *s, struct sched_job *job, uint32_t n)
 	TAILQ_INSERT_AFTER(&job->dest->ready, job, j, entry);
 	job->dest->nready++;
 	job->dest->njobs++;
+	sched_dest_job_add(job->dest, j, job);
 }
 
 /* Remove a job from wherever it waits, and from its message. */

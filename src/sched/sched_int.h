@@ -485,8 +485,10 @@ void sched_dest_free_all(struct sched *s);
  * the loop is back, if it still has none. */
 void sched_dest_maybe_idle(struct sched *s, struct sched_dest *d);
 void sched_run_starved(struct sched *s);
-/* A new job of d: into d's list of jobs, in MID order. */
-void sched_dest_job_add(struct sched_dest *d, struct sched_job *job);
+/* A new job of d: into d's list of jobs, in MID order; after (a job of
+ * the same message already there, or NULL) saves the search. */
+void sched_dest_job_add(struct sched_dest *d, struct sched_job *job,
+    struct sched_job *after);
 /* A job leaves d's list. */
 void sched_dest_job_del(struct sched_dest *d, struct sched_job *job);
 /* A next hop's reply (interned) to one of d's recipients, for the
