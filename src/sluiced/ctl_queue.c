@@ -1095,6 +1095,18 @@ ctl_header_pair(void *arg, const char *name, size_t nlen, const char *value,
 	free(v);
 }
 
+/* The shown message's body could not be read (why): say so, end the walk. */
+static void
+ctl_show_failed(struct ctl_walk *w, const char *why)
+{
+	char mid[17];
+
+	spool_mid_fmt(w->mid, mid);
+	control_reply_err(w->req, CONTROL_ERR_FAILED, NULL, "MID %s: cannot "
+	    "read the body: %s", mid, why);
+	ctl_walk_free(w);
+}
+
 /* queue.show with "headers": the body is in (read off the loop, or shared
  * with a delivery); answer the message with its header fields (the stored
  * text's, our Received: first). */
@@ -1104,13 +1116,10 @@ ctl_show_headers(void *arg, const struct evbuffer *body, const char *why)
 	struct ctl_walk *w = arg;
 	size_t n = body ? evbuffer_get_length(body) : 0;
 	json_t *o, *hs;
-	char mid[17], *p;
+	char *p;
 
 	if (body == NULL) {
-		spool_mid_fmt(w->mid, mid);
-		control_reply_err(w->req, CONTROL_ERR_FAILED, NULL, "MID %s: "
-		    "cannot read the body: %s", mid, why);
-		ctl_walk_free(w);
+		ctl_show_failed(w, why);
 		return;
 	}
 	if (n > CTL_HEADER_MAX)
@@ -1133,13 +1142,9 @@ static void
 ctl_show_body(void *arg, const struct evbuffer *body, const char *why)
 {
 	struct ctl_walk *w = arg;
-	char mid[17];
 
 	if (body == NULL) {
-		spool_mid_fmt(w->mid, mid);
-		control_reply_err(w->req, CONTROL_ERR_FAILED, NULL, "MID %s: "
-		    "cannot read the body: %s", mid, why);
-		ctl_walk_free(w);
+		ctl_show_failed(w, why);
 		return;
 	}
 	w->body = body;
