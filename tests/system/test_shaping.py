@@ -400,6 +400,12 @@ def test_status_shows_a_suspension_and_resume_ends_it(dns, make_sink,
         (dest,) = json.loads(resp.read())["destinations"]
     assert dest["name"] == "bigmail.test" and dest["site"] == "bigmail"
     assert abs(dest["paused_until"] - act["until"]) <= 1
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/destinations/bigmail.test",
+        headers={"Authorization": "Bearer s3cret-token"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        dest = json.loads(resp.read())["destination"]
+    assert dest["state"] == "suspended" and dest["site"] == "bigmail"
     # resume over the control socket: the site sends again at once (and
     # meets the 421 again: suspended again), resumed again over HTTP
     tries = sink.stats()["replies"]["421"]

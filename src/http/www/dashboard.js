@@ -217,6 +217,7 @@ async function loadDest(first) {
 		["Oldest", d.oldest ? sl.age(now - d.oldest) + " old" : "—"],
 		["Connections", `${d.connections} open, at most ${d.limit}`],
 		["State", stateTag(d)],
+		["Traffic shaping site", d.site],
 		["Waiting because", d.waiting],
 		["Last reply", d.last_reply],
 	].filter(([, v]) => v !== null && v !== undefined && v !== "")
