@@ -59,6 +59,7 @@ sluiced_loop_init(void *arg, int id, struct event_base *base,
 	lp->d = d;
 	lp->id = id;
 	lp->inbox = inbox;
+	lp->base = base;
 	if ((lp->port = spool_port_new(d->spool, base, err, sizeof(err))) ==
 	    NULL)
 		SL_PANIC("loop %d: %s", id, err);

@@ -27,6 +27,8 @@ struct control_req;
 struct http_server;
 struct sluiced_ctl;
 struct sluiced_bulk;
+struct evbuffer;
+struct log_ids;
 
 #define SLUICE_VERSION "0.1.0"
 /* Threads writing Maildirs: each waits on its fsyncs, so a few write at
@@ -95,6 +97,7 @@ struct sluiced_loop {
 	int id;
 	struct spool_port *port;	/* its door to the spool */
 	struct sl_inbox *inbox;		/* calls to the loop */
+	struct event_base *base;
 	struct sl_work *work;		/* DKIM signing for its sessions, made
 					   on first use (the loop's thread) */
 };
@@ -109,6 +112,19 @@ void sluiced_loop_fini(void *arg, void *loop_arg);
 void *sluiced_loop_verify(struct sluiced_loop *lp, struct smtpd_session *s,
     const char *rcpt);
 void sluiced_loop_verify_cancel(void *handle);
+/*
+ * sign.c: DKIM-sign msg (a whole message, CRLF line ends; borrowed until
+ * done) with [dkim] sign's key for its From: domain, t= now, on a worker
+ * thread; then, on the loop (lp's, or the main loop's when lp is NULL),
+ * the signature is on top of msg (or the reason it is not was logged with
+ * ids) and done(arg) runs. Returns 0,
+ * or -1 when no key is configured: done is not called, msg goes on as is.
+ */
+typedef void sluiced_signed_fn(void *arg);
+int sluiced_sign(struct sluiced *d, struct sluiced_loop *lp,
+    struct evbuffer *msg, int64_t now, const struct log_ids *ids,
+    sluiced_signed_fn *done, void *arg);
+
 /*
  * priv.c: look up [server] user when started as root (0, or -1 with the
  * reason in err; sets the umask) and, once everything is open, hand the

@@ -101,12 +101,6 @@ smtpd_session_loop_arg(const struct smtpd_session *s)
 	return s->srv->loop_arg;
 }
 
-struct event_base *
-smtpd_session_base(const struct smtpd_session *s)
-{
-	return s->srv->base;
-}
-
 int
 smtpd_session_loop_id(const struct smtpd_session *s)
 {

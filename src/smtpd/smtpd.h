@@ -98,6 +98,14 @@ struct smtpd_ops {
 	 */
 	int no_received;
 	unsigned reply_delay_ms;
+	/*
+	 * Test sinks: AUTH PLAIN and LOGIN (auth.c) on every listener, in
+	 * TLS or not, the credentials checked by auth_check (on the loop, at
+	 * once: 1 if they are right) instead of [auth] users_file; with
+	 * auth_required, MAIL before AUTH gets 530 5.7.0 on every listener.
+	 */
+	int (*auth_check)(void *arg, const char *user, const char *pass);
+	int auth_required;
 };
 
 /* Counters, read by status and metrics. */
@@ -183,8 +191,6 @@ void smtpd_session_stored_at(struct smtpd_session *s,
 /* The session's loop: ops.loop_init's answer for it (NULL without loops
  * of their own), and its number (0 without). */
 void *smtpd_session_loop_arg(const struct smtpd_session *s);
-/* The event base the session runs on. */
-struct event_base *smtpd_session_base(const struct smtpd_session *s);
 int smtpd_session_loop_id(const struct smtpd_session *s);
 /* The configuration the session's server uses now (its loop's). */
 const struct sl_conf *smtpd_session_conf(const struct smtpd_session *s);
