@@ -644,6 +644,13 @@ sched_conn_peer_ext(const struct sched_conn *c)
 	    smtpc_peer_ext(c->c);
 }
 
+static int
+sched_conn_bind_failed(const struct sched_conn *c)
+{
+	return c->r != NULL ? smtpc_remote_bind_failed(c->r) :
+	    smtpc_bind_failed(c->c);
+}
+
 void
 sched_set_loops(struct sched *s, struct sl_inbox *own, size_t n,
     struct sl_inbox *const *inboxes, struct event_base *const *bases)
@@ -1040,7 +1047,7 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 		return;
 	case SMTPC_FAILED: {
 		char reply[600];
-		if (smtpc_bind_failed(sc) && c->path != NULL) {
+		if (sched_conn_bind_failed(c) && c->path != NULL) {
 			/* not the receiver's doing: another source may do */
 			shaping_path_unbindable(c->path, reason);
 		} else if (code == 421 || (code >= 400 && code < 500)) {

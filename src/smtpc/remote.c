@@ -7,9 +7,9 @@
  * The owner's calls (send, quit, free) are posted to the loop, which runs
  * them on the smtpc there; the smtpc's callbacks (done, event) run on the
  * loop and are posted back to the owner (every reply too, when the owner
- * asks for them), with what the owner may ask of
- * the connection afterwards (the peer's host and extensions) copied into
- * the remote at that moment. A message handed to smtpc_remote_send is
+ * asks for them), with what the owner may ask of the connection
+ * afterwards (the peer's host and extensions, whether the source address
+ * could not be bound) copied into the remote at that moment. A message handed to smtpc_remote_send is
  * borrowed by the loop until its done reaches the owner, as smtpc_send's
  * is; its body must not change meanwhile (the scheduler's bodies are
  * read-only, so connections on several loops may send one at once). One
@@ -47,6 +47,7 @@ struct smtpc_remote {
 	 * owner after it arrives (the post orders them) */
 	char peer_host[256];
 	unsigned ext;
+	int bind_failed;
 	/* smtpc_new's arguments, until the loop has made the smtpc */
 	uint64_t dcid;
 	struct smtpc_params p;
@@ -115,6 +116,7 @@ smtpc_remote_peer(struct smtpc_remote *r, struct smtpc *c)
 {
 	sl_strlcpy(r->peer_host, smtpc_peer_host(c), sizeof(r->peer_host));
 	r->ext = smtpc_peer_ext(c);
+	r->bind_failed = smtpc_bind_failed(c);
 }
 
 static void
@@ -295,4 +297,10 @@ unsigned
 smtpc_remote_peer_ext(const struct smtpc_remote *r)
 {
 	return r->ext;
+}
+
+int
+smtpc_remote_bind_failed(const struct smtpc_remote *r)
+{
+	return r->bind_failed;
 }

@@ -279,5 +279,6 @@ void smtpc_remote_quit(struct smtpc_remote *r);
 void smtpc_remote_free(struct smtpc_remote *r);
 const char *smtpc_remote_peer_host(const struct smtpc_remote *r);
 unsigned smtpc_remote_peer_ext(const struct smtpc_remote *r);
+int smtpc_remote_bind_failed(const struct smtpc_remote *r);
 
 #endif
