@@ -25,6 +25,7 @@
  * Threads: smtpc_remote_* on the owner's thread; the rest runs where it
  * says.
  */
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,9 @@ struct smtpc_remote {
 	struct event_base *loop_base;
 	struct smtpc_cb cb;		/* the owner's, called on its thread */
 	int owner_gone;			/* owner's thread only */
+	int sending;			/* owner's: a message handed over
+					   whose done (or CLOSED) has not
+					   come back: the loop may write it */
 	/* the loop's thread only */
 	struct smtpc *c;
 	int closed;			/* it said CLOSED or FAILED */
@@ -95,6 +99,8 @@ smtpc_remote_deliver(void *arg)
 	struct smtpc_remote_ev *e = arg;
 	struct smtpc_remote *r = e->r;
 
+	if (e->m != NULL || (!e->reply && e->ev != SMTPC_READY))
+		r->sending = 0;	/* done, or closed: the loop lets go of it */
 	if (!r->owner_gone) {
 		if (e->m != NULL)
 			r->cb.done(r->cb.arg, (struct smtpc *)r, e->m);
@@ -198,6 +204,7 @@ struct smtpc_remote_call {
 	struct smtpc_remote *r;
 	struct smtpc_msg *m;
 	enum { SR_SEND, SR_QUIT, SR_FREE } what;
+	sem_t *freed;			/* SR_FREE: posted once done, or NULL */
 };
 
 static void
@@ -221,6 +228,8 @@ smtpc_remote_run(void *arg)
 		/* no callback comes from it after this */
 		smtpc_free(r->c);
 		r->c = NULL;
+		if (k->freed != NULL)
+			sem_post(k->freed);	/* the owner may free the message */
 		smtpc_remote_unref(r);	/* the loop's */
 		break;
 	}
@@ -236,6 +245,7 @@ smtpc_remote_call(struct smtpc_remote *r, int what, struct smtpc_msg *m)
 	k->r = r;
 	k->m = m;
 	k->what = what;
+	k->freed = NULL;
 	smtpc_remote_post(r, r->loop, smtpc_remote_run, k);
 }
 
@@ -268,6 +278,7 @@ smtpc_remote_new(struct sl_inbox *owner, struct sl_inbox *loop,
 void
 smtpc_remote_send(struct smtpc_remote *r, struct smtpc_msg *m)
 {
+	r->sending = 1;
 	smtpc_remote_call(r, SR_SEND, m);
 }
 
@@ -283,7 +294,26 @@ smtpc_remote_free(struct smtpc_remote *r)
 	if (r == NULL)
 		return;
 	r->owner_gone = 1;
-	smtpc_remote_call(r, SR_FREE, NULL);
+	if (r->sending) {
+		/* the loop may be writing into the message (or about to send
+		 * it): the owner frees it once this returns, so wait until the
+		 * loop's smtpc is gone (shutdown, or a connection abandoned
+		 * mid-transaction; a loop never waits for its owner) */
+		struct smtpc_remote_call *k = xmalloc(sizeof(*k));
+		sem_t freed;
+
+		sem_init(&freed, 0, 0);
+		k->r = r;
+		k->m = NULL;
+		k->what = SR_FREE;
+		k->freed = &freed;
+		smtpc_remote_post(r, r->loop, smtpc_remote_run, k);
+		while (sem_wait(&freed) != 0)
+			;
+		sem_destroy(&freed);
+	} else {
+		smtpc_remote_call(r, SR_FREE, NULL);
+	}
 	smtpc_remote_unref(r);		/* the owner's */
 }
 

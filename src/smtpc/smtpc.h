@@ -266,7 +266,9 @@ uint64_t smtpc_enc_size(struct evbuffer *body, int stuff, int fold);
  * was when the callback was sent. The same rules as smtpc_* otherwise,
  * but one: a message sent as the peer hangs up may get no done at all,
  * only the CLOSED (it was never offered). After smtpc_remote_free no
- * callback reaches the owner. Owner's thread.
+ * callback reaches the owner, and no thread touches a message it sent:
+ * with one still out, smtpc_remote_free waits until the loop has freed
+ * its smtpc (the loop must be running). Owner's thread.
  */
 struct sl_inbox;
 struct smtpc_remote;
