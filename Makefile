@@ -8,7 +8,7 @@ BUILD    ?= build
 SAN      ?=
 CC       ?= cc
 PKGS     := libevent libevent_pthreads libevent_openssl inih sqlite3 jansson libcares openssl \
-            gmime-3.0 librabbitmq libcurl libzstd
+            gmime-3.0 librabbitmq libcurl libzstd libxcrypt hiredis
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow \
@@ -93,16 +93,23 @@ test-asan-system:
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  JOBS=$(JOBS) scripts/system-tests.sh build-asan $(PYTEST_ARGS)
 
-# Replay the fuzz corpora through the fuzz targets (built as plain programs).
+# Replay the fuzz corpora through the fuzz targets (built as plain programs),
+# then fuzz each target with libFuzzer for FUZZ_SECONDS (a fixed time, so
+# make test stays within its budget; scripts/fuzz.sh run NAME SECONDS runs
+# one longer).
+FUZZ_SECONDS ?= 12
 test-fuzz:
 	@scripts/fuzz.sh replay
+	@scripts/fuzz.sh all $(FUZZ_SECONDS)
 
 bench: deps all
 	bench/accept
 
 # sluiced in sbin, sluice in bin, `sendmail` (sbin) and `mailq` (bin) as
 # links to sluice, the docs. PREFIX=/usr puts sendmail in /usr/sbin, where a
-# system MTA's would be replaced: only then is that one touched.
+# system MTA's would be replaced: only then is that one touched. As root
+# into the real system (no DESTDIR), the system user `sluice` that sluiced
+# runs as ([server] user) is created when missing.
 PREFIX ?= /usr/local
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
@@ -112,6 +119,9 @@ install: all
 	ln -sf ../bin/sluice $(DESTDIR)$(PREFIX)/sbin/sendmail
 	ln -sf sluice $(DESTDIR)$(PREFIX)/bin/mailq
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/sluice/
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && ! getent passwd sluice >/dev/null; then \
+	    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+	        --shell /usr/sbin/nologin sluice && echo "install: created the system user sluice"; fi
 
 clean:
 	rm -rf build build-asan

@@ -141,6 +141,7 @@ start_sluiced() {
 	SLUICED_PORT=$(free_port)
 	cat >"$SLUICED_DIR/sluiced.conf" <<EOF
 [server]
+user =
 listen = 127.0.0.1:$SLUICED_PORT
 max_connections = 20000
 max_connections_per_ip = 0

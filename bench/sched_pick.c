@@ -46,6 +46,8 @@
 #include "sched/sched_int.h"
 #include "spool/spool.h"
 
+#include "sched_fill.h"
+
 static uint64_t rng = 88172645463325252ull;
 
 static uint64_t
@@ -85,43 +87,33 @@ median(double *v)
 
 static volatile uintptr_t sink;
 
+/* 1 s .. 30 days after the start of the fill */
+static int64_t fill_start;
+
+static int64_t
+pick_retry(size_t i)
+{
+	return fill_start + 1 + (int64_t)(xrand() % (30 * 86400));
+}
+
 static void
 run(const struct sl_conf *conf, size_t n, size_t ndest, size_t k)
 {
 	struct event_base *base = event_base_new();
 	struct sched *s;
-	struct spool_msg sm;
-	struct spool_rcpt sr;
 	char addr[64];
-	uint64_t mid0 = 1700000000000000ull, *mids;
-	int64_t now = (int64_t)time(NULL);
+	uint64_t *mids;
 	size_t heap0 = mallinfo2().uordblks, heap1;
 	double t0, t_commit, v[BATCHES];
 	double pop_ns, top_ns, ready_ns, dest_ns, find_ns;
 
 	s = sched_new(base, conf, NULL, NULL);
-	memset(&sm, 0, sizeof(sm));
-	memset(&sr, 0, sizeof(sr));
-	sm.sender = "sender@bench.test";
-	sm.client_addr = "127.0.0.1";
-	sm.helo = "bench.invalid";
-	sm.size = 200;
-	sm.nrcpt = 1;
-	sm.rcpts = &sr;
-	sr.addr = addr;
-	sr.state = SPOOL_RCPT_DEFERRED;
-	sr.attempts = 1;
-	sr.last_reply = "451 4.7.1 Try again later";
 	mids = malloc(n * sizeof(*mids));
 
+	fill_start = (int64_t)time(NULL);
 	t0 = now_ns();
-	for (size_t i = 0; i < n; i++) {
-		sm.mid = mids[i] = mid0 + i;
-		sm.arrival = now - 60;
-		snprintf(addr, sizeof(addr), "u%zu@d%zu.queue.test", i, i % ndest);
-		sr.next_retry = now + 1 + (int64_t)(xrand() % (30 * 86400));
-		sched_msg_commit(s, sched_msg_new(s, &sm));
-	}
+	bench_fill(s, n, ndest, "queue.test", 1700000000000000ull, pick_retry,
+	    mids);
 	t_commit = (now_ns() - t0) / (double)n;
 	heap1 = mallinfo2().uordblks;
 

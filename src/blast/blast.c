@@ -10,6 +10,8 @@
  *
  * Session states and the function that moves each:
  *   CONNECT -(greeting 2xx: blast_greet)-> EHLO -(2xx: blast_tx_start)-> TX
+ *   EHLO -(2xx, --starttls: STARTTLS sent)-> TLS -(220: handshake,
+ *         blast_tls_step; done: EHLO again)-> EHLO, in TLS
  *   TX -(DATA 354: blast_data)-> DOT -(reply: blast_msg_done)-> TX|QUIT
  *   TX -(tx refused: blast_msg_done)-> TX (RSET first) | QUIT
  *   QUIT -(221 or EOF)-> closed -> CONNECT again while messages are left
@@ -20,6 +22,8 @@
  * replies are handled as they are read and whatever they caused is written
  * at once, in one write per batch, without waiting for another turn of
  * the loop (a bufferevent would). A watchdog timer enforces --timeout.
+ * In TLS the same buffers go through SSL_read / SSL_write on the socket
+ * (the handshake driven by the same two events).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -35,14 +39,17 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "blast/blast.h"
 #include "conf/conf.h"
+#include "util/tls.h"
 #include "util/util.h"
 
 enum blast_kind { BK_GREET, BK_EHLO, BK_RSET, BK_MAIL, BK_RCPT, BK_DATA,
-	BK_DOT, BK_QUIT };
-enum blast_state { BS_CONNECT, BS_EHLO, BS_TX, BS_DOT, BS_QUIT };
+	BK_DOT, BK_QUIT, BK_STARTTLS };
+enum blast_state { BS_CONNECT, BS_EHLO, BS_TX, BS_DOT, BS_QUIT, BS_TLS };
 
 struct blast;
 
@@ -55,6 +62,8 @@ struct blast_sess {
 	int64_t last_io_ms;	/* for the timeout watchdog */
 	int state;
 	int pipelining;		/* offered by the server and wanted */
+	int starttls_offered;
+	SSL *ssl;		/* in TLS (or its handshake: state BS_TLS) */
 	enum blast_kind *q;	/* replies expected, in order */
 	size_t qhead, qlen, qcap;
 	int has_msg;		/* a slot is taken and not yet counted */
@@ -80,6 +89,8 @@ struct blast {
 
 static void blast_connect(struct blast_sess *s);
 static void blast_tx_start(struct blast_sess *s);
+static int blast_tls_start(struct blast_sess *s);
+static int blast_flush(struct blast_sess *s);
 
 static void
 blast_lat_add(struct blast_lat *l, int64_t us)
@@ -234,6 +245,10 @@ blast_close(struct blast_sess *s)
 	struct blast *b = s->b;
 
 	blast_outcome(s, 0);
+	if (s->ssl != NULL) {
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+	}
 	if (s->fd >= 0) {
 		event_free(s->rev);
 		event_free(s->wev);
@@ -374,7 +389,25 @@ blast_reply(struct blast_sess *s, enum blast_kind k, int code)
 			blast_send(s, BK_QUIT, "QUIT");
 			return;
 		}
+		if (s->b->o->starttls && s->ssl == NULL) {
+			if (!s->starttls_offered) {
+				blast_outcome(s, 0);	/* failed: no TLS */
+				s->state = BS_QUIT;
+				blast_send(s, BK_QUIT, "QUIT");
+				return;
+			}
+			s->state = BS_TLS;
+			blast_send(s, BK_STARTTLS, "STARTTLS");
+			return;
+		}
 		blast_tx_start(s);
+		break;
+	case BK_STARTTLS:
+		if (code != 220 || blast_tls_start(s) != 0) {
+			blast_outcome(s, code == 220 ? 0 : code);
+			s->state = BS_QUIT;
+			blast_send(s, BK_QUIT, "QUIT");
+		}
 		break;
 	case BK_RSET:
 		if (!s->pipelining)
@@ -429,6 +462,116 @@ blast_ehlo_line(struct blast_sess *s, const char *line)
 	if (sl_strncaseeq(line + 4, "PIPELINING", 10) &&
 	    (line[14] == '\0' || line[14] == ' '))
 		s->pipelining = s->b->o->pipelining;
+	if (sl_strncaseeq(line + 4, "STARTTLS", 8) &&
+	    (line[12] == '\0' || line[12] == ' '))
+		s->starttls_offered = 1;
+}
+
+/* Drive the handshake; 0 while it goes on or once done, -1 if it failed. */
+static int
+blast_tls_step(struct blast_sess *s)
+{
+	int rc = SSL_connect(s->ssl);
+
+	if (rc == 1) {
+		/* RFC 3207 4.2: what was offered before TLS is forgotten */
+		event_del(s->wev);
+		s->state = BS_EHLO;
+		s->pipelining = 0;
+		s->starttls_offered = 0;
+		blast_send(s, BK_EHLO, "EHLO %s", s->b->o->helo);
+		return blast_flush(s);
+	}
+	switch (SSL_get_error(s->ssl, rc)) {
+	case SSL_ERROR_WANT_READ:
+		event_del(s->wev);
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		event_add(s->wev, NULL);
+		return 0;
+	default:
+		ERR_clear_error();
+		return -1;
+	}
+}
+
+/* STARTTLS got its 220: wrap the socket. */
+static int
+blast_tls_start(struct blast_sess *s)
+{
+	SSL_CTX *ctx = sl_tls_client_ctx();
+
+	if (ctx == NULL || (s->ssl = SSL_new(ctx)) == NULL)
+		return -1;
+	SSL_set_mode(s->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_set_fd(s->ssl, s->fd);
+	/* whatever came after the 220 was not protected: drop it */
+	evbuffer_drain(s->in, evbuffer_get_length(s->in));
+	return blast_tls_step(s);
+}
+
+/* Write out through TLS; 1 if all went, 0 if it waits, -1 if it broke. */
+static int
+blast_tls_write(struct blast_sess *s)
+{
+	while (evbuffer_get_length(s->out) > 0) {
+		struct evbuffer_iovec v;
+		int n;
+		evbuffer_peek(s->out, -1, NULL, &v, 1);
+		n = SSL_write(s->ssl, v.iov_base, (int)v.iov_len);
+		if (n > 0) {
+			evbuffer_drain(s->out, (size_t)n);
+			continue;
+		}
+		switch (SSL_get_error(s->ssl, n)) {
+		case SSL_ERROR_WANT_WRITE:
+			event_add(s->wev, NULL);
+			return 0;
+		case SSL_ERROR_WANT_READ:
+			return 0;
+		default:
+			ERR_clear_error();
+			return -1;
+		}
+	}
+	return 1;
+}
+
+/* Read what TLS has; like evbuffer_read: > 0, 0 at EOF, -1 with errno. */
+static int
+blast_tls_read(struct blast_sess *s)
+{
+	char buf[16384];
+	int total = 0;
+
+	for (;;) {
+		int n = SSL_read(s->ssl, buf, sizeof(buf));
+		if (n > 0) {
+			evbuffer_add(s->in, buf, (size_t)n);
+			total += n;
+			continue;
+		}
+		switch (SSL_get_error(s->ssl, n)) {
+		case SSL_ERROR_WANT_READ:
+			if (total > 0)
+				return total;
+			errno = EAGAIN;
+			return -1;
+		case SSL_ERROR_WANT_WRITE:
+			event_add(s->wev, NULL);
+			if (total > 0)
+				return total;
+			errno = EAGAIN;
+			return -1;
+		case SSL_ERROR_ZERO_RETURN:
+			return total;
+		default:
+			ERR_clear_error();
+			errno = ECONNRESET;
+			return total > 0 ? total : -1;
+		}
+	}
 }
 
 /*
@@ -438,6 +581,13 @@ blast_ehlo_line(struct blast_sess *s, const char *line)
 static int
 blast_flush(struct blast_sess *s)
 {
+	if (s->ssl != NULL && s->state == BS_TLS)
+		return 0;	/* the handshake owns the socket */
+	if (s->ssl != NULL) {
+		int rc = blast_tls_write(s);
+		if (rc <= 0)
+			return rc;
+	}
 	while (evbuffer_get_length(s->out) > 0) {
 		int n = evbuffer_write(s->out, s->fd);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -496,8 +646,14 @@ static void
 blast_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct blast_sess *s = arg;
-	int n = evbuffer_read(s->in, fd, 65536);
+	int n;
 
+	if (s->ssl != NULL && s->state == BS_TLS) {
+		if (blast_tls_step(s) != 0)
+			blast_close(s);
+		return;
+	}
+	n = s->ssl ? blast_tls_read(s) : evbuffer_read(s->in, fd, 65536);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -516,6 +672,11 @@ blast_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct blast_sess *s = arg;
 
+	if (s->ssl != NULL && s->state == BS_TLS) {
+		if (blast_tls_step(s) != 0)
+			blast_close(s);
+		return;
+	}
 	if (blast_flush(s) != 0)
 		blast_close(s);
 }
@@ -545,6 +706,7 @@ blast_connect(struct blast_sess *s)
 	s->state = BS_CONNECT;
 	s->need_rset = 0;
 	s->pipelining = 0;
+	s->starttls_offered = 0;
 	blast_push(s, BK_GREET);
 	s->t_connect = blast_now();
 	s->last_io_ms = sl_mono_ms();

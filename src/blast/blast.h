@@ -25,6 +25,8 @@ struct blast_opts {
 	int domains;		/* recipients spread over this many domains */
 	int reuse;		/* several messages per connection */
 	int pipelining;		/* RFC 2920 when the server offers it */
+	int starttls;		/* RFC 3207 on every connection; a server
+				   that does not offer it fails the session */
 	const char *from;	/* MAIL FROM address */
 	const char *rcpt_pattern; /* "{n}" the recipient number, "{d}" domain */
 	const char *helo;

@@ -43,6 +43,7 @@ int cmd_blast(int argc, char **argv);
 int cmd_queue(int argc, char **argv);
 int cmd_mailq(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_shaping(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_drain(int argc, char **argv);
 int cmd_undrain(int argc, char **argv);
@@ -50,6 +51,8 @@ int cmd_stop(int argc, char **argv);
 int cmd_sendmail(int argc, char **argv);
 int cmd_failures(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
+int cmd_user(int argc, char **argv);
+int cmd_dkim(int argc, char **argv);
 int cmd_cluster(int argc, char **argv);
 
 /*

@@ -24,7 +24,7 @@ blast_usage(FILE *f)
 	fprintf(f,
 	    "usage: sluice blast --server ADDR:PORT [--sessions N] [--messages M]\n"
 	    "                    [--size SIZE] [--rcpts R] [--domains K]\n"
-	    "                    [--no-reuse] [--no-pipelining] [--json]\n"
+	    "                    [--no-reuse] [--no-pipelining] [--starttls] [--json]\n"
 	    "  --server ADDR:PORT   the SMTP server (default 127.0.0.1:2525)\n"
 	    "  --sessions N         concurrent sessions (default 10)\n"
 	    "  --messages M         messages in total (default 1000)\n"
@@ -37,6 +37,8 @@ blast_usage(FILE *f)
 	    "  --helo NAME          EHLO name (default blast.sluice.test)\n"
 	    "  --no-reuse           one connection per message\n"
 	    "  --no-pipelining      one command at a time, even if offered\n"
+	    "  --starttls           STARTTLS after EHLO (the server must offer it;\n"
+	    "                       its certificate is not checked), then EHLO again\n"
 	    "  --timeout D          per reply, seconds (default 60)\n"
 	    "  --json               print the report as one JSON object\n");
 }
@@ -73,6 +75,7 @@ blast_print_json(const struct blast_opts *o, struct blast_result *r)
 	    "server", o->server, "sessions", o->sessions,
 	    "messages", (json_int_t)o->messages, "size", (json_int_t)o->size,
 	    "rcpts", o->rcpts, "reuse", o->reuse, "pipelining", o->pipelining);
+	json_object_set_new(j, "starttls", json_boolean(o->starttls));
 	char *s;
 
 	json_object_set_new(j, "accepted", json_integer((json_int_t)r->accepted));
@@ -155,7 +158,7 @@ cmd_blast(int argc, char **argv)
 {
 	enum { O_SERVER = 256, O_SESSIONS, O_MESSAGES, O_SIZE, O_RCPTS,
 		O_DOMAINS, O_PATTERN, O_FROM, O_HELO, O_NOREUSE, O_NOPIPE,
-		O_TIMEOUT, O_JSON };
+		O_TIMEOUT, O_JSON, O_STARTTLS };
 	static const struct option longopts[] = {
 		{ "server", required_argument, NULL, O_SERVER },
 		{ "sessions", required_argument, NULL, O_SESSIONS },
@@ -168,6 +171,7 @@ cmd_blast(int argc, char **argv)
 		{ "helo", required_argument, NULL, O_HELO },
 		{ "no-reuse", no_argument, NULL, O_NOREUSE },
 		{ "no-pipelining", no_argument, NULL, O_NOPIPE },
+		{ "starttls", no_argument, NULL, O_STARTTLS },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "help", no_argument, NULL, 'h' },
@@ -237,6 +241,9 @@ cmd_blast(int argc, char **argv)
 			break;
 		case O_NOREUSE:
 			o.reuse = 0;
+			break;
+		case O_STARTTLS:
+			o.starttls = 1;
 			break;
 		case O_NOPIPE:
 			o.pipelining = 0;

@@ -212,6 +212,15 @@ cli_print_summary(json_t *res)
 		    json_object_get(res, "oldest")), age, sizeof(age)));
 	}
 	printf("; ages in minutes\n");
+	json_array_foreach(json_object_get(res, "shaping"), i, v) {
+		char when[64];
+		printf("shaping: site %s: %s by rule %s until %s\n",
+		    json_string_value(json_object_get(v, "site")),
+		    json_string_value(json_object_get(v, "action")),
+		    json_string_value(json_object_get(v, "rule")),
+		    cli_fmt_time(json_integer_value(json_object_get(v,
+		    "until")), when, sizeof(when)));
+	}
 }
 
 /* ---- show ---- */

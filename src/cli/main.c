@@ -24,6 +24,8 @@ static const struct cli_cmd cli_cmds[] = {
 	    "queued mail", 1 },
 	{ "status", cmd_status, "uptime, connections, rates, queue and spool",
 	    1 },
+	{ "shaping", cmd_shaping, "traffic shaping: status, resume a site",
+	    1 },
 	{ "drain", cmd_drain, "stop accepting mail (listeners closed); "
 	    "delivery goes on", 1 },
 	{ "undrain", cmd_undrain, "accept mail again after drain", 1 },
@@ -36,6 +38,8 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "failures", cmd_failures, "list, retry, purge recipients that "
 	    "failed for good", 1 },
 	{ "archive", cmd_archive, "find and show archived messages", 1 },
+	{ "user", cmd_user, "add, delete, list the users of submission", 1 },
+	{ "dkim", cmd_dkim, "make a DKIM signing key and its DNS record", 1 },
 };
 
 static void

@@ -19,9 +19,10 @@
 #include <ini.h>
 
 #include "conf/conf.h"
+#include "dkim/dkim.h"
 #include "util/util.h"
 
-enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL };
+enum conf_type { T_STR, T_LIST, T_INT, T_SIZE, T_DURATION, T_BOOL, T_MSEC };
 
 struct conf_row {
 	const char *section;
@@ -44,6 +45,8 @@ static int conf_backend_valid(const char *key, const char *value,
     char *msg, size_t msglen);
 static int conf_mailbox_valid(const char *key, const char *value,
     char *msg, size_t msglen);
+static int conf_tls_policy_valid(const char *key, const char *value,
+    char *msg, size_t msglen);
 
 /* Sections whose keys are free-form (domains, names, addresses). */
 static const struct conf_free_section {
@@ -59,6 +62,8 @@ static const struct conf_free_section {
 	  offsetof(struct sl_conf, nbackends), conf_backend_valid, 0 },
 	{ "mailboxes", offsetof(struct sl_conf, mailboxes),
 	  offsetof(struct sl_conf, nmailboxes), conf_mailbox_valid, 1 },
+	{ "tls_policy", offsetof(struct sl_conf, tls_policy),
+	  offsetof(struct sl_conf, ntls_policy), conf_tls_policy_valid, 1 },
 };
 
 struct conf_parse {
@@ -153,6 +158,32 @@ conf_parse_bool(const char *v)
 	return -1;
 }
 
+/* "250ms", "2s", "1m", or a bare number of ms; -1 on error. */
+static int64_t
+conf_parse_msec(const char *v)
+{
+	size_t n = strlen(v);
+	char *end;
+	long long ms;
+
+	if (n > 2 && strcmp(v + n - 2, "ms") == 0) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || end != v + n - 2 || errno)
+			return -1;
+		return ms;
+	}
+	if (n > 0 && isdigit((unsigned char)v[n - 1])) {
+		errno = 0;
+		ms = strtoll(v, &end, 10);
+		if (!isdigit((unsigned char)*v) || *end != '\0' || errno)
+			return -1;
+		return ms;
+	}
+	ms = sl_parse_duration(v);
+	return ms < 0 || ms > INT64_MAX / 1000 ? -1 : ms * 1000;
+}
+
 /* Set one row from its text; returns 0, or -1 with a message in msg. */
 static int
 conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
@@ -199,6 +230,13 @@ conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
 			return -1;
 		}
 		break;
+	case T_MSEC:
+		if ((n = conf_parse_msec(v)) < 0) {
+			snprintf(msg, msglen, "'%s' is not a duration in "
+			    "milliseconds (250ms, 2s)", v);
+			return -1;
+		}
+		break;
 	case T_BOOL:
 		if ((n = conf_parse_bool(v)) < 0) {
 			snprintf(msg, msglen, "'%s' is not yes or no", v);
@@ -222,9 +260,81 @@ conf_set(struct sl_conf *c, const struct conf_row *r, const char *v,
 	return 0;
 }
 
+static int conf_domain_valid(const char *d);
+
 /* The checks and derived forms of one row that need more than its type. */
 static int conf_derive(struct sl_conf *c, const struct conf_row *r,
     char *msg, size_t msglen);
+
+/* [tls_policy] domain, .domain or * = none|may|encrypt|verify */
+static int
+conf_tls_policy_valid(const char *key, const char *value, char *msg,
+    size_t msglen)
+{
+	if (conf_tls_level_parse(value) < 0) {
+		snprintf(msg, msglen, "'%s' is not none, may, encrypt or verify",
+		    value);
+		return -1;
+	}
+	if (strcmp(key, "*") != 0 &&
+	    !conf_domain_valid(key[0] == '.' ? key + 1 : key)) {
+		snprintf(msg, msglen, "'%s' is not a domain, .domain or *", key);
+		return -1;
+	}
+	return 0;
+}
+
+int
+conf_tls_level_parse(const char *s)
+{
+	static const char *const names[] = { "none", "may", "encrypt",
+		"verify" };
+
+	for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* The [tls_policy] value of exactly key, or NULL. */
+static const char *
+conf_tls_policy_get(const struct sl_conf *c, const char *key)
+{
+	for (size_t i = c->ntls_policy; i-- > 0;)	/* the last one wins */
+		if (sl_strcaseeq(c->tls_policy[i].key, key))
+			return c->tls_policy[i].value;
+	return NULL;
+}
+
+int
+conf_tls_policy_has(const struct sl_conf *c, const char *domain)
+{
+	const char *d = domain;
+
+	if (conf_tls_policy_get(c, domain) != NULL)
+		return 1;
+	while ((d = strchr(d, '.')) != NULL) {
+		if (conf_tls_policy_get(c, d) != NULL)
+			return 1;
+		d++;
+	}
+	return 0;
+}
+
+int
+conf_tls_level_for(const struct sl_conf *c, const char *domain)
+{
+	const char *v = conf_tls_policy_get(c, domain), *d = domain;
+
+	/* ".bank.test" covers every name under bank.test, nearest first */
+	while (v == NULL && (d = strchr(d, '.')) != NULL) {
+		v = conf_tls_policy_get(c, d);
+		d++;
+	}
+	if (v == NULL)
+		v = conf_tls_policy_get(c, "*");
+	return v != NULL ? conf_tls_level_parse(v) : c->delivery_tls_level;
+}
 
 static int
 conf_handler(void *user, const char *section, const char *key,
@@ -285,35 +395,6 @@ conf_reader(char *str, int num, void *stream)
 		p->last_key = NULL;
 	}
 	return str;
-}
-
-/* Split a LIST value into trimmed, non-empty items; returns the count. */
-static size_t
-conf_split(const char *v, char ***out)
-{
-	char *copy = xstrdup(v), *save = NULL, *tok;
-	char **items = NULL;
-	size_t n = 0;
-
-	for (tok = strtok_r(copy, ",", &save); tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
-		tok = sl_strtrim(tok);
-		if (*tok == '\0')
-			continue;
-		items = xrealloc(items, (n + 1) * sizeof(*items));
-		items[n++] = xstrdup(tok);
-	}
-	free(copy);
-	*out = items;
-	return n;
-}
-
-static void
-conf_strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
 }
 
 int
@@ -476,18 +557,18 @@ conf_derive_domains(const char *v, char ***list, size_t *n, char *msg,
     size_t msglen)
 {
 	char **items;
-	size_t k = conf_split(v, &items);
+	size_t k = sl_split(v, &items);
 
 	for (size_t i = 0; i < k; i++) {
 		if (!conf_domain_valid(items[i])) {
 			snprintf(msg, msglen, "'%s' is not a domain", items[i]);
-			conf_strv_free(items, k);
+			sl_strv_free(items, k);
 			return -1;
 		}
 		for (char *p = items[i]; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
 	}
-	conf_strv_free(*list, *n);
+	sl_strv_free(*list, *n);
 	*list = items;
 	*n = k;
 	return 0;
@@ -499,19 +580,19 @@ conf_derive_nets(const char *v, struct conf_net **nets, size_t *nnets,
     char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	struct conf_net *out = xcalloc(n ? n : 1, sizeof(*out));
 
 	for (size_t i = 0; i < n; i++) {
 		if (conf_net_parse(items[i], &out[i]) != 0) {
 			snprintf(msg, msglen, "'%s' is not a network "
 			    "(10.0.0.0/8, ::1/128)", items[i]);
-			conf_strv_free(items, n);
+			sl_strv_free(items, n);
 			free(out);
 			return -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	free(*nets);
 	*nets = out;
 	*nnets = n;
@@ -591,7 +672,7 @@ static int
 conf_nodes_valid(const char *v, char *msg, size_t msglen)
 {
 	char **items;
-	size_t n = conf_split(v, &items);
+	size_t n = sl_split(v, &items);
 	int rc = 0;
 
 	for (size_t i = 0; i < n && rc == 0; i++) {
@@ -603,7 +684,7 @@ conf_nodes_valid(const char *v, char *msg, size_t msglen)
 			rc = -1;
 		}
 	}
-	conf_strv_free(items, n);
+	sl_strv_free(items, n);
 	return rc;
 }
 
@@ -617,13 +698,46 @@ conf_backend(const struct sl_conf *c, const char *name)
 }
 
 static void
+conf_addrs_free(struct conf_addr **v, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*v)[i].text);
+	free(*v);
+	*v = NULL;
+	*n = 0;
+}
+
+static void
 conf_listen_free(struct sl_conf *c)
 {
-	for (size_t i = 0; i < c->nlisten; i++)
-		free(c->listen[i].text);
-	free(c->listen);
-	c->listen = NULL;
-	c->nlisten = 0;
+	conf_addrs_free(&c->listen, &c->nlisten);
+	conf_addrs_free(&c->sub_listen, &c->nsub_listen);
+	conf_addrs_free(&c->subs_listen, &c->nsubs_listen);
+}
+
+/* A list of listening addresses into *out (replacing what was there). */
+static int
+conf_derive_addrs(const char *v, struct conf_addr **out, size_t *nout,
+    char *msg, size_t msglen)
+{
+	char **items;
+	size_t n = sl_split(v, &items);
+	struct conf_addr *a = xcalloc(n ? n : 1, sizeof(*a));
+
+	for (size_t i = 0; i < n; i++) {
+		if (conf_addr_parse(items[i], &a[i]) != 0) {
+			snprintf(msg, msglen, "'%s' is not an address and port "
+			    "(127.0.0.1:25, [::1]:25, *:25)", items[i]);
+			conf_addrs_free(&a, &i);
+			sl_strv_free(items, n);
+			return -1;
+		}
+	}
+	sl_strv_free(items, n);
+	conf_addrs_free(out, nout);
+	*out = a;
+	*nout = n;
+	return 0;
 }
 
 static int
@@ -635,24 +749,19 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 	size_t n;
 
 	if (r->off == offsetof(struct sl_conf, server_listen)) {
-		n = conf_split(v, &items);
-		if (n == 0) {
+		if (conf_derive_addrs(v, &c->listen, &c->nlisten, msg,
+		    msglen) != 0)
+			return -1;
+		if (c->nlisten == 0) {
 			snprintf(msg, msglen, "at least one address is needed");
-			conf_strv_free(items, n);
 			return -1;
 		}
-		conf_listen_free(c);
-		c->listen = xcalloc(n, sizeof(*c->listen));
-		for (size_t i = 0; i < n; i++, c->nlisten++) {
-			if (conf_addr_parse(items[i], &c->listen[i]) != 0) {
-				snprintf(msg, msglen, "'%s' is not an address "
-				    "and port (127.0.0.1:25, [::1]:25, *:25)",
-				    items[i]);
-				conf_strv_free(items, n);
-				return -1;
-			}
-		}
-		conf_strv_free(items, n);
+	} else if (r->off == offsetof(struct sl_conf, submission_listen)) {
+		return conf_derive_addrs(v, &c->sub_listen, &c->nsub_listen, msg,
+		    msglen);
+	} else if (r->off == offsetof(struct sl_conf, submission_tls_listen)) {
+		return conf_derive_addrs(v, &c->subs_listen, &c->nsubs_listen,
+		    msg, msglen);
 	} else if (r->off == offsetof(struct sl_conf, server_trusted_networks)) {
 		return conf_derive_nets(v, &c->trusted, &c->ntrusted, msg,
 		    msglen);
@@ -721,6 +830,33 @@ conf_derive(struct sl_conf *c, const struct conf_row *r, char *msg,
 	    r->off == offsetof(struct sl_conf, control_socket)) {
 		if (*v == '\0') {
 			snprintf(msg, msglen, "a path is needed");
+			return -1;
+		}
+	} else if (r->off == offsetof(struct sl_conf, delivery_tls)) {
+		if ((c->delivery_tls_level = conf_tls_level_parse(v)) < 0) {
+			snprintf(msg, msglen, "'%s' is not none, may, encrypt or "
+			    "verify", v);
+			return -1;
+		}
+	} else if (r->off == offsetof(struct sl_conf, dkim_sign)) {
+		/* the syntax here; the key files when sluiced loads them */
+		n = sl_split(v, &items);
+		for (size_t i = 0; i < n; i++) {
+			char *d, *s, *path;
+			if (dkim_spec_parse(items[i], &d, &s, &path, msg,
+			    msglen) != 0) {
+				sl_strv_free(items, n);
+				return -1;
+			}
+			free(d);
+			free(s);
+			free(path);
+		}
+		sl_strv_free(items, n);
+	} else if (r->off == offsetof(struct sl_conf, shaping_redis)) {
+		if (*v != '\0' && strncmp(v, "redis://", 8) != 0) {
+			snprintf(msg, msglen, "'%s' is not redis://host[:port]"
+			    "[/db], nor empty", v);
 			return -1;
 		}
 	} else if (r->off == offsetof(struct sl_conf, http_listen)) {
@@ -912,7 +1048,10 @@ conf_keep_fixed(struct sl_conf *old, struct sl_conf *nc,
 				continue;
 			/* swap, so each configuration frees its own strings */
 			t = *os, *os = *ns, *ns = t;
-			listen |= r->off == offsetof(struct sl_conf, server_listen);
+			listen |= r->off == offsetof(struct sl_conf, server_listen) ||
+			    r->off == offsetof(struct sl_conf, submission_listen) ||
+			    r->off == offsetof(struct sl_conf,
+			    submission_tls_listen);
 		} else {
 			if (*(int64_t *)ob == *(int64_t *)nb)
 				continue;
@@ -921,11 +1060,21 @@ conf_keep_fixed(struct sl_conf *old, struct sl_conf *nc,
 		changed(r->section, r->key);
 		n++;
 	}
-	if (listen) {	/* the derived addresses follow their setting */
-		struct conf_addr *a = old->listen;
-		size_t k = old->nlisten;
+	if (listen) {	/* the derived addresses follow their settings */
+		struct sl_conf t;
+		t.listen = old->listen, t.nlisten = old->nlisten;
+		t.sub_listen = old->sub_listen, t.nsub_listen = old->nsub_listen;
+		t.subs_listen = old->subs_listen;
+		t.nsubs_listen = old->nsubs_listen;
 		old->listen = nc->listen, old->nlisten = nc->nlisten;
-		nc->listen = a, nc->nlisten = k;
+		old->sub_listen = nc->sub_listen;
+		old->nsub_listen = nc->nsub_listen;
+		old->subs_listen = nc->subs_listen;
+		old->nsubs_listen = nc->nsubs_listen;
+		nc->listen = t.listen, nc->nlisten = t.nlisten;
+		nc->sub_listen = t.sub_listen, nc->nsub_listen = t.nsub_listen;
+		nc->subs_listen = t.subs_listen;
+		nc->nsubs_listen = t.nsubs_listen;
 	}
 	return n;
 }
@@ -941,8 +1090,8 @@ conf_free(struct sl_conf *c)
 	conf_listen_free(c);
 	free(c->trusted);
 	free(c->proxy_trusted);
-	conf_strv_free(c->local_domains, c->nlocal_domains);
-	conf_strv_free(c->relay_domains, c->nrelay_domains);
+	sl_strv_free(c->local_domains, c->nlocal_domains);
+	sl_strv_free(c->relay_domains, c->nrelay_domains);
 	for (size_t i = 0; i < SL_ARRAY_LEN(conf_free_sections); i++) {
 		const struct conf_free_section *fs = &conf_free_sections[i];
 		struct conf_kv *kv = *(struct conf_kv **)((char *)c + fs->kv);
@@ -1012,6 +1161,14 @@ conf_print(const struct sl_conf *c, FILE *f)
 			break;
 		case T_BOOL:
 			fprintf(f, "%s = %s\n", r->key, v ? "yes" : "no");
+			break;
+		case T_MSEC:
+			if (v % 1000 == 0 && v != 0)
+				conf_fmt_scaled(v / 1000, "smhd", dmult, 4, buf,
+				    sizeof(buf));
+			else
+				snprintf(buf, sizeof(buf), "%lldms", (long long)v);
+			fprintf(f, "%s = %s\n", r->key, buf);
 			break;
 		}
 	}

@@ -45,6 +45,7 @@ struct sl_conf {
 #define SETTING_SIZE(f) int64_t f;
 #define SETTING_DURATION(f) int64_t f;
 #define SETTING_BOOL(f) int64_t f;
+#define SETTING_MSEC(f) int64_t f;
 #define SETTING(sec, key, type, def, min, max, field, reload) SETTING_##type(field)
 #include "conf/settings.def"
 #undef SETTING
@@ -54,11 +55,16 @@ struct sl_conf {
 #undef SETTING_SIZE
 #undef SETTING_DURATION
 #undef SETTING_BOOL
+#undef SETTING_MSEC
 
 	/* Derived from the rows above when the file is loaded. */
 	char *path;			/* the file read, or NULL for defaults */
 	struct conf_addr *listen;
 	size_t nlisten;
+	struct conf_addr *sub_listen;		/* [submission] listen */
+	size_t nsub_listen;
+	struct conf_addr *subs_listen;		/* [submission] tls_listen */
+	size_t nsubs_listen;
 	struct conf_net *trusted;
 	size_t ntrusted;
 	int proxy_mode;			/* [server] proxy_protocol: 0 off, 1 v1,
@@ -84,6 +90,18 @@ struct sl_conf {
 	int local_lmtp_agent;		/* [local] agent = lmtp */
 	int recipient_check;		/* [local] recipient_check: 0 none,
 					   1 file, 2 lmtp */
+	/* [tls_policy]: domain = none|may|encrypt|verify, checked on load. */
+	struct conf_kv *tls_policy;
+	size_t ntls_policy;
+	int delivery_tls_level;		/* enum conf_tls of [delivery] tls */
+};
+
+/* Outbound TLS levels ([delivery] tls, [tls_policy]). */
+enum conf_tls {
+	CONF_TLS_NONE = 0,	/* never STARTTLS */
+	CONF_TLS_MAY,		/* STARTTLS when offered */
+	CONF_TLS_ENCRYPT,	/* STARTTLS or defer */
+	CONF_TLS_VERIFY,	/* and a certificate for the MX name from a CA */
 };
 
 /*
@@ -122,6 +140,16 @@ int conf_net_match(const struct conf_net *nets, size_t n,
 int conf_net_parse(const char *s, struct conf_net *out);
 /* Parse "127.0.0.1:25", "[::1]:25", "*:25" or ":25"; 0 or -1. */
 int conf_addr_parse(const char *s, struct conf_addr *out);
+/* "none", "may", "encrypt", "verify" as enum conf_tls; -1 for others. */
+int conf_tls_level_parse(const char *s);
+/*
+ * The outbound TLS level for a recipient domain: its [tls_policy] entry,
+ * else that of ".parent" entries (the nearest), else "*", else
+ * [delivery] tls.
+ */
+int conf_tls_level_for(const struct sl_conf *c, const char *domain);
+/* 1 if domain has an entry of its own in [tls_policy] (not "*"). */
+int conf_tls_policy_has(const struct sl_conf *c, const char *domain);
 /*
  * An endpoint of a delivery agent: "unix:/absolute/path" or an address
  * literal with a port, "[192.0.2.1]:24", "[2001:db8::1]:24" (no names, no

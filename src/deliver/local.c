@@ -477,8 +477,8 @@ local_server_pump(struct local_server *s)
 			.tls = SMTPC_TLS_NONE,
 			.lmtp = s->lmtp,
 		};
-		struct smtpc_cb cb = { local_probe_done, local_probe_event,
-			NULL };
+		struct smtpc_cb cb = { .done = local_probe_done,
+			.event = local_probe_event };
 		lc = xcalloc(1, sizeof(*lc));
 		lc->srv = s;
 		lc->idle = evtimer_new(s->l->base, local_idle_ev, lc);

@@ -238,9 +238,10 @@ api_message_get(void *arg, struct http_req *h)
 	    strcmp(body, "true") == 0)));
 }
 
-/* The request's body as a JSON object, or NULL after a 400. */
+/* The request's body as a JSON object, or NULL after a 400 (which says
+ * what the body should be: hint). */
 static json_t *
-api_body_object(struct http_req *h)
+api_body_object(struct http_req *h, const char *hint)
 {
 	struct evbuffer *b = http_req_body(h);
 	size_t len = b ? evbuffer_get_length(b) : 0;
@@ -248,9 +249,8 @@ api_body_object(struct http_req *h)
 	json_t *o;
 
 	if (len == 0) {
-		http_reply_error(h, 400, NULL, "a JSON body is needed: "
-		    "{\"mids\": [...]}, {\"domain\": \"...\"} or "
-		    "{\"all\": true}");
+		http_reply_error(h, 400, NULL, "a JSON body is needed: %s",
+		    hint);
 		return NULL;
 	}
 	o = json_loadb((const char *)evbuffer_pullup(b, -1), len,
@@ -278,7 +278,8 @@ api_action_post(void *arg, struct http_req *h)
 	char cmd[32];
 	json_t *args;
 
-	if ((args = api_body_object(h)) == NULL)
+	if ((args = api_body_object(h, "{\"mids\": [...]}, {\"domain\": "
+	    "\"...\"} or {\"all\": true}")) == NULL)
 		return;
 	snprintf(cmd, sizeof(cmd), "queue.%s", action);
 	api_run(arg, h, cmd, args);
@@ -316,7 +317,8 @@ api_failures_post(void *arg, struct http_req *h)
 	char cmd[32];
 	json_t *args;
 
-	if ((args = api_body_object(h)) == NULL)
+	if ((args = api_body_object(h, "{\"ids\": [...]}, {\"batch\": "
+	    "\"...\"} or {\"all\": true}")) == NULL)
 		return;
 	snprintf(cmd, sizeof(cmd), "failures.%s",
 	    strrchr(http_req_path(h), '/') + 1);
@@ -346,6 +348,23 @@ api_archive_show(void *arg, struct http_req *h)
 	api_run(arg, h, "archive.show", json_pack("{s:s}", "id", id));
 }
 
+/* GET /api/v1/shaping */
+static void
+api_shaping_get(void *arg, struct http_req *h)
+{
+	api_run(arg, h, "shaping.status", json_object());
+}
+
+/* POST /api/v1/shaping/resume {"site": "NAME"} */
+static void
+api_shaping_resume_post(void *arg, struct http_req *h)
+{
+	json_t *args = api_body_object(h, "{\"site\": \"NAME\"}");
+
+	if (args != NULL)
+		api_run(arg, h, "shaping.resume", args);
+}
+
 /* POST /api/v1/drain, /api/v1/undrain (no body) */
 static void
 api_drain_post(void *arg, struct http_req *h)
@@ -368,6 +387,9 @@ static const struct http_route api_routes[] = {
 	API_POST("/api/v1/queue/delete", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/bounce", api_action_post, HTTP_API_MAX_BODY),
 	API_GET("/api/v1/queue/*", api_message_get),
+	API_GET("/api/v1/shaping", api_shaping_get),
+	API_POST("/api/v1/shaping/resume", api_shaping_resume_post,
+	    HTTP_API_MAX_BODY),
 	API_POST("/api/v1/drain", api_drain_post, 0),
 	API_POST("/api/v1/undrain", api_drain_post, 0),
 	API_GET("/api/v1/failures", api_failures_get),

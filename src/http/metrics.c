@@ -177,6 +177,9 @@ metrics_render(const struct metrics_src *src, struct evbuffer *out)
 	    (double)q.expired);
 	metrics_one(out, "sluice_dsn_sent_total", "counter",
 	    "Delivery status notifications queued.", (double)q.dsn_sent);
+	metrics_one(out, "sluice_spool_bodies_missing_total", "counter",
+	    "Messages whose body the spool did not have (an inconsistency; "
+	    "they fail after a few tries).", (double)q.bodies_missing);
 	metrics_one(out, "sluice_queue_messages", "gauge",
 	    "Messages in the queue.", (double)q.messages);
 	metrics_one(out, "sluice_queue_recipients", "gauge",

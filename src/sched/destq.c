@@ -4,11 +4,16 @@
  *
  * A destination is a recipient domain, or the value of a [routes] entry
  * when a route sends domains to a fixed next hop (so all those domains share
- * one queue). Local recipients (deliver/local.c) have their own: the
- * backend holding their mailbox ("backend:b1", SMTP or LMTP to its one
- * endpoint), [local] lmtp ("local:lmtp"), or this node's Maildirs
- * ("local:maildir", whose "connections" are jobs handed to maildir.c's
- * workers: same queue, retries, limits, logs and DSNs as SMTP). It owns the ready list of jobs, its resolved next hops (MX or
+ * one queue), unless the domain has a [tls_policy] entry of its own: its
+ * connections need their own TLS level, so it stays a destination of its
+ * own on that route. The TLS level of a connection is that of the
+ * destination's name at the time it opens. Local recipients
+ * (deliver/local.c) have their own: the backend holding their mailbox
+ * ("backend:b1", SMTP or LMTP to its one endpoint), [local] lmtp
+ * ("local:lmtp"), or this node's Maildirs ("local:maildir", whose
+ * "connections" are jobs handed to maildir.c's workers: same queue,
+ * retries, limits, logs and DSNs as SMTP); [tls_policy] is not theirs.
+ * It owns the ready list of jobs, its resolved next hops (MX or
  * route), and its connections. Connection limits and throttle state live in
  * a site shared by every destination whose next hops are the same hosts.
  *
@@ -18,7 +23,12 @@
  * Whatever stops it is logged once per change of reason; a destination
  * held back by its site's limit waits on the site (site->waiting) and is
  * run again when a connection of that site closes, one held back by the
- * total limit on s->starved.
+ * total limit on s->starved. Traffic shaping (shape.c) adds its say at
+ * three points: a suspended site holds the destination; a connection
+ * opens on a path (source address, HELO) only when shaping_open says go;
+ * an idle connection takes a job only when its path's token is due, and
+ * sends it once the body is in and the token taken (it may wait LOADING
+ * for it). A reply a rule matched is not the built-in throttle's.
  *
  * A destination with no job and no connection left is freed (the gc
  * event, so never under a caller's feet), and with it its site once no
@@ -29,7 +39,8 @@
  * sched_conn_enter():
  *   CONNECTING -(READY)-> IDLE -(a job)-> LOADING -(its body is in,
  *   body.c)-> BUSY -(done, READY)-> IDLE ... -(idle, limits)-> QUITTING;
- *   LOADING -(no body: the job deferred)-> IDLE; any -(CLOSED or
+ *   LOADING -(no body: the job deferred)-> IDLE; LOADING waits there for
+ *   its path's token (shaping); any -(CLOSED or
  *   FAILED)-> freed by sched_conn_free (FAILED also defers or throttles
  *   the destination; a job still LOADING goes back to the ready list).
  * A Maildir "connection" is IDLE at once, BUSY while maildir.c writes its
@@ -133,8 +144,10 @@ sched_dest_of(struct sched *s, const char *addr)
 			    *at);
 	key[i] = '\0';
 	route = sched_route_of(s, key);
-	return route != NULL ? sched_dest_get(s, route, route,
-	    SCHED_DEST_SMTP) : sched_dest_get(s, key, NULL, SCHED_DEST_SMTP);
+	/* a domain with a TLS policy of its own keeps its own queue */
+	return route != NULL && !conf_tls_policy_has(s->conf, key) ?
+	    sched_dest_get(s, route, route, SCHED_DEST_SMTP) :
+	    sched_dest_get(s, key, route, SCHED_DEST_SMTP);
 }
 
 static struct sched_site *
@@ -178,6 +191,17 @@ sched_dest_blocked(struct sched_dest *d, const char *why)
 	}
 }
 
+void
+sched_dest_blocked_text(struct sched_dest *d, const char *why)
+{
+	if (d->blocked != NULL && d->blocked == d->shape_why &&
+	    strcmp(d->shape_why, why) == 0)
+		return;
+	free(d->shape_why);
+	d->shape_why = xstrdup(why);
+	sched_dest_blocked(d, d->shape_why);
+}
+
 static void
 sched_dest_wake_fire(evutil_socket_t fd, short what, void *arg)
 {
@@ -186,7 +210,7 @@ sched_dest_wake_fire(evutil_socket_t fd, short what, void *arg)
 	sched_dest_run(d->wake_s, d);
 }
 
-static void
+void
 sched_dest_wake_at(struct sched *s, struct sched_dest *d, int64_t at_ms)
 {
 	int64_t now = sched_now_ms(), wait = at_ms > now ? at_ms - now : 0;
@@ -279,7 +303,7 @@ sched_dest_set_site(struct sched *s, struct sched_dest *d,
 static void sched_kick_fire(evutil_socket_t fd, short what, void *arg);
 
 /* Run d when the loop is back (never from inside a connection's callback). */
-static void
+void
 sched_dest_kick_later(struct sched *s, struct sched_dest *d)
 {
 	if (s->kick_ev == NULL)
@@ -315,6 +339,7 @@ sched_dest_resolved(void *arg, struct dns_result *r)
 		    300) * 1000;
 		key = d->route ? xstrdup(d->route) : sched_site_key(r);
 		sched_dest_set_site(s, d, sched_site_get(s, key));
+		sched_shape_attach(s, d, key);
 		free(key);
 		sched_dest_run(s, d);
 		return;
@@ -486,23 +511,63 @@ sched_conn_enter(struct sched_conn *c, enum sched_conn_state st)
 	c->state = st;
 }
 
+/* [delivery] tls and [tls_policy] in smtpc's words. */
+static int
+sched_tls_level(const struct sl_conf *conf, const char *name)
+{
+	switch (conf_tls_level_for(conf, name)) {
+	case CONF_TLS_NONE:
+		return SMTPC_TLS_NONE;
+	case CONF_TLS_ENCRYPT:
+		return SMTPC_TLS_ENCRYPT;
+	case CONF_TLS_VERIFY:
+		return SMTPC_TLS_VERIFY;
+	default:
+		return SMTPC_TLS_MAY;
+	}
+}
+
+/*
+ * The TLS level of a connection of d, taken as it opens. [delivery] tls
+ * and [tls_policy] are about recipient domains: a mailbox server next door
+ * is spoken to in the clear (LMTP), an SMTP backend of ours with TLS when
+ * it offers it.
+ */
+static int
+sched_dest_tls(const struct sl_conf *conf, const struct sched_dest *d)
+{
+	if (d->kind == SCHED_DEST_LMTP)
+		return SMTPC_TLS_NONE;
+	if (strncmp(d->name, "backend:", 8) == 0)
+		return SMTPC_TLS_MAY;
+	return sched_tls_level(conf, d->name);
+}
+
 static void
-sched_conn_open(struct sched *s, struct sched_dest *d)
+sched_conn_open(struct sched *s, struct sched_dest *d,
+    struct shaping_path *path)
 {
 	struct smtpc_params p = {
 		.helo = s->conf->server_hostname,
 		.connect_timeout = (int)s->conf->delivery_connect_timeout,
 		.command_timeout = (int)s->conf->delivery_command_timeout,
 		.data_timeout = (int)s->conf->delivery_data_timeout,
-		/* a mailbox server next door: LMTP in the clear */
+		.tls = sched_dest_tls(s->conf, d),
+		.tls_ca_file = s->conf->delivery_tls_ca_file,
 		.lmtp = d->kind == SCHED_DEST_LMTP,
-		.tls = d->kind == SCHED_DEST_LMTP ? SMTPC_TLS_NONE : 0,
 	};
 	struct smtpc_addr addrs[32];
 	struct sched_conn *c = xcalloc(1, sizeof(*c));
 	struct smtpc_cb cb = sched_conn_cb;
 	size_t n = sched_conn_addrs(s, d, addrs, SL_ARRAY_LEN(addrs));
 
+	if (path != NULL) {
+		/* its source address and HELO name (src/shaping) */
+		p.source = shaping_path_source(path, &p.source_len);
+		if (shaping_path_helo(path) != NULL)
+			p.helo = shaping_path_helo(path);
+	}
+	c->path = path;
 	c->s = s;
 	c->dest = d;
 	c->site = d->site;
@@ -542,6 +607,7 @@ sched_conn_free(struct sched_conn *c)
 	}
 	if (c->state == SCHED_CONN_CONNECTING)
 		d->nconnecting--;
+	sched_shape_conn_gone(c);
 	TAILQ_REMOVE(&d->conns, c, entry);
 	d->nconn--;
 	c->site->nconn--;
@@ -565,6 +631,10 @@ static void sched_conn_gone(struct sched *s, struct sched_dest *d,
 static void
 sched_conn_quit(struct sched_conn *c)
 {
+	if (c->shape_wait.list != NULL) {
+		shaping_wait_cancel(&c->shape_wait);
+		c->dest->ntoken_wait--;
+	}
 	sched_conn_enter(c, SCHED_CONN_QUITTING);
 	if (c->maildir) {
 		/* only from a timer (sched_conn_worn is 0 and a Maildir site
@@ -597,13 +667,19 @@ sched_conn_loaded(struct sched_conn *c)
 
 	if (c->body->buf == NULL) {
 		/* nothing to send: retry later rather than lose it, and let
-		 * the connection take the next job or go (issue 9 item 17) */
+		 * the connection take the next job or go (issue 9 item 17);
+		 * a body the spool does not have is not retried for ever */
+		int missing = c->body->missing &&
+		    c->body->rid == SCHED_BODY_WHOLE;
 		c->job = NULL;
 		sched_body_put(s, c->body);
 		c->body = NULL;
 		sched_conn_enter(c, SCHED_CONN_IDLE);
-		sched_job_defer_all(s, job, 451, "451 4.3.0 message body "
-		    "could not be read from the spool", NULL);
+		if (missing)
+			sched_body_missing(s, job);
+		else
+			sched_job_defer_all(s, job, 451, "451 4.3.0 message "
+			    "body could not be read from the spool", NULL);
 		sched_conn_next(c);
 		return;
 	}
@@ -637,6 +713,9 @@ sched_conn_loaded(struct sched_conn *c)
 	c->m.nrcpt = job->nrcpt;
 	c->m.rcpts = c->rcpts;
 	c->m.owner = c;
+	/* the token last, so the message goes out at once (shaping) */
+	if (!sched_shape_send(c))
+		return;
 	sched_conn_enter(c, SCHED_CONN_BUSY);
 	if (c->maildir)
 		maildir_deliver(s->maildir, c->dcid, s->conf->local_maildir_root,
@@ -653,7 +732,7 @@ sched_conn_worn(const struct sched_conn *c)
 
 	if (c->maildir)		/* no peer to spare: only the idle timeout */
 		return 0;
-	return c->nmsgs >= conf->delivery_messages_per_connection ||
+	return c->nmsgs >= sched_shape_mpc(c) ||
 	    sched_now_ms() - c->started >=
 	    conf->delivery_connection_max_age * 1000;
 }
@@ -669,7 +748,10 @@ static void
 sched_conn_send(struct sched_conn *c, struct sched_job *job)
 {
 	struct sched *s = c->s;
+	uint32_t rpt = sched_shape_rpt(s, c->dest);
 
+	if (job->nrcpt > rpt)
+		sched_job_split(s, job, rpt);	/* the site takes fewer */
 	TAILQ_REMOVE(&c->dest->ready, job, entry);
 	c->dest->nready--;
 	job->state = SCHED_JOB_ACTIVE;
@@ -700,17 +782,29 @@ sched_conn_next(struct sched_conn *c)
 	struct timeval tv = { s->conf->delivery_idle_timeout, 0 };
 
 	if (sched_conn_worn(c) ||
-	    c->site->paused_until > sched_now_ms()) {
+	    c->site->paused_until > sched_now_ms() ||
+	    sched_shape_suspended(s, d) != 0) {
 		sched_conn_quit(c);
 		return;
 	}
-	if (d->nready > 0) {
+	if (d->nready > 0 && sched_shape_due(c)) {
 		sched_conn_send(c, TAILQ_FIRST(&d->ready));
 		return;
 	}
+	/* rest (perhaps waiting for a token): past the idle time, go */
 	if (c->idle_ev == NULL)
 		c->idle_ev = evtimer_new(s->base, sched_conn_idle_fire, c);
-	evtimer_add(c->idle_ev, &tv);
+	if (!evtimer_pending(c->idle_ev, NULL))
+		evtimer_add(c->idle_ev, &tv);
+}
+
+void
+sched_conn_resume(struct sched_conn *c)
+{
+	if (c->state == SCHED_CONN_LOADING)
+		sched_conn_loaded(c);
+	else
+		sched_conn_next(c);
 }
 
 /* 421 or "too many connections" from a host of site: fewer connections,
@@ -780,11 +874,13 @@ sched_conn_done(void *arg, struct smtpc *sc, struct smtpc_msg *m)
 		if (m->rcpts[i].code >= 200 && m->rcpts[i].code < 300)
 			delivered = 1;
 	}
-	if (throttled)
+	/* a 421 a reply rule answered is the rule's to act on */
+	if (throttled && !c->rule_matched)
 		sched_site_throttle(s, c->site, c->dest, m->rcpts[0].reply);
 	else if (delivered && c->site->limit <
 	    s->conf->delivery_destination_concurrency)
 		c->site->limit++;	/* recover, one step at a time */
+	c->rule_matched = 0;
 	/* a mailbox store takes no DSN duty: success notices are ours */
 	if (job != NULL)
 		sched_job_outcome(s, job, m->rcpts, m->nrcpt,
@@ -851,14 +947,21 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 	case SMTPC_READY:
 		if (c->state == SCHED_CONN_QUITTING)
 			return;		/* a QUIT asked for while busy */
+		if (c->state == SCHED_CONN_CONNECTING && c->path != NULL)
+			shaping_conn_ready(c->path);
 		sched_conn_enter(c, SCHED_CONN_IDLE);
 		sched_conn_next(c);
 		return;
 	case SMTPC_FAILED: {
 		char reply[600];
-		if (code == 421 || (code >= 400 && code < 500)) {
+		if (smtpc_bind_failed(sc) && c->path != NULL) {
+			/* not the receiver's doing: another source may do */
+			shaping_path_unbindable(c->path, reason);
+		} else if (code == 421 || (code >= 400 && code < 500)) {
+			/* unless a reply rule answered it */
 			snprintf(reply, sizeof(reply), "%s", reason);
-			sched_site_throttle(s, c->site, d, reply);
+			if (!c->rule_matched)
+				sched_site_throttle(s, c->site, d, reply);
 		} else {
 			snprintf(reply, sizeof(reply), "451 4.4.1 %s", reason);
 			d->paused_until = sched_now_ms() +
@@ -884,6 +987,7 @@ sched_conn_event(void *arg, struct smtpc *sc, enum smtpc_event ev, int code,
 static const struct smtpc_cb sched_conn_cb = {
 	.done = sched_conn_done,
 	.event = sched_conn_event,
+	.reply = sched_shape_reply,
 };
 
 /* ---- dispatch ---- */
@@ -891,8 +995,9 @@ static const struct smtpc_cb sched_conn_cb = {
 void
 sched_dest_run(struct sched *s, struct sched_dest *d)
 {
-	int64_t now = sched_now_ms();
+	int64_t now = sched_now_ms(), until;
 	struct sched_conn *c;
+	struct shaping_path *path;
 
 	d->wake_s = s;
 	if (d->nready == 0 || s->stopping) {
@@ -917,19 +1022,26 @@ sched_dest_run(struct sched *s, struct sched_dest *d)
 		sched_dest_wake_at(s, d, d->site->paused_until);
 		return;
 	}
+	if ((until = sched_shape_suspended(s, d)) != 0) {
+		sched_dest_wake_at(s, d, until);
+		return;
+	}
 	TAILQ_FOREACH(c, &d->conns, entry) {
 		if (d->nready == 0)
 			break;
-		if (c->state != SCHED_CONN_IDLE)
+		if (c->state != SCHED_CONN_IDLE || c->shape_wait.list != NULL)
 			continue;
 		/* an idle connection is as bound by its limits as a busy one */
 		if (sched_conn_worn(c)) {
 			sched_conn_quit(c);
 			continue;
 		}
-		sched_conn_send(c, TAILQ_FIRST(&d->ready));
+		if (sched_shape_due(c))
+			sched_conn_send(c, TAILQ_FIRST(&d->ready));
 	}
-	while (d->nready > (uint64_t)d->nconnecting) {
+	/* connections waiting for a token: the rate, not their number, is
+	 * what holds d back */
+	while (d->nready > (uint64_t)d->nconnecting && d->ntoken_wait == 0) {
 		if (d->site->nconn >= d->site->limit) {
 			sched_dest_blocked(d, "destination concurrency limit");
 			if (d->waits_on == NULL) {
@@ -947,9 +1059,12 @@ sched_dest_run(struct sched *s, struct sched_dest *d)
 			}
 			return;
 		}
-		sched_conn_open(s, d);
+		if (!sched_shape_open(s, d, &path))
+			return;
+		sched_conn_open(s, d, path);
 	}
-	sched_dest_blocked(d, NULL);
+	if (d->ntoken_wait == 0)
+		sched_dest_blocked(d, NULL);
 }
 
 void
@@ -981,6 +1096,7 @@ sched_site_free(struct sched *s, struct sched_site *site)
 static void
 sched_dest_destroy(struct sched_dest *d)
 {
+	sched_shape_detach(d->wake_s, d);
 	if (d->query)
 		dns_query_cancel(d->query);
 	dns_result_free(d->hops);

@@ -23,6 +23,11 @@
  *     from SCHED_DSN_RETRY_MIN_MS to SCHED_DSN_RETRY_MAX_MS while the
  *     spool keeps refusing (never in a loop), back to the start after a
  *     DSN is taken.
+ *  4. A message gets one delay notice: m->warned is set when it is
+ *     decided, and the notice's transaction records it in the spool
+ *     (SPOOL_F_WARNED, spool_insert_notice), so a restart neither sends a
+ *     second one nor skips it; a notice the spool refused clears m->warned
+ *     for the next deferral to try again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +122,10 @@ sched_dsn_stored(void *arg, enum spool_status st)
 		sched_msg_abort(q->s, q->dsn);
 		if (q->action == BOUNCE_FAILED)
 			sched_dsn_wait(q->s, m);
+		/* invariant 4: not sent, not recorded; the next deferral
+		 * past the threshold tries again */
+		if (q->action == BOUNCE_DELAYED)
+			m->warned = 0;
 	}
 	s = q->s;
 	sched_dsn_q_free(q);
@@ -231,6 +240,9 @@ sched_dsn_build(struct sched_dsn *q)
 		spool_insert_dsn(s->spool, dm, m->mid, rids, q->n,
 		    sched_dsn_stored, q);
 		free(rids);
+	} else if (q->action == BOUNCE_DELAYED) {
+		spool_insert_notice(s->spool, dm, m->mid, SPOOL_F_WARNED,
+		    sched_dsn_stored, q);
 	} else {
 		spool_insert(s->spool, dm, sched_dsn_stored, q);
 	}

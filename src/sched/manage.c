@@ -451,6 +451,7 @@ sched_dest_fill(struct sched *s, const struct sched_dest *d,
 		.limit = d->site ? d->site->limit :
 		    (int)s->conf->delivery_destination_concurrency,
 		.waiting = d->blocked,
+		.site = d->shape ? shaping_site_name(d->shape) : NULL,
 	};
 }
 

@@ -184,7 +184,9 @@ sched_msg_new(struct sched *s, const struct spool_msg *msg)
 	sched_put(&p, msg->sender ? msg->sender : "");
 	m->has_envid = sched_put(&p, msg->envid) != NULL;
 	m->ret = msg->ret;
-	m->flags = msg->flags;
+	/* the spool's record of a delay notice that went (dsn.c) */
+	m->warned = (msg->flags & SPOOL_F_WARNED) != 0;
+	m->flags = msg->flags & ~SPOOL_F_WARNED;
 	m->size = msg->size < UINT32_MAX ? (uint32_t)msg->size : UINT32_MAX;
 	for (size_t i = 0; i < msg->nrcpt; i++) {
 		const struct spool_rcpt *sr = &msg->rcpts[i];
@@ -337,16 +339,9 @@ void
 sched_recover(void *arg, struct spool_msg *msg)
 {
 	struct sched *s = arg;
+	/* m->warned comes from the spool: SPOOL_F_WARNED is set in the
+	 * delay notice's own transaction */
 	struct sched_msg *m = sched_msg_new(s, msg);
-	int64_t warn = s->conf->delivery_delay_warning;
-
-	/* Whether its delay notice went out is not on disk: one that was
-	 * deferred past the threshold is taken as warned, so a restart never
-	 * sends a second notice (a missed one is the lesser harm). */
-	for (uint32_t i = 0; warn > 0 && i < m->nrcpt; i++)
-		if (m->rcpts[i].attempts > 0 &&
-		    sl_now_us() / 1000000 - m->arrival >= warn)
-			m->warned = 1;
 
 	spool_msg_free(msg);
 	sched_msg_commit(s, m);
@@ -367,6 +362,28 @@ sched_job_ready(struct sched *s, struct sched_job *job)
 	TAILQ_INSERT_TAIL(&d->ready, job, entry);
 	d->nready++;
 	sched_dest_run(s, d);
+}
+
+void
+sched_job_split(struct sched *s, struct sched_job *job, uint32_t n)
+{
+	uint32_t rest = job->nrcpt - n;
+	struct sched_job *j;
+
+	if (n == 0 || rest == 0 || job->state != SCHED_JOB_READY)
+		return;
+	j = xcalloc(1, sizeof(*j) + rest * sizeof(j->ridx[0]));
+	j->msg = job->msg;
+	j->dest = job->dest;
+	memcpy(j->ridx, job->ridx + n, rest * sizeof(j->ridx[0]));
+	j->nrcpt = rest;
+	job->nrcpt = n;
+	j->next = job->next;
+	job->next = j;
+	j->state = SCHED_JOB_READY;
+	TAILQ_INSERT_AFTER(&job->dest->ready, job, j, entry);
+	job->dest->nready++;
+	job->dest->njobs++;
 }
 
 /* Remove a job from wherever it waits, and from its message. */
@@ -752,7 +769,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 	for (size_t i = 0; i < n; i++) {
 		uint32_t ri = job->ridx[i];
 		struct sched_rcpt *r = &m->rcpts[ri];
-		int code = res[i].code;
+		int64_t hold = 0;	/* a reply rule's retry_in */
+		int code = sched_shape_verdict(s, job->dest, &res[i], &hold);
 
 		all[i] = ri;
 		if (r->attempts < UINT16_MAX)
@@ -786,8 +804,8 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 			    "expired" : "bounced");
 		} else {
 			r->state = SPOOL_RCPT_DEFERRED;
-			r->next_retry = sched_time32(now + sched_backoff(s,
-			    r->attempts));
+			r->next_retry = sched_time32(now + (hold > 0 ? hold :
+			    sched_backoff(s, r->attempts)));
 			if (r->next_retry > next)
 				next = r->next_retry;
 			s->stats.deferred++;

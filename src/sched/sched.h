@@ -53,6 +53,13 @@ struct maildir;
 void sched_set_local(struct sched *s, struct local *l, struct maildir *md);
 /* A new DCID, for delivery connections made outside the scheduler. */
 uint64_t sched_dcid_next(struct sched *s);
+/*
+ * Shape delivery with sh (src/shaping; borrowed, freed after the
+ * scheduler; NULL: none), or again after sh reloaded its file: every
+ * destination finds its site anew.
+ */
+struct shaping;
+void sched_set_shaping(struct sched *s, struct shaping *sh);
 
 /* A copy of what delivery needs of msg (borrowed; msg is not kept). */
 struct sched_msg *sched_msg_new(struct sched *s, const struct spool_msg *msg);
@@ -179,6 +186,22 @@ int sched_dest_find(struct sched *s, const char *name,
 /* One message; returns 0, or -1 if mid is not queued. */
 int sched_view(struct sched *s, uint64_t mid, sched_view_fn *fn, void *arg);
 
+/*
+ * A message's body for the operator (queue show --body): the copy that
+ * delivery shares, read on the spool's reader thread if it is not in
+ * memory yet (body.c), never on the loop. cb(arg, body, why) runs once,
+ * from the loop, never inside this call: body is read-only and stays
+ * valid until sched_body_done(); NULL if it could not be read, with why
+ * ("not in the spool", or the read's error). Returns the handle.
+ */
+struct sched_body_ref;
+typedef void sched_body_fn(void *arg, const struct evbuffer *body,
+    const char *why);
+struct sched_body_ref *sched_body_fetch(struct sched *s, uint64_t mid,
+    sched_body_fn *cb, void *arg);
+/* Let go of it, whether cb ran or not (then it never will). */
+void sched_body_done(struct sched *s, struct sched_body_ref *r);
+
 /* Which recipients a command acts on: one message, a domain, or all. */
 struct sched_sel {
 	uint64_t mid;		/* non-zero: this message */
@@ -219,6 +242,7 @@ struct sched_dest_view {
 	int connections;
 	int limit;		/* its site's current concurrency limit */
 	const char *waiting;	/* why due jobs wait, or NULL */
+	const char *site;	/* its shaping site, or NULL (no shaping) */
 };
 typedef int sched_dest_fn(void *arg, const struct sched_dest_view *d);
 void sched_foreach_dest(struct sched *s, sched_dest_fn *fn, void *arg);
@@ -235,6 +259,7 @@ struct sched_stats {
 	uint64_t delivered, deferred, expired;
 	uint64_t failed;	/* recipients failed for good (bounced) */
 	uint64_t dsn_sent;
+	uint64_t bodies_missing; /* messages whose body the spool lost */
 	uint64_t lat_count[SCHED_LAT_BUCKETS + 1];	/* last: +Inf */
 	double lat_sum;
 };

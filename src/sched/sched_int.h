@@ -23,6 +23,7 @@
 #include "dns/dns.h"
 #include "sched/sched.h"
 #include "smtpc/smtpc.h"
+#include "shaping/shaping.h"
 #include "spool/spool.h"
 #include "util/heap.h"
 
@@ -109,6 +110,8 @@ struct sched_msg {
 	unsigned dsn_wait : 1;		/* in s->dsn_wait (dsn.c) */
 	unsigned has_envid : 1;
 	unsigned failures_kept : 1;	/* hooks.failed has them */
+	unsigned body_missing : 2;	/* reads that found no body (body.c
+					   sched_body_missing) */
 	struct sched_rcpt rcpts[];	/* nrcpt of them, then the strings
 					   (sender, envid if any, each
 					   address and its ORCPT): one
@@ -226,6 +229,11 @@ struct sched_dest {
 	struct event *wake;
 	struct sched *wake_s;		/* the scheduler, for callbacks */
 	const char *blocked;		/* last reason logged for not sending */
+	/* traffic shaping (shape.c): NULL without a shaping file */
+	struct shaping_site *shape;	/* its site, one reference */
+	struct shaping_wait shape_wait;	/* waiting to open a connection */
+	char *shape_why;		/* blocked's text when shaping's */
+	int ntoken_wait;		/* connections waiting for a token */
 };
 
 /* One shared copy of a message's body (body.c). */
@@ -254,6 +262,9 @@ struct sched_body {
 	int refs;
 	unsigned loading : 1;
 	unsigned hashed : 1;
+	unsigned missing : 1;		/* not read: the spool has none
+					   (SPOOL_ERR_NOTFOUND), not an
+					   I/O error */
 	struct sched_body_wait *waiters;
 };
 
@@ -294,6 +305,9 @@ struct sched_conn {
 	struct sched_body_wait wait;
 	struct event *idle_ev;
 	int maildir;			/* no smtpc: jobs go to maildir.c */
+	struct shaping_path *path;	/* its source -> site pair, or NULL */
+	struct shaping_wait shape_wait;	/* waiting for a message token */
+	unsigned rule_matched : 1;	/* a reply rule answered a reply */
 };
 
 TAILQ_HEAD(sched_msg_list, sched_msg);
@@ -342,6 +356,7 @@ struct sched {
 	struct sched_iter *iters;	/* operators' walks (manage.c) */
 	struct sched_hooks hooks;	/* bulk injection, events, failure
 					   queue, archive (sched.h) */
+	struct shaping *shaping;	/* or NULL: no shaping file */
 };
 
 /* sched.c */
@@ -384,6 +399,13 @@ struct sched_body *sched_body_get_rcpt(struct sched *s, uint64_t mid,
 void sched_body_cancel(struct sched *s, struct sched_body_wait *w);
 void sched_body_put(struct sched *s, struct sched_body *b);
 void sched_body_free_all(struct sched *s);
+/*
+ * The spool has no body for job's message (b->missing): the job is
+ * deferred, or after SCHED_BODY_MISSING_TRIES such reads the message's
+ * recipients fail (body.c says how). Takes the job from the connection.
+ */
+#define SCHED_BODY_MISSING_TRIES 3
+void sched_body_missing(struct sched *s, struct sched_job *job);
 
 /* loop.c */
 /* 1 if addr (with its port) is one of our [server] listen sockets. */
@@ -401,10 +423,50 @@ void sched_dsn_pending(struct sched *s, struct sched_msg *m);
 /* Free what dsn.c keeps in s (at exit). */
 void sched_dsn_free(struct sched *s);
 
+/* Keep the first n recipients in job (READY); the rest become a new job,
+ * next in its destination's ready list. */
+void sched_job_split(struct sched *s, struct sched_job *job, uint32_t n);
+
+/* shape.c: the scheduler's side of traffic shaping */
+/* d's site, from its name and next hops (after each resolution). */
+void sched_shape_attach(struct sched *s, struct sched_dest *d,
+    const char *key);
+void sched_shape_detach(struct sched *s, struct sched_dest *d);
+/* 0, or the unix ms d's site is suspended until: d waits (its reason set;
+ * woken early by a resume). */
+int64_t sched_shape_suspended(struct sched *s, struct sched_dest *d);
+/* A connection may open: 1 with *path (NULL: no shaping), or 0 (d waits,
+ * its reason set). */
+int sched_shape_open(struct sched *s, struct sched_dest *d,
+    struct shaping_path **path);
+/* The idle connection c may take a job (a token is due): 1, or 0 (c
+ * waits; woken through sched_conn_resume). */
+int sched_shape_due(struct sched_conn *c);
+/* c's job is loaded: its message may go now (the token taken), 1; or 0
+ * (c waits, LOADING; woken through sched_conn_resume). */
+int sched_shape_send(struct sched_conn *c);
+void sched_shape_conn_gone(struct sched_conn *c);
+/* The limits of c: messages per connection, recipients per transaction. */
+int64_t sched_shape_mpc(const struct sched_conn *c);
+uint32_t sched_shape_rpt(const struct sched *s, const struct sched_dest *d);
+/* A recipient's reply, as the reply rules see it: the code to record
+ * (5xx for bounce) and *retry_s (retry_in), the reply rewritten if so. */
+int sched_shape_verdict(struct sched *s, struct sched_dest *d,
+    struct smtpc_rcpt *res, int64_t *retry_s);
+/* smtpc's reply hook (c is the sched_conn). */
+void sched_shape_reply(void *arg, struct smtpc *sc, const char *reply);
+/* d is blocked for a reason shaping gave (a copy is kept). */
+void sched_dest_blocked_text(struct sched_dest *d, const char *why);
+void sched_dest_wake_at(struct sched *s, struct sched_dest *d, int64_t at_ms);
+/* A connection woken by shaping: an idle one takes its next job (or
+ * rests, or goes), a loading one sends its message (destq.c). */
+void sched_conn_resume(struct sched_conn *c);
+
 /* destq.c */
 /* The destination of a recipient: its backend, this node's agent, or
  * the route or MX of its domain. */
 struct sched_dest *sched_dest_of(struct sched *s, const char *addr);
+void sched_dest_kick_later(struct sched *s, struct sched_dest *d);
 void sched_dest_run(struct sched *s, struct sched_dest *d);
 void sched_dest_free_all(struct sched *s);
 /* d may have no job and no connection left: free it (and its site) once

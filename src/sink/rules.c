@@ -116,22 +116,6 @@ words_split(struct words *w, const char *line, char *err, size_t errlen)
 	return 0;
 }
 
-static int
-parse_uint(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* "0.05" or "5%" into [0, 1]. */
 static int
 parse_prob(const char *s, double *out)
@@ -218,7 +202,7 @@ parse_code(const char *s, int *code)
 {
 	uint64_t v;
 
-	if (strlen(s) != 3 || parse_uint(s, &v) != 0 || v < 400 || v > 599)
+	if (strlen(s) != 3 || sl_parse_uint(s, &v) != 0 || v < 400 || v > 599)
 		return -1;
 	*code = (int)v;
 	return 0;
@@ -349,7 +333,7 @@ rule_limit(struct sink_rules *r, const struct words *w, char *err,
 		    slash);
 		return -1;
 	}
-	if (parse_uint(w->w[2], &n) != 0 || n == 0) {
+	if (sl_parse_uint(w->w[2], &n) != 0 || n == 0) {
 		snprintf(err, errlen, "limit: '%s' is not a count above 0",
 		    w->w[2]);
 		return -1;
@@ -407,7 +391,7 @@ rule_setting(struct sink_rules *r, const struct words *w, char *err,
 		    "between 0 and 1", w->w[1]);
 		return -1;
 	}
-	if (parse_uint(w->w[1], &n) != 0 || n == 0) {
+	if (sl_parse_uint(w->w[1], &n) != 0 || n == 0) {
 		snprintf(err, errlen, "%s: '%s' is not a count above 0", k,
 		    w->w[1]);
 		return -1;

@@ -8,6 +8,7 @@
  *
  *   status                       uptime, connections, rates, queue, spool
  *   queue.*                      ctl_queue.c
+ *   shaping.*                    ctl_shaping.c
  *   drain, undrain               close and reopen the SMTP listeners
  *   reload, stop
  *
@@ -279,6 +280,8 @@ static const struct {
 	{ "queue.hold", ctl_hold },
 	{ "queue.release", ctl_release },
 	{ "queue.bounce", ctl_bounce },
+	{ "shaping.status", ctl_shaping_status },
+	{ "shaping.resume", ctl_shaping_resume },
 	{ "drain", ctl_drain },
 	{ "undrain", ctl_undrain },
 	{ "reload", ctl_reload },

@@ -49,6 +49,8 @@ typedef void ctl_cmd_fn(struct sluiced_ctl *ctl, struct control_req *req,
 /* ctl_queue.c: the queue commands (docs/CONTROL.md). */
 ctl_cmd_fn ctl_list, ctl_summary, ctl_show, ctl_flush, ctl_hold,
     ctl_release, ctl_bounce, ctl_delete;
+/* ctl_shaping.c: `sluice shaping status|resume`. */
+ctl_cmd_fn ctl_shaping_status, ctl_shaping_resume;
 /* End every listing and page cursor (the daemon stops; before sched_free). */
 void ctl_queue_stop(struct sluiced_ctl *ctl);
 

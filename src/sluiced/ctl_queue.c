@@ -36,6 +36,7 @@
 #include "control/control.h"
 #include "log/log.h"
 #include "sched/sched.h"
+#include "shaping/shaping.h"
 #include "sluiced/ctl_int.h"
 #include "sluiced/sluiced.h"
 #include "spool/spool.h"
@@ -426,6 +427,10 @@ ctl_sdest_text(struct ctl_text *t, struct sched *sched,
 		ctl_put_int(t, v.limit);
 		ctl_put_key(t, "waiting", 0);
 		ctl_put_str(t, v.waiting);
+		if (v.site != NULL) {
+			ctl_put_key(t, "site", 0);
+			ctl_put_str(t, v.site);
+		}
 	}
 	ctl_put(t, "}", 1);
 }
@@ -471,10 +476,14 @@ struct ctl_walk {
 	struct ctl_filter filter;
 	uint64_t messages, recipients;	/* listed */
 	struct ctl_summary sum;
-	struct evbuffer *body;		/* show --body: what is left */
+	struct sched_body_ref *bref;	/* show --body: the shared body */
+	const struct evbuffer *body;	/* it, once read; NULL before */
+	size_t body_off;		/* what of it has gone out */
+	char *chunk;			/* a piece of it, copied out */
 	struct evbuffer *final;		/* show: the message, sent last */
 	struct ctl_delete *del;		/* delete: the request's state */
 	uint64_t hit;			/* delete: the message just seen */
+	uint64_t mid;			/* show: the message */
 	int64_t slice_at;		/* when the last slice began */
 	int64_t yield_at, yield_cpu;	/* when it ended: wall, process CPU */
 	int64_t next_at;		/* the next may begin (monotonic) */
@@ -515,8 +524,8 @@ ctl_walk_free(struct ctl_walk *w)
 	sched_iter_free(w->it);
 	ctl_filter_free(&w->filter);
 	ctl_summary_free(&w->sum);
-	if (w->body)
-		evbuffer_free(w->body);
+	sched_body_done(ctl->d->sched, w->bref);
+	free(w->chunk);
 	if (w->final)
 		evbuffer_free(w->final);
 	free(w->text.p);
@@ -583,6 +592,33 @@ ctl_walk_measure(struct ctl_walk *w)
 	w->busy = (w->busy + b) / 2;
 }
 
+/* The shaping actions in force, after the summary's table. */
+struct ctl_actions {
+	struct ctl_text *t;
+	int n;
+};
+
+static int
+ctl_summary_action(void *arg, const char *site, const char *rule,
+    const char *action, int64_t until)
+{
+	struct ctl_actions *a = arg;
+
+	if (a->n++ > 0)
+		ctl_put(a->t, ",", 1);
+	ctl_put(a->t, "{", 1);
+	ctl_put_key(a->t, "site", 1);
+	ctl_put_str(a->t, site);
+	ctl_put_key(a->t, "rule", 0);
+	ctl_put_str(a->t, rule);
+	ctl_put_key(a->t, "action", 0);
+	ctl_put_str(a->t, action);
+	ctl_put_key(a->t, "until", 0);
+	ctl_put_int(a->t, until);
+	ctl_put(a->t, "}", 1);
+	return 0;
+}
+
 /* The final answer: what the walk counted; frees w. */
 static void
 ctl_walk_finish(struct ctl_walk *w)
@@ -616,6 +652,14 @@ ctl_walk_finish(struct ctl_walk *w)
 		ctl_put_int(&t, s->oldest);
 		ctl_put_key(&t, "now", 0);
 		ctl_put_int(&t, s->now);
+		if (w->ctl->d->shaping != NULL) {
+			ctl_put_key(&t, "shaping", 0);
+			struct ctl_actions a = { &t, 0 };
+			ctl_put(&t, "[", 1);
+			shaping_foreach_action(w->ctl->d->shaping,
+			    ctl_summary_action, &a);
+			ctl_put(&t, "]", 1);
+		}
 		ctl_put(&t, "}", 1);
 		control_reply_raw(w->req, ctl_text_ev(&t));
 		break;
@@ -670,6 +714,37 @@ ctl_walk_summary_msg(void *arg, const struct sched_msg_view *m)
 }
 
 /* One step of the walk: 1 if there is more. */
+/*
+ * The next piece of a shown body into w->chunk, copied out of the shared
+ * (read-only) buffer; its length, 0 at the end. A piece never cuts a
+ * UTF-8 character in two.
+ */
+static size_t
+ctl_body_piece(struct ctl_walk *w)
+{
+	struct evbuffer *b = (struct evbuffer *)w->body;
+	size_t left = evbuffer_get_length(b) - w->body_off, n;
+	struct evbuffer_ptr at;
+	ev_ssize_t got;
+
+	if (left == 0)
+		return 0;
+	n = left > CTL_BODY_CHUNK ? CTL_BODY_CHUNK + 1 : left;
+	if (w->chunk == NULL)
+		w->chunk = xmalloc(CTL_BODY_CHUNK + 1);
+	if (evbuffer_ptr_set(b, &at, w->body_off, EVBUFFER_PTR_SET) != 0 ||
+	    (got = evbuffer_copyout_from(b, &at, w->chunk, n)) != (ev_ssize_t)n)
+		return 0;
+	if (n > CTL_BODY_CHUNK) {
+		n = CTL_BODY_CHUNK;
+		for (int k = 0; k < 3 &&
+		    ((unsigned char)w->chunk[n] & 0xC0) == 0x80; k++)
+			n--;
+	}
+	w->body_off += n;
+	return n;
+}
+
 static int
 ctl_walk_step(struct ctl_walk *w)
 {
@@ -706,21 +781,10 @@ ctl_walk_step(struct ctl_walk *w)
 		control_stream_item(w->req, w->text.p, w->text.len);
 		return 1;
 	case CTL_WALK_BODY:
-		if ((n = evbuffer_get_length(w->body)) == 0)
+		if ((n = ctl_body_piece(w)) == 0)
 			return 0;
-		if (n > CTL_BODY_CHUNK) {
-			const unsigned char *p = evbuffer_pullup(w->body,
-			    CTL_BODY_CHUNK + 1);
-
-			/* never cut a UTF-8 character in two */
-			n = CTL_BODY_CHUNK;
-			for (int k = 0; k < 3 && (p[n] & 0xC0) == 0x80; k++)
-				n--;
-		}
 		w->text.len = 0;
-		sl_json_quote((const char *)evbuffer_pullup(w->body, (ssize_t)n),
-		    n, ctl_put, &w->text);
-		evbuffer_drain(w->body, n);
+		sl_json_quote(w->chunk, n, ctl_put, &w->text);
 		control_stream_item(w->req, w->text.p, w->text.len);
 		return 1;
 	}
@@ -994,6 +1058,25 @@ ctl_show_msg(void *arg, const struct sched_msg_view *m)
 	return 1;
 }
 
+/* The shown message's body is in (or could not be read). */
+static void
+ctl_show_body(void *arg, const struct evbuffer *body, const char *why)
+{
+	struct ctl_walk *w = arg;
+	char mid[17];
+
+	if (body == NULL) {
+		spool_mid_fmt(w->mid, mid);
+		control_reply_err(w->req, CONTROL_ERR_FAILED, NULL, "MID %s: "
+		    "cannot read the body: %s", mid, why);
+		ctl_walk_free(w);
+		return;
+	}
+	w->body = body;
+	control_stream_begin(w->req, "body", CONTROL_STREAM_TEXT);
+	ctl_walk_slice(-1, 0, w);
+}
+
 void
 ctl_show(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 {
@@ -1001,7 +1084,6 @@ ctl_show(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 	uint64_t id = json_is_string(mid) ?
 	    spool_mid_parse(json_string_value(mid)) : 0;
 	struct ctl_text t = { 0 };
-	struct evbuffer *body;
 	struct ctl_walk *w;
 
 	if (id == 0 || sched_view(ctl->d->sched, id, ctl_show_msg, &t) != 0) {
@@ -1015,21 +1097,13 @@ ctl_show(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 		free(t.p);
 		return;
 	}
-	body = spool_body_load(ctl->d->spool, id);
-	if (body == NULL) {
-		free(t.p);
-		control_reply_err(req, CONTROL_ERR_FAILED, NULL, "MID %s: "
-		    "cannot read the body: %s", json_string_value(mid),
-		    spool_last_error(ctl->d->spool));
-		return;
-	}
-	/* the body goes out in pieces, as the reader takes them */
+	/* the body is read off the loop (or shared with a delivery), then
+	 * goes out in pieces, as the reader takes them */
 	w = ctl_walk_new(ctl, req, CTL_WALK_BODY);
-	w->body = body;
 	w->final = ctl_text_ev(&t);
 	free(t.p);
-	control_stream_begin(req, "body", CONTROL_STREAM_TEXT);
-	ctl_walk_slice(-1, 0, w);
+	w->mid = id;
+	w->bref = sched_body_fetch(ctl->d->sched, id, ctl_show_body, w);
 }
 
 /* ---- selections: MIDs, a domain or all ---- */

@@ -12,11 +12,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
 struct control_server;
 struct sl_conf;
+struct dkim_keys;
+struct sl_work;
 struct local;
 struct maildir;
 struct control_req;
@@ -42,6 +45,7 @@ struct sluiced {
 	struct spool *spool;
 	struct dns *dns;
 	struct sched *sched;
+	struct shaping *shaping;	/* [shaping] file, or NULL */
 	struct smtpd_server *smtpd;
 	struct local *local;		/* local recipients and their check */
 	struct maildir *maildir;	/* Maildir writers, or NULL */
@@ -57,6 +61,13 @@ struct sluiced {
 	int64_t spool_failed_at;	/* monotonic ms of the last message the
 					   spool failed to store, 0 if it stored
 					   the last one */
+	int drop;			/* run as uid/gid once all is open */
+	uid_t uid;
+	gid_t gid;
+	struct dkim_keys *dkim;		/* [dkim] sign, loaded; owned */
+	struct dkim_keys *old_dkim;	/* kept as old_conf is */
+	struct sl_work *work;		/* DKIM signing threads, made on first
+					   use; owned */
 };
 
 /*
@@ -67,6 +78,14 @@ struct sluiced {
 int sluiced_reload(struct sluiced *d, char *err, size_t errlen);
 /* Start the graceful shutdown (as SIGTERM); why is for the log. */
 void sluiced_stop(struct sluiced *d, const char *why);
+
+/*
+ * priv.c: look up [server] user when started as root (0, or -1 with the
+ * reason in err; sets the umask) and, once everything is open, hand the
+ * spool and the log to it and become it.
+ */
+int sluiced_priv_lookup(struct sluiced *d, char *err, size_t errlen);
+int sluiced_priv_drop(struct sluiced *d, char *err, size_t errlen);
 
 /* ctl.c: the control commands (a control_cmd_fn) and their state. */
 struct sluiced_ctl *sluiced_ctl_new(struct sluiced *d);

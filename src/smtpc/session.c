@@ -3,6 +3,10 @@
  * session.c: one outbound SMTP connection (RFC 5321 client) on a
  * bufferevent: connects to each address in turn, greets, and carries one
  * message at a time, pipelined when the peer offers PIPELINING (RFC 2920).
+ * With params->source each socket is bound to that local address first:
+ * addresses of the other family are skipped, and a bind that fails ends
+ * the connection at once (smtpc_bind_failed: the owner's to handle, not
+ * the peer's fault). Every reply is shown to cb->reply as it comes.
  *
  * Owns the socket, its timers and the queue of commands sent whose replies
  * have not come yet; the message in flight is tx.c's (smtpc_send there).
@@ -33,10 +37,12 @@
  *   STARTTLS -(refused; MAY)-> IDLE in plaintext
  *   TLS -(handshake failed or timed out: smtpc_tls_failed; MAY)-> CONNECT
  *     on the same address, in plaintext this time
- *   EHLO|STARTTLS|TLS -(ENCRYPT and no TLS)-> as a failed address
+ *   EHLO|STARTTLS|TLS -(ENCRYPT or VERIFY and no TLS)-> as a failed address
+ *   TLS -(VERIFY, handshake done, chain or name wrong)-> as a failed address
  *   IDLE -(smtpc_send)-> TX -(last reply: smtpc_tx_end)-> IDLE (READY)
  *   TX -(timeout, EOF, garbage: smtpc_tx_break)-> CLOSED (done, CLOSED)
- *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED)
+ *   IDLE -(smtpc_quit)-> QUIT -(reply, EOF, timeout)-> CLOSED (CLOSED);
+ *     after the reply, in TLS, a close_notify goes first (smtpc_quit_done)
  *   IDLE -(peer closes or speaks)-> CLOSED (CLOSED)
  */
 #include <arpa/inet.h>
@@ -282,12 +288,30 @@ smtpc_connect_start(struct smtpc *c)
 		    "connect to %s: address family not supported", c->peer);
 		return -1;
 	}
+	if (c->source_len > 0 && c->source.ss_family != a->ss.ss_family) {
+		snprintf(c->last_reason, sizeof(c->last_reason), "connect to "
+		    "%s: not reachable from the source address", c->peer);
+		return -1;
+	}
 	/*
 	 * connect(2) here rather than in bufferevent_socket_connect(), so an
 	 * error at once (EADDRNOTAVAIL, ENETUNREACH) comes with its errno.
 	 */
 	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0);
+	if (fd >= 0 && c->source_len > 0 && bind(fd,
+	    (const struct sockaddr *)&c->source, c->source_len) != 0) {
+		char src[INET6_ADDRSTRLEN] = "?";
+		const void *in = c->source.ss_family == AF_INET ?
+		    (const void *)&((const struct sockaddr_in *)&c->source)->sin_addr :
+		    (const void *)&((const struct sockaddr_in6 *)&c->source)->sin6_addr;
+		inet_ntop(c->source.ss_family, in, src, sizeof(src));
+		snprintf(c->last_reason, sizeof(c->last_reason), "cannot bind "
+		    "to source address %s: %s", src, strerror(errno));
+		close(fd);
+		c->bind_failed = 1;
+		return -1;
+	}
 	if (fd < 0 || (connect(fd, (const struct sockaddr *)&a->ss, len) != 0 &&
 	    errno != EINPROGRESS))
 		goto fail;
@@ -320,7 +344,7 @@ fail:
 static void
 smtpc_connect_next(struct smtpc *c)
 {
-	for (; c->ai < c->naddr; c->ai++) {
+	for (; c->ai < c->naddr && !c->bind_failed; c->ai++) {
 		if (smtpc_connect_start(c) == 0)
 			return;
 		log_ev(LOG_INFO, SMTPC_IDS(c), "connect failed", "reason",
@@ -429,10 +453,10 @@ smtpc_starttls_begin(struct smtpc *c)
 	if (c->tls || c->p.tls == SMTPC_TLS_NONE || c->tls_off == c->ai + 1)
 		return 0;
 	if (!(c->ext & SMTPC_EXT_STARTTLS)) {
-		if (c->p.tls != SMTPC_TLS_ENCRYPT)
+		if (c->p.tls < SMTPC_TLS_ENCRYPT)
 			return 0;
-		smtpc_addr_fail(c, 0, "TLS is required, but %s did not offer "
-		    "STARTTLS", c->peer);
+		smtpc_addr_fail(c, 0, "TLS required but not offered by %s",
+		    c->peer);
 		return 1;
 	}
 	c->state = SMTPC_ST_STARTTLS;
@@ -440,23 +464,38 @@ smtpc_starttls_begin(struct smtpc *c)
 	return 1;
 }
 
-/* SNI (RFC 6066 3): the MX host's name, never an address literal. */
-static void
+/* The MX host's name without a final dot, into name (256 bytes). */
+static const char *
+smtpc_tls_name(struct smtpc *c, char *name)
+{
+	size_t n;
+
+	sl_strlcpy(name, c->addrs[c->ai].host, 256);
+	n = strlen(name);
+	if (n > 0 && name[n - 1] == '.')
+		name[--n] = '\0';
+	return name;
+}
+
+/*
+ * SNI (RFC 6066 3): the MX host's name, never an address literal; and at
+ * VERIFY, the name (or address) the certificate must be for.
+ */
+static int
 smtpc_tls_sni(struct smtpc *c, SSL *ssl)
 {
 	char name[256];
 	unsigned char bin[16];
-	size_t n;
 
-	sl_strlcpy(name, c->addrs[c->ai].host, sizeof(name));
-	n = strlen(name);
-	if (n > 0 && name[n - 1] == '.')
-		name[--n] = '\0';
-	if (n == 0 || strchr(name, '[') != NULL || strchr(name, '.') == NULL ||
-	    inet_pton(AF_INET, name, bin) == 1 ||
+	smtpc_tls_name(c, name);
+	if (c->p.tls == SMTPC_TLS_VERIFY && sl_tls_client_expect(ssl, name) != 0)
+		return -1;
+	if (name[0] == '\0' || strchr(name, '[') != NULL ||
+	    strchr(name, '.') == NULL || inet_pton(AF_INET, name, bin) == 1 ||
 	    inet_pton(AF_INET6, name, bin) == 1)
-		return;
+		return 0;
 	SSL_set_tlsext_host_name(ssl, name);
+	return 0;
 }
 
 /* The 220 to STARTTLS came: wrap the socket's bufferevent in TLS. */
@@ -464,15 +503,18 @@ static void
 smtpc_tls_start(struct smtpc *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	SSL_CTX *ctx = sl_tls_client_ctx();
+	char why[300] = "cannot create a TLS session";
+	SSL_CTX *ctx = c->p.tls == SMTPC_TLS_VERIFY ?
+	    sl_tls_client_verify_ctx(c->p.tls_ca_file, why, sizeof(why)) :
+	    sl_tls_client_ctx();
 	SSL *ssl = ctx != NULL ? SSL_new(ctx) : NULL;
 	struct bufferevent *bev;
 
-	if (ssl == NULL) {
-		smtpc_tls_failed(c, "cannot create a TLS session");
+	if (ssl == NULL || smtpc_tls_sni(c, ssl) != 0) {
+		SSL_free(ssl);
+		smtpc_tls_failed(c, why);
 		return;
 	}
-	smtpc_tls_sni(c, ssl);
 	/* bytes after the 220 came unprotected: never read them as replies */
 	evbuffer_drain(in, evbuffer_get_length(in));
 	/* the filter writes into the socket's buffer up to its high mark
@@ -498,10 +540,19 @@ smtpc_tls_start(struct smtpc *c)
 static void
 smtpc_tls_done(struct smtpc *c)
 {
+	char name[256], why[700];
+
+	/* VERIFY: nothing is said to a peer whose certificate is wrong */
+	if (c->p.tls == SMTPC_TLS_VERIFY && sl_tls_client_verified(
+	    bufferevent_openssl_get_ssl(c->bev), smtpc_tls_name(c, name), why,
+	    sizeof(why)) != 0) {
+		smtpc_addr_fail(c, 0, "%s (%s)", why, c->peer);
+		return;
+	}
 	c->tls = 1;
 	log_ev(LOG_INFO, SMTPC_IDS(c), "TLS established", "relay", c->peer,
 	    "version", sl_tls_version(c->bev), "cipher", sl_tls_cipher(c->bev),
-	    NULL);
+	    "verified", c->p.tls == SMTPC_TLS_VERIFY ? "yes" : "no", NULL);
 	c->ext = 0;
 	c->peer_size = 0;
 	c->state = SMTPC_ST_EHLO;
@@ -517,9 +568,9 @@ smtpc_tls_done(struct smtpc *c)
 static void
 smtpc_tls_failed(struct smtpc *c, const char *why)
 {
-	if (c->p.tls == SMTPC_TLS_ENCRYPT) {
-		smtpc_addr_fail(c, 0, "TLS handshake with %s failed: %s",
-		    c->peer, why);
+	if (c->p.tls >= SMTPC_TLS_ENCRYPT) {
+		smtpc_addr_fail(c, 0, "TLS required but the handshake with %s "
+		    "failed: %s", c->peer, why);
 		return;
 	}
 	log_ev(LOG_INFO, SMTPC_IDS(c), "TLS handshake failed", "relay",
@@ -541,9 +592,9 @@ smtpc_starttls_reply(struct smtpc *c)
 		smtpc_tls_start(c);
 		return;
 	}
-	if (c->p.tls == SMTPC_TLS_ENCRYPT) {
-		smtpc_addr_fail(c, 0, "TLS is required, but %s refused "
-		    "STARTTLS: %d %s", c->peer, c->reply.code, c->reply.text);
+	if (c->p.tls >= SMTPC_TLS_ENCRYPT) {
+		smtpc_addr_fail(c, 0, "TLS required but %s refused STARTTLS: "
+		    "%d %s", c->peer, c->reply.code, c->reply.text);
 		return;
 	}
 	log_ev(LOG_INFO, SMTPC_IDS(c), "STARTTLS refused", "relay", c->peer,
@@ -619,11 +670,29 @@ smtpc_lost(struct smtpc *c, const char *why)
 	}
 }
 
+/*
+ * QUIT's reply came: in TLS, a close_notify first (RFC 8446 6.1), written
+ * to the socket now or never, so a peer that does not read holds nothing.
+ */
+static void
+smtpc_quit_done(struct smtpc *c)
+{
+	if (c->tls && sl_tls_close_notify(c->bev) == 0)
+		sl_tls_push(c->bev);
+	smtpc_close(c, "quit");
+}
+
 static void
 smtpc_on_reply(struct smtpc *c)
 {
 	struct smtpc_sent s;
 
+	if (c->cb.reply != NULL) {
+		char full[sizeof(c->reply.text) + 8];
+		snprintf(full, sizeof(full), "%d %s", c->reply.code,
+		    c->reply.text);
+		c->cb.reply(c->cb.arg, c, full);
+	}
 	if (c->qlen == 0) {
 		/* Unasked: a 421 before closing, or a confused peer. */
 		log_ev(LOG_INFO, SMTPC_IDS(c), "unexpected reply", "reply",
@@ -641,7 +710,7 @@ smtpc_on_reply(struct smtpc *c)
 		smtpc_ehlo_reply(c, s.cmd);
 		break;
 	case SMTPC_CMD_QUIT:
-		smtpc_close(c, "quit");
+		smtpc_quit_done(c);
 		smtpc_emit(c, SMTPC_CLOSED, 0, NULL);
 		break;
 	case SMTPC_CMD_STARTTLS:
@@ -778,6 +847,11 @@ smtpc_new(struct event_base *base, uint64_t dcid, const struct smtpc_params *p,
 	c->p = *p;
 	c->helo = xstrdup(p->helo != NULL && p->helo[0] ? p->helo : "localhost");
 	c->p.helo = c->helo;
+	if (p->source != NULL && p->source_len <= sizeof(c->source)) {
+		memcpy(&c->source, p->source, p->source_len);
+		c->source_len = p->source_len;
+	}
+	c->p.source = NULL;	/* our copy is c->source */
 	if (c->p.connect_timeout <= 0)
 		c->p.connect_timeout = 30;
 	if (c->p.command_timeout <= 0)
@@ -855,6 +929,12 @@ smtpc_free(struct smtpc *c)
 		return;
 	}
 	smtpc_destroy(c);
+}
+
+int
+smtpc_bind_failed(const struct smtpc *c)
+{
+	return c->bind_failed;
 }
 
 const char *

@@ -25,7 +25,11 @@
  * connection and the same address is tried once more in plaintext (as
  * Postfix does at its "may" level); SMTPC_TLS_ENCRYPT fails the address
  * instead (code 0: temporary), as it does when STARTTLS is not offered or
- * is refused.
+ * is refused ("TLS required but not offered by HOST"). SMTPC_TLS_VERIFY
+ * also checks, once the handshake is done and before any command, the
+ * chain against tls_ca_file (or the system's CAs) and the MX host name
+ * (RFC 6125, SNI sent), and fails the address on a mismatch
+ * ("certificate name mismatch: ...").
  *
  * LMTP (RFC 2033, params.lmtp): the same connection says LHLO instead of
  * EHLO (no HELO fallback), always sends DATA, and after the data reads one
@@ -67,6 +71,7 @@ enum smtpc_tls {
 	SMTPC_TLS_MAY = 0,	/* TLS when offered; plaintext otherwise */
 	SMTPC_TLS_NONE,		/* never STARTTLS */
 	SMTPC_TLS_ENCRYPT,	/* TLS or no delivery to this address */
+	SMTPC_TLS_VERIFY,	/* TLS with a verified certificate for the MX */
 };
 
 struct smtpc_params {
@@ -78,7 +83,14 @@ struct smtpc_params {
 	int use_bdat;			/* send BDAT when the peer offers
 					   CHUNKING; default 0 (DATA) */
 	int tls;			/* enum smtpc_tls; default 0 (MAY) */
+	const char *tls_ca_file;	/* VERIFY: trust anchors; NULL or "":
+					   the system's; borrowed */
 	int lmtp;			/* speak LMTP (RFC 2033) */
+	/* the local address to send from (port 0), or NULL: the system's
+	 * choice. Addresses of another family are skipped; one that cannot
+	 * be bound fails the connection at once (smtpc_bind_failed). */
+	const struct sockaddr_storage *source;
+	socklen_t source_len;
 };
 
 struct smtpc_rcpt {
@@ -125,6 +137,12 @@ struct smtpc_cb {
 	void (*event)(void *arg, struct smtpc *c, enum smtpc_event ev, int code,
 	    const char *reason);
 	void *arg;
+	/*
+	 * Optional: every reply the peer gives (the greeting, each command's,
+	 * the end of data's), as it comes: "421 4.7.0 text" (lines joined by
+	 * " / "). It must not free c.
+	 */
+	void (*reply)(void *arg, struct smtpc *c, const char *reply);
 };
 
 /*
@@ -145,6 +163,10 @@ void smtpc_quit(struct smtpc *c);
  * callback returns); smtpc_send and smtpc_quit are too. NULL does nothing.
  */
 void smtpc_free(struct smtpc *c);
+
+/* 1 if the connection failed because params->source could not be bound
+ * (not the peer's fault: another source may do). */
+int smtpc_bind_failed(const struct smtpc *c);
 
 /* What the connection learned: the peer's address and host, and counts. */
 const char *smtpc_peer_host(const struct smtpc *c);

@@ -70,6 +70,8 @@ struct smtpc_tx {
 	int body_writing;	/* body being sent, output not yet drained */
 	int body_left;		/* more of it to queue (smtpc_body_pump) */
 	size_t body_off;	/* body bytes queued so far */
+	uint64_t size;		/* the message on the wire: SIZE= and BDAT's
+				   count (tx.c smtpc_wire_size) */
 	struct smtpc_enc enc;	/* how they go on the wire */
 	int local;		/* outcome decided here; done is deferred */
 };
@@ -119,6 +121,9 @@ struct smtpc {
 	int quit_pending;	/* smtpc_quit during a message */
 	struct smtpc_tx tx;
 
+	struct sockaddr_storage source;	/* to bind to; family 0: none */
+	socklen_t source_len;
+	int bind_failed;	/* the source could not be bound */
 	int last_code;		/* the last address's failure */
 	char last_reason[512];
 

@@ -103,8 +103,8 @@ smtpc_send_mail(struct smtpc *c)
 		    m->rcpts[i].rid }, "rcpt", m->rcpts[i].addr, "relay",
 		    c->peer, NULL);
 	if (c->ext & SMTPC_EXT_SIZE)
-		snprintf(size, sizeof(size), " SIZE=%zu",
-		    m->body ? evbuffer_get_length(m->body) : 0);
+		snprintf(size, sizeof(size), " SIZE=%llu",
+		    (unsigned long long)c->tx.size);
 	if (c->ext & SMTPC_EXT_DSN) {
 		ret = m->ret == SPOOL_RET_FULL ? " RET=FULL" :
 		    m->ret == SPOOL_RET_HDRS ? " RET=HDRS" : "";
@@ -152,6 +152,13 @@ smtpc_tx_fold(const struct smtpc *c)
 	return !(c->tx.m->flags & SPOOL_F_BINARYMIME);
 }
 
+/* 1 if the message goes with BDAT (RFC 3030), 0 with DATA. */
+static int
+smtpc_tx_bdat(const struct smtpc *c)
+{
+	return c->p.use_bdat && !c->p.lmtp && (c->ext & SMTPC_EXT_CHUNKING);
+}
+
 /* Start sending the body (after 354, or with BDAT): in pieces. */
 static void
 smtpc_body_start(struct smtpc *c, int stuff)
@@ -191,8 +198,7 @@ smtpc_send_body_bdat(struct smtpc *c)
 	/* RFC 3030 2: the chunk is the body as it is, no dot-stuffing; its
 	 * size is what folding leaves of it */
 	smtpc_cmd(c, SMTPC_CMD_BDAT, 0, "BDAT %llu LAST",
-	    (unsigned long long)smtpc_enc_size(c->tx.m->body, 0,
-	    smtpc_tx_fold(c)));
+	    (unsigned long long)c->tx.size);
 	smtpc_body_start(c, 0);
 }
 
@@ -213,8 +219,7 @@ smtpc_tx_pump(struct smtpc *c)
 {
 	struct smtpc_tx *tx = &c->tx;
 	int pipe = (c->ext & SMTPC_EXT_PIPELINING) != 0;
-	int bdat = c->p.use_bdat && !c->p.lmtp &&
-	    (c->ext & SMTPC_EXT_CHUNKING);
+	int bdat = smtpc_tx_bdat(c);
 
 	while (tx->stage != SMTPC_SG_DONE && (pipe || c->qlen == 0)) {
 		switch (tx->stage) {
@@ -444,10 +449,36 @@ smtpc_send_local(struct smtpc *c, int code, const char *text)
 	smtpc_defer(c, SMTPC_DEFER_LOCAL);
 }
 
+/*
+ * The message's size on the wire, after folding (RFC 1870: without DATA's
+ * stuffing dots and final dot): what SIZE= declares and BDAT counts. With
+ * DATA the line end it adds to a body without one is counted. 0 when the
+ * peer asks for neither (the scan is not free).
+ */
+static uint64_t
+smtpc_wire_size(const struct smtpc *c)
+{
+	struct evbuffer *body = c->tx.m->body;
+	size_t len = body != NULL ? evbuffer_get_length(body) : 0;
+	struct evbuffer_ptr at;
+	char end[2];
+	uint64_t n;
+
+	if (len == 0 || !(c->ext & SMTPC_EXT_SIZE || smtpc_tx_bdat(c)))
+		return 0;
+	n = smtpc_enc_size(body, 0, smtpc_tx_fold(c));
+	if (!smtpc_tx_bdat(c) && (len < 2 ||
+	    evbuffer_ptr_set(body, &at, len - 2, EVBUFFER_PTR_SET) != 0 ||
+	    evbuffer_copyout_from(body, &at, end, 2) != 2 ||
+	    memcmp(end, "\r\n", 2) != 0))
+		n += 2;
+	return n;
+}
+
 void
 smtpc_send(struct smtpc *c, struct smtpc_msg *m)
 {
-	size_t size = m->body != NULL ? evbuffer_get_length(m->body) : 0;
+	uint64_t size;
 	char text[512];
 
 	if (c->tx.m != NULL)
@@ -455,6 +486,7 @@ smtpc_send(struct smtpc *c, struct smtpc_msg *m)
 		    (unsigned long long)c->dcid);
 	memset(&c->tx, 0, sizeof(c->tx));
 	c->tx.m = m;
+	size = c->tx.size = smtpc_wire_size(c);
 	c->tx.rst = xcalloc(m->nrcpt ? m->nrcpt : 1, 1);
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		m->rcpts[i].code = 0;

@@ -1,23 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * listener.c: the listening sockets, connection limits (in total and per
- * client address), the list of open sessions, and graceful shutdown.
+ * listener.c: the listening sockets ([server] listen, and [submission]
+ * listen and tls_listen), connection limits (in total, per client address
+ * at once, and per client address per minute), the list of open sessions,
+ * and graceful shutdown.
  *
  * Per-address counts live in a small chained hash table keyed by the
  * address bytes; an entry exists only while that address has a session, so
  * its size follows the number of distinct clients connected.
  * As Postfix does for mynetworks, trusted clients are exempt from the
- * per-address limit (the total limit still holds).
+ * per-address limits (the total limit still holds). A client over a limit
+ * gets one 421 line written to its fresh socket and the socket closed at
+ * once, so it costs no session and delays no one else.
  *
  * Draining (`sluice drain`): smtpd_server_pause closes the listening
  * sockets, so new connections are refused by the kernel (and a load
  * balancer's SMTP check marks the node down) while sessions in progress
  * go on; smtpd_server_resume binds the same addresses again.
  *
- * Behind a balancer ([server] proxy_protocol), a connection from outside
- * proxy_trusted_networks is closed at accept; the others become sessions
- * in SMTPD_ST_PROXY, and the per-address limit is applied to the client
- * their PROXY header names (smtpd_server_admit), not to the balancer.
+ * Behind a balancer ([server] proxy_protocol, on [server] listen), a
+ * connection from outside proxy_trusted_networks is closed at accept; the
+ * others become sessions in SMTPD_ST_PROXY, and the per-address limits
+ * (concurrent and per minute) are applied to the client their PROXY header
+ * names (smtpd_server_admit), not to the balancer.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,10 +34,12 @@
 
 #include <event2/event.h>
 
+#include "auth/auth.h"
 #include "log/log.h"
 #include "smtpd/smtpd_int.h"
 #include "util/tls.h"
 #include "util/util.h"
+#include "util/work.h"
 
 #define IPTAB_SIZE 4096
 
@@ -123,9 +130,12 @@ smtpd_refuse(int fd, const char *reply)
 }
 
 /*
- * The per-address limit: NULL if the client at sa may open one more
- * session, else the setting it is over, with the 421 line (no CRLF) in
- * reply.
+ * The per-address limits, concurrent sessions and new connections per
+ * minute: NULL if the client at sa may open one more session, else the
+ * setting it is over, with the 421 line (no CRLF) in reply. A connection
+ * is counted against the rate whether it is taken or refused for it, so a
+ * client that keeps hammering stays over. Behind a balancer sa is the
+ * client its PROXY header named (smtpd_server_admit), not the balancer.
  */
 static const char *
 smtpd_admit(struct smtpd_server *srv, const struct sockaddr *sa, int trusted,
@@ -134,11 +144,21 @@ smtpd_admit(struct smtpd_server *srv, const struct sockaddr *sa, int trusted,
 	const struct sl_conf *c = srv->conf;
 	struct smtpd_iptab_entry *e = iptab_get(srv, sa, 0);
 
-	if (!trusted && c->server_max_connections_per_ip > 0 && e != NULL &&
+	if (trusted)
+		return NULL;
+	if (c->server_max_connections_per_ip > 0 && e != NULL &&
 	    e->count >= (uint64_t)c->server_max_connections_per_ip) {
 		snprintf(reply, len, "421 4.7.0 %s Error: too many "
 		    "connections from your address", c->server_hostname);
 		return "max_connections_per_ip";
+	}
+	if (c->server_connection_rate_per_ip > 0 &&
+	    smtpd_client_rate_over(srv, sa, c->server_connection_rate_per_ip,
+	    sl_mono_ms())) {
+		snprintf(reply, len, "421 4.7.0 %s Error: too many "
+		    "connections from your address per minute, try again "
+		    "later", c->server_hostname);
+		return "connection_rate_per_ip";
 	}
 	return NULL;
 }
@@ -175,12 +195,15 @@ static void
 smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct smtpd_server *srv = arg;
+	struct smtpd_listener *sl = arg;
+	struct smtpd_server *srv = sl->srv;
 	const struct sl_conf *c = srv->conf;
 	struct smtpd_session *s;
 	const char *why = NULL;
 	char reply[300];
-	int proxied = c->proxy_mode != SMTPD_PROXY_OFF;
+	/* the PROXY protocol is spoken on [server] listen only */
+	int proxied = sl->kind == SMTPD_L_MTA &&
+	    c->proxy_mode != SMTPD_PROXY_OFF;
 
 	srv->stats.connections++;
 	if (srv->stats.sessions >= (uint64_t)c->server_max_connections) {
@@ -212,11 +235,17 @@ smtpd_accept(struct evconnlistener *l, evutil_socket_t fd,
 	if ((s = smtpd_session_new(srv, fd, sa, (socklen_t)salen,
 	    proxied)) == NULL)
 		return;
+	s->submission = sl->kind != SMTPD_L_MTA;
 	if (!proxied)
 		smtpd_ip_hold(srv, s);
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	if (++srv->stats.sessions > srv->stats.peak_sessions)
 		srv->stats.peak_sessions = srv->stats.sessions;
+	/* RFC 8314: the handshake first; the greeting waits in the filter */
+	if (sl->kind == SMTPD_L_SUBMISSIONS && smtpd_tls_implicit(s) != 0) {
+		smtpd_session_free(s, "TLS not available");
+		return;
+	}
 	smtpd_session_start(s);
 }
 
@@ -236,42 +265,71 @@ smtpd_accept_error(struct evconnlistener *l, void *arg)
 	}
 }
 
-/* Bind and listen on every address of [server] listen. */
+/* Bind the n addresses of one kind. */
+static int
+smtpd_listen_kind(struct smtpd_server *srv, const struct conf_addr *a,
+    size_t n, enum smtpd_listen_kind kind, char *err, size_t errlen)
+{
+	static const char *const names[] = { "smtp", "submission",
+		"submissions" };
+
+	for (size_t i = 0; i < n; i++) {
+		struct smtpd_listener *sl = &srv->listeners[srv->nlisteners];
+		sl->srv = srv;
+		sl->kind = kind;
+		sl->l = evconnlistener_new_bind(srv->base, smtpd_accept, sl,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+		    LEV_OPT_CLOSE_ON_EXEC, 1024,
+		    (const struct sockaddr *)&a[i].ss, (int)a[i].len);
+		if (sl->l == NULL) {
+			snprintf(err, errlen, "listen on %s: %s", a[i].text,
+			    strerror(errno));
+			return -1;
+		}
+		evconnlistener_set_error_cb(sl->l, smtpd_accept_error);
+		srv->nlisteners++;
+		log_ev(LOG_INFO, NULL, "listening", "address", a[i].text,
+		    "service", names[kind], NULL);
+	}
+	return 0;
+}
+
+/* Bind and listen on every address: [server] listen and [submission]. */
 static int
 smtpd_listen_all(struct smtpd_server *srv, char *err, size_t errlen)
 {
 	const struct sl_conf *c = srv->conf;
 
-	for (size_t i = 0; i < c->nlisten; i++) {
-		struct evconnlistener *l;
-		l = evconnlistener_new_bind(srv->base, smtpd_accept, srv,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-		    LEV_OPT_CLOSE_ON_EXEC, 1024,
-		    (const struct sockaddr *)&c->listen[i].ss, (int)c->listen[i].len);
-		if (l == NULL) {
-			snprintf(err, errlen, "listen on %s: %s",
-			    c->listen[i].text, strerror(errno));
-			return -1;
-		}
-		evconnlistener_set_error_cb(l, smtpd_accept_error);
-		srv->listeners[srv->nlisteners++] = l;
-		log_ev(LOG_INFO, NULL, "listening", "address", c->listen[i].text,
-		    NULL);
-	}
-	return 0;
+	return smtpd_listen_kind(srv, c->listen, c->nlisten, SMTPD_L_MTA, err,
+	    errlen) != 0 || smtpd_listen_kind(srv, c->sub_listen,
+	    c->nsub_listen, SMTPD_L_SUBMISSION, err, errlen) != 0 ||
+	    smtpd_listen_kind(srv, c->subs_listen, c->nsubs_listen,
+	    SMTPD_L_SUBMISSIONS, err, errlen) != 0 ? -1 : 0;
 }
 
 int
 smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 {
 	const struct sl_conf *c = srv->conf;
+	size_t nsub = c->nsub_listen + c->nsubs_listen;
 
 	/* a certificate that does not load is a configuration error */
 	if (smtpd_tls_load(srv, c, err, errlen) != 0)
 		return -1;
 	if (smtpd_policy_load(srv, c, err, errlen) != 0)
 		return -1;
-	srv->listeners = xcalloc(c->nlisten, sizeof(*srv->listeners));
+	if (nsub > 0 && srv->tls_ctx == NULL) {
+		snprintf(err, errlen, "[submission] %s needs [server] tls_cert "
+		    "(AUTH is offered only in TLS)", c->nsub_listen ?
+		    "listen" : "tls_listen");
+		return -1;
+	}
+	if (nsub > 0) {
+		if (smtpd_auth_load(srv, c, err, errlen) != 0)
+			return -1;
+		srv->work = sl_work_new(srv->base, 2);
+	}
+	srv->listeners = xcalloc(c->nlisten + nsub, sizeof(*srv->listeners));
 	if (smtpd_listen_all(srv, err, errlen) != 0)
 		return -1;
 	{
@@ -289,7 +347,7 @@ static void
 smtpd_listen_close(struct smtpd_server *srv)
 {
 	for (size_t i = 0; i < srv->nlisteners; i++)
-		evconnlistener_free(srv->listeners[i]);
+		evconnlistener_free(srv->listeners[i].l);
 	srv->nlisteners = 0;
 }
 
@@ -325,7 +383,7 @@ smtpd_server_port(const struct smtpd_server *srv)
 	socklen_t len = sizeof(ss);
 
 	if (srv->nlisteners == 0 || getsockname(evconnlistener_get_fd(
-	    srv->listeners[0]), (struct sockaddr *)&ss, &len) != 0)
+	    srv->listeners[0].l), (struct sockaddr *)&ss, &len) != 0)
 		return -1;
 	if (ss.ss_family == AF_INET)
 		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
@@ -342,6 +400,9 @@ smtpd_server_set_conf(struct smtpd_server *srv, const struct sl_conf *conf)
 		log_warnx("reload: %s; the TLS certificate in use stays", err);
 	if (smtpd_policy_load(srv, conf, err, sizeof(err)) != 0)
 		log_warnx("reload: %s; %s stays", err, srv->postmaster);
+	if (srv->work != NULL && smtpd_auth_load(srv, conf, err,
+	    sizeof(err)) != 0)
+		log_warnx("reload: %s; the users in use stay", err);
 	srv->conf = conf;
 	srv->inflight_cap = smtpd_inflight_cap(conf);
 }
@@ -377,10 +438,14 @@ smtpd_server_stop(struct smtpd_server *srv, void (*done)(void *), void *arg)
 	/* sessions in the middle of a message finish it (session.c) */
 	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		/* nothing is said before the PROXY header, not even 421 */
-		if (smtpd_session_idle(s))
-			smtpd_session_close(s, s->state == SMTPD_ST_PROXY ? NULL :
-			    "421 4.3.2 Service shutting down", "shutdown");
+		if (!smtpd_session_idle(s))
+			continue;
+		/* held: a TLS session's reply may call back into it;
+		 * nothing is said before the PROXY header, not even 421 */
+		smtpd_hold(s);
+		smtpd_session_close(s, s->state == SMTPD_ST_PROXY ? NULL :
+		    "421 4.3.2 Service shutting down", "shutdown");
+		smtpd_release(s);
 	}
 	smtpd_stop_check(srv);
 }
@@ -403,10 +468,15 @@ smtpd_server_free(struct smtpd_server *srv)
 {
 	if (srv == NULL)
 		return;
+	/* password checks in flight end first: their sessions may be freed */
+	sl_work_free(srv->work);
+	srv->work = NULL;
 	smtpd_server_abort(srv);
 	for (size_t i = 0; i < srv->nlisteners; i++)
-		evconnlistener_free(srv->listeners[i]);
+		evconnlistener_free(srv->listeners[i].l);
 	free(srv->listeners);
+	auth_users_free(srv->users);
+	smtpd_clients_free(srv);
 	for (size_t i = 0; i < IPTAB_SIZE; i++) {
 		struct smtpd_iptab_entry *e, *n;
 		for (e = srv->iptab[i]; e; e = n) {

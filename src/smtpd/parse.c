@@ -486,7 +486,7 @@ size_parse(const char *s, uint64_t *out)
 }
 
 enum { SEEN_SIZE = 1, SEEN_BODY = 2, SEEN_UTF8 = 4, SEEN_RET = 8,
-	SEEN_ENVID = 16, SEEN_NOTIFY = 32, SEEN_ORCPT = 64 };
+	SEEN_ENVID = 16, SEEN_NOTIFY = 32, SEEN_ORCPT = 64, SEEN_AUTH = 128 };
 
 /* Mark param bit as seen; 0 if it already was (RFC 1870 etc.: once only). */
 static int
@@ -535,6 +535,12 @@ mail_param(struct smtpd_mail_args *out, int *seen, const char *k,
 		    !xtext_valid(v, ENVID_MAX))
 			return SMTPD_P_BADPARAM;
 		out->envid = v;
+	} else if (sl_strcaseeq(k, "AUTH")) {
+		/* RFC 4954 5: accepted and not trusted: the identity of the
+		 * submitter is the session's own AUTH, never what this says */
+		if (!once(seen, SEEN_AUTH) || v == NULL ||
+		    (strcmp(v, "<>") != 0 && !xtext_valid(v, 500)))
+			return SMTPD_P_BADPARAM;
 	} else {
 		return SMTPD_P_UNKPARAM;
 	}

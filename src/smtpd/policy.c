@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * policy.c: whom a client may send to. Trusted clients ([server]
- * trusted_networks) may relay anywhere; the others only to local_domains
+ * trusted_networks) and authenticated users (AUTH on a submission
+ * listener) may relay anywhere; the others only to local_domains
  * and relay_domains, and never with sender-specified routing in the local
  * part (user%host@, host!user@, "a@b"@: 550 5.7.1, as Postfix's
  * allow_untrusted_routing = no). The postmaster (RFC 5321 4.5.1:
@@ -49,13 +50,14 @@ enum smtpd_rcpt_policy
 smtpd_policy_rcpt(const struct smtpd_session *s, const char *addr)
 {
 	const struct sl_conf *c = s->srv->conf;
+	int ours = s->trusted || s->auth_user != NULL;
 	const char *dom;
 
-	if (!s->trusted && smtpd_addr_routed(addr))
+	if (!ours && smtpd_addr_routed(addr))
 		return SMTPD_RCPT_ROUTED;
 	if (smtpd_addr_postmaster(addr, c->server_hostname))
 		return SMTPD_RCPT_POSTMASTER;
-	if (s->trusted)
+	if (ours)
 		return SMTPD_RCPT_OK;
 	/* only <Postmaster> may come without a domain (parse.c) */
 	if ((dom = smtpd_addr_domain(addr)) != NULL &&

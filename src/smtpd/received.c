@@ -8,8 +8,11 @@
  *   	for <rcpt@example.net>; Tue, 24 Nov 2026 10:00:00 +0000
  *
  * "with" is the RFC 3848 / RFC 6531 protocol name: SMTP, ESMTP, UTF8SMTP,
- * and ESMTPS or UTF8SMTPS after STARTTLS, which also adds a comment line
- * "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)" as Postfix does.
+ * and ESMTPS or UTF8SMTPS in TLS (after STARTTLS or on a tls_listen port),
+ * which also adds a comment line "(using TLSv1.3 with cipher
+ * TLS_AES_256_GCM_SHA384)" as Postfix does; an authenticated session
+ * adds "A" (ESMTPSA, UTF8SMTPSA). Neither the user nor anything of the
+ * password is written.
  * The address and port are the client's: behind a balancer, the ones its
  * PROXY header named. The port goes in a comment of its own, so the
  * TCP-info in parentheses stays the address literal RFC 5321 4.4 gives.
@@ -49,7 +52,10 @@ smtpd_received_add(struct smtpd_session *s, struct smtpd_tx *tx)
 	else
 		snprintf(addr, sizeof(addr), "[%s]", s->peer_text);
 	if (tx->mail.smtputf8)
-		proto = s->tls ? "UTF8SMTPS" : "UTF8SMTP";
+		proto = s->auth_user ? (s->tls ? "UTF8SMTPSA" : "UTF8SMTPA") :
+		    s->tls ? "UTF8SMTPS" : "UTF8SMTP";
+	else if (s->auth_user != NULL)
+		proto = s->tls ? "ESMTPSA" : "ESMTPA";
 	else
 		proto = s->tls ? "ESMTPS" : s->esmtp ? "ESMTP" : "SMTP";
 	evbuffer_add_printf(tx->body, "Received: from %s (%s) (port %d)\r\n",

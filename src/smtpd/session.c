@@ -26,6 +26,9 @@
  *   RSET, HELO/EHLO and a rejected message drop the transaction -> IDLE.
  *   IDLE -(STARTTLS, tls.c: 220, s->bev becomes the TLS filter;
  *          smtpd_session_restart)-> GREET, in TLS for the rest of it
+ *   IDLE -(AUTH, auth.c: smtpd_cmd_auth)-> AUTH -(235, 535, 501:
+ *          smtpd_auth_end)-> IDLE; -(421 after too many failures)-> CLOSING
+ *   A session of a tls_listen port starts in TLS (tls.c smtpd_tls_implicit).
  * CLOSING is terminal: smtpd_enter refuses to leave it, so a reject that
  * closed the session (max_errors) is not undone by the reset that follows
  * it, and nothing after the 421 is read, executed or answered.
@@ -39,8 +42,13 @@
  * Invariants
  *  1. The 250 that ends DATA or BDAT LAST is sent only from
  *     smtpd_session_stored() with SPOOL_OK: after the store said durable.
- *  2. A session in STORE is never freed by the network side: its free is
- *     deferred until the store answers (the answer needs the session).
+ *  2. A session is freed only once nothing uses it. Every entry into it
+ *     holds it (smtpd_hold): libevent's callbacks (read, write, event, the
+ *     reply delay; tls.c's flush), which a TLS filter also runs from
+ *     inside our own writes and enables, and the store until it answers.
+ *     smtpd_session_free while held only marks it (CLOSING, s->gone: the
+ *     frames up the stack find it CLOSING and stop), and the last
+ *     smtpd_release frees it. That is the one free path.
  *  3. Once CLOSING, no input is read and no reply but the closing one is
  *     queued; the session is freed once that reply is out (or its write
  *     timeout fires), which releases its fd and its per-address slot.
@@ -60,6 +68,7 @@
 
 static void smtpd_session_read(struct bufferevent *bev, void *arg);
 static int smtpd_session_input(struct smtpd_session *s);
+static void smtpd_session_destroy(struct smtpd_session *s, const char *why);
 static void smtpd_session_event(struct bufferevent *bev, short what, void *arg);
 static void smtpd_session_write(struct bufferevent *bev, void *arg);
 static void smtpd_tx_reset(struct smtpd_session *s);
@@ -73,7 +82,8 @@ static const char *const smtpd_state_names[] = {
 	[SMTPD_ST_MAIL] = "MAIL", [SMTPD_ST_RCPT] = "RCPT",
 	[SMTPD_ST_VERIFY] = "VERIFY",
 	[SMTPD_ST_DATA] = "DATA", [SMTPD_ST_BDAT] = "BDAT",
-	[SMTPD_ST_STORE] = "STORE", [SMTPD_ST_CLOSING] = "CLOSING",
+	[SMTPD_ST_STORE] = "STORE", [SMTPD_ST_AUTH] = "AUTH",
+	[SMTPD_ST_CLOSING] = "CLOSING",
 };
 
 #define B(st) (1u << SMTPD_ST_##st)
@@ -81,7 +91,8 @@ static const char *const smtpd_state_names[] = {
 static const unsigned smtpd_moves[] = {
 	[SMTPD_ST_PROXY] = B(GREET) | B(CLOSING),
 	[SMTPD_ST_GREET] = B(GREET) | B(IDLE) | B(BDAT) | B(CLOSING),
-	[SMTPD_ST_IDLE] = B(GREET) | B(IDLE) | B(MAIL) | B(BDAT) | B(CLOSING),
+	[SMTPD_ST_IDLE] = B(GREET) | B(IDLE) | B(MAIL) | B(BDAT) | B(AUTH) |
+	    B(CLOSING),
 	[SMTPD_ST_MAIL] = B(IDLE) | B(RCPT) | B(VERIFY) | B(BDAT) | B(CLOSING),
 	[SMTPD_ST_RCPT] = B(IDLE) | B(RCPT) | B(VERIFY) | B(DATA) | B(BDAT) |
 	    B(CLOSING),
@@ -90,17 +101,12 @@ static const unsigned smtpd_moves[] = {
 	[SMTPD_ST_BDAT] = B(GREET) | B(IDLE) | B(MAIL) | B(RCPT) | B(STORE) |
 	    B(CLOSING),
 	[SMTPD_ST_STORE] = B(IDLE) | B(CLOSING),
+	[SMTPD_ST_AUTH] = B(IDLE) | B(CLOSING),
 	[SMTPD_ST_CLOSING] = 0,
 };
 #undef B
 
-/*
- * Move s to state to; the only writer of s->state. Returns 1 if it moved.
- * Leaving CLOSING is refused quietly (returns 0): a command whose reject
- * closed the session goes on to reset its transaction, and that reset must
- * not reopen it. Any other move not in smtpd_moves[] is our bug.
- */
-static int
+int
 smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
 {
 	enum smtpd_state from = s->state;
@@ -134,7 +140,12 @@ smtpd_reply_release(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_session *s = arg;
 
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	/* a TLS filter writes, and may call back, from inside the enable */
 	bufferevent_enable(s->bev, EV_WRITE);
+	smtpd_release(s);
 }
 
 void
@@ -330,8 +341,11 @@ void
 smtpd_session_start(struct smtpd_session *s)
 {
 	/* behind a balancer the greeting waits for the PROXY header */
-	if (s->state != SMTPD_ST_PROXY)
-		smtpd_session_greet(s);
+	if (s->state == SMTPD_ST_PROXY)
+		return;
+	smtpd_hold(s);
+	smtpd_session_greet(s);
+	smtpd_release(s);
 }
 
 /*
@@ -378,17 +392,42 @@ smtpd_proxy_read(struct smtpd_session *s, struct evbuffer *in)
 }
 
 void
+smtpd_hold(struct smtpd_session *s)
+{
+	s->inflight++;
+}
+
+int
+smtpd_release(struct smtpd_session *s)
+{
+	if (SL_NEVER(s->inflight == 0) || --s->inflight > 0 ||
+	    s->gone == NULL)
+		return s->gone == NULL;
+	smtpd_session_destroy(s, s->gone);
+	return 0;
+}
+
+void
 smtpd_session_free(struct smtpd_session *s, const char *why)
 {
-	struct smtpd_server *srv = s->srv;
-
-	if (s->state == SMTPD_ST_STORE) {
-		/* invariant 2: the store's answer will free it */
-		s->close_after = 1;
+	if (s->gone != NULL)
+		return;		/* freed already: the first reason stands */
+	smtpd_enter(s, SMTPD_ST_CLOSING);
+	if (s->inflight > 0) {
+		/* invariant 2: used up the stack, or the store owes an answer */
+		s->gone = xstrdup(why);
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		return;
 	}
-	smtpd_enter(s, SMTPD_ST_CLOSING);
+	smtpd_session_destroy(s, why);
+}
+
+/* The one place a session's memory goes (invariant 2). */
+static void
+smtpd_session_destroy(struct smtpd_session *s, const char *why)
+{
+	struct smtpd_server *srv = s->srv;
+
 	log_ev(LOG_INFO, &(struct log_ids){ s->icid, 0, 0, -1 },
 	    "connection closed", "reason", why, NULL);
 	if (srv->ops.closed)
@@ -396,9 +435,12 @@ smtpd_session_free(struct smtpd_session *s, const char *why)
 	smtpd_tx_reset(s);
 	if (s->delay_ev != NULL)
 		event_free(s->delay_ev);
+	smtpd_auth_session_free(s);
 	smtpd_tls_session_free(s);
 	bufferevent_free(s->bev);
 	free(s->helo);
+	free(s->auth_user);
+	free(s->gone);
 	smtpd_server_session_gone(srv, s);
 	free(s);
 }
@@ -465,22 +507,22 @@ static void
 smtpd_session_want_read(struct smtpd_session *s)
 {
 	if (!s->out_full && s->state != SMTPD_ST_STORE &&
-	    s->state != SMTPD_ST_VERIFY && s->state != SMTPD_ST_CLOSING)
+	    s->state != SMTPD_ST_VERIFY && s->state != SMTPD_ST_CLOSING &&
+	    (s->state != SMTPD_ST_AUTH || smtpd_auth_reading(s)))
 		bufferevent_enable(s->bev, EV_READ);
 }
 
+/* Replies were written (the write callback). */
 static void
-smtpd_session_write(struct bufferevent *bev, void *arg)
+smtpd_session_written(struct smtpd_session *s)
 {
-	struct smtpd_session *s = arg;
-
 	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
 		smtpd_session_free(s, "closed");
 		return;
 	}
 	/* the remainder is out: back to writing from smtpd_flush() */
 	if (s->direct && !s->tls)
-		bufferevent_disable(bev, EV_WRITE);
+		bufferevent_disable(s->bev, EV_WRITE);
 	/* the client read its replies: go on with the commands buffered,
 	 * then read (the filter may call our read callback from enable) */
 	if (s->out_full && !s->in_read &&
@@ -490,6 +532,18 @@ smtpd_session_write(struct bufferevent *bev, void *arg)
 		if (smtpd_session_input(s))
 			smtpd_session_want_read(s);
 	}
+}
+
+static void
+smtpd_session_write(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	smtpd_session_written(s);
+	smtpd_release(s);
 }
 
 void
@@ -502,6 +556,8 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 		smtpd_reply(s, "%s", reply);
 	log_ev(LOG_INFO, SMTPD_IDS(s), "closing", "reason", why, NULL);
 	smtpd_tx_reset(s);
+	/* an AUTH check or delay in progress ends with the session */
+	smtpd_auth_session_free(s);
 	smtpd_enter(s, SMTPD_ST_CLOSING);
 	bufferevent_disable(s->bev, EV_READ);
 	/* a write timeout bounds a client that never reads its last reply */
@@ -516,16 +572,18 @@ smtpd_session_close(struct smtpd_session *s, const char *reply,
 int
 smtpd_session_idle(const struct smtpd_session *s)
 {
-	/* VERIFY holds no message yet: its check is cancelled with it */
+	/* VERIFY holds no message yet: its check is cancelled with it;
+	 * so is AUTH's password check */
 	return s->state == SMTPD_ST_PROXY || s->state == SMTPD_ST_GREET ||
 	    s->state == SMTPD_ST_IDLE || s->state == SMTPD_ST_MAIL ||
-	    s->state == SMTPD_ST_RCPT || s->state == SMTPD_ST_VERIFY;
+	    s->state == SMTPD_ST_RCPT || s->state == SMTPD_ST_VERIFY ||
+	    s->state == SMTPD_ST_AUTH;
 }
 
+/* The bufferevent's news: handshake done, timeout, EOF or error. */
 static void
-smtpd_session_event(struct bufferevent *bev, short what, void *arg)
+smtpd_session_news(struct smtpd_session *s, short what)
 {
-	struct smtpd_session *s = arg;
 	char why[256];
 
 	if (what & BEV_EVENT_CONNECTED) {
@@ -545,7 +603,7 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 		snprintf(reply, sizeof(reply),
 		    "421 4.4.2 %s Error: timeout exceeded",
 		    s->srv->conf->server_hostname);
-		bufferevent_enable(bev, EV_WRITE);
+		bufferevent_enable(s->bev, EV_WRITE);
 		smtpd_session_close(s, reply, "timeout");
 		return;
 	}
@@ -556,6 +614,18 @@ smtpd_session_event(struct bufferevent *bev, short what, void *arg)
 		smtpd_session_free(s, s->tls ? smtpd_tls_error(s, why,
 		    sizeof(why)) : evutil_socket_error_to_string(
 		    EVUTIL_SOCKET_ERROR()));
+}
+
+static void
+smtpd_session_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->gone != NULL)
+		return;
+	smtpd_hold(s);
+	smtpd_session_news(s, what);
+	smtpd_release(s);
 }
 
 /* ---- the transaction ---- */
@@ -666,12 +736,13 @@ smtpd_cmd_helo(struct smtpd_session *s, char *arg, int esmtp)
 		smtpd_reply(s, "250 %s", c->server_hostname);
 		return;
 	}
-	/* RFC 3207 4.2: not offered again once in TLS */
+	/* RFC 3207 4.2: not offered again once in TLS; AUTH only in TLS */
 	smtpd_reply(s, "250-%s\r\n250-PIPELINING\r\n250-SIZE %lld\r\n"
 	    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"
-	    "250-DSN\r\n%s250 CHUNKING", c->server_hostname,
+	    "250-DSN\r\n%s%s250 CHUNKING", c->server_hostname,
 	    (long long)c->server_max_message_size,
-	    s->srv->tls_ctx != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
+	    s->srv->tls_ctx != NULL && !s->tls ? "250-STARTTLS\r\n" : "",
+	    smtpd_auth_offered(s) ? "250-AUTH PLAIN LOGIN\r\n" : "");
 }
 
 static void
@@ -690,6 +761,8 @@ smtpd_cmd_mail(struct smtpd_session *s, char *arg)
 		smtpd_reject(s, "MAIL", "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
+	if (smtpd_auth_required(s))
+		return;
 	if ((e = smtpd_parse_mail(arg, &m)) != SMTPD_P_OK) {
 		smtpd_reject(s, "MAIL", "%s", smtpd_perr_reply(e));
 		return;
@@ -725,7 +798,6 @@ smtpd_cmd_mail(struct smtpd_session *s, char *arg)
 }
 
 static void smtpd_rcpt_take(struct smtpd_session *s, const char *for_addr);
-static void smtpd_session_resume(struct smtpd_session *s);
 
 static void
 smtpd_cmd_rcpt(struct smtpd_session *s, char *arg)
@@ -813,6 +885,8 @@ smtpd_session_verified(struct smtpd_session *s, int code, const char *reply)
 	if (SL_NEVER(s->state != SMTPD_ST_VERIFY || tx->verify == NULL))
 		return;
 	tx->verify = NULL;
+	/* invariant 2: an entry from outside libevent's callbacks */
+	smtpd_hold(s);
 	/* a reject that closes the session (max_errors) must not free it
 	 * here: smtpd_session_input does, once the 421 is out */
 	s->in_read = 1;
@@ -829,6 +903,7 @@ smtpd_session_verified(struct smtpd_session *s, int code, const char *reply)
 	}
 	s->in_read = 0;
 	smtpd_session_resume(s);
+	smtpd_release(s);
 }
 
 static void
@@ -927,9 +1002,6 @@ smtpd_cmd_simple(struct smtpd_session *s, enum smtpd_cmd cmd, char *arg)
 		    "BDAT\r\n214-2.0.0 RSET NOOP QUIT VRFY HELP\r\n"
 		    "214 2.0.0 See RFC 5321");
 		break;
-	case SMTPD_CMD_AUTH:
-		smtpd_reject(s, "-", "502 5.5.1 Command not implemented");
-		break;
 	default:
 		smtpd_reject(s, "-", "500 5.5.2 Error: command not recognized");
 		break;
@@ -966,8 +1038,15 @@ smtpd_session_command(struct smtpd_session *s, char *line, size_t len)
 		    "not valid UTF-8");
 		return;
 	}
+	if (s->state == SMTPD_ST_AUTH) {	/* a SASL response */
+		smtpd_auth_line(s, line);
+		return;
+	}
 	cmd = smtpd_parse_verb(line, &arg);
 	switch (cmd) {
+	case SMTPD_CMD_AUTH:
+		smtpd_cmd_auth(s, arg);
+		break;
 	case SMTPD_CMD_HELO:
 		smtpd_cmd_helo(s, arg, 0);
 		break;
@@ -1039,50 +1118,17 @@ smtpd_store(struct smtpd_session *s)
 	bufferevent_disable(s->bev, EV_READ);
 	srv->stats.recipients += msg->nrcpt;
 	srv->stats.bytes += msg->size;
-	/* the store may answer at once; smtpd_session_stored handles both */
+	/* invariant 2: held until the answer; the store may answer at once,
+	 * smtpd_session_stored handles both */
+	smtpd_hold(s);
 	srv->ops.store(srv->ops.arg, s, msg);
 }
 
-void
-smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
-{
-	struct smtpd_tx *tx = &s->tx;
-	char mid[17];
-
-	SL_ALWAYS(s->state == SMTPD_ST_STORE);
-	spool_mid_fmt(tx->mid, mid);
-	smtpd_enter(s, SMTPD_ST_IDLE);
-	if (status == SPOOL_OK) {
-		s->srv->stats.messages++;
-		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
-		if (!s->close_after)
-			smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
-	} else {
-		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
-		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
-		    NULL);
-		if (!s->close_after)
-			smtpd_reply(s, "451 4.3.0 Error: queue file write "
-			    "error, try again later");
-	}
-	smtpd_tx_reset(s);
-	if (s->close_after) {
-		smtpd_session_free(s, "client disconnected");
-		return;
-	}
-	if (s->srv->stopping) {
-		smtpd_session_close(s, "421 4.3.2 Service shutting down",
-		    "shutdown");
-		return;
-	}
-	smtpd_session_resume(s);
-}
-
 /*
- * The wait (STORE, VERIFY) is over: go on with the pipelined input
- * already buffered, then read again.
+ * The wait (STORE, VERIFY, AUTH's password check or delay) is over: go on
+ * with the pipelined input already buffered, then read again.
  */
-static void
+void
 smtpd_session_resume(struct smtpd_session *s)
 {
 	if (s->state != SMTPD_ST_CLOSING)
@@ -1096,6 +1142,40 @@ smtpd_session_resume(struct smtpd_session *s)
 	/* go on with pipelined input already buffered, then read */
 	if (smtpd_session_input(s))
 		smtpd_session_want_read(s);
+}
+
+void
+smtpd_session_stored(struct smtpd_session *s, enum spool_status status)
+{
+	struct smtpd_tx *tx = &s->tx;
+	char mid[17];
+
+	/* in STORE, or freed (CLOSING) while the store had it */
+	SL_ALWAYS(s->state == SMTPD_ST_STORE || s->gone != NULL);
+	spool_mid_fmt(tx->mid, mid);
+	smtpd_enter(s, SMTPD_ST_IDLE);
+	/* a session freed meanwhile (CLOSING) sends no reply */
+	if (status == SPOOL_OK) {
+		s->srv->stats.messages++;
+		log_gw(LOG_GW_QUEUED, SMTPD_IDS(s), NULL);
+		smtpd_reply(s, "250 2.0.0 Ok: queued as %s", mid);
+	} else {
+		log_ev(LOG_WARNING, SMTPD_IDS(s), "not queued", "reason",
+		    status == SPOOL_ERR_NOSPACE ? "spool full" : "spool error",
+		    NULL);
+		smtpd_reply(s, "451 4.3.0 Error: queue file write "
+		    "error, try again later");
+	}
+	smtpd_tx_reset(s);
+	if (s->gone != NULL)
+		;	/* the client left meanwhile */
+	else if (s->srv->stopping)
+		smtpd_session_close(s, "421 4.3.2 Service shutting down",
+		    "shutdown");
+	else
+		smtpd_session_resume(s);
+	/* the store's hold (smtpd_store): a client gone meanwhile goes now */
+	smtpd_release(s);
 }
 
 /*
@@ -1233,6 +1313,11 @@ smtpd_session_input(struct smtpd_session *s)
 		case SMTPD_ST_BDAT:
 			progress = smtpd_body_read_bdat(s, in);
 			break;
+		case SMTPD_ST_AUTH:
+			/* a check or a failure's delay: the rest waits */
+			progress = smtpd_auth_reading(s) ?
+			    smtpd_read_command(s, in) : 0;
+			break;
 		case SMTPD_ST_STORE:
 		case SMTPD_ST_VERIFY:
 		case SMTPD_ST_CLOSING:
@@ -1246,7 +1331,8 @@ smtpd_session_input(struct smtpd_session *s)
 	}
 	s->in_read = 0;
 	smtpd_flush(s);
-	if (s->state == SMTPD_ST_CLOSING && smtpd_session_flushed(s)) {
+	if (s->state == SMTPD_ST_CLOSING && (s->gone != NULL ||
+	    smtpd_session_flushed(s))) {
 		smtpd_session_free(s, "closed");
 		return 0;
 	}
@@ -1260,9 +1346,11 @@ smtpd_session_read(struct bufferevent *bev, void *arg)
 
 	/* a TLS filter runs its read callback from bufferevent_enable(); the
 	 * loop already running takes what it decrypted */
-	if (s->in_read)
+	if (s->in_read || s->gone != NULL)
 		return;
+	smtpd_hold(s);
 	(void)smtpd_session_input(s);
+	smtpd_release(s);
 }
 
 uint64_t
@@ -1287,4 +1375,16 @@ int
 smtpd_session_tls(const struct smtpd_session *s)
 {
 	return s->tls;
+}
+
+int
+smtpd_session_trusted(const struct smtpd_session *s)
+{
+	return s->trusted;
+}
+
+const char *
+smtpd_session_auth_user(const struct smtpd_session *s)
+{
+	return s->auth_user;
 }

@@ -146,7 +146,11 @@ void smtpd_session_verified(struct smtpd_session *s, int code,
 uint64_t smtpd_session_icid(const struct smtpd_session *s);
 const struct sockaddr *smtpd_session_peer(const struct smtpd_session *s);
 const char *smtpd_session_peer_text(const struct smtpd_session *s);
-/* 1 if the session is in TLS (after STARTTLS). */
+/* 1 if the session is in TLS (after STARTTLS, or on a tls_listen port). */
 int smtpd_session_tls(const struct smtpd_session *s);
+/* 1 if the client is in [server] trusted_networks. */
+int smtpd_session_trusted(const struct smtpd_session *s);
+/* The user the client authenticated as (AUTH), or NULL. */
+const char *smtpd_session_auth_user(const struct smtpd_session *s);
 
 #endif

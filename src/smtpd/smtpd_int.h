@@ -36,6 +36,7 @@ enum smtpd_state {
 	SMTPD_ST_DATA,		/* reading DATA */
 	SMTPD_ST_BDAT,		/* reading a BDAT chunk */
 	SMTPD_ST_STORE,		/* waiting for ops->store to answer */
+	SMTPD_ST_AUTH,		/* an AUTH exchange (auth.c) */
 	SMTPD_ST_CLOSING,	/* flushing the last reply, then free */
 };
 
@@ -65,6 +66,22 @@ struct smtpd_tx {
 	int64_t start_ms;
 };
 
+/* What a listener is for. */
+enum smtpd_listen_kind {
+	SMTPD_L_MTA = 0,	/* [server] listen: relay policy, no AUTH */
+	SMTPD_L_SUBMISSION,	/* [submission] listen: STARTTLS, AUTH required */
+	SMTPD_L_SUBMISSIONS,	/* [submission] tls_listen: TLS first, AUTH
+				   required (RFC 8314) */
+};
+
+struct smtpd_listener {
+	struct smtpd_server *srv;
+	struct evconnlistener *l;
+	enum smtpd_listen_kind kind;
+};
+
+struct smtpd_auth;
+
 struct smtpd_session {
 	TAILQ_ENTRY(smtpd_session) entry;
 	struct smtpd_server *srv;
@@ -80,16 +97,23 @@ struct smtpd_session {
 	enum smtpd_state state;	/* written only by smtpd_enter */
 	int errors;
 	int in_read;		/* inside smtpd_session_input: no recursion */
+	int inflight;		/* callbacks running on s, and the store's
+				   answer owed to it: its free waits for
+				   them (session.c smtpd_hold) */
+	char *gone;		/* freed while inflight: why, logged when
+				   the last of them lets go; NULL before */
 	int out_full;		/* reading paused: over SMTPD_OUT_MAX of
 				   replies unwritten (session.c) */
 	int discard_line;	/* dropping the rest of an over-long line */
-	int close_after;	/* close once the pending reply is written */
 	int trusted;
 	int tls;		/* STARTTLS done: bev is the TLS filter */
 	int direct;		/* replies are written by smtpd_flush(), the
 				   write event armed only for a remainder */
 	struct evbuffer_cb_entry *flush_cb; /* TLS: closing waits for it */
 	struct smtpd_tx tx;
+	char *auth_user;	/* after a successful AUTH; owned */
+	struct smtpd_auth *auth; /* the AUTH exchange in SMTPD_ST_AUTH */
+	int submission;		/* on a submission listener: AUTH required */
 	struct smtpd_iptab_entry *ipent;
 	struct event *delay_ev;	/* ops.reply_delay_ms: holds the output */
 };
@@ -103,15 +127,40 @@ struct smtpd_iptab_entry {
 	uint32_t count;
 };
 
+/* What the server remembers of one client address (clients.c). */
+struct smtpd_client {
+	struct smtpd_client *hnext;
+	TAILQ_ENTRY(smtpd_client) lru;
+	uint8_t addr[16];
+	int family;
+	uint32_t hash;
+	int64_t win_start;		/* ms, monotonic: this minute began */
+	uint32_t win_count, prev_count;	/* connections this and last minute */
+	uint32_t auth_failures;
+	int64_t auth_last;		/* ms of the last failure */
+	int64_t auth_locked_until;	/* ms; AUTH refused until then */
+};
+
+struct smtpd_clients {
+	struct smtpd_client **tab;
+	size_t n;
+	TAILQ_HEAD(, smtpd_client) lru;
+};
+
 struct ssl_ctx_st;
+struct auth_users;
+struct sl_work;
 
 struct smtpd_server {
 	struct event_base *base;
 	const struct sl_conf *conf;
 	struct ssl_ctx_st *tls_ctx;	/* NULL: no STARTTLS; owned */
 	struct smtpd_ops ops;
-	struct evconnlistener **listeners;
+	struct smtpd_listener *listeners;
 	size_t nlisteners;
+	struct auth_users *users;	/* [auth] users_file; owned */
+	struct sl_work *work;		/* password checks; owned */
+	struct smtpd_clients clients;
 	struct smtpd_session_list sessions;
 	uint64_t next_icid;
 	struct smtpd_iptab_entry **iptab;
@@ -126,6 +175,14 @@ struct smtpd_server {
 };
 
 /* session.c */
+/*
+ * Move s to state to; the only writer of s->state. Returns 1 if it moved.
+ * Leaving CLOSING is refused quietly (returns 0): a command whose reject
+ * closed the session goes on to reset its transaction, and that reset must
+ * not reopen it. Any other move not in session.c's smtpd_moves[] is our
+ * bug.
+ */
+int smtpd_enter(struct smtpd_session *s, enum smtpd_state to);
 /*
  * A session on fd from sa; proxied: sa is a balancer and the client is
  * named by the PROXY header that must come first (SMTPD_ST_PROXY).
@@ -143,9 +200,28 @@ void smtpd_session_setcb(struct smtpd_session *s);
  * does not take is left to the bufferevent. No-op under TLS.
  */
 void smtpd_flush(struct smtpd_session *s);
+/*
+ * Go on after a pause (reading was off): handle what is buffered, write
+ * the replies, and read again if the state reads.
+ */
+void smtpd_session_resume(struct smtpd_session *s);
 /* Greet (or refuse) the new client. */
 void smtpd_session_start(struct smtpd_session *s);
+/*
+ * End the session: CLOSING, nothing more read, written or answered. The
+ * memory goes at once, or, while s->inflight (a callback of s runs up
+ * the stack, or the store owes an answer), when the last of them lets go
+ * (smtpd_release): code up the stack may go on using s, and finds it
+ * CLOSING.
+ */
 void smtpd_session_free(struct smtpd_session *s, const char *why);
+/*
+ * Around every entry into s from libevent or the store (session.c,
+ * tls.c): hold it, and let go; smtpd_release returns 0 once s is freed or
+ * to be freed (stop using it).
+ */
+void smtpd_hold(struct smtpd_session *s);
+int smtpd_release(struct smtpd_session *s);
 /* Send a reply line (without CRLF). */
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -237,6 +313,33 @@ enum smtpd_rcpt_policy smtpd_policy_rcpt(const struct smtpd_session *s,
     const char *addr);
 /* The ORCPT of addr ("rfc822;" xtext); returns a new string (free()). */
 char *smtpd_policy_orcpt(const char *addr);
+/* tls.c: implicit TLS (tls_listen): the session is TLS from its start. */
+int smtpd_tls_implicit(struct smtpd_session *s);
+
+/* auth.c: AUTH (RFC 4954) on the submission listeners */
+/* Load [auth] users_file into srv->users; -1 with err on a bad file. */
+int smtpd_auth_load(struct smtpd_server *srv, const struct sl_conf *conf,
+    char *err, size_t errlen);
+/* 1 if AUTH is offered to s now (EHLO). */
+int smtpd_auth_offered(const struct smtpd_session *s);
+/* The AUTH command. */
+void smtpd_cmd_auth(struct smtpd_session *s, char *arg);
+/* A line of the client inside an AUTH exchange (SMTPD_ST_AUTH). */
+void smtpd_auth_line(struct smtpd_session *s, char *line);
+/* 1 if the exchange waits for a client line (else for a check or delay). */
+int smtpd_auth_reading(const struct smtpd_session *s);
+/* The session ends: drop or detach its exchange. */
+void smtpd_auth_session_free(struct smtpd_session *s);
+/* MAIL on a submission listener without AUTH: 530 sent, returns 1. */
+int smtpd_auth_required(struct smtpd_session *s);
+
+/* clients.c */
+struct smtpd_client *smtpd_client_get(struct smtpd_server *srv,
+    const struct sockaddr *sa);
+/* Count a new connection of sa; 1 if it is over limit per minute. */
+int smtpd_client_rate_over(struct smtpd_server *srv, const struct sockaddr *sa,
+    int64_t limit, int64_t now_ms);
+void smtpd_clients_free(struct smtpd_server *srv);
 
 /* listener.c */
 void smtpd_server_session_gone(struct smtpd_server *srv,

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tls.c: STARTTLS on the server side (RFC 3207): the server's TLS context
- * from [server] tls_cert and tls_key, the STARTTLS command, and the wait
- * for a closing TLS session's last bytes.
+ * from [server] tls_cert and tls_key, the STARTTLS command, implicit TLS
+ * on [submission] tls_listen (RFC 8314: the handshake first, then the
+ * greeting, in TLS), and the end of a closing TLS session: its
+ * close_notify and the wait for its last bytes.
  *
  * STARTTLS replies 220 in plaintext, then puts a libevent OpenSSL filter
  * (BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE: freeing it frees the
@@ -21,6 +23,10 @@
  *  3. A closing TLS session is freed only once the socket's bufferevent
  *     has written the ciphertext of the last reply, or its write timeout
  *     fired (the filter's output drains into it, not into the socket).
+ *  4. A session we close (QUIT, timeout, too many errors, shutdown) ends
+ *     its TLS with a close_notify after the last reply (RFC 8446 6.1), in
+ *     the same bounded wait: a client that never reads meets the 10 s
+ *     write timeout. One that left first (EOF, error) gets none.
  */
 #include <string.h>
 
@@ -34,6 +40,8 @@
 #include "util/util.h"
 
 #define SMTPD_TLS_IDS(s) (&(struct log_ids){ (s)->icid, 0, 0, -1 })
+
+static void smtpd_tls_wrap(struct smtpd_session *s, SSL *ssl);
 
 int
 smtpd_tls_load(struct smtpd_server *srv, const struct sl_conf *conf,
@@ -88,7 +96,6 @@ int
 smtpd_cmd_starttls(struct smtpd_session *s, const char *arg)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct bufferevent *under = s->bev, *bev;
 	size_t junk;
 	SSL *ssl;
 
@@ -108,9 +115,19 @@ smtpd_cmd_starttls(struct smtpd_session *s, const char *arg)
 		    "STARTTLS", "bytes", n, NULL);
 		evbuffer_drain(in, junk);
 	}
-	/* the 220 goes out in the clear, and the socket's own writes are
-	 * the filter's from now on */
+	/* the 220 goes out in the clear */
 	smtpd_flush(s);
+	smtpd_tls_wrap(s, ssl);
+	return 1;
+}
+
+/* Put the TLS filter (accepting) over the socket's bufferevent. */
+static void
+smtpd_tls_wrap(struct smtpd_session *s, SSL *ssl)
+{
+	struct bufferevent *under = s->bev, *bev;
+
+	/* the socket's own writes are the filter's from now on */
 	bufferevent_enable(under, EV_WRITE);
 	/* the filter keeps the timeouts from now on (session.c sets them) */
 	bufferevent_set_timeouts(under, NULL, NULL);
@@ -120,13 +137,27 @@ smtpd_cmd_starttls(struct smtpd_session *s, const char *arg)
 	bufferevent_setwatermark(under, EV_WRITE, 0, SMTPD_OUT_MAX);
 	bev = bufferevent_openssl_filter_new(s->srv->base, under, ssl,
 	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL)	/* only out of memory: the input was drained */
+	if (bev == NULL)	/* only out of memory */
 		SL_PANIC("smtpd: bufferevent_openssl_filter_new failed");
 	/* a client that closes without close_notify is an EOF, not an error */
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	s->bev = bev;
 	s->tls = 1;
-	return 1;
+}
+
+int
+smtpd_tls_implicit(struct smtpd_session *s)
+{
+	SSL *ssl;
+
+	if (s->srv->tls_ctx == NULL || (ssl = SSL_new(s->srv->tls_ctx)) == NULL)
+		return -1;
+	smtpd_tls_wrap(s, ssl);
+	smtpd_session_setcb(s);
+	bufferevent_set_timeouts(s->bev, &(struct timeval){
+	    s->srv->conf->server_command_timeout, 0 }, NULL);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	return 0;
 }
 
 void
@@ -166,20 +197,26 @@ smtpd_session_flushed(struct smtpd_session *s)
 	struct bufferevent *under;
 	struct evbuffer *out;
 
+	/* no reply goes out before the handshake ends: nothing to wait for */
+	if (s->tls && !SSL_is_init_finished(bufferevent_openssl_get_ssl(s->bev)))
+		return 1;
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 		return 0;
 	if (!s->tls || (under = bufferevent_get_underlying(s->bev)) == NULL)
 		return 1;
 	out = bufferevent_get_output(under);
-	if (evbuffer_get_length(out) == 0)
-		return 1;
 	if (s->flush_cb == NULL) {
+		/* invariant 4: the last reply is ciphertext now; the
+		 * close_notify goes behind it */
+		(void)sl_tls_close_notify(s->bev);
+		if (evbuffer_get_length(out) == 0)
+			return 1;
 		s->flush_cb = evbuffer_add_cb(out, smtpd_tls_flushed, s);
 		/* a client that reads nothing more: its TIMEOUT reaches us */
 		bufferevent_set_timeouts(under, NULL,
 		    &(struct timeval){ 10, 0 });
 	}
-	return 0;
+	return evbuffer_get_length(out) == 0;
 }
 
 void

@@ -480,9 +480,9 @@ spool_insert(struct spool *sp, struct spool_msg *msg, spool_done_fn *cb,
 	spool_enqueue(sp, r, cb, arg);
 }
 
-void
-spool_insert_dsn(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
-    const uint32_t *rids, size_t n, spool_done_fn *cb, void *arg)
+/* The insert of a report about orig: what it marks there is the caller's. */
+static struct spool_req *
+spool_report_req(struct spool_msg *dsn, uint64_t orig)
 {
 	struct spool_req *r = xcalloc(1, sizeof(*r));
 
@@ -490,12 +490,31 @@ spool_insert_dsn(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
 	r->mid = dsn->mid;
 	r->msg = dsn;
 	r->orig = orig;
+	return r;
+}
+
+void
+spool_insert_dsn(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
+    const uint32_t *rids, size_t n, spool_done_fn *cb, void *arg)
+{
+	struct spool_req *r = spool_report_req(dsn, orig);
+
 	r->nrcpt = n;
 	r->rcpts = n ? xcalloc(n, sizeof(*r->rcpts)) : NULL;
 	for (size_t i = 0; i < n; i++) {
 		r->rcpts[i].rid = rids[i];
 		r->rcpts[i].state = SPOOL_RCPT_BOUNCED;
 	}
+	spool_enqueue(sp, r, cb, arg);
+}
+
+void
+spool_insert_notice(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
+    uint8_t flag, spool_done_fn *cb, void *arg)
+{
+	struct spool_req *r = spool_report_req(dsn, orig);
+
+	r->orig_flag = flag;
 	spool_enqueue(sp, r, cb, arg);
 }
 

@@ -53,6 +53,9 @@ enum {
 	SPOOL_F_BATCH = 16,	/* an injected batch: the body is its template
 				   (src/inject), each recipient gets its own
 				   message built at delivery */
+	SPOOL_F_WARNED = 32,	/* its delay notice is queued: set only with
+				   the notice, in its transaction
+				   (spool_insert_notice) */
 };
 
 enum spool_rcpt_state {
@@ -136,6 +139,14 @@ void spool_insert(struct spool *sp, struct spool_msg *msg, spool_done_fn *cb,
  */
 void spool_insert_dsn(struct spool *sp, struct spool_msg *dsn, uint64_t orig,
     const uint32_t *rids, size_t n, spool_done_fn *cb, void *arg);
+/*
+ * Store dsn (takes it), a notice about the message orig, and in the same
+ * transaction set flag (SPOOL_F_WARNED: a delay notice) in orig's flags:
+ * after a crash either both are there or neither, so a restart never
+ * sends the notice twice nor never.
+ */
+void spool_insert_notice(struct spool *sp, struct spool_msg *dsn,
+    uint64_t orig, uint8_t flag, spool_done_fn *cb, void *arg);
 /* Store the state, attempts, next_retry and last_reply of n recipients of mid. */
 void spool_update_rcpts(struct spool *sp, uint64_t mid,
     const struct spool_rcpt *rcpts, size_t n, spool_done_fn *cb, void *arg);

@@ -34,6 +34,8 @@ struct spool_req {
 	uint64_t mid;
 	struct spool_msg *msg;		/* INSERT: owned */
 	uint64_t orig;			/* INSERT of a DSN: its message */
+	uint8_t orig_flag;		/* INSERT of a notice: SPOOL_F_* to
+					   set in orig's envelope */
 	struct spool_rcpt *rcpts;	/* UPDATE: owned copy of n recipients;
 					   INSERT of a DSN: orig's to mark */
 	size_t nrcpt;

@@ -24,6 +24,10 @@
  *  3. A storage error (full disk, I/O, ...) fails every request of the batch;
  *     any other failing statement (e.g. a duplicate MID) fails only its own
  *     request: the batch is rolled back and rerun one request per transaction.
+ *  4. The spool's files are reachable after a power cut: a directory made
+ *     for it is synced into its parent, and the spool directory itself is
+ *     synced once its files exist, before the first commit (SQLite syncs it
+ *     again when it creates a WAL).
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -67,6 +71,7 @@ enum {
 	ST_HAS_ENV,
 	ST_UPD_RCPT,
 	ST_UPD_STATE,
+	ST_SET_FLAG,
 	ST_DEL_ENV,
 	ST_DEL_RCPTS,
 	ST_DEL_BODY,
@@ -96,6 +101,7 @@ static const char *const spool_db_sql[ST_MAX] = {
 	    " next_retry = ?5, last_reply = ?6 WHERE mid = ?1 AND rid = ?2",
 	[ST_UPD_STATE] = "UPDATE recipients SET state = ?3"
 	    " WHERE mid = ?1 AND rid = ?2",
+	[ST_SET_FLAG] = "UPDATE envelopes SET flags = flags | ?2 WHERE mid = ?1",
 	[ST_DEL_ENV] = "DELETE FROM envelopes WHERE mid = ?1",
 	[ST_DEL_RCPTS] = "DELETE FROM recipients WHERE mid = ?1",
 	[ST_DEL_BODY] = "DELETE FROM bodies WHERE mid = ?1",
@@ -179,9 +185,47 @@ struct spool_rdb {
 	sqlite3_stmt *vars;
 };
 
-/* mkdir -p: create dir and its missing parents. */
+/* fsync the directory dir: its list of names is durable. 0 or -1. */
 static int
-spool_mkdirs(const char *dir)
+spool_dir_sync(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc, e;
+
+	if (fd == -1)
+		return -1;
+	rc = fsync(fd);
+	e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+/*
+ * The directory that holds path p (cut at its last '/'), synced: a
+ * directory made in it survives a power cut.
+ */
+static int
+spool_parent_sync(char *p)
+{
+	char *slash = strrchr(p, '/');
+	int rc;
+
+	if (slash == NULL)
+		return spool_dir_sync(".");
+	if (slash == p)
+		return spool_dir_sync("/");
+	*slash = '\0';
+	rc = spool_dir_sync(p);
+	*slash = '/';
+	return rc;
+}
+
+/*
+ * mkdir -p: create dir and its missing parents, each made durable in its
+ * own parent (invariant 4). -1 with errno and the failing path in *where.
+ */
+static int
+spool_mkdirs(const char *dir, char **where)
 {
 	char *p = xstrdup(dir);
 	char *s;
@@ -192,7 +236,12 @@ spool_mkdirs(const char *dir)
 			continue;
 		char c = *s;
 		*s = '\0';
-		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
+		if (mkdir(p, 0700) == 0) {
+			if (spool_parent_sync(p) == -1) {
+				rc = -1;
+				break;
+			}
+		} else if (errno != EEXIST) {
 			rc = -1;
 			break;
 		}
@@ -200,7 +249,10 @@ spool_mkdirs(const char *dir)
 		if (c == '\0')
 			break;
 	}
-	free(p);
+	if (rc == -1)
+		*where = p;
+	else
+		free(p);
 	return rc;
 }
 
@@ -342,8 +394,8 @@ spool_db_open(const char *dir, uint64_t *max_mid, char *err, size_t errlen)
 	int i;
 
 	d->lockfd = -1;
-	if (spool_mkdirs(dir) == -1) {
-		snprintf(err, errlen, "spool: mkdir %s: %s", dir,
+	if (spool_mkdirs(dir, &path) == -1) {
+		snprintf(err, errlen, "spool: mkdir %s: %s", path,
 		    strerror(errno));
 		goto fail;
 	}
@@ -380,6 +432,13 @@ spool_db_open(const char *dir, uint64_t *max_mid, char *err, size_t errlen)
 	d->page_size = (int)spool_db_int(d->db, "PRAGMA page_size");
 	if (d->page_size <= 0)
 		d->page_size = 4096;
+	/* invariant 4: the names of the files just made (the lock, a new
+	 * database) are durable before anything is stored in them */
+	if (spool_dir_sync(dir) == -1) {
+		snprintf(err, errlen, "spool: fsync %s: %s", dir,
+		    strerror(errno));
+		goto fail;
+	}
 	/* Installed after the pragmas: it replaces SQLite's own autocheckpoint hook. */
 	sqlite3_wal_hook(d->db, spool_db_wal_hook, d);
 	*max_mid = spool_db_max_mid(d->db);
@@ -586,6 +645,14 @@ spool_db_insert(struct spool_db *d, struct spool_req *r)
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)r->orig);
 		sqlite3_bind_int64(st, 2, r->rcpts[i].rid);
 		sqlite3_bind_int(st, 3, r->rcpts[i].state);
+		if ((rc = spool_db_step(d, st)) != SQLITE_OK)
+			return rc;
+	}
+	/* a notice: the message it is about records that it went */
+	if (r->orig_flag != 0) {
+		st = d->st[ST_SET_FLAG];
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)r->orig);
+		sqlite3_bind_int(st, 2, r->orig_flag);
 		if ((rc = spool_db_step(d, st)) != SQLITE_OK)
 			return rc;
 	}

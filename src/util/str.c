@@ -207,3 +207,47 @@ sl_hexval(int c)
 		return c - 'a' + 10;
 	return -1;
 }
+
+size_t
+sl_split(const char *v, char ***out)
+{
+	char *copy = xstrdup(v), *save = NULL, *tok;
+	char **items = NULL;
+	size_t n = 0;
+
+	for (tok = strtok_r(copy, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		tok = sl_strtrim(tok);
+		if (*tok == '\0')
+			continue;
+		items = xrealloc(items, (n + 1) * sizeof(*items));
+		items[n++] = xstrdup(tok);
+	}
+	free(copy);
+	*out = items;
+	return n;
+}
+
+void
+sl_strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int
+sl_parse_uint(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -1;
+	*out = v;
+	return 0;
+}

@@ -50,6 +50,14 @@ char *sl_strtrim(char *s);
 /* 1 if the n bytes are well-formed UTF-8 (no overlongs, no surrogates). */
 int sl_utf8_valid(const char *s, size_t n);
 
+/* Split v at commas into trimmed, non-empty items: a new array of new
+ * strings (free with sl_strv_free); returns how many. */
+size_t sl_split(const char *v, char ***out);
+void sl_strv_free(char **v, size_t n);
+/* A whole string of decimal digits into *out: 0, or -1 (empty, a sign,
+ * another character, or past UINT64_MAX). */
+int sl_parse_uint(const char *s, uint64_t *out);
+
 /* The value of a hex digit (either case), or -1. */
 int sl_hexval(int c);
 

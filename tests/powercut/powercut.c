@@ -14,6 +14,11 @@
  *    directory; fsync or fdatasync of the directory itself makes its whole
  *    list of names durable. A file created and synced in a directory never
  *    synced is not there after the cut.
+ *  - the directory itself: if POWERCUT_DIR does not exist when the shim
+ *    starts (a fresh install), its own name in its parent is not durable
+ *    until the parent directory is synced while it exists; until then the
+ *    image holds IMAGE/dir-missing, and after a cut the whole directory is
+ *    gone, whatever was synced in it.
  *
  * What it does not model: writes through mmap (SQLite maps only the -shm
  * index, which it rebuilds from the WAL after a crash, never trusting it),
@@ -67,7 +72,8 @@ static struct {
 	char dir[PATH_MAX];
 	char image[PATH_MAX];
 	dev_t dir_dev;
-	ino_t dir_ino;
+	ino_t dir_ino;		/* 0: the directory does not exist yet */
+	char parent[PATH_MAX];	/* where its name is (dir-missing) */
 	unsigned next_gen;
 	struct pc_file files[PC_MAX_FILES];
 	int nfiles;
@@ -219,13 +225,54 @@ pc_lookup(int fd, struct stat *st)
 	return pc_find(st->st_dev, st->st_ino);
 }
 
+/* Learn the directory's identity once it exists (it may be made late). */
+static void
+pc_dir_learn(void)
+{
+	struct stat st;
+
+	if (pc.dir_ino == 0 && stat(pc.dir, &st) == 0) {
+		pc.dir_dev = st.st_dev;
+		pc.dir_ino = st.st_ino;
+	}
+}
+
 static int
 pc_is_dir(int fd)
 {
 	struct stat st;
 
-	return pc.on && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
+	if (!pc.on)
+		return 0;
+	pc_dir_learn();
+	return pc.dir_ino != 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
 	    st.st_dev == pc.dir_dev && st.st_ino == pc.dir_ino;
+}
+
+/* 1 if fd is the parent of a directory made after the start. */
+static int
+pc_is_parent(int fd)
+{
+	struct stat a, b;
+
+	return pc.on && pc.parent[0] != '\0' && fstat(fd, &a) == 0 &&
+	    S_ISDIR(a.st_mode) && stat(pc.parent, &b) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* The parent was synced: the directory's name is durable if it exists. */
+static void
+pc_commit_dir(void)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (stat(pc.dir, &st) == -1)
+		return;
+	pc_path(path, sizeof(path), "%s/dir-missing", pc.image);
+	if (unlink(path) == -1 && errno != ENOENT)
+		pc_die(path);
+	pc.parent[0] = '\0';
 }
 
 /* Make f's dirty pages and size durable: copy them into its image. */
@@ -330,6 +377,12 @@ pc_snapshot(void)
 			return;
 		pc_die(path);
 	}
+	if (pc.dir_ino == 0) {
+		/* a fresh directory: nothing durable, not even its name */
+		pc_path(path, sizeof(path), "%s/dir-missing", pc.image);
+		pc_copy_file("/dev/null", path);
+		return;
+	}
 	if ((d = opendir(pc.dir)) == NULL)
 		pc_die(pc.dir);
 	while ((e = readdir(d)) != NULL) {
@@ -377,12 +430,27 @@ pc_init(void)
 		pc_syms();
 	if (dir == NULL || image == NULL)
 		return;
-	if (realpath(dir, pc.dir) == NULL || realpath(image, pc.image) == NULL)
-		pc_die("POWERCUT_DIR or POWERCUT_IMAGE");
-	if (stat(pc.dir, &st) == -1)
-		pc_die(pc.dir);
-	pc.dir_dev = st.st_dev;
-	pc.dir_ino = st.st_ino;
+	if (realpath(image, pc.image) == NULL)
+		pc_die("POWERCUT_IMAGE");
+	if (realpath(dir, pc.dir) == NULL) {
+		/* not made yet: its parent must exist, and its name counts */
+		char tmp[PATH_MAX], *slash;
+
+		if (errno != ENOENT || strlen(dir) >= sizeof(tmp))
+			pc_die("POWERCUT_DIR");
+		strcpy(tmp, dir);
+		if ((slash = strrchr(tmp, '/')) == NULL)
+			pc_die("POWERCUT_DIR (not an absolute path)");
+		*slash = '\0';
+		if (realpath(tmp[0] ? tmp : "/", pc.parent) == NULL)
+			pc_die("POWERCUT_DIR's parent");
+		pc_path(pc.dir, sizeof(pc.dir), "%s/%s", pc.parent, slash + 1);
+	} else {
+		if (stat(pc.dir, &st) == -1)
+			pc_die(pc.dir);
+		pc.dir_dev = st.st_dev;
+		pc.dir_ino = st.st_ino;
+	}
 	pc_snapshot();
 	pc.on = 1;
 }
@@ -569,6 +637,10 @@ pc_sync(int (*fn)(int), int fd)
 	if (pc_is_dir(fd)) {
 		pthread_mutex_lock(&pc.mu);
 		pc_commit_names();
+		pthread_mutex_unlock(&pc.mu);
+	} else if (pc_is_parent(fd)) {
+		pthread_mutex_lock(&pc.mu);
+		pc_commit_dir();
 		pthread_mutex_unlock(&pc.mu);
 	} else if ((f = pc_lookup(fd, &st)) != NULL) {
 		pthread_mutex_lock(&pc.mu);

@@ -305,7 +305,8 @@ class Daemon:
         self.runs = 0
         self.stderr_path = None
         self.conf = {
-            "server": {"hostname": "mx.sluice.test"},
+            # CI runs as root: keep it (test_privs.py tests the drop)
+            "server": {"hostname": "mx.sluice.test", "user": ""},
             "spool": {"dir": str(self.spool_dir)},
             "log": {},
         }

@@ -284,8 +284,8 @@ def test_sluiced_refuses_unknown_test_sync_value(tmp_path):
     import os
     import subprocess
     conf = tmp_path / "s.ini"
-    conf.write_text(f"[server]\nlisten = 127.0.0.1:{free_port()}\n[spool]\n"
-                    f"dir = {tmp_path}/spool\n[control]\nsocket = "
+    conf.write_text(f"[server]\nuser =\nlisten = 127.0.0.1:{free_port()}\n"
+                    f"[spool]\ndir = {tmp_path}/spool\n[control]\nsocket = "
                     f"{tmp_path}/c.sock\n[http]\nlisten =\n")
     env = dict(os.environ, SLUICE_TEST_SPOOL_SYNC="of")
     p = subprocess.run([str(SLUICED), "-c", str(conf)], capture_output=True,

@@ -121,6 +121,57 @@ def test_show_with_body(ops, receiver):
     assert mid in r.stdout and "Subject: ops test" in r.stdout
 
 
+def test_show_body_read_off_the_loop(ops, receiver, tmp_path):
+    """`queue show --body` reads the body on the spool's reader thread,
+    as delivery does, never on the event loop thread: strace attached to
+    the daemon sees reads of the spool's files by the reader only. On
+    main the loop thread read it (spool_body_load)."""
+    import re
+    import subprocess
+    d = ops(retry="1h")
+    body = b"".join(b"line %05d of a body read for show\r\n" % i
+                    for i in range(8000))
+    receiver.defer("bob@dest.sluice.test")
+    mid = send(d, SENDER, ["bob@dest.sluice.test"], body=body)
+    wait_rcpt_state(d.conf_path, mid, "deferred")
+    trace = tmp_path / "show.trace"
+    st = subprocess.Popen(["strace", "-f", "-y", "-o", str(trace), "-e",
+                           "trace=read,pread64,preadv,preadv2",
+                           "-p", str(d.pid)],
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: "attached" in _peek(st), timeout=20,
+                   what="strace attached")
+        r = run_sluice("queue", "show", mid, "--body", "--json",
+                       conf=d.conf_path)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["body"].endswith(
+            "line 07999 of a body read for show\r\n")
+    finally:
+        st.terminate()
+        st.wait(timeout=30)
+    spool_reads = [l for l in trace.read_text().splitlines()
+                   if re.search(r"read\w*\(\d+<[^>]*/spool\.db", l)]
+    by_loop = [l for l in spool_reads if l.split()[0] == str(d.pid)]
+    assert spool_reads, "no read of the spool seen"
+    assert not by_loop, "the loop thread read the body:\n" + \
+        "\n".join(by_loop[:5])
+
+
+def _peek(proc):
+    """What a process printed on stderr so far (non-blocking)."""
+    import os
+    import select
+    out = getattr(proc, "_seen", "")
+    while select.select([proc.stderr], [], [], 0)[0]:
+        chunk = os.read(proc.stderr.fileno(), 4096).decode(errors="replace")
+        if not chunk:
+            break
+        out += chunk
+    proc._seen = out
+    return out
+
+
 def test_summary_counts_match(ops, make_sluiced, receiver, tmp_path):
     other = Receiver()
     try:

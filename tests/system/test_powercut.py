@@ -17,6 +17,11 @@ image: every message answered 250 must be there, byte for byte.
 The same run with the test-only switch SLUICE_TEST_SPOOL_SYNC=OFF (commits
 without a sync) must lose mail: the model can see a spool that answers 250
 too early. Both runs print their counts on the terminal.
+
+A fresh install: the spool directory does not exist before sluiced starts.
+The model then keeps the directory's own name in its parent only once the
+parent is synced; sluiced must sync it (and the directory, once its files
+exist) before the first 250, or the cut takes the whole spool.
 """
 import os
 import shutil
@@ -49,8 +54,11 @@ def powercut_env(spool, image, sync=None):
 
 
 def restore_image(image, dest):
-    """The disk after the cut: the durable names with their durable bytes."""
+    """The disk after the cut: the durable names with their durable bytes
+    (none if the directory's own name never was: dir-missing)."""
     dest.mkdir(parents=True)
+    if (image / "dir-missing").exists():
+        return []
     for f in sorted((image / "names").iterdir()):
         if f.name.startswith("."):
             continue
@@ -65,10 +73,11 @@ def message(i):
 
 
 class Load:
-    """SESSIONS sessions sending TOTAL messages; the last 250 cuts."""
+    """SESSIONS sessions sending total messages; the last 250 cuts."""
 
-    def __init__(self, d):
+    def __init__(self, d, total=TOTAL):
         self.d = d
+        self.total = total
         self.pid = d.pid
         self.lock = threading.Lock()
         self.next = 0
@@ -80,7 +89,7 @@ class Load:
         with self.lock:
             i = self.next
             self.next += 1
-            return i if i < TOTAL else None
+            return i if i < self.total else None
 
     def worker(self):
         try:
@@ -101,7 +110,7 @@ class Load:
                     assert code == 250, (code, resp)
                     with self.lock:
                         self.acked[mid_of(resp)] = sha256(m)
-                        if len(self.acked) == TOTAL:
+                        if len(self.acked) == self.total:
                             # the cut, right after the last 250
                             os.kill(self.pid, signal.SIGKILL)
                             self.cut_at = time.monotonic()
@@ -120,21 +129,24 @@ class Load:
             t.join(timeout=300)
             assert not t.is_alive(), "a client thread hung"
         assert not self.errors, self.errors
-        assert len(self.acked) == TOTAL and self.cut_at is not None
+        assert len(self.acked) == self.total and self.cut_at is not None
 
 
-def cut_and_recover(make_sluiced, tmp_path, name, sync=None):
+def cut_and_recover(make_sluiced, tmp_path, name, sync=None, fresh=False,
+                    total=TOTAL):
     """Run the load into a shimmed sluiced, cut, start on the image.
+    fresh: the spool directory is made by sluiced.
     Returns (acked {MID: sha}, stored {MID: sha}, files in the image)."""
     root = tmp_path / name
     spool, image = root / "spool", root / "image"
-    spool.mkdir(parents=True)
-    image.mkdir()
+    image.mkdir(parents=True)
+    if not fresh:
+        spool.mkdir()
     conf = {"server": {"relay_domains": "local.test"},
             "spool": {"dir": str(spool)}}
     d = make_sluiced(conf=conf, env=powercut_env(spool, image, sync),
                      name=name)
-    load = Load(d)
+    load = Load(d, total)
     load.run()
     d.proc.wait(timeout=30)
     d.proc = None
@@ -179,3 +191,20 @@ def test_power_cut_model_catches_unsynced_commits(make_sluiced, tmp_path,
               f"({', '.join(files) or 'no file'}), {len(lost)} lost "
               "(expected: the model sees unsynced commits)")
     assert lost, "synchronous=OFF lost nothing: the power-cut model is blind"
+
+
+def test_power_cut_fresh_spool_directory(make_sluiced, tmp_path, capsys):
+    """sluiced makes its spool directory: after a cut right after the
+    last 250, the directory and every acknowledged message are there.
+    Fails on main: the directory's name was never synced into its
+    parent, so the cut took the whole spool (20 of 20 lost)."""
+    acked, stored, files = cut_and_recover(make_sluiced, tmp_path, "fresh",
+                                           fresh=True, total=20)
+    lost = [m for m in acked if m not in stored]
+    with capsys.disabled():
+        print(f"\npower cut, fresh spool directory: {len(acked)} answered "
+              f"250, {len(stored)} on the durable image "
+              f"({', '.join(files) or 'the directory is gone'}), "
+              f"{len(lost)} lost")
+    assert files, "the spool directory did not survive the cut"
+    assert not lost, f"{len(lost)} acknowledged messages lost"

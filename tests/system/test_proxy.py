@@ -10,6 +10,7 @@ documentation ranges (203.0.113.0/24, 2001:db8::/32), which are not in
 trusted_networks: so the relay policy, the per-address limit, the log and
 the Received: header must all follow the header, never the socket.
 """
+import re
 import socket
 import struct
 import subprocess
@@ -181,6 +182,39 @@ def test_per_ip_limit_on_the_header_address(make_sluiced):
     d.wait_log(r"connection refused reason=max_connections_per_ip")
     for c in held + [other]:
         c.close()
+
+
+def test_rate_limit_on_the_header_address(make_sluiced):
+    """connection_rate_per_ip counts the clients the headers name, not the
+    balancer: 203.0.113.9 is greeted 5 times in a minute and refused with
+    421 after that, while 20 other clients through the same balancer (whose
+    own address, 127.0.0.1, is not trusted here) are all greeted."""
+    d = make_sluiced(conf={"server": {"proxy_protocol": "v1",
+                                      "proxy_trusted_networks": "127.0.0.1",
+                                      "trusted_networks": "192.0.2.0/24",
+                                      "connection_rate_per_ip": "5",
+                                      "max_connections_per_ip": "0"}})
+    h = b"PROXY TCP4 %s 127.0.0.1 %d 25\r\n"
+    greetings = []
+    for i in range(8):
+        c = proxied(d.port, h % (b"203.0.113.9", 1000 + i))
+        greetings.append(c.greeting)
+        if c.greeting.startswith("421"):
+            c.expect_closed()
+        c.close()
+        # other clients of the balancer, between them
+        for k in range(3 if i < 7 else 2):
+            o = proxied(d.port, h % (b"203.0.113.%d" % (100 + 3 * i + k),
+                                     2000 + i))
+            assert o.greeting.startswith("220 "), o.greeting
+            o.close()
+    assert all(g.startswith("220 ") for g in greetings[:5]), greetings
+    for g in greetings[5:]:
+        assert g.startswith("421 4.7.0 ") and "per minute" in g, g
+    d.wait_log(r"connection refused reason=connection_rate_per_ip")
+    assert d.log_text().count("reason=connection_rate_per_ip") == 3
+    assert not re.search(r"connection refused[^\n]*address=127\.0\.0\.1",
+                         d.log_text())
 
 
 def test_v1_only_refuses_v2(make_sluiced):

@@ -12,6 +12,8 @@ stops sluiced at start, naming the file.
 Outbound: sluiced relays (a static route) to `sluice sink --tls-cert`:
 the log says "TLS established" with the version and cipher, and the sink
 got the message in TLS; a sink without TLS still gets it in plaintext.
+After QUIT's 221 the client ends TLS with a close_notify, as a receiver
+in Python's ssl sees it.
 """
 import re
 import shutil
@@ -20,6 +22,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 
 import pytest
 
@@ -252,7 +255,8 @@ def test_bad_certificate_stops_start(tmp_path, cert, which):
         cert_path, key_path, want = c, bad, f"[server] tls_key {bad}: the " \
             "key does not match the certificate"
     conf = tmp_path / "s.ini"
-    conf.write_text(f"[server]\nlisten = 127.0.0.1:0\ntls_cert = {cert_path}\n"
+    conf.write_text(f"[server]\nuser =\nlisten = 127.0.0.1:0\n"
+                    f"tls_cert = {cert_path}\n"
                     f"tls_key = {key_path}\n[spool]\ndir = {tmp_path}/spool\n"
                     f"[control]\nsocket = {tmp_path}/ctl.sock\n[http]\n"
                     "listen =\n")
@@ -329,3 +333,127 @@ def test_relay_reuses_tls_connection(make_sluiced, make_sink, cert):
     dcids = {a or b for a, b in done.findall(log)}
     assert len(dcids) == 1, f"5 messages over connections {dcids}"
     assert len(re.findall(r"TLS established relay=", log)) == 1, log
+
+
+# ---- sluice blast --starttls ----
+
+def test_blast_starttls(tls_sluiced, make_sink):
+    """blast --starttls: every session in TLS; a server without STARTTLS
+    fails every message instead of sending in plaintext."""
+    from sinkutil import run_sluice
+    d = tls_sluiced
+    r = run_sluice("blast", "--server", f"127.0.0.1:{d.port}", "--starttls",
+                   "--sessions", "4", "--messages", "40", "--size", "2K",
+                   "--json")
+    assert r.returncode == 0, r.stderr
+    j = __import__("json").loads(r.stdout)
+    assert (j["accepted"], j["failed"], j["starttls"]) == (40, 0, True), j
+    wait_until(lambda: d.log_text().count("TLS established") ==
+               j["connections"], what="one handshake per connection")
+    plain = make_sink()
+    r = run_sluice("blast", "--server", f"127.0.0.1:{plain.port}",
+                   "--starttls", "--sessions", "2", "--messages", "4",
+                   "--json")
+    j = __import__("json").loads(r.stdout)
+    assert (j["accepted"], j["failed"]) == (0, 4), j
+    assert plain.messages() == []
+
+
+class CloseNotifyReceiver:
+    """An SMTP receiver in Python's ssl (not sluice's server): STARTTLS,
+    one message, QUIT; after its 221 it reads on and records how the
+    client ended TLS: "close_notify", or how it did not (the socket closed
+    without one: an SSLError with suppress_ragged_eofs off)."""
+
+    def __init__(self, cert, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        # Python sets OP_IGNORE_UNEXPECTED_EOF, which reads a bare EOF as
+        # a clean end: off, so only a real close_notify is one
+        self.ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.endings = []
+        self.messages = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            c, _ = self.srv.accept()
+        except OSError:
+            return
+        c.settimeout(30)
+        try:
+            self._session(c)
+        except Exception as e:          # reported by the test
+            self.endings.append(repr(e))
+        finally:
+            c.close()
+
+    @staticmethod
+    def _line(f):
+        return f.readline().upper()
+
+    def _session(self, c):
+        c.sendall(b"220 py.sluice.test ESMTP\r\n")
+        f = c.makefile("rb")
+        while True:
+            line = self._line(f)
+            if line.startswith(b"EHLO"):
+                c.sendall(b"250-py.sluice.test\r\n250 STARTTLS\r\n")
+            elif line.startswith(b"STARTTLS"):
+                c.sendall(b"220 2.0.0 go ahead\r\n")
+                break
+            else:
+                return
+        t = self.ctx.wrap_socket(c, server_side=True,
+                                 suppress_ragged_eofs=False)
+        f = t.makefile("rb")
+        while True:
+            line = self._line(f)
+            if line.startswith(b"EHLO"):
+                t.sendall(b"250-py.sluice.test\r\n250 PIPELINING\r\n")
+            elif line.startswith(b"DATA"):
+                t.sendall(b"354 go ahead\r\n")
+                data = b""
+                while (l := f.readline()) not in (b".\r\n", b""):
+                    data += l
+                self.messages.append(data)
+                t.sendall(b"250 2.0.0 Ok\r\n")
+            elif line.startswith(b"QUIT"):
+                t.sendall(b"221 2.0.0 Bye\r\n")
+                break
+            elif line:
+                t.sendall(b"250 2.0.0 Ok\r\n")
+            else:
+                return
+        try:
+            rest = t.recv(4096)
+            self.endings.append("close_notify" if rest == b"" else
+                                f"data after QUIT: {rest!r}")
+        except ssl.SSLError as e:
+            self.endings.append(f"no close_notify: {e}")
+
+    def close(self):
+        self.srv.close()
+
+
+def test_relay_quit_ends_tls_with_close_notify(make_sluiced, cert):
+    """After QUIT's 221 the client sends a TLS close_notify before it
+    closes the socket (RFC 8446 6.1); on main it closed without one."""
+    rx = CloseNotifyReceiver(*cert)
+    try:
+        d = make_sluiced(conf={"routes": {"tls.test":
+                                          f"[127.0.0.1]:{rx.port}"},
+                               "delivery": {"retry_initial": "1s",
+                                            "idle_timeout": "1s"}})
+        relay_one(d, "notify1")
+        wait_until(lambda: rx.endings, timeout=30,
+                   what="the receiver to see the end of TLS")
+    finally:
+        rx.close()
+    assert rx.messages and b"token notify1" in rx.messages[0]
+    assert rx.endings == ["close_notify"], rx.endings
+    d.wait_log(r"DCID \d+ close reason=quit")

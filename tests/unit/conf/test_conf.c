@@ -301,6 +301,51 @@ test_override(void **state)
 	conf_free(c);
 }
 
+/* [delivery] tls, [tls_policy] (exact, .parent, *), [submission] lists. */
+static void
+test_tls_policy(void **state)
+{
+	const char *p = write_ini(
+	    "[delivery]\ntls = encrypt\n"
+	    "[tls_policy]\nBank.test = none\nbank.test = verify\n"
+	    ".partner.test = may\n.a.partner.test = none\n"
+	    "[submission]\nlisten = 127.0.0.1:2587, [::1]:2587\n"
+	    "tls_listen = 127.0.0.1:2465\n");
+	struct sl_conf *c;
+	char err[256];
+
+	c = conf_load(p, err, sizeof(err));
+	assert_non_null(c);
+	unlink(p);
+	assert_int_equal(c->delivery_tls_level, CONF_TLS_ENCRYPT);
+	/* the last entry for a name wins; names are case-blind */
+	assert_int_equal(conf_tls_level_for(c, "bank.test"), CONF_TLS_VERIFY);
+	assert_int_equal(conf_tls_level_for(c, "BANK.TEST"), CONF_TLS_VERIFY);
+	assert_int_equal(conf_tls_level_for(c, "mx.partner.test"), CONF_TLS_MAY);
+	assert_int_equal(conf_tls_level_for(c, "x.a.partner.test"),
+	    CONF_TLS_NONE);
+	assert_int_equal(conf_tls_level_for(c, "partner.test"),
+	    CONF_TLS_ENCRYPT);	/* .partner.test is for the names under it */
+	assert_int_equal(conf_tls_level_for(c, "other.test"), CONF_TLS_ENCRYPT);
+	assert_true(conf_tls_policy_has(c, "bank.test"));
+	assert_true(conf_tls_policy_has(c, "mx.partner.test"));
+	assert_false(conf_tls_policy_has(c, "other.test"));
+	assert_int_equal(c->nsub_listen, 2);
+	assert_int_equal(c->nsubs_listen, 1);
+	assert_string_equal(c->subs_listen[0].text, "127.0.0.1:2465");
+	assert_int_equal(conf_override(c, "tls_policy.*=none", err,
+	    sizeof(err)), 0);
+	assert_int_equal(conf_tls_level_for(c, "other.test"), CONF_TLS_NONE);
+	assert_int_equal(conf_override(c, "delivery.tls=strict", err,
+	    sizeof(err)), -1);
+	assert_string_equal(err, "-o delivery.tls=strict: [delivery] tls: "
+	    "'strict' is not none, may, encrypt or verify");
+	assert_int_equal(conf_override(c, "tls_policy.a b=may", err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "'a b' is not a domain"));
+	conf_free(c);
+}
+
 int
 main(void)
 {
@@ -314,6 +359,7 @@ main(void)
 		cmocka_unit_test(test_nets),
 		cmocka_unit_test(test_print_roundtrip),
 		cmocka_unit_test(test_override),
+		cmocka_unit_test(test_tls_policy),
 	};
 	return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
 }

@@ -9,6 +9,8 @@
  */
 #include <malloc.h>
 
+#include <sqlite3.h>
+
 #include "harness.h"
 #if defined(__SANITIZE_ADDRESS__)
 /* the ASan runtime's (GCC ships no header for it) */
@@ -363,6 +365,102 @@ test_expiry_status(void **state)
 	world_free(w);
 }
 
+/* Delay notices (Action: delayed) the peer took. */
+static int
+peer_delay_notices(const struct peer *p)
+{
+	int n = 0;
+
+	for (int i = 0; i < p->nmsg; i++)
+		n += p->msgs[i].from[0] == '\0' &&
+		    strstr(p->msgs[i].data, "Action: delayed") != NULL;
+	return n;
+}
+
+static int deferrals_wanted;	/* for deferred_enough */
+
+static int
+first_deferral(struct world *w)
+{
+	return world_log_count(w, "deferred attempts=1") >= 1;
+}
+
+/* The message was deferred deferrals_wanted times in all. */
+static int
+deferred_enough(struct world *w)
+{
+	return world_log_count(w, "deferred attempts=") >= deferrals_wanted;
+}
+
+static int
+one_delay_notice(struct world *w)
+{
+	return peer_delay_notices(&w->peer) >= 1;
+}
+
+/* The notice delivered and gone from the queue: the original is left. */
+static int
+delay_notice_done(struct world *w)
+{
+	return one_delay_notice(w) && world_queued(w) == 1;
+}
+
+/*
+ * Two more deferrals after the notice: a second notice, if one were
+ * decided, would be delivered by then (the same peer, the next turn).
+ */
+static void
+two_more_deferrals(struct world *w)
+{
+	deferrals_wanted = world_log_count(w, "deferred attempts=") + 2;
+	world_run_until(w, deferred_enough, 15, "two more deferrals");
+}
+
+/*
+ * The delay notice is recorded in the spool with the notice itself:
+ * a message deferred before [delivery] delay_warning whose daemon is
+ * down when the threshold passes gets its notice after the restart. On
+ * main the restart guessed "warned" from the attempts and the age, and
+ * the notice never went.
+ */
+static void
+test_delay_notice_after_restart_not_skipped(void **state)
+{
+	struct world *w = world_new();
+
+	world_set(w, "delivery.delay_warning=2s");
+	world_start(w);
+	world_submit(w, "s@src.test", "later@dst.test",
+	    "Subject: t\r\n\r\nx\r\n", 0);
+	world_run_until(w, first_deferral, 10, "the first deferral");
+	assert_int_equal(peer_delay_notices(&w->peer), 0);
+	world_stop(w);
+	sleep(3);		/* down while the threshold passes */
+	world_start(w);
+	assert_int_equal(spool_recover(w->sp, sched_recover, w->s), 1);
+	world_run_until(w, delay_notice_done, 10, "the delay notice");
+	two_more_deferrals(w);
+	assert_int_equal(peer_delay_notices(&w->peer), 1);
+	world_free(w);
+}
+
+/* A notice that went is not sent again after a restart. */
+static void
+test_delay_notice_not_repeated_after_restart(void **state)
+{
+	struct world *w = world_new();
+
+	world_set(w, "delivery.delay_warning=1s");
+	world_start(w);
+	world_submit(w, "s@src.test", "later@dst.test",
+	    "Subject: t\r\n\r\nx\r\n", 0);
+	world_run_until(w, delay_notice_done, 10, "the delay notice");
+	assert_int_equal(world_restart(w), 1);
+	two_more_deferrals(w);
+	assert_int_equal(peer_delay_notices(&w->peer), 1);
+	world_free(w);
+}
+
 /*
  * Issue 9 item 16: a destination and its site are freed once they have no
  * job and no connection (on main they stayed for the life of the daemon:
@@ -588,6 +686,56 @@ test_unreadable_body_frees_connection(void **state)
 }
 
 /*
+ * A body the spool lost (its row gone, the envelope intact): said once as
+ * a warning, counted, deferred, and after SCHED_BODY_MISSING_TRIES reads
+ * that found none the recipient fails with 5.3.0 and the sender gets a
+ * DSN (without the body); the message leaves the queue. On main it was
+ * retried until the message expired, silently.
+ */
+static int
+missing_failed(struct world *w)
+{
+	return world_empty(w) && peer_dsns(&w->peer) >= 1;
+}
+
+static void
+test_missing_body_fails_after_tries(void **state)
+{
+	struct world *w = world_new();
+	struct sched_stats st;
+	char path[128], *err = NULL;
+	sqlite3 *db;
+
+	world_set(w, "delivery.retry_max=1s");
+	world_start(w);
+	w->peer.close_after_mail = 1;	/* not delivered before the loss */
+	world_submit(w, "s@src.test", "a@dst.test",
+	    "Subject: lost\r\n\r\nbody\r\n", 0);
+	world_run_until(w, first_deferral, 10, "the first deferral");
+	world_stop(w);
+	snprintf(path, sizeof(path), "%s/spool.db", w->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DELETE FROM bodies", NULL, NULL,
+	    &err), SQLITE_OK);
+	sqlite3_close(db);
+	w->peer.close_after_mail = 0;
+	world_start(w);
+	assert_int_equal(spool_recover(w->sp, sched_recover, w->s), 1);
+	world_run_until(w, missing_failed, 20, "the recipient failed");
+	sched_stats_get(w->s, &st);
+	assert_int_equal(st.bodies_missing, 1);
+	assert_int_equal(world_log_count(w, "spool inconsistency: message "
+	    "body missing"), 1);
+	assert_int_equal(world_log_count(w, "451 4.3.0 message body could "
+	    "not be read"), SCHED_BODY_MISSING_TRIES - 1);
+	assert_int_equal(w->peer.nmsg, 1);
+	assert_non_null(strstr(w->peer.msgs[0].data, "\r\nStatus: 5.3.0\r\n"));
+	assert_non_null(strstr(w->peer.msgs[0].data, "message body missing "
+	    "from the spool"));
+	world_free(w);
+}
+
+/*
  * Issue 9 item 15: the body is read once, off the loop thread, and shared:
  * a message to three destinations, all three connections sending it at
  * once, makes one read of the spool.
@@ -701,8 +849,11 @@ main(void)
 		cmocka_unit_test(test_bounce_not_repeated_after_restart),
 		cmocka_unit_test(test_dsn_retry_backoff),
 		cmocka_unit_test(test_expiry_status),
+		cmocka_unit_test(test_delay_notice_after_restart_not_skipped),
+		cmocka_unit_test(test_delay_notice_not_repeated_after_restart),
 		cmocka_unit_test(test_idle_destinations_freed),
 		cmocka_unit_test(test_unreadable_body_frees_connection),
+		cmocka_unit_test(test_missing_body_fails_after_tries),
 		cmocka_unit_test(test_body_read_once_shared),
 		cmocka_unit_test(test_memory_per_recipient),
 		cmocka_unit_test(test_loop_same_socket),

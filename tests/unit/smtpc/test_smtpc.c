@@ -48,6 +48,8 @@
 #include "spool/spool.h"
 #include "smtpc/smtpc.h"
 
+#include "../tlsctx.h"
+
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 /* --- the scripted peer --- */
@@ -142,26 +144,7 @@ fp_starttls(struct fpeer *fp)
 static SSL_CTX *
 fp_tls_ctx(void)
 {
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	X509_NAME *name = X509_get_subject_name(x);
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-
-	assert_non_null(key);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, key);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-	    (const unsigned char *)"mx.test", -1, -1, 0);
-	X509_set_issuer_name(x, name);
-	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
-	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
-	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
-	X509_free(x);
-	EVP_PKEY_free(key);
-	return ctx;
+	return test_tls_server_ctx();
 }
 
 /* Reply to a command, or not (stall), or with garbage; 0 if stalled. */
@@ -735,8 +718,9 @@ test_pipelined_two_rcpts(void **state)
 	assert_int_equal(f->d.ready, 2);	/* idle again */
 
 	/* MAIL, both RCPTs and DATA in one write (RFC 2920). */
+	/* 27 bytes, and the line end DATA adds to the last line */
 	assert_string_equal(f->fp.cmd[1],
-	    "MAIL FROM:<from@test> SIZE=27");
+	    "MAIL FROM:<from@test> SIZE=29");
 	assert_string_equal(f->fp.cmd[2], "RCPT TO:<bad@test>");
 	assert_string_equal(f->fp.cmd[3], "RCPT TO:<good@test>");
 	assert_string_equal(f->fp.cmd[4], "DATA");
@@ -1042,6 +1026,36 @@ test_bdat_folds_long_lines(void **state)
 	}
 }
 
+/*
+ * SIZE= declares the message as it goes on the wire: after the folding
+ * of a line over 998 octets (RFC 1870: the DATA stuffing dots and final
+ * dot aside). On main it gave the length before folding (1202 here),
+ * less than the 1205 octets sent.
+ */
+static void
+test_size_after_folding(void **state)
+{
+	struct fixture *f = *state;
+	char body[1300];
+	struct tmsg t;
+	char *data;
+
+	memset(body, 'x', 1200);
+	memcpy(body + 1200, "\r\n", 3);
+	connect_ready(f, &params_fast);
+	tmsg_init(&t, body, "a@test", NULL);
+	drv_send(&f->d, &t.m);
+	run_until(&f->d, &f->d.done, 1);
+	assert_int_equal(t.r[0].code, 250);
+	assert_string_equal(f->fp.cmd[1], "MAIL FROM:<from@test> SIZE=1205");
+	data = fp_data_str(&f->fp);
+	/* what came after DATA, less its final ".\r\n" */
+	assert_int_equal(strlen(data) - 3, 1205);
+	assert_memory_equal(data + 998, "\r\n x", 4);
+	free(data);
+	tmsg_free(&t);
+}
+
 /* The idle connection: the peer hangs up -> CLOSED. */
 static void
 test_idle_peer_closes(void **state)
@@ -1229,12 +1243,11 @@ test_tls_encrypt(void **state)
 		const char *want;
 	} cases[] = {
 		{ "250-fake.test\r\n250 PIPELINING\r\n", NULL, 0,
-		  "TLS is required, but mx.test[127.0.0.1] did not offer "
-		  "STARTTLS" },
-		{ NULL, "454 4.7.0 Not now\r\n", 0, "TLS is required, but "
+		  "TLS required but not offered by mx.test[127.0.0.1]" },
+		{ NULL, "454 4.7.0 Not now\r\n", 0, "TLS required but "
 		  "mx.test[127.0.0.1] refused STARTTLS: 454 4.7.0 Not now" },
-		{ NULL, NULL, 1, "TLS handshake with mx.test[127.0.0.1] "
-		  "failed: " },
+		{ NULL, NULL, 1, "TLS required but the handshake with "
+		  "mx.test[127.0.0.1] failed: " },
 	};
 
 	p.tls = SMTPC_TLS_ENCRYPT;
@@ -1409,6 +1422,7 @@ main(void)
 		T(test_smtputf8_needed),
 		T(test_params_and_bdat),
 		T(test_bdat_folds_long_lines),
+		T(test_size_after_folding),
 		T(test_idle_peer_closes),
 		T(test_log_lines),
 		T(test_tls_may),

@@ -241,7 +241,12 @@ static const struct mail_case mail_cases[] = {
 	{ "FROM:<a@b.c> FOO=1", SMTPD_P_UNKPARAM },
 	{ "FROM:<a@b.c> X-FOO", SMTPD_P_UNKPARAM },
 	{ "FROM:<a@b.c> NOTIFY=NEVER", SMTPD_P_UNKPARAM },
-	{ "FROM:<a@b.c> SIZE=1 AUTH=<>", SMTPD_P_UNKPARAM },
+	/* RFC 4954 5: AUTH= is taken (and not trusted) */
+	{ "FROM:<a@b.c> SIZE=1 AUTH=<>", SMTPD_P_OK, "a@b.c", 1 },
+	{ "FROM:<a@b.c> AUTH=bob+40b.c", SMTPD_P_OK, "a@b.c" },
+	{ "FROM:<a@b.c> AUTH", SMTPD_P_BADPARAM },
+	{ "FROM:<a@b.c> AUTH=<> AUTH=<>", SMTPD_P_BADPARAM },
+	{ "FROM:<a@b.c> AUTH=a b", SMTPD_P_UNKPARAM },
 };
 
 static void

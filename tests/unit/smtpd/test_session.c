@@ -7,13 +7,18 @@
  * the OpenSSL filter decrypts records into 4 KB pieces and no new read
  * event comes for bytes it has already decrypted.
  *
- * The store answers at once and keeps the message it was given.
+ * The store answers at once and keeps the message it was given. Under
+ * STARTTLS the client is an OpenSSL session on the same socket, driven
+ * between turns of the loop; a check hook can break the server's TLS
+ * session to make its next write fail (a fault no peer can cause on
+ * demand).
  *
  * Run one test by name: test_session test_data_many_chains (a cmocka
  * filter pattern).
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -28,13 +33,19 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "conf/conf.h"
 #include "log/log.h"
 #include "smtpd/smtpd_int.h"
 #include "spool/spool.h"
 #include "util/util.h"
+
+#include "../tlsctx.h"
 
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
@@ -48,7 +59,29 @@ struct harness {
 	int stored;			/* messages the store was given */
 	struct evbuffer *last;		/* the body of the last one */
 	uint64_t mid;
+	SSL_CTX *cctx;			/* the client's TLS, after STARTTLS */
+	SSL *cssl;
+	int break_tls_at_mail;		/* the check at MAIL fails TLS writes */
 };
+
+/*
+ * MAIL with break_tls_at_mail: the server's TLS session is shut for
+ * writing, so the refusal's SSL_write fails inside the read callback,
+ * and the filter reports the error from there.
+ */
+static enum smtpd_check
+h_check(void *arg, struct smtpd_session *s, enum smtpd_stage stage,
+    const char *param, char *reply, size_t len)
+{
+	struct harness *h = arg;
+
+	if (stage != SMTPD_STAGE_MAIL || !h->break_tls_at_mail)
+		return SMTPD_CHECK_OK;
+	SSL_set_shutdown(bufferevent_openssl_get_ssl(s->bev),
+	    SSL_SENT_SHUTDOWN);
+	snprintf(reply, len, "550 5.7.1 refused");
+	return SMTPD_CHECK_REPLY;
+}
 
 static void
 h_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
@@ -83,7 +116,12 @@ h_until(struct harness *h, const char *want)
 		event_base_loop(h->base, EVLOOP_NONBLOCK);
 		if (poll(&p, 1, 5) <= 0)
 			continue;
-		n = read(h->fd, h->got + h->ngot, sizeof(h->got) - 1 - h->ngot);
+		if (h->cssl != NULL)
+			n = SSL_read(h->cssl, h->got + h->ngot,
+			    (int)(sizeof(h->got) - 1 - h->ngot));
+		else
+			n = read(h->fd, h->got + h->ngot,
+			    sizeof(h->got) - 1 - h->ngot);
 		if (n > 0) {
 			h->ngot += (size_t)n;
 			h->got[h->ngot] = '\0';
@@ -96,7 +134,41 @@ h_until(struct harness *h, const char *want)
 static void
 h_send(struct harness *h, const char *text)
 {
-	assert_int_equal(write(h->fd, text, strlen(text)), (ssize_t)strlen(text));
+	if (h->cssl != NULL)
+		assert_int_equal(SSL_write(h->cssl, text, (int)strlen(text)),
+		    (int)strlen(text));
+	else
+		assert_int_equal(write(h->fd, text, strlen(text)),
+		    (ssize_t)strlen(text));
+}
+
+/* STARTTLS and the handshake, the client's side driven between turns. */
+static void
+h_starttls(struct harness *h)
+{
+	int r = 0;
+
+	h->srv->tls_ctx = test_tls_server_ctx();
+	h_send(h, "EHLO client.test\r\n");
+	h_until(h, "250 CHUNKING");
+	h_send(h, "STARTTLS\r\n");
+	h_until(h, "220 2.0.0");
+	h->ngot = 0;
+	h->got[0] = '\0';
+	h->cctx = SSL_CTX_new(TLS_client_method());
+	h->cssl = SSL_new(h->cctx);
+	SSL_set_fd(h->cssl, h->fd);
+	fcntl(h->fd, F_SETFL, fcntl(h->fd, F_GETFL) | O_NONBLOCK);
+	for (int i = 0; i < 2000 && (r = SSL_connect(h->cssl)) != 1; i++) {
+		int e = SSL_get_error(h->cssl, r);
+		assert_true(e == SSL_ERROR_WANT_READ ||
+		    e == SSL_ERROR_WANT_WRITE);
+		event_base_loop(h->base, EVLOOP_NONBLOCK);
+		poll(&(struct pollfd){ h->fd, POLLIN, 0 }, 1, 5);
+	}
+	assert_int_equal(r, 1);
+	h_send(h, "EHLO client.test\r\n");
+	h_until(h, "250 CHUNKING");
 }
 
 static int
@@ -105,6 +177,7 @@ h_setup(void **state)
 	struct harness *h = xcalloc(1, sizeof(*h));
 	struct smtpd_ops ops = {
 		.store = h_store,
+		.check = h_check,
 		.mid_next = h_mid,
 		.arg = h,
 		.no_received = 1,
@@ -134,6 +207,8 @@ h_teardown(void **state)
 {
 	struct harness *h = *state;
 
+	SSL_free(h->cssl);
+	SSL_CTX_free(h->cctx);
 	close(h->fd);
 	smtpd_server_free(h->srv);
 	if (h->last != NULL)
@@ -201,12 +276,38 @@ test_data_many_chains(void **state)
 	    ".eleven\r\ntwelve\r\n");
 }
 
+/*
+ * After STARTTLS, a reply written inside the read callback fails in TLS
+ * (SSL_write refuses: the session is shut), and the filter reports the
+ * error from inside that write. The session must outlive the callback it
+ * runs in and be freed once, when the callback returns: on main it was
+ * freed inside the write and used after (ASan: heap-use-after-free in
+ * smtpd_reject).
+ */
+static void
+test_tls_write_error_in_read_callback(void **state)
+{
+	struct harness *h = *state;
+
+	h_starttls(h);
+	h->break_tls_at_mail = 1;
+	h_send(h, "MAIL FROM:<a@client.test>\r\nNOOP\r\nNOOP\r\n");
+	for (int i = 0; i < 500 && h->srv->stats.sessions > 0; i++) {
+		event_base_loop(h->base, EVLOOP_NONBLOCK);
+		poll(NULL, 0, 2);
+	}
+	assert_int_equal(h->srv->stats.sessions, 0);
+	assert_null(TAILQ_FIRST(&h->srv->sessions));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_data_many_chains, h_setup,
 		    h_teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_tls_write_error_in_read_callback, h_setup, h_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
