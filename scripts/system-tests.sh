@@ -10,7 +10,9 @@
 # JOBS=0 runs everything in one process, in file order. --part=parallel or
 # --part=serial in the arguments runs only that part. Arguments naming files
 # or directories under tests/ replace tests/system. Exits non-zero if either
-# part fails; a part with no test selected is not a failure.
+# part fails; a part with no test selected is not a failure. Each part's
+# test directories stay in BUILD/test-tmp/PART until its next run (a failed
+# test's report names its own and ends with its daemons' last log lines).
 set -u
 cd "$(dirname "$0")/.."
 build=$1
@@ -25,8 +27,13 @@ for a in "$@"; do
 done
 export SLUICE_BUILD="$build"
 
+# run PART ARGS...
 run() {
-	/usr/bin/python3 -m pytest -q -p no:cacheprovider $where "$@"
+	t="$build/test-tmp/$1"
+	shift
+	mkdir -p -m 700 "$build/test-tmp"
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider --basetemp="$t" \
+	    $where "$@"
 	rc=$?
 	# 5: nothing selected (say, -k that matches only serial tests)
 	[ $rc = 5 ] && rc=0
@@ -34,15 +41,15 @@ run() {
 }
 
 if [ "$jobs" = 0 ]; then
-	run -p no:xdist "$@"
+	run all -p no:xdist "$@"
 	exit $?
 fi
 case "${part:-}" in
-parallel) run -n "$jobs" --dist loadgroup "$@"; exit $? ;;
-serial | all) run -p no:xdist "$@"; exit $? ;;
+parallel) run parallel -n "$jobs" --dist loadgroup "$@"; exit $? ;;
+serial | all) run "$part" -p no:xdist "$@"; exit $? ;;
 esac
-run -n "$jobs" --dist loadgroup --part=parallel "$@"
+run parallel -n "$jobs" --dist loadgroup --part=parallel "$@"
 rc1=$?
-run -p no:xdist --part=serial "$@"
+run serial -p no:xdist --part=serial "$@"
 rc2=$?
 [ $rc1 = 0 ] && [ $rc2 = 0 ]

@@ -146,9 +146,30 @@ def pytest_sessionfinish(session):
         pass
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report names its directory (configuration, logs,
+    spool: kept in $SLUICE_BUILD/test-tmp by make) and ends with the last
+    log lines of each sluiced it started."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if tmp is not None:
+        rep.sections.append(("test directory", str(tmp)))
+    for d in getattr(item, "_sluice_daemons", ()):
+        if d.log is None:           # never started
+            continue
+        tail = d.log_text().splitlines()[-40:]
+        rep.sections.append((f"sluiced log {d.log} (last lines)",
+                             "\n".join(tail)))
+
+
 @pytest.fixture
-def make_sluiced(tmp_path):
+def make_sluiced(tmp_path, request):
     daemons = []
+    request.node._sluice_daemons = daemons
 
     def make(conf=None, args=(), wrapper=(), start=True, name=None, env=None,
              **kw):

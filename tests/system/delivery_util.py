@@ -241,17 +241,24 @@ class Dns:
         for _ in range(50):
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=self.err, stderr=self.err)
-            deadline = time.monotonic() + 10
+            # a loaded machine may take long to start it: a generous wait
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
                 if dns_ask(self.port, "ready.probe.test", "A",
-                           timeout=0.1) is not None:
+                           timeout=0.2) is not None:
                     return self
             # the port was taken meanwhile (or the old one not yet freed)
+            if self.proc.poll() is None:
+                self.proc.kill()
             self.proc.wait()
             time.sleep(0.1)
-        raise AssertionError("dnsmasq did not start")
+        self.err.flush()
+        with open(self.err.name, errors="replace") as f:
+            log = f.read()[-2000:]
+        raise AssertionError(f"dnsmasq did not start on port {self.port} "
+                             f"({self.err.name}):\n{log}")
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
