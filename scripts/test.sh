@@ -57,8 +57,10 @@ if ! step build $MAKE -j2 test-build; then
 	summary
 	exit 1
 fi
-step unit $MAKE test-unit &&
-	step system $MAKE test-system PYTEST_ARGS="--part=parallel $args" &
+{
+	step unit $MAKE test-unit
+	step system $MAKE test-system PYTEST_ARGS="--part=parallel $args"
+} &
 step asan $MAKE -j2 test-asan PYTEST_ARGS="--part=parallel $args" &
 step fuzz $MAKE test-fuzz &
 wait
