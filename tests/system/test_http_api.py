@@ -152,11 +152,19 @@ def test_queue_routes(api):
     code, r = jcurl(port, "POST", "/api/v1/queue/release",
                     body='{"domain": "x.sluice.test"}')
     assert (code, r) == (200, {"changed": 1})
+    tried = {a: rcv.tries(a) for a in ("b@y.sluice.test", "c@x.sluice.test")}
     code, r = jcurl(port, "POST", "/api/v1/queue/flush", body='{"all":true}')
     assert code == 200 and r["changed"] >= 0
     code, r = jcurl(port, "POST", "/api/v1/queue/hold",
                     body=json.dumps({"mids": [mids[0], "00000000000000AA"]}))
     assert code == 404 and r["unknown"] == ["00000000000000AA"]
+    # the flush's tries of mids[1] are over (else one could deliver it
+    # once the receiver accepts)
+    rc = ("b@y.sluice.test", "c@x.sluice.test")
+    wait_until(lambda: all(rcv.tries(a) > tried[a] for a in rc) and all(
+        x["state"] == "deferred" for x in jcurl(
+            port, "GET", f"/api/v1/queue/{mids[1]}")[1]["recipients"]),
+        timeout=30, what="the flush's tries over")
     rcv.accept_all()
     code, r = jcurl(port, "POST", "/api/v1/queue/bounce",
                     body=json.dumps({"mids": [mids[1]]}))
