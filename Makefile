@@ -22,6 +22,11 @@ LIB_SRCS  := $(filter-out $(addsuffix /%,$(PROG_DIRS)),$(wildcard src/*/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 SLUICED_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/sluiced/*.c))
 CLI_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cli/*.c))
+# Pages compiled into the programs: the files under src/<part>/www/ become
+# C arrays in $(BUILD)/gen/<part>_www.c (scripts/embed.sh), table <part>_www.
+WWW_DIRS  := $(wildcard src/*/www)
+WWW_GEN   := $(patsubst src/%/www,$(BUILD)/gen/%_www.c,$(WWW_DIRS))
+LIB_OBJS  += $(WWW_GEN:.c=.o)
 UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 
@@ -34,6 +39,14 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+.SECONDARY: $(WWW_GEN)
+.SECONDEXPANSION:
+$(BUILD)/gen/%_www.c: $$(sort $$(wildcard src/%/www/*)) scripts/embed.sh
+	scripts/embed.sh $*_www $@ $(sort $(wildcard src/$*/www/*))
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libsluice.a: $(LIB_OBJS)

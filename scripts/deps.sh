@@ -8,6 +8,7 @@ python3 python3-pytest python3-pytest-xdist swaks libnet-ssleay-perl openssl cur
 dnsmasq-base strace sqlite3 iproute2 procps psmisc
 libgmime-3.0-dev librabbitmq-dev libcurl4-openssl-dev libzstd-dev
 rabbitmq-server python3-pika python3-dkim python3-nacl
+chromium chromium-driver python3-selenium python3-pil
 haproxy dovecot-core dovecot-lmtpd libhiredis-dev redis-server"
 missing=""
 for p in $PKGS; do

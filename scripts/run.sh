@@ -2,7 +2,10 @@
 # make run: sluiced on its built-in configuration, in the foreground.
 # So that `make run` never sends mail off this machine, a local
 # `sluice sink` on 127.0.0.1:2526 captures everything sluiced delivers
-# (into var/sink, a Maildir), and one override routes all mail there.
+# (into var/sink, a Maildir; its inbox page on 127.0.0.1:8025, POP3 on
+# 127.0.0.1:1100), and one override routes all mail there. The queue
+# dashboard is on sluiced's HTTP listener (127.0.0.1:9025) with a token
+# made once into var/http-token.
 #
 # Submission works out of the box: a self-signed certificate is made in
 # var/tls/ when none is there (STARTTLS on 2525 and 2587, implicit TLS on
@@ -20,17 +23,25 @@ if [ ! -f var/tls/cert.pem ] || [ ! -f var/tls/key.pem ]; then
 	chmod 600 var/tls/key.pem
 	echo "make run: made a self-signed certificate in var/tls/cert.pem"
 fi
+if [ ! -s var/http-token ]; then
+	(umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > var/http-token)
+	echo >> var/http-token
+fi
 user_opt=""
 if [ "$(id -u)" = 0 ] && ! getent passwd sluice >/dev/null; then
 	user_opt="-o server.user="
 fi
-"$BUILD/sluice" sink --listen 127.0.0.1:2526 --maildir var/sink &
+"$BUILD/sluice" sink --listen 127.0.0.1:2526 --maildir var/sink \
+    --http 127.0.0.1:8025 --pop3 127.0.0.1:1100 >/dev/null &
 sink=$!
 trap 'kill $sink 2>/dev/null; wait $sink 2>/dev/null' EXIT INT TERM
 cat <<MSG
 make run: sluiced on 127.0.0.1:2525 (SMTP, STARTTLS), 127.0.0.1:2587
 (submission: STARTTLS, then AUTH) and 127.0.0.1:2465 (submission, implicit
 TLS); delivered mail is captured in var/sink (sluice sink on 127.0.0.1:2526).
+  the queue dashboard: http://127.0.0.1:9025/
+                       its API token is the first line of $(pwd)/var/http-token
+  the sink's inbox:    http://127.0.0.1:8025/   (POP3 on 127.0.0.1:1100)
 Add a user for submission, then make sluiced read the users file again:
     $BUILD/sluice user add alice        # asks for the password
     $BUILD/sluice reload
@@ -41,4 +52,5 @@ MSG
 "$BUILD/sluiced" -o 'routes.*=[127.0.0.1]:2526' \
     -o server.tls_cert=var/tls/cert.pem -o server.tls_key=var/tls/key.pem \
     -o submission.listen=127.0.0.1:2587 -o submission.tls_listen=127.0.0.1:2465 \
+    -o http.api_token_file=var/http-token \
     $user_opt "$@"

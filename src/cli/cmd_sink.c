@@ -39,6 +39,7 @@ sink_usage(FILE *f)
 	    "                   [--rules FILE] [--rule 'RULE'] [--http ADDR:PORT]\n"
 	    "                   [--stats-json FILE] [--seed N] [--fsync]\n"
 	    "                   [--tls-cert FILE [--tls-key FILE]]\n"
+	    "                   [--pop3 ADDR:PORT] [--auth USER:PASS]... [--auth-required]\n"
 	    "  --listen ADDR:PORT       SMTP address (default 127.0.0.1:2526; port 0: any)\n"
 	    "  --maildir DIR            capture each message into the Maildir DIR\n"
 	    "  --discard                count messages only (the default)\n"
@@ -48,7 +49,12 @@ sink_usage(FILE *f)
 	    "  --delay D, --max-connections N, --drop-in-data P,\n"
 	    "  --greeting-421-after N   shorthands for those rules\n"
 	    "  --seed N                 seed of the random rules (default: the time)\n"
-	    "  --http ADDR:PORT         serve the JSON API there\n"
+	    "  --http ADDR:PORT         serve the inbox page and the JSON API there\n"
+	    "  --pop3 ADDR:PORT         serve the captured mail over POP3 (needs --maildir)\n"
+	    "  --pop3-timeout D         drop idle POP3 clients after D (default 10m)\n"
+	    "  --auth USER:PASS         offer AUTH PLAIN and LOGIN (with or without TLS) to\n"
+	    "                           this user, also for POP3 (repeatable)\n"
+	    "  --auth-required          MAIL before AUTH gets 530 5.7.0 (needs --auth)\n"
 	    "  --stats-json FILE        write the statistics there on SIGUSR1 and exit\n"
 	    "  --max-size SIZE          largest message accepted (default 50M)\n"
 	    "  --hostname NAME          name in the greeting\n"
@@ -129,6 +135,25 @@ sink_flag_rule(struct sink_rules *r, const char *name, const char *val)
 	return -1;
 }
 
+/* --auth USER:PASS: the name ends at the first colon; both non-empty. */
+static int
+sink_flag_user(struct sink_user **users, size_t *n, char *arg)
+{
+	char *colon = strchr(arg, ':');
+
+	if (colon == NULL || colon == arg || colon[1] == '\0') {
+		fprintf(stderr, "sluice sink: --auth: give USER:PASS, both "
+		    "non-empty\n");
+		return -1;
+	}
+	*colon = '\0';
+	*users = xrealloc(*users, (*n + 1) * sizeof(**users));
+	(*users)[*n].name = arg;
+	(*users)[*n].pass = colon + 1;
+	(*n)++;
+	return 0;
+}
+
 static int
 sink_loop(struct cmd_sink *c, struct sink_opts *o)
 {
@@ -156,6 +181,10 @@ sink_loop(struct cmd_sink *c, struct sink_opts *o)
 		printf("sluice sink: http on %.*s:%d\n",
 		    (int)(strrchr(o->http, ':') - o->http), o->http,
 		    sink_http_port(c->sink));
+	if (o->pop3 != NULL)
+		printf("sluice sink: pop3 on %.*s:%d\n",
+		    (int)(strrchr(o->pop3, ':') - o->pop3), o->pop3,
+		    sink_pop3_port(c->sink));
 	fflush(stdout);
 	event_base_dispatch(c->base);
 	sink_report(c);
@@ -174,7 +203,8 @@ cmd_sink(int argc, char **argv)
 {
 	enum { O_LISTEN = 256, O_MAILDIR, O_DISCARD, O_FSYNC, O_RULES, O_RULE,
 		O_DELAY, O_MAXCONN, O_DROP, O_G421, O_SEED, O_HTTP, O_STATS,
-		O_MAXSIZE, O_HOST, O_TLSCERT, O_TLSKEY };
+		O_MAXSIZE, O_HOST, O_TLSCERT, O_TLSKEY, O_POP3, O_POP3TIMEOUT,
+		O_AUTH, O_AUTHREQ };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "maildir", required_argument, NULL, O_MAILDIR },
@@ -193,6 +223,10 @@ cmd_sink(int argc, char **argv)
 		{ "hostname", required_argument, NULL, O_HOST },
 		{ "tls-cert", required_argument, NULL, O_TLSCERT },
 		{ "tls-key", required_argument, NULL, O_TLSKEY },
+		{ "pop3", required_argument, NULL, O_POP3 },
+		{ "pop3-timeout", required_argument, NULL, O_POP3TIMEOUT },
+		{ "auth", required_argument, NULL, O_AUTH },
+		{ "auth-required", no_argument, NULL, O_AUTHREQ },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -201,6 +235,7 @@ cmd_sink(int argc, char **argv)
 		.seed = (uint64_t)time(NULL) };
 	struct cmd_sink c = { 0 };
 	struct sink_rules *rules = sink_rules_new();
+	struct sink_user *users = NULL;
 	int ch, discard = 0, verbose = 0, rc = 2;
 	char err[1024], *end;
 
@@ -270,6 +305,23 @@ cmd_sink(int argc, char **argv)
 		case O_TLSKEY:
 			o.tls_key = optarg;
 			break;
+		case O_POP3:
+			o.pop3 = optarg;
+			break;
+		case O_POP3TIMEOUT:
+			if ((o.pop3_timeout_s = sl_parse_duration(optarg)) < 1) {
+				fprintf(stderr, "sluice sink: --pop3-timeout: '%s' "
+				    "is not a duration of at least 1s\n", optarg);
+				goto done;
+			}
+			break;
+		case O_AUTH:
+			if (sink_flag_user(&users, &o.nusers, optarg) != 0)
+				goto done;
+			break;
+		case O_AUTHREQ:
+			o.auth_required = 1;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -292,10 +344,22 @@ cmd_sink(int argc, char **argv)
 		    "each other\n");
 		goto done;
 	}
+	if (o.auth_required && o.nusers == 0) {
+		fprintf(stderr, "sluice sink: --auth-required needs a user: "
+		    "give --auth USER:PASS\n");
+		goto done;
+	}
+	if (o.pop3 != NULL && o.maildir == NULL) {
+		fprintf(stderr, "sluice sink: --pop3 serves what --maildir "
+		    "captures: give --maildir DIR\n");
+		goto done;
+	}
 	if (!sink_addr_ok("--listen", o.listen) ||
-	    (o.http != NULL && !sink_addr_ok("--http", o.http)))
+	    (o.http != NULL && !sink_addr_ok("--http", o.http)) ||
+	    (o.pop3 != NULL && !sink_addr_ok("--pop3", o.pop3)))
 		goto done;
 	o.rules = rules;
+	o.users = users;
 	log_open("-", 0, verbose ? "info" : "warning");
 	signal(SIGPIPE, SIG_IGN);
 	sl_raise_nofile();
@@ -303,5 +367,6 @@ cmd_sink(int argc, char **argv)
 	log_close();
 done:
 	sink_rules_free(rules);
+	free(users);
 	return rc;
 }

@@ -222,20 +222,78 @@ api_queue_get(void *arg, struct http_req *h)
 	api_run(arg, h, "queue.list", args);
 }
 
-/* GET /api/v1/queue/MID[?body=1] */
+/* 1 if the query parameter name is "1" or "true". */
+static int
+api_query_true(struct http_req *h, const char *name)
+{
+	const char *v = http_req_query(h, name);
+
+	return v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+}
+
+/* The query parameters named (UTF-8 ones) as a JSON object. */
+static json_t *
+api_query_args(struct http_req *h, const char *const *keys, size_t n)
+{
+	json_t *args = json_object();
+
+	for (size_t i = 0; i < n; i++) {
+		const char *v = http_req_query(h, keys[i]);
+
+		if (v != NULL && sl_utf8_valid(v, strlen(v)))
+			json_object_set_new(args, keys[i], json_string(v));
+	}
+	return args;
+}
+
+/* GET /api/v1/queue/MID[?body=1][?headers=1] */
 static void
 api_message_get(void *arg, struct http_req *h)
 {
-	const char *body = http_req_query(h, "body");
 	const char *mid = http_req_tail(h);
 
 	if (!sl_utf8_valid(mid, strlen(mid))) {
 		http_reply_error(h, 404, NULL, "no such message");
 		return;
 	}
-	api_run(arg, h, "queue.show", json_pack("{s:s,s:b}", "mid", mid,
-	    "body", body != NULL && (strcmp(body, "1") == 0 ||
-	    strcmp(body, "true") == 0)));
+	api_run(arg, h, "queue.show", json_pack("{s:s,s:b,s:b}", "mid", mid,
+	    "body", api_query_true(h, "body"), "headers",
+	    api_query_true(h, "headers")));
+}
+
+/* GET /api/v1/dashboard */
+static void
+api_dashboard_get(void *arg, struct http_req *h)
+{
+	api_run(arg, h, "dashboard", json_object());
+}
+
+/* GET /api/v1/destinations?sort=&order=&q=&state=&limit=&offset= */
+static void
+api_destinations_get(void *arg, struct http_req *h)
+{
+	static const char *const keys[] = { "sort", "order", "q", "state",
+		"limit", "offset" };
+
+	api_run(arg, h, "queue.destinations", api_query_args(h, keys,
+	    SL_ARRAY_LEN(keys)));
+}
+
+/* GET /api/v1/destinations/NAME[?messages=N&after=MID] */
+static void
+api_destination_get(void *arg, struct http_req *h)
+{
+	static const char *const keys[] = { "messages", "after" };
+	const char *name = http_req_tail(h);
+	json_t *args;
+
+	if (!sl_utf8_valid(name, strlen(name))) {
+		http_reply_error(h, 404, NULL, "no such destination");
+		return;
+	}
+	args = api_query_args(h, keys, SL_ARRAY_LEN(keys));
+	json_object_set_new(args, "name", json_string(name));
+	api_run(arg, h, "queue.destination", args);
 }
 
 /* The request's body as a JSON object, or NULL after a 400 (which says
@@ -283,21 +341,6 @@ api_action_post(void *arg, struct http_req *h)
 		return;
 	snprintf(cmd, sizeof(cmd), "queue.%s", action);
 	api_run(arg, h, cmd, args);
-}
-
-/* The query parameters named (UTF-8 ones) as a JSON object. */
-static json_t *
-api_query_args(struct http_req *h, const char *const *keys, size_t n)
-{
-	json_t *args = json_object();
-
-	for (size_t i = 0; i < n; i++) {
-		const char *v = http_req_query(h, keys[i]);
-
-		if (v != NULL && sl_utf8_valid(v, strlen(v)))
-			json_object_set_new(args, keys[i], json_string(v));
-	}
-	return args;
 }
 
 /* GET /api/v1/failures[?batch=B] */
@@ -374,19 +417,26 @@ api_drain_post(void *arg, struct http_req *h)
 
 #define API_GET(path, fn) \
 	{ path, HTTP_GET, HTTP_AUTH_TOKEN, 0, fn }
+/* What the dashboard reads of the queue: the token unless [http]
+ * dashboard_public; actions always need it. */
+#define API_READ(path, fn) \
+	{ path, HTTP_GET, HTTP_AUTH_READ, 0, fn }
 #define API_POST(path, fn, max) \
 	{ path, HTTP_POST, HTTP_AUTH_TOKEN, max, fn }
 
 static const struct http_route api_routes[] = {
-	API_GET("/api/v1/status", api_status_get),
-	API_GET("/api/v1/queue", api_queue_get),
-	API_GET("/api/v1/queue/summary", api_summary_get),
+	API_READ("/api/v1/status", api_status_get),
+	API_READ("/api/v1/queue", api_queue_get),
+	API_READ("/api/v1/queue/summary", api_summary_get),
 	API_POST("/api/v1/queue/flush", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/hold", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/release", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/delete", api_action_post, HTTP_API_MAX_BODY),
 	API_POST("/api/v1/queue/bounce", api_action_post, HTTP_API_MAX_BODY),
-	API_GET("/api/v1/queue/*", api_message_get),
+	API_READ("/api/v1/queue/*", api_message_get),
+	API_READ("/api/v1/dashboard", api_dashboard_get),
+	API_READ("/api/v1/destinations", api_destinations_get),
+	API_READ("/api/v1/destinations/*", api_destination_get),
 	API_GET("/api/v1/shaping", api_shaping_get),
 	API_POST("/api/v1/shaping/resume", api_shaping_resume_post,
 	    HTTP_API_MAX_BODY),

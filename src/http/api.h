@@ -11,8 +11,14 @@
  *   POST /api/v1/queue/flush|hold|release|delete|bounce   queue.*, with a
  *        body {"mids": [...]}, {"domain": "..."} or {"all": true}
  *   POST /api/v1/drain, /api/v1/undrain drain, undrain
+ *   GET  /api/v1/dashboard              dashboard (totals, rates, queue)
+ *   GET  /api/v1/destinations?sort&order&q&state&limit&offset
+ *                                       queue.destinations, one page
+ *   GET  /api/v1/destinations/NAME      queue.destination
  *
- * Every route needs the bearer token (server.c checks it). Threads: the
+ * Every route needs the bearer token (server.c checks it), except that
+ * with [http] dashboard_public the queue's reading routes (status, queue,
+ * dashboard, destinations) answer without it. Threads: the
  * event loop thread.
  */
 #ifndef SL_HTTP_API_H

@@ -29,6 +29,13 @@
  *  - the token: a route with HTTP_AUTH_TOKEN needs "Authorization: Bearer
  *    TOKEN" with the token of [http] api_token_file (compared in constant
  *    time), else 401; with no token configured those routes answer 403.
+ *    A route with HTTP_AUTH_READ is the same unless public reads are on
+ *    (http_server_set_public_read): then a request without the token is
+ *    answered if its Host names us (origin.c), else 403;
+ *  - other origins: a POST that a browser says comes from a page of
+ *    another origin (Origin, Sec-Fetch-Site) gets 403 whatever it
+ *    carries. The token travels in a header, never a cookie, so another
+ *    site's page could not send it anyway; this is the second lock.
  *
  * Handlers answer exactly once with http_reply*(), now or later (after a
  * spool commit, after slices of a long walk); if the client left first the
@@ -60,6 +67,8 @@ enum {
 enum http_auth {
 	HTTP_AUTH_NONE = 0,	/* anyone who can connect (/metrics, /healthz) */
 	HTTP_AUTH_TOKEN,	/* the bearer token of [http] api_token_file */
+	HTTP_AUTH_READ,		/* the token, unless public reads are on
+				   ([http] dashboard_public) */
 };
 
 typedef void http_handler_fn(void *arg, struct http_req *req);
@@ -86,6 +95,10 @@ void http_server_add_routes(struct http_server *srv,
     const struct http_route *routes, size_t n, void *arg);
 /* The bearer token from now on (copied); NULL: token routes answer 403. */
 void http_server_set_token(struct http_server *srv, const char *token);
+/* Public reads on or off ([http] dashboard_public); hostname (copied) is
+ * a name the Host header may give besides addresses and localhost. */
+void http_server_set_public_read(struct http_server *srv, int on,
+    const char *hostname);
 /* Use a new connection cap from now on (reload). */
 void http_server_set_max_connections(struct http_server *srv, int n);
 /* Open connections now; the port bound (useful with port 0). */
@@ -121,6 +134,10 @@ const char *http_req_peer(const struct http_req *req);
 /* 1 once the client went away: the answer will be dropped. */
 int http_req_gone(const struct http_req *req);
 
+/* Add a header to the answer (before http_reply*). */
+void http_req_set_header(struct http_req *req, const char *name,
+    const char *value);
+
 /* Answer with body (taken and freed) of the given type; frees req. */
 void http_reply(struct http_req *req, int code, const char *type,
     struct evbuffer *body);
@@ -134,6 +151,19 @@ void http_reply_error(struct http_req *req, int code, json_t *unknown,
 const char *http_reason(int code);
 
 /* ---- pure helpers (unit-tested) ---- */
+
+/*
+ * origin.c. 1 if a browser says the request comes from a page of another
+ * origin: Sec-Fetch-Site (site) other than same-origin or none, or an
+ * Origin that is not http(s)://host. Any may be NULL (not sent).
+ */
+int http_cross_origin(const char *origin, const char *host, const char *site);
+/*
+ * 1 if the Host header host names this server as a browser reached it: an
+ * IP address, localhost (or a name under it), or one of names (a NULL-
+ * terminated list; NULL for none). NULL (no Host) counts as local.
+ */
+int http_host_local(const char *host, const char *const *names);
 
 /*
  * Match path against a route pattern: 1 if it matches, with the segment

@@ -83,6 +83,8 @@ struct http_server {
 	struct http_routes *routes, *routes_tail;
 	size_t max_body;		/* the largest of the routes' */
 	char *token;
+	int public_read;		/* HTTP_AUTH_READ without the token */
+	char *hostname;			/* a Host public reads may give */
 	int max_conns;
 	int nconns;
 	struct http_conn *conns;	/* attached */
@@ -90,8 +92,10 @@ struct http_server {
 	struct event *attach_ev;
 	struct http_req *reqs;
 	uint64_t refused;
-	int64_t unauth_at;		/* the last 401 logged, monotonic s */
-	uint64_t unauth_more;		/* 401s not logged since */
+	/* refusals logged (HTTP_REFUSED_*): the last, monotonic s, and how
+	 * many were not logged since */
+	int64_t refused_at[2];
+	uint64_t refused_more[2];
 };
 
 /* ---- connections and the cap ---- */
@@ -235,6 +239,7 @@ http_reply(struct http_req *req, int code, const char *type,
 		h = evhttp_request_get_output_headers(req->ev);
 		evhttp_add_header(h, "Content-Type", type);
 		evhttp_add_header(h, "Cache-Control", "no-store");
+		evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
 		if (req->head) {
 			/* RFC 9110 9.3.2: the length, not the body (evhttp
 			 * 2.1 would send the body and no length) */
@@ -456,24 +461,66 @@ http_req_parse(struct http_req *req)
 	return 0;
 }
 
-/* One line per second at most: a client guessing tokens cannot flood the
- * log. */
+enum { HTTP_REFUSED_TOKEN, HTTP_REFUSED_ORIGIN };
+
+/* One line per second at most of each kind: a client guessing tokens (or
+ * a page firing requests) cannot flood the log. */
 static void
-http_log_unauthorized(struct http_server *srv, struct http_req *req)
+http_log_refused(struct http_server *srv, struct http_req *req, int kind)
 {
 	int64_t now = sl_mono_ms() / 1000;
 	char more[24];
 
-	if (now == srv->unauth_at) {
-		srv->unauth_more++;
+	if (now == srv->refused_at[kind]) {
+		srv->refused_more[kind]++;
 		return;
 	}
 	snprintf(more, sizeof(more), "%llu",
-	    (unsigned long long)srv->unauth_more);
-	log_ev(LOG_INFO, NULL, "http: unauthorized", "peer", req->peer,
-	    "path", req->path, srv->unauth_more ? "more" : NULL, more, NULL);
-	srv->unauth_at = now;
-	srv->unauth_more = 0;
+	    (unsigned long long)srv->refused_more[kind]);
+	log_ev(LOG_INFO, NULL, kind == HTTP_REFUSED_ORIGIN ?
+	    "http: cross-origin request refused" : "http: unauthorized",
+	    "peer", req->peer, "path", req->path,
+	    srv->refused_more[kind] ? "more" : NULL, more, NULL);
+	srv->refused_at[kind] = now;
+	srv->refused_more[kind] = 0;
+}
+
+/*
+ * The token check, the one place it is made (invariant 3): 1 if route r
+ * may run for req; else req is answered (401, or 403).
+ */
+static int
+http_authorized(struct http_server *srv, struct http_req *req,
+    const struct http_route *r)
+{
+	const char *auth = http_req_header(req, "Authorization");
+	const char *names[] = { srv->hostname, NULL };
+
+	if (r->auth == HTTP_AUTH_NONE)
+		return 1;
+	if (r->auth == HTTP_AUTH_READ && srv->public_read &&
+	    (srv->token == NULL || !http_token_ok(auth, srv->token))) {
+		if (http_host_local(http_req_header(req, "Host"), names))
+			return 1;
+		http_reply_error(req, 403, NULL, "public reads answer only "
+		    "requests for this server's address or name");
+		return 0;
+	}
+	if (srv->token == NULL) {
+		http_reply_error(req, 403, NULL, "the HTTP API is off: "
+		    "[http] api_token_file is not set");
+		return 0;
+	}
+	if (!http_token_ok(auth, srv->token)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req->ev),
+		    "WWW-Authenticate", "Bearer realm=\"sluice\"");
+		http_log_refused(srv, req, HTTP_REFUSED_TOKEN);
+		http_reply_error(req, 401, NULL, "a bearer token is needed: "
+		    "Authorization: Bearer <the token of [http] "
+		    "api_token_file>");
+		return 0;
+	}
+	return 1;
 }
 
 static void
@@ -507,22 +554,16 @@ http_dispatch(struct evhttp_request *ev, void *arg)
 	    cmd == EVHTTP_REQ_POST ? HTTP_POST : 0;
 	if ((r = http_route_find(srv, req, m, &rarg)) == NULL)
 		return;
-	if (r->auth == HTTP_AUTH_TOKEN && srv->token == NULL) {
-		http_reply_error(req, 403, NULL, "the HTTP API is off: "
-		    "[http] api_token_file is not set");
+	if (m == HTTP_POST && http_cross_origin(http_req_header(req, "Origin"),
+	    http_req_header(req, "Host"), http_req_header(req,
+	    "Sec-Fetch-Site"))) {
+		http_log_refused(srv, req, HTTP_REFUSED_ORIGIN);
+		http_reply_error(req, 403, NULL, "a request from a page of "
+		    "another origin: refused");
 		return;
 	}
-	if (r->auth == HTTP_AUTH_TOKEN && !http_token_ok(evhttp_find_header(
-	    evhttp_request_get_input_headers(ev), "Authorization"),
-	    srv->token)) {
-		evhttp_add_header(evhttp_request_get_output_headers(ev),
-		    "WWW-Authenticate", "Bearer realm=\"sluice\"");
-		http_log_unauthorized(srv, req);
-		http_reply_error(req, 401, NULL, "a bearer token is needed: "
-		    "Authorization: Bearer <the token of [http] "
-		    "api_token_file>");
+	if (!http_authorized(srv, req, r))
 		return;
-	}
 	blen = evbuffer_get_length(evhttp_request_get_input_buffer(ev));
 	if (blen > r->max_body) {
 		http_reply_error(req, 413, NULL, "%s takes %s", req->path,
@@ -610,6 +651,15 @@ http_server_set_token(struct http_server *srv, const char *token)
 }
 
 void
+http_server_set_public_read(struct http_server *srv, int on,
+    const char *hostname)
+{
+	free(srv->hostname);
+	srv->hostname = hostname ? xstrdup(hostname) : NULL;
+	srv->public_read = on;
+}
+
+void
 http_server_set_max_connections(struct http_server *srv, int n)
 {
 	srv->max_conns = n > 0 ? n : 1;
@@ -671,10 +721,20 @@ http_server_free(struct http_server *srv)
 		free(rs);
 	}
 	http_server_set_token(srv, NULL);
+	free(srv->hostname);
 	free(srv);
 }
 
 /* ---- request accessors ---- */
+
+void
+http_req_set_header(struct http_req *req, const char *name,
+    const char *value)
+{
+	if (req->ev != NULL)
+		evhttp_add_header(evhttp_request_get_output_headers(req->ev),
+		    name, value);
+}
 
 const char *
 http_req_path(const struct http_req *req)

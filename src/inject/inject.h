@@ -92,6 +92,9 @@ json_t *inject_batch_metadata(const struct inject_batch *b);
 const char *inject_batch_id(const struct inject_batch *b);
 /* 1 if the request asked for its messages to be archived. */
 int inject_batch_archive(const struct inject_batch *b);
+/* The batch's date (unix seconds): its messages' Date, and the t= of
+ * their DKIM signatures, so a rebuilt message is the same bytes. */
+int64_t inject_batch_date(const struct inject_batch *b);
 /*
  * Append recipient rid's message (email, vars: compact JSON or NULL) to
  * out, CRLF line ends, ready for SMTP. Returns 0, or -1 with a reason

@@ -163,6 +163,12 @@ inject_batch_archive(const struct inject_batch *b)
 	return json_is_true(json_object_get(b->t, "archive"));
 }
 
+int64_t
+inject_batch_date(const struct inject_batch *b)
+{
+	return b->date;
+}
+
 /* ---- the message ---- */
 
 /* FNV-1a over the rendered content: boundaries that cannot collide by chance. */

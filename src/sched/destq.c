@@ -56,7 +56,10 @@
 #include "deliver/deliver.h"
 #include "log/log.h"
 #include "sched/sched_int.h"
+#include "util/intern.h"
 #include "util/util.h"
+
+static void sched_dest_replies_free(struct sched_dest *d);
 
 /* The route for a domain: an exact [routes] key, else "*", else NULL. */
 static const char *
@@ -110,6 +113,7 @@ sched_dest_get(struct sched *s, const char *key, const char *route,
 	d->kind = (uint8_t)kind;
 	TAILQ_INIT(&d->ready);
 	TAILQ_INIT(&d->conns);
+	TAILQ_INIT(&d->all);
 	d->hnext = s->dtab[b];
 	s->dtab[b] = d;
 	s->ndest++;
@@ -1096,6 +1100,7 @@ sched_site_free(struct sched *s, struct sched_site *site)
 static void
 sched_dest_destroy(struct sched_dest *d)
 {
+	sched_dest_replies_free(d);
 	sched_shape_detach(d->wake_s, d);
 	if (d->query)
 		dns_query_cancel(d->query);
@@ -1192,6 +1197,73 @@ sched_stop(struct sched *s)
 			}
 		}
 	}
+}
+
+/* ---- what the dashboard sees of a destination ---- */
+
+void
+sched_dest_job_add(struct sched_dest *d, struct sched_job *job,
+    struct sched_job *after)
+{
+	struct sched_job *j = after;
+
+	/* new mail comes last; a job made again for an older message (a
+	 * release) goes back to its place; a split's, beside its own */
+	if (j == NULL)
+		TAILQ_FOREACH_REVERSE(j, &d->all, sched_job_list, all)
+			if (j->msg->mid <= job->msg->mid)
+				break;
+	if (j == NULL)
+		TAILQ_INSERT_HEAD(&d->all, job, all);
+	else
+		TAILQ_INSERT_AFTER(&d->all, j, job, all);
+}
+
+void
+sched_dest_job_del(struct sched_dest *d, struct sched_job *job)
+{
+	TAILQ_REMOVE(&d->all, job, all);
+}
+
+void
+sched_dest_note_reply(struct sched_dest *d, const char *reply,
+    const char *host, int64_t now)
+{
+	struct sched_dest_reply *r = d->replies, hit;
+	size_t i;
+
+	if (reply == NULL)
+		return;
+	if (r == NULL)
+		r = d->replies = xcalloc(SCHED_DEST_REPLIES, sizeof(*r));
+	for (i = 0; i < SCHED_DEST_REPLIES && r[i].reply != NULL; i++)
+		if (r[i].reply == reply && r[i].host == host)
+			break;
+	if (i == SCHED_DEST_REPLIES || r[i].reply == NULL) {
+		/* a new one: the oldest (or an empty slot) makes room */
+		if (i == SCHED_DEST_REPLIES)
+			i--;
+		sl_unintern(r[i].reply);
+		sl_unintern(r[i].host);
+		r[i] = (struct sched_dest_reply){ sl_intern_ref(reply),
+		    sl_intern_ref(host), now, 0 };
+	}
+	hit = r[i];
+	hit.count++;
+	hit.at = now;
+	memmove(&r[1], &r[0], i * sizeof(*r));	/* newest first */
+	r[0] = hit;
+}
+
+static void
+sched_dest_replies_free(struct sched_dest *d)
+{
+	for (size_t i = 0; d->replies && i < SCHED_DEST_REPLIES; i++) {
+		sl_unintern(d->replies[i].reply);
+		sl_unintern(d->replies[i].host);
+	}
+	free(d->replies);
+	d->replies = NULL;
 }
 
 void

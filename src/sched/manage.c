@@ -443,6 +443,15 @@ static void
 sched_dest_fill(struct sched *s, const struct sched_dest *d,
     struct sched_dest_view *v)
 {
+	int64_t now_ms = sched_now_ms(), held = 0;
+	struct sched_job *first = TAILQ_FIRST(&d->all);
+	const char *why;
+
+	/* a shaping rule's suspension holds it back as a DNS failure does */
+	if (d->shape != NULL)
+		held = shaping_site_suspended(d->shape, &why);
+	if (d->paused_until > held)
+		held = d->paused_until;
 	*v = (struct sched_dest_view){
 		.name = d->name,
 		.jobs = d->njobs,
@@ -451,8 +460,76 @@ sched_dest_fill(struct sched *s, const struct sched_dest *d,
 		.limit = d->site ? d->site->limit :
 		    (int)s->conf->delivery_destination_concurrency,
 		.waiting = d->blocked,
+		.oldest = first ? (int64_t)first->msg->arrival : 0,
+		.paused_until = held > now_ms ? held / 1000 : 0,
+		.throttled = d->site != NULL && (d->site->paused_until >
+		    now_ms || d->site->limit <
+		    (int)s->conf->delivery_destination_concurrency),
+		.last_reply = d->replies ? d->replies[0].reply : NULL,
+		.last_reply_at = d->replies ? d->replies[0].at : 0,
 		.site = d->shape ? shaping_site_name(d->shape) : NULL,
 	};
+}
+
+/* The destination called name (with or without jobs), or NULL. */
+static struct sched_dest *
+sched_dest_named(struct sched *s, const char *name)
+{
+	size_t b = sl_hash_str(name) % s->dtab_size;
+
+	for (struct sched_dest *d = s->dtab[b]; d != NULL; d = d->hnext)
+		if (strcmp(d->name, name) == 0)
+			return d;
+	return NULL;
+}
+
+size_t
+sched_dest_replies(struct sched *s, const char *name,
+    struct sched_reply_view *out, size_t max)
+{
+	struct sched_dest *d = sched_dest_named(s, name);
+	size_t n = 0;
+
+	for (; d && d->replies && n < max && n < SCHED_DEST_REPLIES &&
+	    d->replies[n].reply != NULL; n++)
+		out[n] = (struct sched_reply_view){ d->replies[n].reply,
+		    d->replies[n].host, d->replies[n].at,
+		    d->replies[n].count };
+	return n;
+}
+
+int
+sched_dest_messages(struct sched *s, const char *name, uint64_t after,
+    sched_view_fn *fn, void *arg)
+{
+	struct sched_dest *d = sched_dest_named(s, name);
+	struct sched_msg *m;
+	struct sched_job *j = NULL;
+	uint64_t last = 0;
+
+	if (d == NULL || TAILQ_EMPTY(&d->all))
+		return -1;
+	/* where the page before stopped: the message's job here, found
+	 * through the MID index; if it left, a walk to the first after it */
+	if (after != 0 && (m = sched_msg_find(s, after)) != NULL)
+		for (j = m->jobs; j != NULL && j->dest != d; j = j->next)
+			;
+	if (j != NULL) {
+		last = after;
+	} else {
+		TAILQ_FOREACH(j, &d->all, all)
+			if (j->msg->mid > after)
+				break;
+	}
+	for (; j != NULL; j = TAILQ_NEXT(j, all)) {
+		/* a message with two jobs here (a split) is shown once */
+		if (j->msg->mid == last || !sched_msg_queued(j->msg))
+			continue;
+		last = j->msg->mid;
+		if (sched_view_msg(j->msg, fn, arg))
+			break;
+	}
+	return 0;
 }
 
 void

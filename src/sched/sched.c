@@ -247,6 +247,7 @@ sched_msg_jobs(struct sched *s, struct sched_msg *m)
 			j->next = m->jobs;
 			m->jobs = j;
 			d->njobs++;
+			sched_dest_job_add(d, j, NULL);
 		}
 		j->ridx[j->nrcpt++] = i;
 		if (r->next_retry > j->timer.key)
@@ -384,6 +385,7 @@ sched_job_split(struct sched *s, struct sched_job *job, uint32_t n)
 	TAILQ_INSERT_AFTER(&job->dest->ready, job, j, entry);
 	job->dest->nready++;
 	job->dest->njobs++;
+	sched_dest_job_add(job->dest, j, job);
 }
 
 /* Remove a job from wherever it waits, and from its message. */
@@ -399,6 +401,7 @@ sched_job_unlink(struct sched *s, struct sched_job *job)
 	} else if (job->state == SCHED_JOB_DEFERRED) {
 		sl_heap_remove(&s->retry, &job->timer);
 	}
+	sched_dest_job_del(job->dest, job);
 	if (--job->dest->njobs == 0)
 		sched_dest_maybe_idle(s, job->dest);
 	for (pp = &m->jobs; *pp != NULL; pp = &(*pp)->next) {
@@ -776,6 +779,7 @@ sched_job_outcome(struct sched *s, struct sched_job *job,
 		if (r->attempts < UINT16_MAX)
 			r->attempts++;
 		sched_rcpt_set_reply(r, res[i].reply, remote);
+		sched_dest_note_reply(job->dest, r->last_reply, r->remote, now);
 		if (code >= 200 && code < 300) {
 			double lat = (double)sl_now_us() / 1e6 - (double)m->arrival;
 			size_t b = 0;

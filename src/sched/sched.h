@@ -242,10 +242,43 @@ struct sched_dest_view {
 	int connections;
 	int limit;		/* its site's current concurrency limit */
 	const char *waiting;	/* why due jobs wait, or NULL */
+	int64_t oldest;		/* arrival of its oldest message, unix s; 0:
+				   none */
+	int64_t paused_until;	/* unix s: held back after a DNS failure,
+				   with every host down or by a shaping
+				   rule's suspension; 0: not */
+	int throttled;		/* its site lowered its limit or pauses after
+				   a 421 */
+	const char *last_reply;	/* the latest reply from (or failure to
+				   reach) a next hop, or NULL */
+	int64_t last_reply_at;	/* unix s */
 	const char *site;	/* its shaping site, or NULL (no shaping) */
 };
 typedef int sched_dest_fn(void *arg, const struct sched_dest_view *d);
 void sched_foreach_dest(struct sched *s, sched_dest_fn *fn, void *arg);
+
+/* A destination's recent replies: the last SCHED_DEST_REPLIES different
+ * ones (text and host), each with how often and when it was last seen. */
+#define SCHED_DEST_REPLIES 8
+struct sched_reply_view {
+	const char *reply;
+	const char *host;	/* or NULL */
+	int64_t at;		/* unix s */
+	uint64_t count;
+};
+/* Fill out with at most max of name's replies, newest first; returns how
+ * many (0 for an unknown destination). Valid until the loop runs again. */
+size_t sched_dest_replies(struct sched *s, const char *name,
+    struct sched_reply_view *out, size_t max);
+/*
+ * The queued messages with recipients at destination name, in arrival
+ * order, from the first after MID after (0: from the oldest), each shown
+ * once to fn until it returns non-zero. The cost is that of the messages
+ * shown (and, if after left the queue, of the destination's messages
+ * before it), never of the whole queue. Returns -1 if name has no job.
+ */
+int sched_dest_messages(struct sched *s, const char *name, uint64_t after,
+    sched_view_fn *fn, void *arg);
 
 /* A histogram of end-to-end delivery latency (arrival to 2xx), seconds. */
 #define SCHED_LAT_BUCKETS 12

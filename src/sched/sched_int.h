@@ -156,6 +156,7 @@ struct sched_job {
 					   next retry, unix seconds */
 		TAILQ_ENTRY(sched_job) entry; /* READY: its ready list */
 	};
+	TAILQ_ENTRY(sched_job) all;	/* its destination's jobs, by MID */
 	struct sched_job *next;		/* the message's jobs */
 	struct sched_msg *msg;
 	struct sched_dest *dest;
@@ -226,6 +227,9 @@ struct sched_dest {
 	int64_t hops_expire;		/* unix ms */
 	struct dns_query *query;
 	int64_t paused_until;		/* unix ms: DNS failure or all down */
+	struct sched_job_list all;	/* every job, by MID (destq.c) */
+	struct sched_dest_reply *replies; /* SCHED_DEST_REPLIES, newest
+					   first; NULL until the first */
 	struct event *wake;
 	struct sched *wake_s;		/* the scheduler, for callbacks */
 	const char *blocked;		/* last reason logged for not sending */
@@ -286,6 +290,14 @@ enum sched_conn_state {
 	SCHED_CONN_LOADING,	/* a job taken, its body being read */
 	SCHED_CONN_BUSY,	/* a message in flight */
 	SCHED_CONN_QUITTING,	/* QUIT said: no more jobs */
+};
+
+/* One of a destination's recent replies (both strings interned). */
+struct sched_dest_reply {
+	const char *reply;
+	const char *host;
+	int64_t at;			/* unix s */
+	uint64_t count;
 };
 
 struct sched_conn {
@@ -473,5 +485,15 @@ void sched_dest_free_all(struct sched *s);
  * the loop is back, if it still has none. */
 void sched_dest_maybe_idle(struct sched *s, struct sched_dest *d);
 void sched_run_starved(struct sched *s);
+/* A new job of d: into d's list of jobs, in MID order; after (a job of
+ * the same message already there, or NULL) saves the search. */
+void sched_dest_job_add(struct sched_dest *d, struct sched_job *job,
+    struct sched_job *after);
+/* A job leaves d's list. */
+void sched_dest_job_del(struct sched_dest *d, struct sched_job *job);
+/* A next hop's reply (interned) to one of d's recipients, for the
+ * dashboard's recent replies. */
+void sched_dest_note_reply(struct sched_dest *d, const char *reply,
+    const char *host, int64_t now);
 
 #endif

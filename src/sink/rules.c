@@ -57,6 +57,9 @@ sink_rules_free(struct sink_rules *r)
 		free(r->rates[i].reply);
 	for (size_t i = 0; i < r->nlimits; i++)
 		free(r->limits[i].reply);
+	for (size_t i = 0; i < r->nlines; i++)
+		free(r->lines[i]);
+	free(r->lines);
 	free(r->matches);
 	free(r->rates);
 	free(r->limits);
@@ -403,32 +406,65 @@ rule_setting(struct sink_rules *r, const struct words *w, char *err,
 	return 0;
 }
 
+/* Keep the words of a rule that was added, for the inbox page. */
+static void
+rules_keep_line(struct sink_rules *r, const struct words *w)
+{
+	size_t len = 0;
+	char *s;
+
+	for (int i = 0; i < w->n; i++)
+		len += strlen(w->w[i]) + 1;
+	s = xmalloc(len + 1);
+	s[0] = '\0';
+	for (int i = 0; i < w->n; i++) {
+		if (i > 0)
+			strcat(s, " ");
+		strcat(s, w->w[i]);
+	}
+	r->lines = xrealloc(r->lines, (r->nlines + 1) * sizeof(*r->lines));
+	r->lines[r->nlines++] = s;
+}
+
+static int rules_add_words(struct sink_rules *r, const struct words *w,
+    char *err, size_t errlen);
+
 int
 sink_rules_add(struct sink_rules *r, const char *line, char *err,
     size_t errlen)
 {
 	struct words w;
-	const char *k;
 
 	if (words_split(&w, line, err, errlen) != 0)
 		return -1;
 	if (w.n == 0)
 		return 0;
-	k = w.w[0];
+	if (rules_add_words(r, &w, err, errlen) != 0)
+		return -1;
+	rules_keep_line(r, &w);
+	return 0;
+}
+
+static int
+rules_add_words(struct sink_rules *r, const struct words *w, char *err,
+    size_t errlen)
+{
+	const char *k = w->w[0];
+
 	if (strcmp(k, "rcpt") == 0)
-		return rule_match(r, SINK_AT_RCPT, &w, err, errlen);
+		return rule_match(r, SINK_AT_RCPT, w, err, errlen);
 	if (strcmp(k, "mail") == 0)
-		return rule_match(r, SINK_AT_MAIL, &w, err, errlen);
+		return rule_match(r, SINK_AT_MAIL, w, err, errlen);
 	if (strcmp(k, "helo") == 0)
-		return rule_match(r, SINK_AT_HELO, &w, err, errlen);
+		return rule_match(r, SINK_AT_HELO, w, err, errlen);
 	if (strcmp(k, "rate") == 0)
-		return rule_rate(r, &w, err, errlen);
+		return rule_rate(r, w, err, errlen);
 	if (strcmp(k, "limit") == 0)
-		return rule_limit(r, &w, err, errlen);
+		return rule_limit(r, w, err, errlen);
 	if (strcmp(k, "delay") == 0 || strcmp(k, "drop-in-data") == 0 ||
 	    strcmp(k, "max-connections") == 0 ||
 	    strcmp(k, "greeting-421-after") == 0)
-		return rule_setting(r, &w, err, errlen);
+		return rule_setting(r, w, err, errlen);
 	snprintf(err, errlen, "unknown rule '%s' (rcpt, mail, helo, rate, "
 	    "limit, delay, drop-in-data, max-connections, "
 	    "greeting-421-after)", k);

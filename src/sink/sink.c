@@ -22,10 +22,12 @@
  *  2. stats.messages, recipients and bytes grow only with a 250 at the end
  *     of the data, so they equal what a client saw accepted.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
+#include <gmime/gmime.h>
 
 #include "conf/conf.h"
 #include "log/log.h"
@@ -33,6 +35,7 @@
 #include "sink/sink_int.h"
 #include "spool/spool.h"
 #include "util/util.h"
+#include "util/worker.h"
 
 /* xorshift64*: small, fast and reproducible from --seed. */
 static double
@@ -215,6 +218,13 @@ sink_replied(void *arg, struct smtpd_session *s, int code)
 		k->st.replies[code]++;
 }
 
+/* AUTH (smtpd's auth.c): one of the --auth pairs. */
+static int
+sink_auth_check(void *arg, const char *user, const char *pass)
+{
+	return sink_user_ok(arg, user, pass);
+}
+
 static uint64_t
 sink_mid_next(void *arg)
 {
@@ -249,6 +259,9 @@ sink_conf(const struct sink_opts *o, char *err, size_t errlen)
 	c->server_max_connections = 1000000;
 	/* injected refusals count as errors too: leave room for many */
 	c->server_max_errors = 1000;
+	/* a test server answers a wrong password at once, and again */
+	c->auth_failure_delay = 0;
+	c->auth_max_failures = 10000;
 	if (o->max_size > 0)
 		c->server_max_message_size = o->max_size;
 	if (o->hostname != NULL) {
@@ -282,6 +295,8 @@ sink_new(struct event_base *base, const struct sink_opts *o, char *err,
 		.product = "sluice sink",
 		.no_received = 1,
 		.reply_delay_ms = o->rules->delay_ms,
+		.auth_check = o->nusers > 0 ? sink_auth_check : NULL,
+		.auth_required = o->auth_required,
 	};
 
 	k->base = base;
@@ -300,12 +315,23 @@ sink_new(struct event_base *base, const struct sink_opts *o, char *err,
 		k->limiters[i] = sink_limiter_new(k->rules->limits[i].window_ms);
 	if ((k->conf = sink_conf(o, err, errlen)) == NULL)
 		goto fail;
+	/* the index decodes Subject: and From:, the inbox parses messages */
+	if (o->maildir != NULL && !k->gmime++)
+		g_mime_init();
 	if (sink_store_open(k, err, errlen) != 0)
 		goto fail;
 	k->srv = smtpd_server_new(base, k->conf, &ops);
 	if (smtpd_server_listen(k->srv, err, errlen) != 0)
 		goto fail;
+	if ((o->http != NULL || o->pop3 != NULL) &&
+	    (k->io = sl_worker_new(base, "sink-io")) == NULL) {
+		snprintf(err, errlen, "cannot start a thread: %s",
+		    strerror(errno));
+		goto fail;
+	}
 	if (o->http != NULL && sink_http_start(k, o->http, err, errlen) != 0)
+		goto fail;
+	if (o->pop3 != NULL && sink_pop3_start(k, o->pop3, err, errlen) != 0)
 		goto fail;
 	return k;
 fail:
@@ -313,10 +339,27 @@ fail:
 	return NULL;
 }
 
+/*
+ * Close POP3 and HTTP: sessions stop asking the worker for reads, the
+ * worker finishes those in flight (their answers go out or their sessions
+ * are freed), then the listeners go.
+ */
+static void
+sink_readers_stop(struct sink *k)
+{
+	sink_pop3_stop(k);
+	sink_http_quiesce(k);
+	if (k->io != NULL)
+		sl_worker_free(k->io);
+	k->io = NULL;
+	sink_http_stop(k);
+	sink_pop3_free(k);
+}
+
 void
 sink_stop(struct sink *k, void (*done)(void *), void *arg)
 {
-	sink_http_stop(k);
+	sink_readers_stop(k);
 	smtpd_server_stop(k->srv, done, arg);
 }
 
@@ -325,7 +368,7 @@ sink_free(struct sink *k)
 {
 	if (k == NULL)
 		return NULL;
-	sink_http_stop(k);
+	sink_readers_stop(k);
 	smtpd_server_free(k->srv);
 	sink_store_close(k);
 	for (size_t i = 0; i < SINK_CONN_BUCKETS; i++) {
@@ -339,8 +382,28 @@ sink_free(struct sink *k)
 		sink_limiter_free(k->limiters[i]);
 	free(k->limiters);
 	conf_free(k->conf);
+	if (k->gmime)
+		g_mime_shutdown();
 	free(k);
 	return NULL;
+}
+
+int
+sink_user_ok(const struct sink *k, const char *user, const char *pass)
+{
+	int ok = k->o.nusers == 0;
+
+	/* every pair is compared, each password in time independent of
+	 * where it differs */
+	for (size_t i = 0; i < k->o.nusers; i++) {
+		const char *want = k->o.users[i].pass;
+		size_t n = strlen(want), m = strlen(pass);
+		unsigned char d = n != m;
+		for (size_t j = 0; j < n; j++)
+			d |= (unsigned char)(want[j] ^ (j < m ? pass[j] : 0));
+		ok |= strcmp(k->o.users[i].name, user) == 0 && d == 0;
+	}
+	return ok;
 }
 
 int

@@ -71,6 +71,9 @@ struct sink_rules {
 	double drop_in_data;		/* probability; 0: off */
 	unsigned delay_ms;		/* before each reply */
 	uint64_t max_connections;	/* 0: no limit */
+	char **lines;			/* every rule added, words joined by
+					   one blank (for the inbox page) */
+	size_t nlines;
 };
 
 /* rules.c */
@@ -118,11 +121,22 @@ struct sink_stats {
 	uint64_t replies[600];	/* by reply code */
 };
 
+/* --auth USER:PASS (borrowed from the command line). */
+struct sink_user {
+	const char *name;
+	const char *pass;
+};
+
 struct sink_opts {
 	const char *listen;	/* "127.0.0.1:2526" */
 	const char *maildir;	/* capture here; NULL: discard */
 	int fsync;		/* fsync each file before it is renamed */
 	const char *http;	/* "127.0.0.1:8025" or NULL */
+	const char *pop3;	/* "127.0.0.1:1100" or NULL */
+	int64_t pop3_timeout_s;	/* idle POP3 clients; 0: 10 minutes */
+	const struct sink_user *users;	/* --auth; none: anyone */
+	size_t nusers;
+	int auth_required;	/* --auth-required: 530 to MAIL before AUTH */
 	const char *hostname;	/* in the greeting; NULL: the host's */
 	const char *tls_cert;	/* PEM files for STARTTLS; NULL: none */
 	const char *tls_key;	/* NULL: the key is in tls_cert */
@@ -144,6 +158,7 @@ struct sink *sink_free(struct sink *k);
 /* The bound ports (useful with port 0); -1 if none. */
 int sink_smtp_port(const struct sink *k);
 int sink_http_port(const struct sink *k);
+int sink_pop3_port(const struct sink *k);
 const struct sink_stats *sink_stats(const struct sink *k);
 
 /* stats.c */

@@ -27,6 +27,7 @@
 #include "conf/conf.h"
 #include "control/control.h"
 #include "http/api.h"
+#include "http/dashboard.h"
 #include "http/http.h"
 #include "http/metrics.h"
 #include "log/log.h"
@@ -146,6 +147,7 @@ ctl_sample(evutil_socket_t fd, short what, void *arg)
 	ctl->next = (ctl->next + 1) % CTL_SAMPLES;
 	if (ctl->nsamples < CTL_SAMPLES)
 		ctl->nsamples++;
+	ctl_rates_sample(ctl);
 }
 
 /* Per second over about the last `secs` seconds (from the samples). */
@@ -280,6 +282,9 @@ static const struct {
 	{ "queue.hold", ctl_hold },
 	{ "queue.release", ctl_release },
 	{ "queue.bounce", ctl_bounce },
+	{ "queue.destinations", ctl_destinations },
+	{ "queue.destination", ctl_destination },
+	{ "dashboard", ctl_dashboard },
 	{ "shaping.status", ctl_shaping_status },
 	{ "shaping.resume", ctl_shaping_resume },
 	{ "drain", ctl_drain },
@@ -312,6 +317,7 @@ sluiced_ctl_new(struct sluiced *d)
 	struct timeval tv = { CTL_SAMPLE_S, 0 };
 
 	ctl->d = d;
+	rates_init(&ctl->rates);
 	ctl->sample_ev = event_new(d->base, -1, EV_PERSIST, ctl_sample, ctl);
 	evtimer_add(ctl->sample_ev, &tv);
 	ctl_sample(-1, 0, ctl);
@@ -381,7 +387,10 @@ sluiced_http_start(struct sluiced_ctl *ctl)
 	metrics_add_routes(d->http, &ctl->msrc);
 	ctl->api = http_api_new(d->http, sluiced_ctl_cmd, ctl);
 	sluiced_bulk_routes(d->bulk, d->http);
+	dashboard_add_routes(d->http);
 	http_server_set_token(d->http, ctl->token);
+	http_server_set_public_read(d->http, (int)d->conf->http_dashboard_public,
+	    d->conf->server_hostname);
 	return 0;
 }
 
@@ -411,6 +420,8 @@ sluiced_http_reload(struct sluiced_ctl *ctl, const struct sl_conf *conf)
 	if (ctl->d->http == NULL)
 		return;
 	http_server_set_token(ctl->d->http, ctl->token);
+	http_server_set_public_read(ctl->d->http,
+	    (int)conf->http_dashboard_public, conf->server_hostname);
 	http_server_set_max_connections(ctl->d->http,
 	    (int)conf->http_max_connections);
 }

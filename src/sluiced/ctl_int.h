@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "http/metrics.h"
+#include "http/rates.h"
 
 struct control_req;
 struct http_api;
@@ -41,6 +42,7 @@ struct sluiced_ctl {
 	struct ctl_walk *walks;		/* listings in progress */
 	struct ctl_cursor *cursors;	/* pages of the HTTP API */
 	size_t ncursors;
+	struct rates rates;		/* the dashboard's, per minute */
 };
 
 typedef void ctl_cmd_fn(struct sluiced_ctl *ctl, struct control_req *req,
@@ -49,6 +51,15 @@ typedef void ctl_cmd_fn(struct sluiced_ctl *ctl, struct control_req *req,
 /* ctl_queue.c: the queue commands (docs/CONTROL.md). */
 ctl_cmd_fn ctl_list, ctl_summary, ctl_show, ctl_flush, ctl_hold,
     ctl_release, ctl_bounce, ctl_delete;
+struct sched_msg_view;
+/* One message as the queue commands show it; a new object. */
+json_t *ctl_msg_json(const struct sched_msg_view *m);
+
+/* ctl_dest.c: the dashboard's commands. */
+ctl_cmd_fn ctl_dashboard, ctl_destinations, ctl_destination;
+/* Take a sample of the counters for the dashboard's rates (ctl.c's
+ * sampling timer). */
+void ctl_rates_sample(struct sluiced_ctl *ctl);
 /* ctl_shaping.c: `sluice shaping status|resume`. */
 ctl_cmd_fn ctl_shaping_status, ctl_shaping_resume;
 /* End every listing and page cursor (the daemon stops; before sched_free). */

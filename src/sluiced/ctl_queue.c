@@ -40,6 +40,7 @@
 #include "sluiced/ctl_int.h"
 #include "sluiced/sluiced.h"
 #include "spool/spool.h"
+#include "submit/submit.h"
 #include "util/jsonw.h"
 #include "util/util.h"
 
@@ -52,6 +53,7 @@
 #define CTL_CURSORS 64
 #define CTL_CURSOR_IDLE_S 600
 #define CTL_BODY_CHUNK (48 * 1024)
+#define CTL_HEADER_MAX (256 * 1024)	/* of a body read for its header */
 
 /* Age buckets of `queue summary`, in minutes (as Postfix's qshape). */
 static const int ctl_age_minutes[] = { 5, 10, 20, 40, 80, 160, 320, 640,
@@ -169,6 +171,18 @@ ctl_msg_text(struct ctl_text *t, const struct sched_msg_view *m)
 		ctl_put(t, "}", 1);
 	}
 	ctl_put(t, "]}", 2);
+}
+
+json_t *
+ctl_msg_json(const struct sched_msg_view *m)
+{
+	struct ctl_text t = { 0 };
+	json_t *j;
+
+	ctl_msg_text(&t, m);
+	j = json_loadb(t.p, t.len, 0, NULL);
+	free(t.p);
+	return j ? j : json_null();
 }
 
 /* The text as a new evbuffer, for control_reply_raw. */
@@ -457,6 +471,7 @@ enum ctl_walk_kind {
 	CTL_WALK_LIST,		/* queue.list: each message, streamed */
 	CTL_WALK_SUMMARY,	/* queue.summary: counted, then streamed */
 	CTL_WALK_BODY,		/* queue.show --body: the body in pieces */
+	CTL_WALK_HEADERS,	/* queue.show with headers: waits for the body */
 	CTL_WALK_DELETE,	/* queue.delete of a domain or all */
 };
 
@@ -667,6 +682,8 @@ ctl_walk_finish(struct ctl_walk *w)
 		control_reply_raw(w->req, w->final);
 		w->final = NULL;
 		break;
+	case CTL_WALK_HEADERS:	/* never sliced: answered by its body */
+		break;
 	case CTL_WALK_DELETE:
 		/* answered once the spool removed the last one */
 		ctl_delete_release(w->del);
@@ -787,6 +804,8 @@ ctl_walk_step(struct ctl_walk *w)
 		sl_json_quote(w->chunk, n, ctl_put, &w->text);
 		control_stream_item(w->req, w->text.p, w->text.len);
 		return 1;
+	case CTL_WALK_HEADERS:
+		return 0;
 	}
 	return 0;
 }
@@ -1058,18 +1077,74 @@ ctl_show_msg(void *arg, const struct sched_msg_view *m)
 	return 1;
 }
 
+/* A header field as [name, value]; bytes that are not UTF-8 become '?'. */
+static void
+ctl_header_pair(void *arg, const char *name, size_t nlen, const char *value,
+    size_t vlen)
+{
+	json_t *pair = json_array();
+	char *v = xstrndup(value, vlen);
+
+	if (!sl_utf8_valid(v, vlen))
+		for (size_t i = 0; i < vlen; i++)
+			if ((unsigned char)v[i] >= 0x80)
+				v[i] = '?';
+	json_array_append_new(pair, json_stringn(name, nlen));
+	json_array_append_new(pair, json_stringn(v, vlen) ?: json_string(""));
+	json_array_append_new(arg, pair);
+	free(v);
+}
+
+/* The shown message's body could not be read (why): say so, end the walk. */
+static void
+ctl_show_failed(struct ctl_walk *w, const char *why)
+{
+	char mid[17];
+
+	spool_mid_fmt(w->mid, mid);
+	control_reply_err(w->req, CONTROL_ERR_FAILED, NULL, "MID %s: cannot "
+	    "read the body: %s", mid, why);
+	ctl_walk_free(w);
+}
+
+/* queue.show with "headers": the body is in (read off the loop, or shared
+ * with a delivery); answer the message with its header fields (the stored
+ * text's, our Received: first). */
+static void
+ctl_show_headers(void *arg, const struct evbuffer *body, const char *why)
+{
+	struct ctl_walk *w = arg;
+	size_t n = body ? evbuffer_get_length(body) : 0;
+	json_t *o, *hs;
+	char *p;
+
+	if (body == NULL) {
+		ctl_show_failed(w, why);
+		return;
+	}
+	if (n > CTL_HEADER_MAX)
+		n = CTL_HEADER_MAX;
+	p = xmalloc(n + 1);
+	/* copyout only reads; libevent's prototype wants it mutable */
+	evbuffer_copyout((struct evbuffer *)body, p, n);
+	p[n] = '\0';
+	hs = json_array();
+	submit_fields(p, submit_header_len(p, n), ctl_header_pair, hs);
+	free(p);
+	o = json_loadb(w->text.p, w->text.len, 0, NULL);
+	json_object_set_new(o, "headers", hs);
+	control_reply(w->req, o);
+	ctl_walk_free(w);
+}
+
 /* The shown message's body is in (or could not be read). */
 static void
 ctl_show_body(void *arg, const struct evbuffer *body, const char *why)
 {
 	struct ctl_walk *w = arg;
-	char mid[17];
 
 	if (body == NULL) {
-		spool_mid_fmt(w->mid, mid);
-		control_reply_err(w->req, CONTROL_ERR_FAILED, NULL, "MID %s: "
-		    "cannot read the body: %s", mid, why);
-		ctl_walk_free(w);
+		ctl_show_failed(w, why);
 		return;
 	}
 	w->body = body;
@@ -1090,6 +1165,15 @@ ctl_show(struct sluiced_ctl *ctl, struct control_req *req, json_t *args)
 		control_reply_err(req, CONTROL_ERR_NOTFOUND, json_pack("[O]",
 		    mid ? mid : json_null()), "MID %s is not in the queue",
 		    json_is_string(mid) ? json_string_value(mid) : "?");
+		return;
+	}
+	if (!json_is_true(json_object_get(args, "body")) &&
+	    json_is_true(json_object_get(args, "headers"))) {
+		w = ctl_walk_new(ctl, req, CTL_WALK_HEADERS);
+		w->text = t;	/* the message, its fields added once read */
+		w->mid = id;
+		w->bref = sched_body_fetch(ctl->d->sched, id, ctl_show_headers,
+		    w);
 		return;
 	}
 	if (!json_is_true(json_object_get(args, "body"))) {

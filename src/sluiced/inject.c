@@ -10,6 +10,10 @@
  * An injection's life: parsed -> (key seen: the first answer) ->
  * spool_insert -> committed: sched_msg_commit, answer 200, "received"
  * event | failed: answer 503, nothing queued.
+ *
+ * A recipient's message: built on the builder thread -> DKIM-signed on
+ * the signing threads when [dkim] sign has a key for its From: (sign.c)
+ * -> the scheduler's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +328,7 @@ struct bulk_build {
 	uint32_t rid;
 	char *addr;
 	struct evbuffer *out;		/* the message, or NULL */
+	int64_t date;			/* the batch's: the signature's t= */
 	char why[256];
 	spool_body_fn *cb;
 	void *arg;
@@ -362,6 +367,7 @@ bulk_build_run(void *arg)
 	if (batch == NULL)
 		return;
 	vars = spool_reader_vars(x->b->reader, x->mid, x->rid);
+	x->date = inject_batch_date(batch);
 	x->out = evbuffer_new();
 	if (inject_batch_build(batch, x->addr, vars, x->rid, x->out, x->why,
 	    sizeof(x->why)) != 0) {
@@ -371,18 +377,37 @@ bulk_build_run(void *arg)
 	free(vars);
 }
 
+/* The message to the scheduler (cb), signed if it was to be. */
+static void
+bulk_build_give(void *arg)
+{
+	struct bulk_build *x = arg;
+
+	x->cb(x->arg, x->out, x->out ? SPOOL_OK : SPOOL_ERR_IO);
+	free(x->addr);
+	free(x);
+}
+
+/*
+ * Built, on the loop: [dkim] sign covers injected mail as it covers
+ * authenticated submission (the API token or the broker's credentials
+ * authenticate the application), so the message is signed now, over the
+ * bytes this recipient is sent (sign.c), with the batch's date as t=: a
+ * retry rebuilds the same bytes and signs them the same way. Once
+ * stopping (quiesced), the connections are gone: nothing is signed.
+ */
 static void
 bulk_build_done(void *arg)
 {
 	struct bulk_build *x = arg;
+	struct log_ids ids = { 0, 0, x->mid, (int64_t)x->rid };
 
 	if (x->out == NULL)
-		log_ev(LOG_WARNING, &(struct log_ids){ 0, 0, x->mid,
-		    (int64_t)x->rid }, "message not built", "reason", x->why,
+		log_ev(LOG_WARNING, &ids, "message not built", "reason", x->why,
 		    NULL);
-	x->cb(x->arg, x->out, x->out ? SPOOL_OK : SPOOL_ERR_IO);
-	free(x->addr);
-	free(x);
+	if (x->out == NULL || x->b->quiesced || sluiced_sign(x->b->d, x->out,
+	    x->date, &ids, bulk_build_give, x) != 0)
+		bulk_build_give(x);
 }
 
 void

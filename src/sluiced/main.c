@@ -65,6 +65,7 @@ usage(FILE *f)
 struct sluiced_pending {
 	struct sluiced *d;
 	struct smtpd_session *session;
+	struct spool_msg *spool;	/* until spool_insert takes it */
 	struct sched_msg *msg;
 	uint64_t mid;
 	size_t nrcpt;
@@ -91,96 +92,47 @@ sluiced_stored(void *arg, enum spool_status status)
 	free(p);
 }
 
-/* Hand msg to the spool; the 250 (or 451) follows its answer. */
+/* Hand the message to the spool (signed, if it was to be); the 250 (or
+ * 451) follows its answer. */
 static void
-sluiced_store_msg(struct sluiced *d, struct smtpd_session *s,
-    struct spool_msg *msg)
+sluiced_store_msg(void *arg)
 {
-	struct sluiced_pending *p = xmalloc(sizeof(*p));
+	struct sluiced_pending *p = arg;
+	struct spool_msg *msg = p->spool;
 
-	p->d = d;
-	p->session = s;
-	p->mid = msg->mid;
-	p->nrcpt = msg->nrcpt;
-	p->sender = xstrdup(msg->sender ? msg->sender : "");
+	p->spool = NULL;
+	msg->size = evbuffer_get_length(msg->body);
 	/* the scheduler's copy is made now: the spool takes msg */
-	p->msg = sched_msg_new(d->sched, msg);
-	spool_insert(d->spool, msg, sluiced_stored, p);
+	p->msg = sched_msg_new(p->d->sched, msg);
+	spool_insert(p->d->spool, msg, sluiced_stored, p);
 }
 
 /*
- * [dkim] sign: mail from an authenticated user or a trusted network whose
- * From: domain has a key gets its DKIM-Signature on top, before the spool
- * writes it (and so before the 250). Mail from anyone else is never
- * signed: our signature would vouch for a stranger's From:. The signing
- * (RSA: half a millisecond of CPU) runs on a worker thread while the
- * session waits in its STORE state, which nothing frees.
+ * ops->store. [dkim] sign: mail from an authenticated user or a trusted
+ * network whose From: domain has a key gets its DKIM-Signature on top,
+ * before the spool writes it (and so before the 250), while the session
+ * waits in its STORE state, which nothing frees (sign.c). Mail from
+ * anyone else is never signed: our signature would vouch for a
+ * stranger's From:.
  */
-struct sluiced_sign {
-	struct sluiced *d;
-	struct smtpd_session *s;
-	struct spool_msg *msg;
-	struct dkim_keys *keys;		/* a reference: a reload may come */
-	const struct dkim_key *key;
-	char *field;
-	enum dkim_status st;
-	int64_t now;
-	char why[256];
-};
-
-static void
-sluiced_sign_run(void *arg)
-{
-	struct sluiced_sign *j = arg;
-
-	j->st = dkim_sign(j->keys, j->msg->body, j->now, &j->field, &j->key,
-	    j->why, sizeof(j->why));
-}
-
-static void
-sluiced_sign_done(void *arg)
-{
-	struct sluiced_sign *j = arg;
-	struct log_ids ids = { smtpd_session_icid(j->s), 0, j->msg->mid, -1 };
-
-	if (j->st == DKIM_SIGNED) {
-		evbuffer_prepend(j->msg->body, j->field, strlen(j->field));
-		j->msg->size = evbuffer_get_length(j->msg->body);
-		log_ev(LOG_INFO, &ids, "DKIM signed", "domain", j->key->domain,
-		    "selector", j->key->selector, "algorithm",
-		    j->key->alg == DKIM_ED25519_SHA256 ? "ed25519-sha256" :
-		    "rsa-sha256", NULL);
-	} else if (j->st == DKIM_ERROR) {
-		/* unsigned mail is still mail: deliver it, say why */
-		log_ev(LOG_WARNING, &ids, "DKIM signing failed", "reason",
-		    j->why, NULL);
-	}
-	sluiced_store_msg(j->d, j->s, j->msg);
-	dkim_keys_free(j->keys);
-	free(j->field);
-	free(j);
-}
-
 static void
 sluiced_store(void *arg, struct smtpd_session *s, struct spool_msg *msg)
 {
 	struct sluiced *d = arg;
-	struct sluiced_sign *j;
+	struct sluiced_pending *p = xmalloc(sizeof(*p));
+	struct log_ids ids = { smtpd_session_icid(s), 0, msg->mid, -1 };
 
-	if (d->dkim == NULL || d->dkim->n == 0 ||
-	    (!smtpd_session_trusted(s) && smtpd_session_auth_user(s) == NULL)) {
-		sluiced_store_msg(d, s, msg);
-		return;
-	}
-	if (d->work == NULL)
-		d->work = sl_work_new(d->base, 2);
-	j = xcalloc(1, sizeof(*j));
-	j->d = d;
-	j->s = s;
-	j->msg = msg;
-	j->keys = dkim_keys_ref(d->dkim);
-	j->now = sl_now_us() / 1000000;
-	sl_work_submit(d->work, sluiced_sign_run, sluiced_sign_done, j);
+	p->d = d;
+	p->session = s;
+	p->spool = msg;
+	p->msg = NULL;
+	p->mid = msg->mid;
+	p->nrcpt = msg->nrcpt;
+	p->sender = xstrdup(msg->sender ? msg->sender : "");
+	if ((!smtpd_session_trusted(s) && smtpd_session_auth_user(s) == NULL) ||
+	    sluiced_sign(d, msg->body, sl_now_us() / 1000000, &ids,
+	    sluiced_store_msg, p) != 0)
+		sluiced_store_msg(p);
 }
 
 /* local.c answered a recipient check: tell the session. */

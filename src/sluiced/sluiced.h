@@ -26,6 +26,8 @@ struct control_req;
 struct http_server;
 struct sluiced_ctl;
 struct sluiced_bulk;
+struct evbuffer;
+struct log_ids;
 
 #define SLUICE_VERSION "0.1.0"
 /* Threads writing Maildirs: each waits on its fsyncs, so a few write at
@@ -78,6 +80,17 @@ struct sluiced {
 int sluiced_reload(struct sluiced *d, char *err, size_t errlen);
 /* Start the graceful shutdown (as SIGTERM); why is for the log. */
 void sluiced_stop(struct sluiced *d, const char *why);
+
+/*
+ * sign.c: DKIM-sign msg (a whole message, CRLF line ends; borrowed until
+ * done) with [dkim] sign's key for its From: domain, t= now, on a worker
+ * thread; then, on the loop, the signature is on top of msg (or the
+ * reason it is not was logged with ids) and done(arg) runs. Returns 0,
+ * or -1 when no key is configured: done is not called, msg goes on as is.
+ */
+typedef void sluiced_signed_fn(void *arg);
+int sluiced_sign(struct sluiced *d, struct evbuffer *msg, int64_t now,
+    const struct log_ids *ids, sluiced_signed_fn *done, void *arg);
 
 /*
  * priv.c: look up [server] user when started as root (0, or -1 with the

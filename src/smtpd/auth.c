@@ -21,9 +21,14 @@
  *   CHECK -(no match)-> DELAY -> 535 (or 421 and close), session IDLE
  *   any WAIT -("*")-> 501, IDLE
  *
+ * A test sink (`sluice sink --auth`) gives ops.auth_check instead: AUTH on
+ * every listener, in TLS or not, its plain pairs checked at once, no
+ * delay (smtpd_auth_check_now).
+ *
  * Invariants
- *  1. AUTH is offered and taken only in TLS, on a submission listener,
- *     once per session, outside a transaction.
+ *  1. AUTH is offered and taken only in TLS, on a submission listener
+ *     (or anywhere on a test sink), once per session, outside a
+ *     transaction.
  *  2. A password is never logged, and is wiped from memory once checked.
  *  3. A session that ends during CHECK detaches (auth->s = NULL); the
  *     worker's answer then only frees the exchange.
@@ -87,6 +92,8 @@ smtpd_auth_load(struct smtpd_server *srv, const struct sl_conf *conf,
 int
 smtpd_auth_offered(const struct smtpd_session *s)
 {
+	if (s->srv->ops.auth_check != NULL)	/* a test sink */
+		return s->auth_user == NULL;
 	return s->submission && s->tls && s->auth_user == NULL &&
 	    s->srv->work != NULL;
 }
@@ -134,7 +141,8 @@ smtpd_auth_session_free(struct smtpd_session *s)
 int
 smtpd_auth_required(struct smtpd_session *s)
 {
-	if (!s->submission || s->auth_user != NULL)
+	if (!(s->submission || s->srv->ops.auth_required) ||
+	    s->auth_user != NULL)
 		return 0;
 	smtpd_reject(s, "MAIL", "530 5.7.0 Authentication required");
 	return 1;
@@ -150,11 +158,10 @@ smtpd_auth_run(void *arg)
 	explicit_bzero(a->pass, sizeof(a->pass));
 }
 
-/* The delay after a failure is over: 535, or 421 at the limit. */
-static void
-smtpd_auth_delayed(evutil_socket_t fd, short what, void *arg)
+/* A failed exchange's answer: 535, or 421 at the limit; 1 if closed. */
+static int
+smtpd_auth_refuse(struct smtpd_session *s)
 {
-	struct smtpd_session *s = arg;
 	struct smtpd_client *c = smtpd_client_get(s->srv,
 	    (struct sockaddr *)&s->peer);
 
@@ -162,10 +169,20 @@ smtpd_auth_delayed(evutil_socket_t fd, short what, void *arg)
 	if (c->auth_locked_until > sl_mono_ms()) {
 		smtpd_session_close(s, "421 4.7.0 Too many authentication "
 		    "failures, try again later", "too many AUTH failures");
-		return;
+		return 1;
 	}
 	smtpd_reject(s, "AUTH", "535 5.7.8 Authentication credentials invalid");
-	smtpd_session_resume(s);
+	return 0;
+}
+
+/* The delay after a failure is over. */
+static void
+smtpd_auth_delayed(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (!smtpd_auth_refuse(s))
+		smtpd_session_resume(s);
 }
 
 /* Count a failure of s's address; returns the delay before the answer. */
@@ -226,11 +243,40 @@ smtpd_auth_done(void *arg)
 	evtimer_add(a->delay_ev, &tv);
 }
 
+/*
+ * A test sink's check (ops.auth_check): plain pairs, answered at once
+ * within the command, without the failure delay (the session never stopped
+ * reading, so nothing resumes it). Failures still count for the address.
+ */
+static void
+smtpd_auth_check_now(struct smtpd_session *s)
+{
+	struct smtpd_auth *a = s->auth;
+	int ok = s->srv->ops.auth_check(s->srv->ops.arg, a->user, a->pass);
+
+	explicit_bzero(a->pass, sizeof(a->pass));
+	if (!ok) {
+		(void)smtpd_auth_failure(s, a->user);
+		smtpd_auth_refuse(s);
+		return;
+	}
+	s->auth_user = xstrdup(a->user);
+	log_ev(LOG_INFO, SMTPD_AUTH_IDS(s), "authenticated", "user", a->user,
+	    "mechanism", a->mech, NULL);
+	smtpd_auth_end(s);
+	smtpd_reply(s, "235 2.7.0 Authentication successful");
+}
+
 /* User and password are in: check them off the loop. */
 static void
 smtpd_auth_check(struct smtpd_session *s)
 {
 	struct smtpd_auth *a = s->auth;
+
+	if (s->srv->ops.auth_check != NULL) {
+		smtpd_auth_check_now(s);
+		return;
+	}
 	const char *hash = auth_users_find(s->srv->users, a->user);
 
 	a->known = hash != NULL;
@@ -291,10 +337,11 @@ static int
 smtpd_auth_refused(struct smtpd_session *s)
 {
 	struct smtpd_client *c;
+	int sink = s->srv->ops.auth_check != NULL;
 
-	if (!s->submission || s->srv->work == NULL) {
+	if (!sink && (!s->submission || s->srv->work == NULL)) {
 		smtpd_reject(s, "AUTH", "502 5.5.1 Command not implemented");
-	} else if (!s->tls) {
+	} else if (!sink && !s->tls) {
 		smtpd_reject(s, "AUTH", "538 5.7.11 Encryption required for "
 		    "requested authentication mechanism");
 	} else if (s->state == SMTPD_ST_GREET) {

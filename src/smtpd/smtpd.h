@@ -86,6 +86,14 @@ struct smtpd_ops {
 	 */
 	int no_received;
 	unsigned reply_delay_ms;
+	/*
+	 * Test sinks: AUTH PLAIN and LOGIN (auth.c) on every listener, in
+	 * TLS or not, the credentials checked by auth_check (on the loop, at
+	 * once: 1 if they are right) instead of [auth] users_file; with
+	 * auth_required, MAIL before AUTH gets 530 5.7.0 on every listener.
+	 */
+	int (*auth_check)(void *arg, const char *user, const char *pass);
+	int auth_required;
 };
 
 /* Counters, read by status and metrics. */

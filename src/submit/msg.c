@@ -133,6 +133,32 @@ submit_field_next(const char *msg, size_t hlen, size_t *pos,
 	return 1;
 }
 
+void
+submit_fields(const char *msg, size_t hlen, submit_field_fn *fn, void *arg)
+{
+	size_t pos = 0, nlen, start, end;
+	const char *name;
+	char *v = NULL;
+
+	while (submit_field_next(msg, hlen, &pos, &name, &nlen, &start,
+	    &end)) {
+		const char *p = msg + start + nlen + 1;
+		size_t n = 0;
+
+		v = xrealloc(v, end - start + 1);
+		while (p < msg + end && (*p == ' ' || *p == '\t'))
+			p++;
+		for (; p < msg + end; p++)
+			if (*p != '\r' && *p != '\n')
+				v[n++] = *p;
+		while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+			n--;
+		v[n] = '\0';
+		fn(arg, name, nlen, v, n);
+	}
+	free(v);
+}
+
 int
 submit_has_field(const char *msg, size_t hlen, const char *name)
 {

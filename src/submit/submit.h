@@ -39,6 +39,19 @@ size_t submit_header_len(const char *msg, size_t len);
 /* 1 if the header section has a field of that name (any case). */
 int submit_has_field(const char *msg, size_t hlen, const char *name);
 
+/*
+ * Call fn for each field of the header section (hlen bytes, as
+ * submit_header_len says): its name (nlen bytes, borrowed) and its value
+ * unfolded (RFC 5322 2.2.3: the line breaks before continuation lines
+ * removed; the blanks after the colon and the last line end dropped),
+ * NUL-terminated and valid during the call. Also for the sink's inbox and
+ * the dashboard's message page.
+ */
+typedef void submit_field_fn(void *arg, const char *name, size_t nlen,
+    const char *value, size_t vlen);
+void submit_fields(const char *msg, size_t hlen, submit_field_fn *fn,
+    void *arg);
+
 /* A list of addresses. */
 struct submit_addrs {
 	char **v;

@@ -8,6 +8,7 @@ conftest.py: fixtures of the system tests.
   receiver         an SMTP receiver the test controls (ops_util.Receiver)
   cert             (certificate, key): a self-signed pair for mx.test, made
                    once per session with openssl
+  browser          headless Chromium (browser.Browser), one per test module
 
 Every daemon is stopped at teardown with SIGTERM; it must exit 0 and its
 stderr must hold no sanitizer report (ASan, UBSan, LSan: SLUICE_BUILD=
@@ -226,3 +227,12 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with a fresh profile, started once per module."""
+    from browser import Browser
+    b = Browser(tmp_path_factory.mktemp("chromium"))
+    yield b
+    b.quit()

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,7 +33,7 @@ def run_sluice(*args, timeout=120):
 
 class Sink:
     def __init__(self, tmp_path, *args, http=False, maildir=True,
-                 stats_json=True, seed=1):
+                 stats_json=True, seed=1, pop3=False):
         self.dir = tmp_path
         self.maildir = str(tmp_path / "Maildir") if maildir else None
         self.stats_path = str(tmp_path / "stats.json") if stats_json else None
@@ -43,13 +44,15 @@ class Sink:
         cmd += ["--maildir", self.maildir] if maildir else ["--discard"]
         if http:
             cmd += ["--http", "127.0.0.1:0"]
+        if pop3:
+            cmd += ["--pop3", "127.0.0.1:0"]
         if stats_json:
             cmd += ["--stats-json", self.stats_path]
         cmd += list(args)
         self.out = open(self.out_path, "w")
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err)
-        self.port = self.http_port = None
+        self.port = self.http_port = self.pop3_port = None
         deadline = time.time() + 10
         while time.time() < deadline:
             text = self.out_path.read_text()
@@ -58,7 +61,10 @@ class Sink:
                     self.port = int(line.rsplit(":", 1)[1])
                 if "http on" in line:
                     self.http_port = int(line.rsplit(":", 1)[1])
-            if self.port and (self.http_port or not http):
+                if "pop3 on" in line:
+                    self.pop3_port = int(line.rsplit(":", 1)[1])
+            if self.port and (self.http_port or not http) and \
+                    (self.pop3_port or not pop3):
                 return
             if self.proc.poll() is not None:
                 break
@@ -80,12 +86,24 @@ class Sink:
             time.sleep(0.02)
         raise RuntimeError("no stats written")
 
-    def api(self, path, method="GET", raw=False):
+    def api(self, path, method="GET", raw=False, headers=None):
         req = urllib.request.Request(
-            "http://127.0.0.1:%d%s" % (self.http_port, path), method=method)
+            "http://127.0.0.1:%d%s" % (self.http_port, path), method=method,
+            headers=headers or {})
         with urllib.request.urlopen(req, timeout=10) as r:
             body = r.read()
             return body if raw else json.loads(body)
+
+    def http(self, path, method="GET", headers=None):
+        """(status, headers, body) of one request, errors included."""
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d%s" % (self.http_port, path), method=method,
+            headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
 
     def messages(self):
         """The captured files in new/, sorted by name: list of bytes."""

@@ -94,7 +94,9 @@ def check_batch(world, n, marks):
     assert m["Bcc"] is None and m["X-Injected"] is None
     assert "Bcc: victim@evil.test" in m["Subject"]
     assert str(m["To"]) == rcpts[crlf]["email"]
-    assert "victim@evil.test" not in json.dumps(sink.index())
+    # (the index also keeps each Subject, where the attempt shows as text)
+    assert not any("victim@evil.test" in json.dumps(m["rcpt_to"])
+                   for m in sink.index())
     return d, sink, ans
 
 

@@ -3,8 +3,8 @@ Injection from RabbitMQ: Debian's rabbitmq-server, started once for this
 module on loopback with its own node name, ports (AMQP, distribution,
 epmd) and data directory; requests published with pika. sluiced consumes
 them ([amqp]), acknowledges each only once it is durably queued, survives
-kill -9 in the middle, and dead-letters a malformed request with the
-reason.
+kill -9 in the middle, dead-letters a malformed request with the
+reason, and DKIM-signs what it consumed ([dkim] sign).
 """
 import json
 import os
@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from dkimutil import keygen, signature, verify
 from injectutil import inject_conf, parse, sink_count, to_of
 from sluicetest import free_port, port_listening, scaled, wait_until
 
@@ -206,4 +207,43 @@ def test_connection_closed_by_the_broker_is_made_again(mq_world, broker):
     conn, ch = channel(broker)
     publish(ch, "inject.reconnect", request(2), key="rc-2")
     wait_until(lambda: sink_count(sink) == 2, what="the second delivered")
+    conn.close()
+
+
+def test_consumed_requests_are_dkim_signed(broker, make_sluiced, make_sink,
+                                           tmp_path):
+    """[dkim] sign covers the RabbitMQ path too: a templated request with
+    recipients whose bodies differ arrives with one valid signature per
+    message (dkimpy against the key's TXT record)."""
+    key, txt = keygen(tmp_path, "example.test", "mq2026", ed25519=True)
+    records = {"mq2026._domainkey.example.test": txt}
+    sink = make_sink()
+    conf = inject_conf(tmp_path, sink.port, {
+        "amqp": {"url": broker["url"], "queue": "inject.dkim",
+                 "dead_letter_queue": "inject.dkim.dead"},
+        "dkim": {"sign": f"example.test:mq2026:{key}"}})
+    d = make_sluiced(conf=conf)
+    d.wait_log("amqp: connected")
+    conn, ch = channel(broker)
+    n = 5
+    publish(ch, "inject.dkim", json.dumps({
+        "from": "App <app@example.test>", "subject": "Order {{n}}",
+        "text": "Your order {{n}} shipped.\n",
+        "html": "<p>Order <b>{{n}}</b></p>",
+        "recipients": [{"email": f"r{i}@mq.test", "vars": {"n": f"N{i}"}}
+                       for i in range(n)]}).encode(), key="dkim-1")
+    wait_until(lambda: sink_count(sink) == n, what=f"{n} delivered")
+    bodies = set()
+    for m in sink.messages():
+        tags = signature(m)
+        assert (tags["a"], tags["d"], tags["s"]) == (
+            "ed25519-sha256", "example.test", "mq2026"), tags
+        assert verify(m, records), m[:800]
+        i = str(parse(m)["To"]).strip("<>")[1:].split("@")[0]
+        body = m.split(b"\r\n\r\n", 1)[1]
+        assert f"Your order N{i} shipped.".encode() in body
+        bodies.add(body)
+        assert not verify(m.replace(b"N%s" % i.encode(), b"M%s" %
+                                    i.encode()), records)
+    assert len(bodies) == n
     conn.close()

@@ -406,6 +406,20 @@ def test_status_shows_a_suspension_and_resume_ends_it(dns, make_sink,
         .get("waiting") or ""), timeout=10, what="the waiting reason")
     text = cli(d, "queue", "summary").stdout
     assert "shaping: site bigmail: suspend by rule tss04" in text
+    # the dashboard's table shows it suspended until the action ends
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/destinations?state=suspended",
+        headers={"Authorization": "Bearer s3cret-token"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        (dest,) = json.loads(resp.read())["destinations"]
+    assert dest["name"] == "bigmail.test" and dest["site"] == "bigmail"
+    assert abs(dest["paused_until"] - act["until"]) <= 1
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/destinations/bigmail.test",
+        headers={"Authorization": "Bearer s3cret-token"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        dest = json.loads(resp.read())["destination"]
+    assert dest["state"] == "suspended" and dest["site"] == "bigmail"
     # resume over the control socket: the site sends again at once (and
     # meets the 421 again: suspended again), resumed again over HTTP
     tries = sink.stats()["replies"]["421"]

@@ -192,6 +192,43 @@ test_prepare_full_name_and_no_header(void **state)
 	submit_buf_free(&out);
 }
 
+struct fields {
+	int n;
+	char names[8][32];
+	char values[8][128];
+};
+
+static void
+collect(void *arg, const char *name, size_t nlen, const char *value,
+    size_t vlen)
+{
+	struct fields *f = arg;
+
+	assert_true(f->n < 8);
+	snprintf(f->names[f->n], 32, "%.*s", (int)nlen, name);
+	assert_int_equal(strlen(value), vlen);
+	snprintf(f->values[f->n], 128, "%s", value);
+	f->n++;
+}
+
+/* submit_fields: names, unfolded values, the header's end. */
+static void
+test_fields(void **state)
+{
+	const char *msg = "Subject:  Hello\r\n  folded\tline \r\n"
+	    "From: <a@b>\r\nX-Empty:\r\n\r\nBody: not a field\r\n";
+	struct fields f = { 0 };
+
+	submit_fields(msg, submit_header_len(msg, strlen(msg)), collect, &f);
+	assert_int_equal(f.n, 3);
+	assert_string_equal(f.names[0], "Subject");
+	assert_string_equal(f.values[0], "Hello  folded\tline");
+	assert_string_equal(f.names[1], "From");
+	assert_string_equal(f.values[1], "<a@b>");
+	assert_string_equal(f.names[2], "X-Empty");
+	assert_string_equal(f.values[2], "");
+}
+
 int
 main(void)
 {
@@ -202,6 +239,7 @@ main(void)
 		cmocka_unit_test(test_prepare_adds_fields),
 		cmocka_unit_test(test_prepare_keeps_fields),
 		cmocka_unit_test(test_prepare_full_name_and_no_header),
+		cmocka_unit_test(test_fields),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
