@@ -240,7 +240,7 @@ def test_rule_suspends_on_421_and_resumes(dns, make_sink, make_sluiced,
 
 
 @pytest.mark.slow
-@pytest.mark.serial     # its lower bounds on the rate need the machine alone
+@pytest.mark.serial     # Redis answers within 200 ms or is down: alone
 def test_two_nodes_share_one_redis(dns, redis, make_sink, make_sluiced,
                                    tmp_path):
     """Two nodes, one Redis, site rate 600/m: together at most 10 a second
