@@ -11,8 +11,10 @@
 # --part=serial in the arguments runs only that part. Arguments naming files
 # or directories under tests/ replace tests/system. Exits non-zero if either
 # part fails; a part with no test selected is not a failure. Each part's
-# test directories stay in BUILD/test-tmp/PART until its next run (a failed
-# test's report names its own and ends with its daemons' last log lines).
+# test directories stay in /tmp/sluice-ID/{par,ser,all} (ID: of this tree
+# and BUILD; short, as a socket's path has at most 107 bytes) until its
+# next run; a failed test's report names its own and ends with its
+# daemons' last log lines.
 set -u
 cd "$(dirname "$0")/.."
 build=$1
@@ -29,9 +31,10 @@ export SLUICE_BUILD="$build"
 
 # run PART ARGS...
 run() {
-	t="$build/test-tmp/$1"
+	top=/tmp/sluice-$(echo "$PWD/$build" | cksum | cut -d' ' -f1)
+	t="$top/$1"
 	shift
-	mkdir -p -m 700 "$build/test-tmp"
+	mkdir -p -m 700 "$top"
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider --basetemp="$t" \
 	    $where "$@"
 	rc=$?
@@ -45,11 +48,12 @@ if [ "$jobs" = 0 ]; then
 	exit $?
 fi
 case "${part:-}" in
-parallel) run parallel -n "$jobs" --dist loadgroup "$@"; exit $? ;;
-serial | all) run "$part" -p no:xdist "$@"; exit $? ;;
+parallel) run par -n "$jobs" --dist loadgroup "$@"; exit $? ;;
+serial) run ser -p no:xdist "$@"; exit $? ;;
+all) run all -p no:xdist "$@"; exit $? ;;
 esac
-run parallel -n "$jobs" --dist loadgroup --part=parallel "$@"
+run par -n "$jobs" --dist loadgroup --part=parallel "$@"
 rc1=$?
-run serial -p no:xdist --part=serial "$@"
+run ser -p no:xdist --part=serial "$@"
 rc2=$?
 [ $rc1 = 0 ] && [ $rc2 = 0 ]

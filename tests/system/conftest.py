@@ -150,7 +150,7 @@ def pytest_sessionfinish(session):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed test's report names its directory (configuration, logs,
-    spool: kept in $SLUICE_BUILD/test-tmp by make) and ends with the last
+    spool: kept in /tmp/sluice-* by make) and ends with the last
     log lines of each sluiced it started."""
     outcome = yield
     rep = outcome.get_result()
