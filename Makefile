@@ -30,7 +30,7 @@ LIB_OBJS  += $(WWW_GEN:.c=.o)
 UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all deps run test test-unit test-system test-asan test-fuzz bench clean install
+.PHONY: all deps run test test-build test-unit test-system test-asan test-asan-system test-fuzz bench clean install
 
 all: $(BUILD)/sluiced $(BUILD)/sluice
 
@@ -75,25 +75,37 @@ $(POWERCUT): tests/powercut/powercut.c
 run: deps all
 	@scripts/run.sh
 
+# make test: every suite below (scripts/test.sh runs them side by side and
+# prints a table of their times). The system tests run on JOBS pytest-xdist
+# workers per build (JOBS=0: one process, in file order); those marked
+# serial run after them, alone. docs/TESTING.md says more.
+JOBS ?= 4
+ASAN := BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+
 test: deps
-	$(MAKE) test-unit
-	$(MAKE) test-system
-	$(MAKE) test-asan
-	$(MAKE) test-fuzz
+	@JOBS=$(JOBS) MAKE="$(MAKE)" scripts/test.sh
+
+# Everything the unit and system tests of $(BUILD) need.
+test-build: all $(UNIT_BINS) $(POWERCUT)
 
 test-unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
 	@scripts/check-docs.sh
 
 test-system: all $(POWERCUT)
-	SLUICE_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
+	@JOBS=$(JOBS) scripts/system-tests.sh $(BUILD) $(PYTEST_ARGS)
 
 # Unit and system tests again under AddressSanitizer and UBSan: every
-# system test, the slow ones with smaller loads (sluicetest.scaled).
+# system test, the slow ones with smaller loads (sluicetest.scaled). The
+# system tests run even if a unit test failed (both are reported).
 test-asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all test-unit build-asan/tests/powercut.so
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  SLUICE_BUILD=build-asan /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
+	$(MAKE) $(ASAN) test-build
+	@$(MAKE) $(ASAN) test-unit; u=$$?; $(MAKE) -s test-asan-system && [ $$u = 0 ]
+
+# The system tests on the ASan build as it is (make test-asan builds it).
+test-asan-system:
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  JOBS=$(JOBS) scripts/system-tests.sh build-asan $(PYTEST_ARGS)
 
 # Replay the fuzz corpora through the fuzz targets (built as plain programs),
 # then fuzz each target with libFuzzer for FUZZ_SECONDS (a fixed time, so

@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libevent-dev libinih-dev libsqlite3-dev
 libjansson-dev libc-ares-dev libssl-dev libcmocka-dev clang libcrypt-dev
-python3 python3-pytest swaks libnet-ssleay-perl openssl curl postfix
+python3 python3-pytest python3-pytest-xdist swaks libnet-ssleay-perl openssl curl postfix
 dnsmasq-base strace sqlite3 iproute2 procps psmisc
 libgmime-3.0-dev librabbitmq-dev libcurl4-openssl-dev libzstd-dev
 rabbitmq-server python3-pika python3-dkim python3-nacl

@@ -58,8 +58,9 @@ replay() {
 	for t in $TARGETS; do
 		${CC:-cc} $CFLAGS $SAN -o "$OUT/replay-$t" "fuzz/fuzz_$t.c" \
 		    fuzz/replay_main.c $(srcs "$t")
-		line=$(ASAN_OPTIONS=detect_leaks=1 "$OUT/replay-$t" \
-		    "fuzz/corpus/$t") || true
+		# bounded: an input that hangs its target fails it
+		line=$(ASAN_OPTIONS=detect_leaks=1 timeout 120 \
+		    "$OUT/replay-$t" "fuzz/corpus/$t") || true
 		p=$(echo "$line" | sed -n 's/^replay: \([0-9]*\) passed.*/\1/p')
 		f=$(echo "$line" | sed -n 's/.* \([0-9]*\) failed$/\1/p')
 		[ -n "$p" ] && [ -n "$f" ] || { p=0 f=1; }

@@ -251,27 +251,40 @@ timer_at(struct event *ev, int64_t at, int64_t now)
 	evtimer_add(ev, &tv);
 }
 
+/* When p's next send is due (our clock). */
+static int64_t
+path_send_at(const struct shaping_path *p, int64_t now)
+{
+	int64_t at = p->send_token ? now : p->send_next;
+
+	if (!shaping_shared(p->site->sh) && p->rate.tat > at &&
+	    shaping_path_interval(p) > 0)
+		at = p->rate.tat;
+	return at;
+}
+
+/* libevent's clock is coarser than ours (CLOCK_MONOTONIC_COARSE, up to a
+ * tick behind): the timer may fire a few ms before the token is due. Then
+ * nobody is woken (they would only wait again) and it waits the rest. */
 static void
 path_send_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct shaping_path *p = arg;
+	int64_t now = shaping_now(p->site->sh);
 
-	wait_wake_one(&p->send_waiters);
+	if (path_send_at(p, now) <= now)
+		wait_wake_one(&p->send_waiters);
 	shaping_path_kick(p);
 }
 
 void
 shaping_path_kick(struct shaping_path *p)
 {
-	int64_t now = shaping_now(p->site->sh), at;
+	int64_t now = shaping_now(p->site->sh);
 
 	if (TAILQ_EMPTY(&p->send_waiters) || p->send_req != NULL)
 		return;
-	at = p->send_token ? now : p->send_next;
-	if (!shaping_shared(p->site->sh) && p->rate.tat > at &&
-	    shaping_path_interval(p) > 0)
-		at = p->rate.tat;
-	timer_at(p->send_ev, at, now);
+	timer_at(p->send_ev, path_send_at(p, now), now);
 }
 
 /* A wait of the site's openers is over (a slot freed, a rate's wait

@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from sluicetest import mid_of, wait_until
+from sluicetest import free_port, mid_of, wait_until
 
 # --------------------------------------------------------------------------
 # ports
@@ -41,39 +41,12 @@ from sluicetest import mid_of, wait_until
 
 def free_port_both():
     """A port free on 127.0.0.1 for both TCP and UDP (for dnsmasq)."""
-    for _ in range(100):
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-    raise AssertionError("no free port for TCP and UDP")
+    return free_port(udp=True)
 
 
 def free_smtp_port(addrs):
     """A TCP port free on 127.0.0.1 and on every address of addrs."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        ok = True
-        for a in addrs:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind((a, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise AssertionError("no free SMTP port")
+    return free_port(addrs)
 
 
 # --------------------------------------------------------------------------
@@ -268,17 +241,24 @@ class Dns:
         for _ in range(50):
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=self.err, stderr=self.err)
-            deadline = time.monotonic() + 10
+            # a loaded machine may take long to start it: a generous wait
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
                 if dns_ask(self.port, "ready.probe.test", "A",
-                           timeout=0.1) is not None:
+                           timeout=0.2) is not None:
                     return self
             # the port was taken meanwhile (or the old one not yet freed)
+            if self.proc.poll() is None:
+                self.proc.kill()
             self.proc.wait()
             time.sleep(0.1)
-        raise AssertionError("dnsmasq did not start")
+        self.err.flush()
+        with open(self.err.name, errors="replace") as f:
+            log = f.read()[-2000:]
+        raise AssertionError(f"dnsmasq did not start on port {self.port} "
+                             f"({self.err.name}):\n{log}")
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:

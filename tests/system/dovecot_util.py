@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sluicetest import wait_until
+from sluicetest import free_port, wait_until
 
 CONF = """\
 base_dir = {d}/run
@@ -65,18 +65,12 @@ plugin {{
 """
 
 
-def free_tcp_port(address="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 class Dovecot:
     def __init__(self, users, address="127.0.0.1", port=None, netns=None):
         self.dir = Path(tempfile.mkdtemp(prefix="sluice-dovecot-"))
         os.chmod(self.dir, 0o755)
         self.address = address
-        self.port = port or free_tcp_port(address)
+        self.port = port or free_port((address,))
         self.netns = netns
         for sub in ("run", "state", "mail"):
             (self.dir / sub).mkdir()

@@ -16,6 +16,7 @@ Processes are ended by their pids (SIGTERM, then SIGKILL), then the
 namespaces are deleted, which removes their links.
 """
 import ctypes
+import itertools
 import os
 import signal
 import subprocess
@@ -72,9 +73,14 @@ class Host:
             yield
 
 
+_veths = itertools.count(1)
+
+
 class Net:
     def __init__(self, tag, subnet=None):
-        self.prefix = f"sl{os.getpid() % 100000}{tag}"
+        # names are this process's alone: parallel test processes (xdist
+        # workers, another build's run) make their own networks at once
+        self.prefix = f"sl{os.getpid()}{tag}"
         self.subnet = subnet or f"10.77.{os.getpid() % 200 + 20}"
         self.sw = f"{self.prefix}-sw"
         self.hosts = {}
@@ -89,8 +95,10 @@ class Net:
         idx = len(self.hosts) + 1
         addr = f"{self.subnet}.{host_id or 10 + idx}"
         h = Host(self, name, addr, idx)
-        # veth names are per namespace, but the pair is made in ours
-        a, b = f"{self.prefix[:8]}h{idx}", f"{self.prefix[:8]}s{idx}"
+        # veth names are per namespace, but the pair is made in ours, where
+        # a name has at most 15 bytes: the pid and a number of this process
+        n = next(_veths)
+        a, b = f"sl{os.getpid()}h{n}", f"sl{os.getpid()}s{n}"
         sh("ip", "netns", "add", h.ns)
         sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
         sh("ip", "link", "set", a, "netns", h.ns)

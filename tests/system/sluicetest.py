@@ -34,11 +34,64 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:",
 MID_RE = re.compile(rb"queued as ([0-9A-F]{16})")
 
 
-def free_port():
-    """A port free right now on 127.0.0.1 (bind 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Ports for the servers the tests start. bind(0) and close leaves a race:
+# before the server binds, any outgoing connection on the machine may be
+# given that port (it is in the kernel's ephemeral range), and so may a
+# parallel test's bind(0). These come from below the ephemeral range, where
+# the kernel hands out none, and each is reserved for the life of the test
+# process by a lock on its byte of PORT_LOCKS (fcntl record locks: every
+# pytest process and xdist worker on this machine sees them, and they go
+# when the process ends, however it ends).
+PORT_LOCKS = "/tmp/sluicetest-ports.lock"
+_port_fd = None
+_ports_held = set()
+
+
+def _port_range():
+    """[lo, hi) of the ports to hand out: 10000 up to the ephemeral range,
+    or above it if it starts too low to leave room."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            elo, ehi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        elo, ehi = 32768, 61000
+    return (10000, elo) if elo >= 14000 else (ehi + 1, 65536)
+
+
+def _bindable(port, addrs, udp):
+    kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
+    for addr in addrs:
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((addr, port))
+                except OSError:
+                    return False
+    return True
+
+
+def free_port(addrs=("127.0.0.1",), udp=False):
+    """A port that is this test process's alone and free for TCP (and
+    with udp for UDP too) on 127.0.0.1 and every address of addrs."""
+    import fcntl
+    import random
+    global _port_fd
+    if _port_fd is None:
+        _port_fd = os.open(PORT_LOCKS, os.O_RDWR | os.O_CREAT, 0o666)
+    lo, hi = _port_range()
+    addrs = ["127.0.0.1"] + [a for a in addrs if a != "127.0.0.1"]
+    for _ in range(2000):
+        port = random.randrange(lo, hi)
+        if port in _ports_held:
+            continue
+        try:
+            fcntl.lockf(_port_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        except OSError:
+            continue            # another test process holds it
+        _ports_held.add(port)   # held even if not bindable: tried once
+        if _bindable(port, addrs, udp):
+            return port
+    raise AssertionError(f"no free port in [{lo}, {hi})")
 
 
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):

@@ -39,7 +39,8 @@ from dovecot_util import Dovecot
 from netns_util import Net
 from sluicetest import SLUICED, Daemon, scaled, wait_until
 
-pytestmark = pytest.mark.slow
+# network namespaces and 1000 messages with kills: the machine alone
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 SLUICE = SLUICED.parent / "sluice"
 N = scaled(1000, 200)

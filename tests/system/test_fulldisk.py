@@ -50,6 +50,7 @@ def fill(mnt, room):
 
 
 @pytest.mark.slow
+@pytest.mark.serial     # a loop device: a machine-wide resource
 def test_full_disk(make_sluiced, tmp_path):
     mnt = ext4_mount(tmp_path)
     d = None

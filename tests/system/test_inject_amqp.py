@@ -15,7 +15,7 @@ import time
 import pytest
 
 from dkimutil import keygen, signature, verify
-from injectutil import inject_conf, parse, sink_count
+from injectutil import inject_conf, parse, sink_count, to_of
 from sluicetest import free_port, port_listening, scaled, wait_until
 
 pika = pytest.importorskip("pika")  # python3-pika, in scripts/deps.sh
@@ -128,7 +128,7 @@ def test_1000_requests_kill9_each_delivered_once(mq_world):
     want = {f"r{i}@mq.test" for i in range(n)}
 
     def seen():
-        return {str(parse(m)["To"]) for m in sink.messages()}
+        return {to_of(m) for m in sink.messages()}
     wait_until(lambda: seen() >= want, timeout=300,
                what=f"all {n} delivered")
     time.sleep(2)

@@ -4,7 +4,11 @@ Kill loop: 20 times kill -9 at a random moment while mail is being accepted
 and delivered, each followed by a restart on the same spool. At the end
 every message answered 250 has been delivered (at least once), nothing was
 delivered that was never sent, and the duplicates (deliveries in flight at
-a kill, repeated: ARCHITECTURE.md promise 4) are counted and printed.
+a kill, repeated: ARCHITECTURE.md promise 4) are counted and printed;
+every repeated delivery must have a kill between it and the one before.
+How many were in flight depends on how long the spool's commits take (a
+connection goes on while its outcome waits for the next group commit),
+so their number is printed, not bounded.
 
 The receiver is a Python SMTP server (delivery_util.Receiver) that records
 each message's X-Token. The kill moments are seeded (SLUICE_CRASH_SEED,
@@ -88,6 +92,7 @@ class Injector:
 
 
 @pytest.mark.slow
+@pytest.mark.serial     # 20 kills under load: the machine alone
 def test_kill_loop_delivers_every_acknowledged_message(make_sluiced, capsys):
     seed = int(os.environ.get("SLUICE_CRASH_SEED", "25"))
     rnd = random.Random(seed)
@@ -102,16 +107,20 @@ def test_kill_loop_delivers_every_acknowledged_message(make_sluiced, capsys):
                    for _ in range(SESSIONS)]
         for t in threads:
             t.start()
-        kills = []
+        kills, windows = [], []
         for cycle in range(CYCLES):
             # let both accept and delivery run, then kill at a random moment
             before = len(inj.acked)
             wait_until(lambda: len(inj.acked) > before + scaled(5, 2),
                        timeout=60, what=f"mail accepted in cycle {cycle}")
             time.sleep(rnd.uniform(0.0, scaled(0.6, 1.2)))
-            kills.append((len(inj.acked), rx.count()))
+            at = rx.count()
+            kills.append((len(inj.acked), at))
             d.kill9()
             d.start()
+            # deliveries [at, restarted) may have come before the kill or
+            # after the restart: either side of it
+            windows.append((at, rx.count()))
         inj.stop.set()
         for t in threads:
             t.join(timeout=60)
@@ -124,6 +133,8 @@ def test_kill_loop_delivers_every_acknowledged_message(make_sluiced, capsys):
         wait_until(lambda: d.spool.count() == 0, timeout=60,
                    what="an empty spool")
         toks = rx.tokens()
+        with rx.lock:
+            order = [m.header("X-Token") for m in rx.messages]
     finally:
         rx.stop()
     dups = {t: n for t, n in toks.items() if n > 1}
@@ -138,6 +149,14 @@ def test_kill_loop_delivers_every_acknowledged_message(make_sluiced, capsys):
     assert not acked - set(toks)
     # what was delivered was sent, answered or cut off in flight
     assert extra <= inj.sent, sorted(extra - inj.sent)[:10]
-    # duplicates come only from deliveries in flight at a kill: per kill at
-    # most two per connection (ARCHITECTURE.md promise 4)
-    assert sum(dups.values()) - len(dups) <= CYCLES * 2 * CONC, dups
+    # duplicates come only from deliveries in flight at a kill: between
+    # two deliveries of a message, sluiced was killed and started again
+    # (ARCHITECTURE.md promise 4)
+    seen = {}
+    unexplained = []
+    for pos, t in enumerate(order):
+        if t in seen and not any(seen[t] < hi and pos >= lo
+                                 for lo, hi in windows):
+            unexplained.append((t, seen[t], pos))
+        seen[t] = pos
+    assert not unexplained, (unexplained[:10], windows)

@@ -121,6 +121,7 @@ def test_show_with_body(ops, receiver):
     assert mid in r.stdout and "Subject: ops test" in r.stdout
 
 
+@pytest.mark.serial     # strace -f on the daemon
 def test_show_body_read_off_the_loop(ops, receiver, tmp_path):
     """`queue show --body` reads the body on the spool's reader thread,
     as delivery does, never on the event loop thread: strace attached to
@@ -371,8 +372,9 @@ def test_metrics_scraped_and_counters_match(ops, receiver):
         rcpts += 2
     receiver.defer("late@dest.sluice.test")
     late = send(d, SENDER, ["late@dest.sluice.test"])
-    wait_rcpt_state(d.conf_path, late, "deferred")
-    wait_until(lambda: len(receiver.messages) == 5, what="5 delivered")
+    wait_rcpt_state(d.conf_path, late, "deferred", timeout=60)
+    wait_until(lambda: len(receiver.messages) == 5, what="5 delivered",
+               timeout=60)
 
     def delivered():
         # a delivered message leaves the queue once its delete (which
@@ -381,7 +383,7 @@ def test_metrics_scraped_and_counters_match(ops, receiver):
         if metric(samples, "sluice_messages_delivered_total") == rcpts and \
                 metric(samples, "sluice_queue_messages") == 1:
             return samples
-    samples = wait_until(delivered, what="delivered counter")
+    samples = wait_until(delivered, what="delivered counter", timeout=60)
     status, ctype, text = scrape(d.metrics_port)
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     samples, types = parse_prom(text)
@@ -401,13 +403,14 @@ def test_metrics_scraped_and_counters_match(ops, receiver):
         sm, _ = parse_prom(scrape(d.metrics_port)[2])
         return metric(sm, "sluice_connections", direction=direction)
     held = [d.connect(), d.connect()]
-    wait_until(lambda: gauge("in") == 2, what="connections in=2")
+    wait_until(lambda: gauge("in") == 2, what="connections in=2", timeout=60)
     for c in held:
         c.close()
-    wait_until(lambda: gauge("in") == 0, what="connections in=0")
+    wait_until(lambda: gauge("in") == 0, what="connections in=0", timeout=60)
     receiver.accept_all()
-    wait_until(lambda: receiver.got("late@dest.sluice.test"), what="late")
-    wait_until(lambda: gauge("out") == 0, what="connections out=0")
+    wait_until(lambda: receiver.got("late@dest.sluice.test"), what="late",
+               timeout=60)
+    wait_until(lambda: gauge("out") == 0, what="connections out=0", timeout=60)
     for h in ("sluice_spool_commit_seconds", "sluice_spool_batch_size",
               "sluice_delivery_latency_seconds"):
         assert types[h] == "histogram"

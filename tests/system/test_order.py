@@ -163,6 +163,7 @@ def run_one(make_sluiced, tmp_path, how, env_extra=None):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 @pytest.mark.parametrize("how", ["data", "bdat"])
 def test_spool_thread_syncs_wal_before_250(make_sluiced, tmp_path, how,
                                            capsys):
@@ -173,6 +174,7 @@ def test_spool_thread_syncs_wal_before_250(make_sluiced, tmp_path, how,
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_checker_rejects_commit_without_sync(make_sluiced, tmp_path, capsys):
     """The control run: with commits that do not sync, check_order fails
     (the checkpoint connection still syncs, later, or on another thread)."""

@@ -5,8 +5,10 @@ them, all deferred for 30 days, into the schema sluiced made): while
 `sluice queue list` or `sluice queue delete --all` runs, a client keeps
 sending mail, and the time from each message's end of data to its 250 is
 recorded. The command must succeed, and mail must keep flowing while it
-runs: no reply waits as long as half the command took (a daemon that built
-the whole answer in one loop turn would hold every session for all of it).
+runs: messages are sent and answered while it runs, and none waits for most
+of it (a daemon that built the whole answer in one loop turn would hold
+every session for all of it: one message answered, at the end; a loaded
+machine only stretches each wait, 1.5 s of a 2.7 s delete seen at load 12).
 The numbers are printed; speed targets belong in bench/.
 """
 import json
@@ -112,6 +114,7 @@ COMMANDS = [
 
 
 @pytest.mark.slow
+@pytest.mark.serial     # latencies while 100 000 messages are walked
 @pytest.mark.parametrize("argv,check", COMMANDS)
 def test_queue_command_while_mail_flows(big_queue, capsys, argv, check):
     d = big_queue
@@ -120,5 +123,5 @@ def test_queue_command_while_mail_flows(big_queue, capsys, argv, check):
                                                     timeout=300))
     report(capsys, " ".join(argv), took, lats)
     check(d, r)
-    assert lats, "no message was accepted while the command ran"
-    assert max(lats) < took / 2, (max(lats), took)
+    assert len(lats) >= 3, f"{len(lats)} messages answered while it ran"
+    assert max(lats) < took * 0.9, (max(lats), took)

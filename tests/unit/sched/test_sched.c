@@ -379,6 +379,12 @@ committed(struct world *w)
 }
 
 static int
+dsn_tried(struct world *w)
+{
+	return world_log_count(w, "DSN not queued") >= 1;
+}
+
+static int
 bounce_delivered(struct world *w)
 {
 	return peer_dsns(&w->peer) == 1 && world_empty(w);
@@ -396,11 +402,14 @@ test_dsn_retry_backoff(void **state)
 	/* the disk fills while the delivery is under way */
 	world_run_until(w, committed, 10, "the commit");
 	spool_fault_inject(w->sp, 1000000, SPOOL_ERR_NOSPACE);
+	/* the delivery fails and the DSN is tried, however loaded the
+	 * machine; then 1.5 s more: the try after 1 s, maybe the one after
+	 * 2 s more if the loop ran late, never a loop of them */
+	world_run_until(w, dsn_tried, 30, "the first try of the DSN");
 	world_run_for(w, 1500);
 	tries = world_log_count(w, "DSN not queued");
-	/* the first try, then one after 1 s: never more than three */
 	if (tries < 1 || tries > 3)
-		fail_msg("%d tries of the DSN in 1.5 s", tries);
+		fail_msg("%d tries of the DSN in 1.5 s after the first", tries);
 	spool_fault_inject(w->sp, 0, SPOOL_OK);
 	world_run_until(w, bounce_delivered, 10, "the DSN, once there is room");
 	assert_int_equal(world_restart(w), 0);
