@@ -33,7 +33,9 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -391,12 +393,46 @@ smtpd_server_listen(struct smtpd_server *srv, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Connections the kernel completed but no loop accepted yet would be reset
+ * when their listening socket closes (each SO_REUSEPORT socket has its own
+ * queue): take them and answer 421, as to any session open at a stop.
+ * Bounded by the backlog given at listen; a PROXY listener says nothing
+ * before the header and an implicit-TLS one nothing in plaintext, so
+ * those are only closed.
+ */
+static void
+smtpd_listen_flush(struct smtpd_listener *sl)
+{
+	const struct sl_conf *c = sl->srv->conf;
+	int lfd = evconnlistener_get_fd(sl->l);
+	int speak = sl->kind == SMTPD_L_SUBMISSION || (sl->kind ==
+	    SMTPD_L_MTA && c->proxy_mode == SMTPD_PROXY_OFF);
+	int n = 0;
+
+	for (int fd; n < 1024 && (fd = accept4(lfd, NULL, NULL,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0; n++) {
+		if (speak)
+			smtpd_refuse(fd, "421 4.3.2 Service shutting down");
+		else
+			close(fd);
+	}
+	if (n > 0) {
+		char count[16];
+		snprintf(count, sizeof(count), "%d", n);
+		log_ev(LOG_INFO, NULL, "waiting connections refused at close",
+		    "count", count, NULL);
+	}
+}
+
 /* Close the listening sockets; sessions go on. */
 static void
 smtpd_listen_close(struct smtpd_server *srv)
 {
-	for (size_t i = 0; i < srv->nlisteners; i++)
+	for (size_t i = 0; i < srv->nlisteners; i++) {
+		smtpd_listen_flush(&srv->listeners[i]);
 		evconnlistener_free(srv->listeners[i].l);
+	}
 	srv->nlisteners = 0;
 }
 

@@ -100,10 +100,13 @@ def send(d, dom):
 
 
 def delivered(d, sink, dom):
+    # the sink writes the Maildir file before its index line: wait for both
+    def entries():
+        return [e for e in sink.index() if f"u@{dom}" in str(e)]
     wait_until(lambda: any(f"to {dom}".encode() in m
-                           for m in sink.messages()), timeout=30,
-               what=f"delivery to {dom}")
-    return [e for e in sink.index() if f"u@{dom}" in str(e)]
+                           for m in sink.messages()) and entries(),
+               timeout=30, what=f"delivery to {dom}")
+    return entries()
 
 
 def test_levels(world):

@@ -150,7 +150,7 @@ test_sign(void **state)
 	    "From: <a@sub.ex.test>\r\nSubject: hi\r\n\r\nbody \r\n\r\n";
 	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	struct dkim_key key = { "ex.test", "s1", "-", DKIM_ED25519_SHA256, pk };
-	struct dkim_keys keys = { &key, 1 };
+	struct dkim_keys keys = { .v = &key, .n = 1 };
 	const struct dkim_key *used = NULL;
 	struct evbuffer *b = evbuffer_new();
 	char *field = NULL, why[128];

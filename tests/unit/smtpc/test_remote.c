@@ -182,7 +182,7 @@ test_remote_messages_and_events(void **state)
 	socklen_t slen = sizeof(sin);
 	struct smtpc_params prm = { .helo = "owner.test", .tls = SMTPC_TLS_NONE };
 	struct smtpc_addr addr;
-	struct smtpc_cb cb = { owner_done, owner_event, &o };
+	struct smtpc_cb cb = { .done = owner_done, .event = owner_event, .arg = &o };
 
 	o.self = pthread_self();
 	o.base = sl_evloop_new();
